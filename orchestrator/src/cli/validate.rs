@@ -1,0 +1,216 @@
+//! `lifeboat validate [PATH...]`: compile files or directories, print every error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::GlobalArgs;
+use crate::compile::{
+    self, Code, CompileEnv, CompiledWorkflow, Diagnostic, FileReport, KnownNames,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Workflow files or directories (default: the workflows directory).
+    pub paths: Vec<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct JsonFile<'a> {
+    file: &'a str,
+    valid: bool,
+    workflow: Option<&'a str>,
+    steps: Option<usize>,
+    diagnostics: Vec<compile::diagnostic::JsonDiagnostic<'a>>,
+}
+
+/// The outcome of compiling a set of files.
+pub struct Outcome {
+    pub compiled: Vec<CompiledWorkflow>,
+    pub reports: Vec<FileReport>,
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(global)?;
+    let known = config.as_ref().map(|(c, base)| c.known_names(base));
+    let paths = if args.paths.is_empty() {
+        let dir = global
+            .workflows
+            .clone()
+            .or_else(|| config.as_ref().map(|(c, base)| base.join(&c.workflows_dir)))
+            .unwrap_or_else(|| PathBuf::from("workflows"));
+        vec![dir]
+    } else {
+        args.paths
+    };
+    let files = collect_files(&paths)?;
+    if files.is_empty() {
+        anyhow::bail!("no workflow files (*.yaml, *.yml) found in {}", display_list(&paths));
+    }
+    let outcome = compile_files(&files, known.as_ref());
+    let valid = outcome.reports.iter().all(|r| !r.has_errors());
+
+    if args.json {
+        let mut out: Vec<JsonFile> = Vec::new();
+        for wf in &outcome.compiled {
+            if !outcome.reports.iter().any(|r| r.file == wf.file) {
+                out.push(JsonFile {
+                    file: &wf.file,
+                    valid: true,
+                    workflow: Some(&wf.name),
+                    steps: Some(wf.steps.len()),
+                    diagnostics: Vec::new(),
+                });
+            }
+        }
+        for report in &outcome.reports {
+            out.push(JsonFile {
+                file: &report.file,
+                valid: false,
+                workflow: None,
+                steps: None,
+                diagnostics: report.to_json(),
+            });
+        }
+        out.sort_by(|a, b| a.file.cmp(b.file));
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let color = super::stderr_is_terminal();
+        for report in &outcome.reports {
+            eprint!("{}", report.render(color));
+        }
+        for wf in &outcome.compiled {
+            if !outcome.reports.iter().any(|r| r.file == wf.file) {
+                println!(
+                    "ok   {} ({}: {} steps, {} waves)",
+                    wf.file,
+                    wf.name,
+                    wf.steps.len(),
+                    wf.waves.len()
+                );
+            }
+        }
+        let errors: usize = outcome.reports.iter().map(|r| r.diagnostics.len()).sum();
+        let invalid = outcome.reports.len();
+        println!(
+            "{} file{}: {} valid, {} invalid ({} error{})",
+            files.len(),
+            plural(files.len()),
+            files.len() - invalid,
+            invalid,
+            errors,
+            plural(errors)
+        );
+    }
+    Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn display_list(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Files named directly, plus `*.yaml`/`*.yml` directly inside directories.
+pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot list {}", path.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Compiles every file, then checks names across them (duplicates, child workflows).
+pub fn compile_files(files: &[PathBuf], known: Option<&KnownNames>) -> Outcome {
+    let env = CompileEnv { known };
+    let mut compiled = Vec::new();
+    let mut reports = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        match read_source(file) {
+            Ok(source) => match compile::compile(&name, &source, env) {
+                Ok(wf) => compiled.push(wf),
+                Err(report) => reports.push(report),
+            },
+            Err(message) => reports.push(FileReport {
+                file: name,
+                source: String::new(),
+                diagnostics: vec![Diagnostic::error(Code::Io, message, None)],
+            }),
+        }
+    }
+    let mut extra: Vec<(usize, Diagnostic)> = Vec::new();
+    for (i, wf) in compiled.iter().enumerate() {
+        if let Some(first) = compiled[..i].iter().find(|w| w.name == wf.name) {
+            extra.push((
+                i,
+                Diagnostic::error(
+                    Code::DuplicateWorkflow,
+                    format!("workflow name `{}` is already used by {}", wf.name, first.file),
+                    wf.definition.name.span,
+                )
+                .help("workflow names must be unique in a workflows directory"),
+            ));
+        }
+    }
+    if compiled.len() > 1 {
+        extra.extend(compile::check_child_workflows(&compiled));
+    }
+    for (i, diagnostic) in extra {
+        let wf = &compiled[i];
+        match reports.iter_mut().find(|r| r.file == wf.file) {
+            Some(r) => r.diagnostics.push(diagnostic),
+            None => reports.push(FileReport {
+                file: wf.file.clone(),
+                source: wf.source.clone(),
+                diagnostics: vec![diagnostic],
+            }),
+        }
+    }
+    Outcome { compiled, reports }
+}
+
+/// Reads a file as UTF-8 text, refusing what cannot be a workflow.
+pub fn read_source(path: &Path) -> Result<String, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > compile::yaml::MAX_FILE_BYTES as u64 {
+        return Err(format!(
+            "{} is {} bytes; workflow files are limited to {} bytes",
+            path.display(),
+            meta.len(),
+            compile::yaml::MAX_FILE_BYTES
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{} is not UTF-8 text (invalid byte at offset {}): is it a workflow file?",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}

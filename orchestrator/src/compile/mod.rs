@@ -1,0 +1,140 @@
+//! YAML workflow file -> `CompiledWorkflow` (graph + everything the executor
+//! needs pre-computed), or every problem in the file with its position.
+//!
+//! Compiling does no IO: names from the configuration come in through
+//! `KnownNames`, read by the caller.
+
+pub mod de;
+pub mod diagnostic;
+pub mod graph;
+mod pass;
+pub mod suggest;
+pub mod templates;
+pub mod yaml;
+
+use handlebars::template::Template;
+use indexmap::IndexMap;
+
+pub use diagnostic::{Code, Diagnostic, FileReport, Severity};
+pub use graph::StepGraph;
+pub use pass::compile;
+
+use crate::exec::{KindConfig, StepKind};
+use crate::model::{Backoff, Duration, Span, Step, Workflow};
+
+/// Names defined by `lifeboat.toml` (and the templates directory).
+#[derive(Debug, Clone, Default)]
+pub struct KnownNames {
+    pub channels: Vec<String>,
+    pub hooks: Vec<String>,
+    pub templates: Vec<String>,
+    pub connections: Vec<String>,
+    /// Users and groups, for approvers.
+    pub principals: Vec<String>,
+}
+
+/// What the compiler may check beyond the file itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompileEnv<'a> {
+    /// `None`: no config given, so names of channels, hooks, templates,
+    /// connections and approvers are not checked.
+    pub known: Option<&'a KnownNames>,
+}
+
+/// A workflow ready to run.
+#[derive(Debug, Clone)]
+pub struct CompiledWorkflow {
+    pub file: String,
+    pub name: String,
+    /// SHA-256 of the source: runs are pinned to it.
+    pub hash: String,
+    pub source: String,
+    pub definition: Workflow,
+    /// In file order; a step's index is its node in `graph`.
+    pub steps: Vec<CompiledStep>,
+    pub graph: StepGraph,
+    pub topological_order: Vec<usize>,
+    pub waves: Vec<Vec<usize>>,
+    /// `ancestors[i][j]`: step j always finishes before step i starts.
+    pub ancestors: Vec<Vec<bool>>,
+    /// Templates outside steps, keyed by field path (`outputs.promoted`, `concurrency.key`).
+    pub templates: IndexMap<String, Template>,
+    /// `workflow` steps' targets, checked against the other files of a directory.
+    pub child_workflows: Vec<(String, Span)>,
+}
+
+impl CompiledWorkflow {
+    pub fn step(&self, id: &str) -> Option<&CompiledStep> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledStep {
+    pub id: String,
+    pub index: usize,
+    pub definition: Step,
+    pub body: CompiledBody,
+    /// Indexes of the steps this one needs.
+    pub needs: Vec<usize>,
+    /// `when`, `for_each`, `poll.until`.
+    pub templates: IndexMap<String, Template>,
+    pub rollback: Option<CompiledBody>,
+}
+
+/// What runs: a kind, its parameters and its policies.
+#[derive(Debug, Clone)]
+pub struct CompiledBody {
+    pub kind: StepKind,
+    pub config: KindConfig,
+    /// The raw `with` block (templates unrendered).
+    pub with: serde_json::Value,
+    /// Parsed templates inside `with`, keyed by their path (`command.1`).
+    pub templates: IndexMap<String, Template>,
+    pub retry: EffectiveRetry,
+    pub timeout: Option<Duration>,
+}
+
+/// A retry policy with every default filled in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EffectiveRetry {
+    pub attempts: u32,
+    pub backoff: Backoff,
+    pub delay: Duration,
+    pub max_delay: Duration,
+    pub jitter: bool,
+}
+
+impl Default for EffectiveRetry {
+    fn default() -> Self {
+        EffectiveRetry {
+            attempts: 1,
+            backoff: Backoff::Fixed,
+            delay: Duration::from_millis(1_000),
+            max_delay: Duration::from_millis(60_000),
+            jitter: true,
+        }
+    }
+}
+
+/// Checks that `workflow` steps name workflows that exist among `all`.
+pub fn check_child_workflows(all: &[CompiledWorkflow]) -> Vec<(usize, Diagnostic)> {
+    let names: Vec<&str> = all.iter().map(|w| w.name.as_str()).collect();
+    let mut out = Vec::new();
+    for (i, wf) in all.iter().enumerate() {
+        for (child, span) in &wf.child_workflows {
+            if !names.contains(&child.as_str()) {
+                out.push((
+                    i,
+                    Diagnostic::error(
+                        Code::UnknownReference,
+                        format!("workflow `{child}` is not defined in this directory"),
+                        Some(*span),
+                    )
+                    .maybe_help(suggest::did_you_mean(child, names.iter().copied())),
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,162 @@
+//! `lifeboat.toml`: defaults -> file -> `LIFEBOAT_*` env -> flags.
+//! Secrets are never in the file: it names the env variables that hold them.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use indexmap::IndexMap;
+use lifeboat_notify::ChannelConfig;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://lifeboat.db";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database_url: String,
+    pub workflows_dir: PathBuf,
+    pub templates_dir: PathBuf,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub groups: IndexMap<String, Vec<String>>,
+    #[serde(default)]
+    pub hooks: IndexMap<String, HookConfig>,
+    #[serde(default, skip_serializing)]
+    pub channels: IndexMap<String, ChannelConfig>,
+    #[serde(default)]
+    pub connections: IndexMap<String, ConnectionConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: DEFAULT_DATABASE_URL.into(),
+            workflows_dir: "workflows".into(),
+            templates_dir: "templates".into(),
+            server: ServerConfig::default(),
+            users: Vec::new(),
+            groups: IndexMap::new(),
+            hooks: IndexMap::new(),
+            channels: IndexMap::new(),
+            connections: IndexMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub public_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: "127.0.0.1:8080".into(), public_url: "http://127.0.0.1:8080".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Env variable holding the user's API token.
+    pub token_env: String,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Approver,
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    #[serde(default)]
+    pub format: HookFormat,
+    pub bearer_token_env: Option<String>,
+    pub hmac_secret_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookFormat {
+    #[default]
+    Alertmanager,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    pub url_env: String,
+}
+
+/// Keys that may come from `LIFEBOAT_*` variables (`__` separates levels).
+/// Other `LIFEBOAT_*` variables (tokens, secrets) are not configuration.
+const ENV_KEYS: &[&str] =
+    &["database_url", "workflows_dir", "templates_dir", "server.listen", "server.public_url"];
+
+impl Config {
+    /// Loads `file` (if given, it must exist; else `./lifeboat.toml` if present)
+    /// layered over defaults and under the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<(Config, Option<PathBuf>)> {
+        let path = match file {
+            Some(p) if !p.exists() => anyhow::bail!("config file {} does not exist", p.display()),
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("lifeboat.toml")).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = &path {
+            figment = figment.merge(Toml::file_exact(p));
+        }
+        figment = figment.merge(Env::prefixed("LIFEBOAT_").split("__").only(ENV_KEYS));
+        let config: Config = figment.extract().map_err(|e| {
+            let at = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+            anyhow::anyhow!("{at}invalid configuration: {e}")
+        })?;
+        Ok((config, path))
+    }
+
+    /// Names a workflow may refer to, for the compiler's checks. Reads the
+    /// templates directory (IO stays out of the compiler).
+    pub fn known_names(&self, base: &Path) -> crate::compile::KnownNames {
+        let mut templates: Vec<String> =
+            lifeboat_notify::templates::BUILTIN.iter().map(|s| s.to_string()).collect();
+        let dir = base.join(&self.templates_dir);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if let Some(name) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(lifeboat_notify::templates::template_name_of)
+                    && !templates.iter().any(|t| t == name)
+                {
+                    templates.push(name.to_string());
+                }
+            }
+        }
+        crate::compile::KnownNames {
+            channels: self.channels.keys().cloned().collect(),
+            hooks: self.hooks.keys().cloned().collect(),
+            templates,
+            connections: self.connections.keys().cloned().collect(),
+            principals: self
+                .users
+                .iter()
+                .map(|u| u.name.clone())
+                .chain(self.groups.keys().cloned())
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! lifeboat: a workflow-driven disaster-recovery orchestrator.
+//!
+//! `model` is the workflow file as types, `compile` turns a file into a
+//! graph or diagnostics, `exec` holds the executor's step kinds, `viz`
+//! draws graphs, `cli` is the command line.
+
+pub mod cli;
+pub mod compile;
+pub mod config;
+pub mod exec;
+pub mod model;
+pub mod schema;
+pub mod viz;
