@@ -155,10 +155,10 @@ pub fn compile_files(files: &[PathBuf], known: Option<&KnownNames>) -> Outcome {
                 Ok(wf) => compiled.push(wf),
                 Err(report) => reports.push(report),
             },
-            Err(message) => reports.push(FileReport {
+            Err(diagnostic) => reports.push(FileReport {
                 file: name,
                 source: String::new(),
-                diagnostics: vec![Diagnostic::error(Code::Io, message, None)],
+                diagnostics: vec![diagnostic],
             }),
         }
     }
@@ -194,23 +194,33 @@ pub fn compile_files(files: &[PathBuf], known: Option<&KnownNames>) -> Outcome {
 }
 
 /// Reads a file as UTF-8 text, refusing what cannot be a workflow.
-pub fn read_source(path: &Path) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_source(path: &Path) -> Result<String, Diagnostic> {
+    let io = |e: std::io::Error| {
+        Diagnostic::error(Code::Io, format!("cannot read {}: {e}", path.display()), None)
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
     if meta.len() > compile::yaml::MAX_FILE_BYTES as u64 {
-        return Err(format!(
-            "{} is {} bytes; workflow files are limited to {} bytes",
-            path.display(),
-            meta.len(),
-            compile::yaml::MAX_FILE_BYTES
+        return Err(Diagnostic::error(
+            Code::Limit,
+            format!(
+                "{} is {} bytes; workflow files are limited to {} bytes",
+                path.display(),
+                meta.len(),
+                compile::yaml::MAX_FILE_BYTES
+            ),
+            None,
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(io)?;
     String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{} is not UTF-8 text (invalid byte at offset {}): is it a workflow file?",
-            path.display(),
-            e.utf8_error().valid_up_to()
+        Diagnostic::error(
+            Code::Io,
+            format!(
+                "{} is not UTF-8 text (invalid byte at offset {}): is it a workflow file?",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ),
+            None,
         )
     })
 }

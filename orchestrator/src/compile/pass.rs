@@ -358,7 +358,7 @@ impl<'a> Pass<'a> {
         self.check_config_names(&config, with_node, place);
         let mut body_templates = IndexMap::new();
         self.templates_in(with_node, &mut body_templates, "", kind.untemplated_fields(), scope);
-        let retry = self.effective_retry(header.defaults.retry.as_ref(), parts.retry, node);
+        let retry = self.effective_retry(header.defaults.retry.as_ref(), parts.retry, node, place);
         Some(CompiledBody {
             kind,
             config,
@@ -374,6 +374,7 @@ impl<'a> Pass<'a> {
         defaults: Option<&RetryPolicy>,
         step: Option<&RetryPolicy>,
         node: &Node,
+        place: &str,
     ) -> EffectiveRetry {
         let base = EffectiveRetry::default();
         let pick =
@@ -383,7 +384,7 @@ impl<'a> Pass<'a> {
             let span = node.at_path(&["retry", "attempts"]).map(|n| n.span);
             self.error(
                 Code::InvalidValue,
-                "`retry.attempts` counts the first attempt too, so it must be at least 1",
+                format!("{place}: `retry.attempts` counts the first attempt too, so it must be at least 1"),
                 span,
             );
         }
@@ -612,41 +613,42 @@ impl<'a> Pass<'a> {
         for (i, trigger) in wf.triggers.iter().enumerate() {
             let node = root.at_path(&["triggers".to_string(), i.to_string()]);
             let span = node.map(|n| n.span);
-            match (&trigger.webhook, &trigger.schedule) {
-                (Some(_), Some(_)) | (None, None) => {
+            // Read the shape from the file, not the parsed value: a schedule
+            // with a bad cron was already reported and removed.
+            let written = |f: &str| node.and_then(|n| n.get(f)).is_some();
+            let (webhook, schedule) = (written("webhook"), written("schedule"));
+            if webhook == schedule {
+                self.error(
+                    Code::Trigger,
+                    "a trigger needs exactly one of `webhook` or `schedule`",
+                    span,
+                );
+            } else if schedule {
+                let webhook_only: Vec<&str> = ["match", "cancel_on_resolve", "dedupe", "on"]
+                    .into_iter()
+                    .filter(|f| written(f))
+                    .collect();
+                if !webhook_only.is_empty() {
                     self.error(
                         Code::Trigger,
-                        "a trigger needs exactly one of `webhook` or `schedule`",
+                        format!(
+                            "a schedule trigger cannot have {}: only webhook triggers receive alerts",
+                            one_of(&webhook_only)
+                        ),
                         span,
                     );
                 }
-                (None, Some(_)) => {
-                    let webhook_only: Vec<&str> = ["match", "cancel_on_resolve", "dedupe", "on"]
-                        .into_iter()
-                        .filter(|f| node.and_then(|n| n.get(f)).is_some())
-                        .collect();
-                    if !webhook_only.is_empty() {
-                        self.error(
-                            Code::Trigger,
-                            format!("{} only apply to webhook triggers", one_of(&webhook_only)),
-                            span,
-                        );
-                    }
-                }
-                (Some(hook), None) => {
-                    if let Some(known) = known
-                        && !known.hooks.iter().any(|h| *h == hook.value)
-                    {
-                        self.unknown_name(
-                            Code::UnknownHook,
-                            "trigger",
-                            "webhook",
-                            &hook.value,
-                            &known.hooks,
-                            hook.span,
-                        );
-                    }
-                }
+            } else if let (Some(hook), Some(known)) = (&trigger.webhook, known)
+                && !known.hooks.iter().any(|h| *h == hook.value)
+            {
+                self.unknown_name(
+                    Code::UnknownHook,
+                    "trigger",
+                    "webhook",
+                    &hook.value,
+                    &known.hooks,
+                    hook.span,
+                );
             }
             let place = format!("trigger {}", i + 1);
             let scope = Scope {
@@ -734,7 +736,7 @@ impl<'a> Pass<'a> {
 
     fn report_de_errors(&mut self, errors: &[DeError], place: &str, prefix: &str) {
         for e in errors {
-            let path = format!("{prefix}{}", e.path.join("."));
+            let path = format!("{prefix}{}", e.path.join(".")).trim_end_matches('.').to_string();
             match &e.kind {
                 DeErrorKind::UnknownField { field, expected } => {
                     let parent =

@@ -1,0 +1,7 @@
+//! End-to-end tests: they run the real `lifeboat` binary on real files.
+//! One test binary (ripgrep's layout): modules by command, shared helpers in `util`.
+
+mod hostile;
+mod init;
+mod util;
+mod validate;

@@ -1,0 +1,91 @@
+//! `lifeboat validate`: the invalid corpus with its expected diagnostics
+//! (insta snapshots), the valid corpus, the example runbooks, `--json`.
+
+use crate::util::{lifeboat, root, stderr, stdout};
+
+const CONFIG: &str = "tests/fixtures/lifeboat.toml";
+
+fn fixtures(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join(dir))
+        .expect("fixture dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_invalid_fixture_fails_with_its_snapshot() {
+    let files = fixtures("tests/fixtures/invalid");
+    assert!(files.len() >= 25, "the invalid corpus shrank to {}", files.len());
+    for file in files {
+        let path = format!("tests/fixtures/invalid/{file}");
+        let out = lifeboat(&["validate", "--config", CONFIG, &path]);
+        assert_eq!(out.status.code(), Some(1), "{path} should be invalid:\n{}", stderr(&out));
+        let text = stderr(&out);
+        assert!(text.contains("error[LB"), "{path}: no diagnostic code:\n{text}");
+        assert!(text.contains(&path), "{path}: message does not name the file:\n{text}");
+        insta::assert_snapshot!(file.trim_end_matches(".yaml"), text);
+    }
+}
+
+#[test]
+fn every_valid_fixture_and_example_runbook_passes() {
+    for dir in ["tests/fixtures/valid", "workflows"] {
+        let out = lifeboat(&["validate", "--config", CONFIG, dir]);
+        assert_eq!(out.status.code(), Some(0), "{dir}:\n{}{}", stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains("0 invalid"), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported_with_positions() {
+    let out = lifeboat(&[
+        "validate",
+        "--json",
+        "--config",
+        CONFIG,
+        "tests/fixtures/invalid/many-errors.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let files: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let diagnostics = files[0]["diagnostics"].as_array().expect("diagnostics");
+    let codes: Vec<&str> = diagnostics.iter().map(|d| d["code"].as_str().unwrap()).collect();
+    assert!(diagnostics.len() >= 7, "{codes:?}");
+    for code in ["LB017", "LB004", "LB007", "LB008", "LB014", "LB003"] {
+        assert!(codes.contains(&code), "{code} missing from {codes:?}");
+    }
+    for d in diagnostics {
+        assert!(d["line"].as_u64().unwrap() > 0 && d["column"].as_u64().unwrap() > 0, "{d}");
+    }
+    assert_eq!(files[0]["valid"], false);
+}
+
+#[test]
+fn names_are_only_checked_against_a_config_when_one_is_given() {
+    let file = "tests/fixtures/invalid/unknown-channel.yaml";
+    let with = lifeboat(&["validate", "--config", CONFIG, file]);
+    assert_eq!(with.status.code(), Some(1));
+    // Without a config there is no list of channels to check against.
+    let without = lifeboat(&["validate", file]);
+    assert_eq!(without.status.code(), Some(0), "{}", stderr(&without));
+}
+
+#[test]
+fn duplicate_workflow_names_in_one_directory_are_rejected() {
+    let dir = crate::util::scratch("dup-names");
+    for file in ["a.yaml", "b.yaml"] {
+        std::fs::write(dir.join(file), "name: same\nsteps:\n  x: { uses: set }\n").unwrap();
+    }
+    let out = lifeboat(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("LB024"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(lifeboat(&["validate", "--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(lifeboat(&["validate", "does/not/exist.yaml"]).status.code(), Some(2));
+}
