@@ -34,3 +34,27 @@ fn schema_is_json_schema_with_every_step_kind() {
         assert!(kinds.as_array().unwrap().iter().any(|k| k == kind), "{kind} missing");
     }
 }
+
+#[test]
+fn graph_draws_a_runbook_in_every_format() {
+    let dir = scratch("graph");
+    for format in ["mermaid", "dot", "svg"] {
+        let out_file = dir.join(format!("failover.{format}"));
+        let out = lifeboat(&["graph", "workflows/failover.yaml", "--format", format, "-o", out_file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{format}: {}", stderr(&out));
+        let text = std::fs::read_to_string(&out_file).unwrap();
+        for step in ["promote", "fence_primary"] {
+            assert!(text.contains(step), "{format} output lacks {step}");
+        }
+    }
+    let svg = std::fs::read_to_string(dir.join("failover.svg")).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..60.min(svg.len())]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn graph_of_an_invalid_file_shows_its_errors() {
+    let out = lifeboat(&["graph", "tests/fixtures/invalid/cycle.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("LB010"), "{}", stderr(&out));
+}

@@ -10,9 +10,14 @@ pub fn root() -> PathBuf {
 
 /// `lifeboat` with a clean, colourless environment, run from the workspace root.
 pub fn lifeboat(args: &[&str]) -> Output {
+    lifeboat_in(&root(), args)
+}
+
+/// `lifeboat` run from `dir` (where no `lifeboat.toml` is picked up unless `dir` has one).
+pub fn lifeboat_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .args(args)
-        .current_dir(root())
+        .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("LIFEBOAT_CONFIG")
         .env_remove("LIFEBOAT_DATABASE_URL")

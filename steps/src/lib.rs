@@ -1,16 +1,26 @@
 //! Side-effecting action kinds (`shell`, `http`, `sql`, `set`, `assert`).
 //!
 //! Each kind lives in its own module with its `Config` (unknown fields
-//! rejected) and a pure `compile()` that checks what the type system cannot,
-//! without IO. This crate knows nothing of the store or of notifications.
+//! rejected), a pure `compile()` that checks what the type system cannot,
+//! without IO, and an `impl Step` that performs one attempt. This crate knows
+//! nothing of the store or of notifications: the durable executor records
+//! what an attempt returns, and renders every template before calling in.
 
 pub mod assert;
 pub mod http;
+mod process;
 pub mod set;
 pub mod shell;
 pub mod sql;
 
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
 use serde::Deserializer;
+pub use tokio_util::sync::CancellationToken;
+
+pub use process::{kill_orphaned_attempt, kill_process_group};
 
 /// A problem found in a step's `with` block by a kind's `compile()`.
 ///
@@ -21,6 +31,10 @@ pub struct ConfigProblem {
     pub path: Vec<String>,
     pub message: String,
     pub help: Option<String>,
+    /// The problem is the template itself (e.g. a template where none may
+    /// be). Other problems on a templated value are moot: at compile time a
+    /// placeholder stands in for it, and the rendered value is checked later.
+    pub about_template: bool,
 }
 
 impl ConfigProblem {
@@ -29,7 +43,13 @@ impl ConfigProblem {
             path: path.iter().map(|s| s.to_string()).collect(),
             message: message.into(),
             help: None,
+            about_template: false,
         }
+    }
+
+    pub fn about_template(mut self) -> Self {
+        self.about_template = true;
+        self
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -135,8 +155,408 @@ impl ActionConfig {
     }
 }
 
+impl ActionConfig {
+    /// Performs one attempt of this action and redacts `ctx.secrets` from
+    /// everything it returns (outputs and error).
+    ///
+    /// Every string of the config must already be rendered. The future is
+    /// `Send`; dropping it mid-way kills a shell step's process group.
+    pub async fn run(&self, ctx: &AttemptContext) -> Outcome {
+        if ctx.cancel.is_cancelled() {
+            return Interrupted::Cancelled.outcome(None, empty_outputs());
+        }
+        let outcome = match self {
+            ActionConfig::Shell(c) => c.run(ctx).await,
+            ActionConfig::Http(c) => c.run(ctx).await,
+            ActionConfig::Sql(c) => c.run(ctx).await,
+            ActionConfig::Set(c) => c.run(ctx).await,
+            ActionConfig::Assert(c) => c.run(ctx).await,
+        };
+        outcome.redacted(&ctx.secrets)
+    }
+}
+
+/// Environment variable carrying [`AttemptContext::run_id`].
+pub const ENV_RUN_ID: &str = "LIFEBOAT_RUN_ID";
+/// Environment variable carrying [`AttemptContext::step_id`].
+pub const ENV_STEP_ID: &str = "LIFEBOAT_STEP_ID";
+/// Environment variable carrying [`AttemptContext::attempt`].
+pub const ENV_ATTEMPT: &str = "LIFEBOAT_ATTEMPT";
+/// Environment variable carrying [`AttemptContext::idempotency_key`].
+pub const ENV_IDEMPOTENCY_KEY: &str = "LIFEBOAT_IDEMPOTENCY_KEY";
+
+/// The variables every attempt gets, in the order `lifeboat_vars` returns them.
+pub const LIFEBOAT_VARS: [&str; 4] = [ENV_RUN_ID, ENV_STEP_ID, ENV_ATTEMPT, ENV_IDEMPOTENCY_KEY];
+
+/// Default bound on captured output (stdout, stderr, HTTP body, SQL rows): 1 MiB.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// Everything one attempt of an action needs besides its (rendered) config.
+///
+/// Built by the executor for each attempt. Every action passes `run_id`,
+/// `step_id`, `attempt` and `idempotency_key` to its target (`LIFEBOAT_*`
+/// environment variables for `shell`; `Idempotency-Key` and
+/// `X-Lifeboat-Run-Id`/`-Step-Id`/`-Attempt` headers for `http`).
+pub struct AttemptContext {
+    pub run_id: String,
+    pub step_id: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Lets the target deduplicate: must be the *same* for every attempt of
+    /// one step of one run (and one `for_each` item), so that a retry after a
+    /// crash is recognised as a repeat. [`AttemptContext::new`] uses
+    /// `<run_id>/<step_id>`.
+    pub idempotency_key: String,
+    /// Bound on the whole attempt; `None` means no bound.
+    pub timeout: Option<Duration>,
+    /// Cancelled when the run is cancelled or the worker shuts down: the
+    /// attempt stops (a shell step's process group is killed) and returns
+    /// `Failed { retryable: false, .. }` with an error starting "cancelled".
+    pub cancel: CancellationToken,
+    /// Secret values (`secrets.*` used by this step) to replace with `***`
+    /// in outputs and errors; values shorter than 4 bytes are ignored.
+    pub secrets: Vec<String>,
+    /// Bound, in bytes, on each captured stream (stdout, stderr, HTTP body)
+    /// and on the JSON of SQL rows.
+    pub max_output_bytes: usize,
+    /// Variables removed from the environment a shell step inherits from
+    /// the worker (e.g. the names of `token_env`, `webhook_url_env`, `url_env`
+    /// settings). Every inherited `LIFEBOAT_*` variable is removed anyway.
+    pub env_remove: Vec<String>,
+    /// Called once a shell step's child has started, with its pid, which is
+    /// also its process-group id. Record it durably: after a crash, pass it
+    /// to [`kill_orphaned_attempt`] so no orphaned group keeps running.
+    pub on_spawn: Option<Box<dyn Fn(u32) + Send + Sync>>,
+}
+
+impl AttemptContext {
+    /// A context with no timeout, a fresh cancellation token, no secrets,
+    /// 1 MiB output bounds and the idempotency key `<run_id>/<step_id>`.
+    pub fn new(run_id: impl Into<String>, step_id: impl Into<String>, attempt: u32) -> Self {
+        let run_id = run_id.into();
+        let step_id = step_id.into();
+        Self {
+            idempotency_key: format!("{run_id}/{step_id}"),
+            run_id,
+            step_id,
+            attempt,
+            timeout: None,
+            cancel: CancellationToken::new(),
+            secrets: Vec::new(),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            env_remove: Vec::new(),
+            on_spawn: None,
+        }
+    }
+
+    /// The `LIFEBOAT_*` variables of this attempt, in a fixed order.
+    pub fn lifeboat_vars(&self) -> [(&'static str, String); 4] {
+        [
+            (ENV_RUN_ID, self.run_id.clone()),
+            (ENV_STEP_ID, self.step_id.clone()),
+            (ENV_ATTEMPT, self.attempt.to_string()),
+            (ENV_IDEMPOTENCY_KEY, self.idempotency_key.clone()),
+        ]
+    }
+
+    /// Runs `fut` bounded by `timeout` and `cancel`.
+    pub(crate) async fn bounded<T>(&self, fut: impl Future<Output = T>) -> Result<T, Interrupted> {
+        let deadline = async {
+            match self.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            value = fut => Ok(value),
+            () = deadline => Err(Interrupted::TimedOut(self.timeout.unwrap_or_default())),
+            () = self.cancel.cancelled() => Err(Interrupted::Cancelled),
+        }
+    }
+}
+
+impl fmt::Debug for AttemptContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptContext")
+            .field("run_id", &self.run_id)
+            .field("step_id", &self.step_id)
+            .field("attempt", &self.attempt)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("timeout", &self.timeout)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field("max_output_bytes", &self.max_output_bytes)
+            .field("env_remove", &self.env_remove)
+            .field("on_spawn", &self.on_spawn.as_ref().map(|_| "Fn(u32)"))
+            .finish()
+    }
+}
+
+/// Why an attempt stopped before its action finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interrupted {
+    TimedOut(Duration),
+    Cancelled,
+}
+
+impl Interrupted {
+    /// The failure for an interrupted attempt; `what` says what was cleaned
+    /// up, e.g. "process group killed".
+    pub(crate) fn outcome(self, what: Option<&str>, outputs: serde_json::Value) -> Outcome {
+        let suffix = what.map(|w| format!("; {w}")).unwrap_or_default();
+        match self {
+            Interrupted::TimedOut(t) => Outcome::Failed {
+                error: format!("timed out after {}{suffix}", format_duration(t)),
+                retryable: true,
+                outputs,
+            },
+            Interrupted::Cancelled => {
+                Outcome::Failed { error: format!("cancelled{suffix}"), retryable: false, outputs }
+            }
+        }
+    }
+}
+
+/// What one attempt of an action produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The action did what it was asked; `outputs` is a JSON object.
+    Succeeded { outputs: serde_json::Value },
+    /// The action failed. `retryable` says whether another attempt may
+    /// succeed (a 503, a timeout, a dropped connection) or not (a 404, a SQL
+    /// syntax error, a missing program). `outputs` holds what was observed
+    /// (exit code, captured output, response), for the operator.
+    Failed { error: String, retryable: bool, outputs: serde_json::Value },
+}
+
+impl Outcome {
+    pub fn succeeded(outputs: serde_json::Value) -> Self {
+        Outcome::Succeeded { outputs }
+    }
+
+    /// A failure that another attempt cannot fix, with no outputs.
+    pub fn fatal(error: impl Into<String>) -> Self {
+        Outcome::Failed { error: error.into(), retryable: false, outputs: empty_outputs() }
+    }
+
+    /// A failure that another attempt may fix, with no outputs.
+    pub fn retryable(error: impl Into<String>) -> Self {
+        Outcome::Failed { error: error.into(), retryable: true, outputs: empty_outputs() }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Succeeded { .. })
+    }
+
+    pub fn outputs(&self) -> &serde_json::Value {
+        match self {
+            Outcome::Succeeded { outputs } | Outcome::Failed { outputs, .. } => outputs,
+        }
+    }
+
+    /// This outcome with every secret value replaced by `***`.
+    pub fn redacted(mut self, secrets: &[String]) -> Self {
+        match &mut self {
+            Outcome::Succeeded { outputs } => redact(outputs, secrets),
+            Outcome::Failed { error, outputs, .. } => {
+                *error = redact_str(error, secrets);
+                redact(outputs, secrets);
+            }
+        }
+        self
+    }
+}
+
+/// One attempt of an action kind. Implemented by each kind's `Config`;
+/// [`ActionConfig::run`] dispatches to it and redacts the result.
+pub trait Step {
+    /// Performs one attempt. Never panics on input: every problem becomes
+    /// an [`Outcome::Failed`]. Honours `ctx.timeout` and `ctx.cancel`.
+    fn run(&self, ctx: &AttemptContext) -> impl Future<Output = Outcome> + Send;
+}
+
+/// The replacement for a secret value.
+pub const REDACTED: &str = "***";
+
+/// Replaces every occurrence of a secret value (of at least 4 bytes) with
+/// `***` in every string of `value`, object keys included.
+pub fn redact(value: &mut serde_json::Value, secrets: &[String]) {
+    let secrets = effective_secrets(secrets);
+    if !secrets.is_empty() {
+        redact_value(value, &secrets);
+    }
+}
+
+/// `s` with every occurrence of a secret value (of at least 4 bytes)
+/// replaced by `***`. Longer secrets are replaced first, so a secret that
+/// contains another is hidden whole.
+pub fn redact_str(s: &str, secrets: &[String]) -> String {
+    replace_secrets(s, &effective_secrets(secrets))
+}
+
+fn effective_secrets(secrets: &[String]) -> Vec<&str> {
+    let mut kept: Vec<&str> = secrets.iter().map(String::as_str).filter(|s| s.len() >= 4).collect();
+    kept.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    kept.dedup();
+    kept
+}
+
+fn replace_secrets(s: &str, secrets: &[&str]) -> String {
+    let mut out = s.to_owned();
+    for secret in secrets {
+        if out.contains(secret) {
+            out = out.replace(secret, REDACTED);
+        }
+    }
+    out
+}
+
+fn redact_value(value: &mut serde_json::Value, secrets: &[&str]) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if secrets.iter().any(|secret| s.contains(secret)) {
+                *s = replace_secrets(s, secrets);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, secrets)),
+        Value::Object(map) => {
+            if map.keys().any(|k| secrets.iter().any(|secret| k.contains(secret))) {
+                let old = std::mem::take(map);
+                for (k, v) in old {
+                    map.insert(replace_secrets(&k, secrets), v);
+                }
+            }
+            map.values_mut().for_each(|v| redact_value(v, secrets));
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// `{}`: the outputs of a step that produces none.
+pub(crate) fn empty_outputs() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// Formats a duration the way workflow files write them: `500ms`, `30s`,
+/// `5m`, `2h`, `1d` (falling back to milliseconds when not a whole unit).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 || !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    match s {
+        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        s if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        s if s.is_multiple_of(60) => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// True when `s` contains a handlebars expression, i.e. its value is only
 /// known when the step starts.
 pub fn is_templated(s: &str) -> bool {
     s.contains("{{")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn secrets(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn redact_replaces_secrets_in_nested_strings_and_keys() {
+        let mut v = json!({
+            "stdout": "token=hunter22 ok",
+            "nested": [{"deep": ["x hunter22 y", 3, null, true]}],
+            "hunter22": "as a key",
+        });
+        redact(&mut v, &secrets(&["hunter22"]));
+        assert_eq!(
+            v,
+            json!({
+                "stdout": "token=*** ok",
+                "nested": [{"deep": ["x *** y", 3, null, true]}],
+                "***": "as a key",
+            })
+        );
+    }
+
+    #[test]
+    fn redact_ignores_empty_and_short_secrets() {
+        let mut v = json!({"a": "abc and  and 0"});
+        redact(&mut v, &secrets(&["", "abc", "0"]));
+        assert_eq!(v, json!({"a": "abc and  and 0"}));
+    }
+
+    #[test]
+    fn redact_hides_the_longer_of_overlapping_secrets_whole() {
+        assert_eq!(redact_str("pw=secret-long", &secrets(&["secret", "secret-long"])), "pw=***");
+    }
+
+    #[test]
+    fn outcome_redacted_covers_the_error_too() {
+        let o = Outcome::Failed {
+            error: "GET http://x/?key=s3cr3t failed".into(),
+            retryable: true,
+            outputs: json!({"body": "s3cr3t"}),
+        }
+        .redacted(&secrets(&["s3cr3t"]));
+        assert_eq!(
+            o,
+            Outcome::Failed {
+                error: "GET http://x/?key=*** failed".into(),
+                retryable: true,
+                outputs: json!({"body": "***"}),
+            }
+        );
+    }
+
+    #[test]
+    fn durations_are_formatted_like_workflow_files() {
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn action_run_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let config = ActionConfig::Set(set::Config::default());
+        let ctx = AttemptContext::new("r", "s", 1);
+        assert_send(&config.run(&ctx));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_attempt_does_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let config = ActionConfig::Shell(shell::Config {
+            command: Some(vec!["touch".into(), marker.to_str().unwrap().into()]),
+            script: None,
+            env: Default::default(),
+            workdir: None,
+        });
+        let ctx = AttemptContext::new("r", "s", 1);
+        ctx.cancel.cancel();
+        assert_eq!(config.run(&ctx).await, Outcome::fatal("cancelled"));
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn action_run_redacts_outputs() {
+        let mut map = indexmap::IndexMap::new();
+        map.insert("password".to_string(), json!("pa55word"));
+        let config = ActionConfig::Set(set::Config(map));
+        let mut ctx = AttemptContext::new("r", "s", 1);
+        ctx.secrets = secrets(&["pa55word"]);
+        assert_eq!(config.run(&ctx).await, Outcome::succeeded(json!({"password": "***"})));
+    }
 }

@@ -1,11 +1,37 @@
 //! `sql`: one query against a named connection or a URL, with bound params.
 
+use std::str::FromStr;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Either, Executor};
 
-use crate::ConfigProblem;
+use crate::{AttemptContext, ConfigProblem, Outcome, Step};
+
+mod values;
+
+use values::{postgres_row, sqlite_row};
 
 /// Runs one SQL statement; rows come back as JSON objects.
+///
+/// The driver is chosen by the URL's scheme: `sqlite:` or `postgres://` /
+/// `postgresql://`. A named `connection` must be resolved by the caller
+/// (the executor reads `[connections]` in lifeboat.toml) into `url` before
+/// the step runs: this crate never reads configuration.
+///
+/// `params` are bound in order: strings, numbers, booleans and null as such,
+/// arrays and objects as their JSON text. Postgres types each placeholder
+/// from its value (text for strings and null), so cast where the column is
+/// not text: `WHERE id = $1::int`.
+///
+/// Outputs: `rows` (an array of objects, column name -> JSON value),
+/// `rows_affected`, and `rows_truncated` when the rows' JSON exceeded
+/// `max_output_bytes` and the rest were not read.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -45,11 +71,224 @@ impl Config {
         if crate::is_templated(&self.query) {
             problems.push(
                 ConfigProblem::new(&["query"], "templates in `query` would allow SQL injection")
-                    .with_help("bind values with placeholders and `params: [\"{{inputs.x}}\"]`"),
+                    .with_help("bind values with placeholders and `params: [\"{{inputs.x}}\"]`")
+                    .about_template(),
             );
         }
         problems
     }
+}
+
+impl Step for Config {
+    async fn run(&self, ctx: &AttemptContext) -> Outcome {
+        let Some(url) = self.url.as_deref().map(str::trim) else {
+            return Outcome::fatal(match &self.connection {
+                Some(name) => format!(
+                    "connection `{name}` was not resolved to a URL before the step ran; \
+                     the executor must look it up under [connections] in lifeboat.toml \
+                     and pass it as `url`"
+                ),
+                None => "a sql step needs `url` (or a `connection` resolved to one)".to_owned(),
+            });
+        };
+        let max = ctx.max_output_bytes;
+        let work = async {
+            if url.starts_with("sqlite:") {
+                run_sqlite(url, &self.query, &self.params, max).await
+            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                run_postgres(url, &self.query, &self.params, max).await
+            } else {
+                Err(Failure::fatal("only sqlite: and postgres:// URLs are supported"))
+            }
+        };
+        match ctx.bounded(work).await {
+            Ok(Ok(rows)) => Outcome::succeeded(rows.outputs()),
+            Ok(Err(failure)) => failure.into_outcome(),
+            Err(interrupted) => interrupted.outcome(None, crate::empty_outputs()),
+        }
+    }
+}
+
+/// Why the statement did not complete.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    retryable: bool,
+}
+
+impl Failure {
+    fn fatal(error: impl Into<String>) -> Self {
+        Self { error: error.into(), retryable: false }
+    }
+
+    /// Could not connect: the database may come back (a failover in
+    /// progress, a restarting server); a malformed URL will not.
+    fn connect(e: sqlx::Error) -> Self {
+        let retryable = !matches!(e, sqlx::Error::Configuration(_));
+        Self { error: format!("cannot connect: {}", describe(&e)), retryable }
+    }
+
+    /// The statement failed: a broken connection, a lock or a serialization
+    /// conflict may pass on retry; a SQL error will not.
+    fn query(e: sqlx::Error) -> Self {
+        let retryable = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_code(&code)),
+            _ => false,
+        };
+        Self { error: describe(&e), retryable }
+    }
+
+    fn into_outcome(self) -> Outcome {
+        if self.retryable { Outcome::retryable(self.error) } else { Outcome::fatal(self.error) }
+    }
+}
+
+/// SQLite BUSY/LOCKED (and their extended codes); Postgres connection
+/// exceptions (08), serialization failure and deadlock (40001, 40P01),
+/// insufficient resources (53) and operator intervention such as a server
+/// shutting down (57P01-57P03).
+fn is_transient_code(code: &str) -> bool {
+    let sqlite_primary = code.parse::<i64>().ok().map(|c| c & 0xff);
+    matches!(sqlite_primary, Some(5 | 6))
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
+}
+
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (code {code})", db.message()),
+            None => db.message().to_owned(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// What a statement returned.
+struct Rows {
+    rows: Vec<Value>,
+    affected: u64,
+    truncated: bool,
+}
+
+impl Rows {
+    fn outputs(self) -> Value {
+        json!({
+            "rows": self.rows,
+            "rows_affected": self.affected,
+            "rows_truncated": self.truncated,
+        })
+    }
+}
+
+/// Reads results until the end or until the rows' JSON passes `max` bytes.
+async fn collect<R, Q>(
+    mut stream: BoxStream<'_, Result<Either<Q, R>, sqlx::Error>>,
+    max: usize,
+    affected: fn(&Q) -> u64,
+    to_json: fn(&R) -> Result<Value, String>,
+) -> Result<Rows, Failure> {
+    let mut out = Rows { rows: Vec::new(), affected: 0, truncated: false };
+    // The size of the `rows` array's JSON: brackets, and a comma per row.
+    let mut size = 1usize;
+    while let Some(item) = stream.next().await {
+        match item.map_err(Failure::query)? {
+            Either::Left(result) => out.affected += affected(&result),
+            Either::Right(row) => {
+                let value = to_json(&row).map_err(Failure::fatal)?;
+                size += value.to_string().len() + 1;
+                if size > max {
+                    out.truncated = true;
+                    break;
+                }
+                out.rows.push(value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A parameter as bound: JSON scalars keep their type.
+enum Param {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+fn params(values: &[Value]) -> Vec<Param> {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Null => Param::Null,
+            Value::Bool(b) => Param::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Param::Int(i),
+                // Beyond i64 (a u64): its decimal text keeps every digit.
+                (None, _) if n.is_u64() => Param::Text(n.to_string()),
+                (None, Some(f)) => Param::Float(f),
+                (None, None) => Param::Text(n.to_string()),
+            },
+            Value::String(s) => Param::Text(s.clone()),
+            Value::Array(_) | Value::Object(_) => Param::Text(v.to_string()),
+        })
+        .collect()
+}
+
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut query = $query;
+        for param in $params {
+            query = match param {
+                Param::Null => query.bind(None::<String>),
+                Param::Bool(b) => query.bind(*b),
+                Param::Int(i) => query.bind(*i),
+                Param::Float(f) => query.bind(*f),
+                Param::Text(s) => query.bind(s.as_str()),
+            };
+        }
+        query
+    }};
+}
+
+async fn run_sqlite(url: &str, sql: &str, values: &[Value], max: usize) -> Result<Rows, Failure> {
+    let options = SqliteConnectOptions::from_str(url).map_err(Failure::connect)?;
+    let mut conn: SqliteConnection = options.connect().await.map_err(Failure::connect)?;
+    let params = params(values);
+    let query = bind_all!(sqlx::query(sql), &params);
+    let rows = collect(
+        conn.fetch_many(query),
+        max,
+        |r: &sqlx::sqlite::SqliteQueryResult| r.rows_affected(),
+        sqlite_row,
+    )
+    .await;
+    let _ = conn.close().await;
+    rows
+}
+
+async fn run_postgres(url: &str, sql: &str, values: &[Value], max: usize) -> Result<Rows, Failure> {
+    let options = PgConnectOptions::from_str(url).map_err(Failure::connect)?;
+    let mut conn: PgConnection = options.connect().await.map_err(Failure::connect)?;
+    let params = params(values);
+    let query = bind_all!(sqlx::query(sql), &params);
+    let rows = collect(
+        conn.fetch_many(query),
+        max,
+        |r: &sqlx::postgres::PgQueryResult| r.rows_affected(),
+        postgres_row,
+    )
+    .await;
+    let _ = conn.close().await;
+    rows
 }
 
 #[cfg(test)]
@@ -67,5 +306,223 @@ mod tests {
     fn needs_a_target() {
         let c: Config = serde_saphyr::from_str("query: select 1\n").unwrap();
         assert_eq!(c.compile().len(), 1);
+    }
+
+    fn ctx() -> AttemptContext {
+        AttemptContext::new("run-1", "check_db", 1)
+    }
+
+    fn sql(url: &str, query: &str, params: Vec<Value>) -> Config {
+        Config { connection: None, url: Some(url.into()), query: query.into(), params }
+    }
+
+    fn success(outcome: Outcome) -> Value {
+        match outcome {
+            Outcome::Succeeded { outputs } => outputs,
+            other => panic!("expected success, got {other:?}"),
+        }
+    }
+
+    /// A new SQLite database file in a temp dir, with table `sites`.
+    async fn database() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("estate.db").display());
+        let create = sql(
+            &url,
+            "CREATE TABLE sites (name TEXT PRIMARY KEY, weight INTEGER, lag REAL, \
+             primary_site BOOLEAN, note TEXT, blob BLOB)",
+            vec![],
+        );
+        success(create.run(&ctx()).await);
+        (dir, url)
+    }
+
+    #[tokio::test]
+    async fn sqlite_insert_binds_params_in_order_and_select_returns_rows() {
+        let (_dir, url) = database().await;
+        let insert = sql(
+            &url,
+            "INSERT INTO sites (name, weight, lag, primary_site, note) VALUES (?, ?, ?, ?, ?)",
+            vec![json!("dc01"), json!(50), json!(0.25), json!(true), Value::Null],
+        );
+        let out = success(insert.run(&ctx()).await);
+        assert_eq!(out, json!({"rows": [], "rows_affected": 1, "rows_truncated": false}));
+
+        let select = sql(
+            &url,
+            "SELECT name, weight, lag, primary_site, note FROM sites WHERE name = ?",
+            vec![json!("dc01")],
+        );
+        let out = success(select.run(&ctx()).await);
+        assert_eq!(
+            out["rows"],
+            json!([{"name": "dc01", "weight": 50, "lag": 0.25, "primary_site": true, "note": null}])
+        );
+    }
+
+    #[tokio::test]
+    async fn params_are_bound_never_spliced_into_the_query() {
+        let (_dir, url) = database().await;
+        let hostile = "x'); DROP TABLE sites; --";
+        let insert = sql(&url, "INSERT INTO sites (name) VALUES (?)", vec![json!(hostile)]);
+        success(insert.run(&ctx()).await);
+        let out = success(sql(&url, "SELECT name FROM sites", vec![]).run(&ctx()).await);
+        assert_eq!(out["rows"], json!([{"name": hostile}]));
+    }
+
+    #[tokio::test]
+    async fn update_reports_rows_affected() {
+        let (_dir, url) = database().await;
+        for name in ["dc01", "dc02", "dc03"] {
+            success(
+                sql(&url, "INSERT INTO sites (name, weight) VALUES (?, 10)", vec![json!(name)])
+                    .run(&ctx())
+                    .await,
+            );
+        }
+        let update =
+            sql(&url, "UPDATE sites SET weight = ? WHERE name <> ?", vec![json!(0), json!("dc02")]);
+        assert_eq!(success(update.run(&ctx()).await)["rows_affected"], json!(2));
+    }
+
+    #[tokio::test]
+    async fn blobs_come_back_as_hex_and_json_params_as_text() {
+        let (_dir, url) = database().await;
+        let insert = sql(
+            &url,
+            "INSERT INTO sites (name, note, blob) VALUES (?, ?, X'00ff10')",
+            vec![json!("dc01"), json!({"k": [1, 2]})],
+        );
+        success(insert.run(&ctx()).await);
+        let out = success(sql(&url, "SELECT note, blob FROM sites", vec![]).run(&ctx()).await);
+        assert_eq!(out["rows"], json!([{"note": "{\"k\":[1,2]}", "blob": "\\x00ff10"}]));
+    }
+
+    #[tokio::test]
+    async fn rows_are_bounded_by_max_output_bytes() {
+        let (_dir, url) = database().await;
+        let fill = sql(
+            &url,
+            "INSERT INTO sites (name) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+             SELECT 'site-' || i FROM n",
+            vec![],
+        );
+        assert_eq!(success(fill.run(&ctx()).await)["rows_affected"], json!(100));
+        let mut c = ctx();
+        c.max_output_bytes = 200;
+        let out = success(sql(&url, "SELECT name FROM sites", vec![]).run(&c).await);
+        assert_eq!(out["rows_truncated"], json!(true));
+        let rows = out["rows"].as_array().unwrap();
+        assert!(!rows.is_empty() && rows.len() < 100, "{} rows", rows.len());
+        assert!(out["rows"].to_string().len() <= 200);
+    }
+
+    #[tokio::test]
+    async fn sql_errors_are_not_retryable() {
+        let (_dir, url) = database().await;
+        let outcome = sql(&url, "SELEC name FROM sites", vec![]).run(&ctx()).await;
+        let Outcome::Failed { error, retryable, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(error.contains("syntax error"), "{error}");
+        assert!(!retryable);
+
+        let outcome =
+            sql(&url, "INSERT INTO sites (name) VALUES (?)", vec![json!("a")]).run(&ctx()).await;
+        assert!(outcome.is_success());
+        let outcome =
+            sql(&url, "INSERT INTO sites (name) VALUES (?)", vec![json!("a")]).run(&ctx()).await;
+        let Outcome::Failed { error, retryable, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(error.contains("UNIQUE constraint failed"), "{error}");
+        assert!(!retryable);
+    }
+
+    #[tokio::test]
+    async fn unreachable_database_is_retryable() {
+        let outcome =
+            sql("sqlite:///nonexistent-dir/lifeboat/x.db", "SELECT 1", vec![]).run(&ctx()).await;
+        let Outcome::Failed { error, retryable, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(error.starts_with("cannot connect: "), "{error}");
+        assert!(retryable);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("postgres://lifeboat@127.0.0.1:{port}/app");
+        let outcome = sql(&url, "SELECT 1", vec![]).run(&ctx()).await;
+        let Outcome::Failed { error, retryable, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(error.starts_with("cannot connect: "), "{error}");
+        assert!(retryable);
+    }
+
+    #[tokio::test]
+    async fn an_unresolved_connection_name_fails_clearly() {
+        let c = Config {
+            connection: Some("appdb".into()),
+            url: None,
+            query: "SELECT 1".into(),
+            params: vec![],
+        };
+        let Outcome::Failed { error, retryable, .. } = c.run(&ctx()).await else { panic!() };
+        assert!(error.starts_with("connection `appdb` was not resolved to a URL"), "{error}");
+        assert!(!retryable);
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_works_without_a_file() {
+        let out = success(
+            sql(
+                "sqlite::memory:",
+                "SELECT 1 AS one, 'two' AS two, NULL AS three, 2.5 AS four",
+                vec![],
+            )
+            .run(&ctx())
+            .await,
+        );
+        assert_eq!(out["rows"], json!([{"one": 1, "two": "two", "three": null, "four": 2.5}]));
+    }
+
+    /// Runs against a real server when `LIFEBOAT_TEST_POSTGRES_URL` is set
+    /// (CI with Postgres); otherwise there is nothing to connect to.
+    #[tokio::test]
+    async fn postgres_round_trip_when_a_server_is_given() {
+        let Ok(url) = std::env::var("LIFEBOAT_TEST_POSTGRES_URL") else {
+            eprintln!("LIFEBOAT_TEST_POSTGRES_URL not set: skipping the Postgres round trip");
+            return;
+        };
+        let query = "SELECT $1::text AS t, $2::int8 AS i, $3::float8 AS f, $4::bool AS b, \
+                     $5::text AS n, 12345.678::numeric AS num, '{\"a\": 1}'::jsonb AS j, \
+                     '2024-02-29 01:02:03.5+00'::timestamptz AS ts, DATE '2024-02-29' AS d, \
+                     '00112233-4455-6677-8899-aabbccddeeff'::uuid AS u, '\\x00ff'::bytea AS by";
+        let c =
+            sql(&url, query, vec![json!("dc01"), json!(7), json!(0.5), json!(true), Value::Null]);
+        let out = success(c.run(&ctx()).await);
+        assert_eq!(
+            out["rows"],
+            json!([{
+                "t": "dc01", "i": 7, "f": 0.5, "b": true, "n": null, "num": "12345.678",
+                "j": {"a": 1}, "ts": "2024-02-29T01:02:03.5Z", "d": "2024-02-29",
+                "u": "00112233-4455-6677-8899-aabbccddeeff", "by": "\\x00ff",
+            }])
+        );
+        let c = sql(&url, "SELECT '1 day'::interval AS iv", vec![]);
+        assert_eq!(
+            c.run(&ctx()).await,
+            Outcome::fatal(
+                "column `iv` has type INTERVAL, which lifeboat cannot turn into JSON; \
+                 cast it in the query, e.g. `iv::text`"
+            )
+        );
+        let Outcome::Failed { error, retryable, .. } =
+            sql(&url, "SELECT 1/0", vec![]).run(&ctx()).await
+        else {
+            panic!()
+        };
+        assert_eq!(error, "division by zero (code 22012)");
+        assert!(!retryable);
+        let c = sql(
+            &url,
+            "WITH t(x) AS (VALUES (1), (2), (3)) SELECT x FROM t WHERE x >= $1::int",
+            vec![json!("2")],
+        );
+        assert_eq!(success(c.run(&ctx()).await)["rows"], json!([{"x": 2}, {"x": 3}]));
     }
 }

@@ -87,11 +87,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         for wf in &outcome.compiled {
             if !outcome.reports.iter().any(|r| r.file == wf.file) {
                 println!(
-                    "ok   {} ({}: {} steps, {} waves)",
+                    "ok   {} ({}: {} step{}, {} wave{})",
                     wf.file,
                     wf.name,
                     wf.steps.len(),
-                    wf.waves.len()
+                    plural(wf.steps.len()),
+                    wf.waves.len(),
+                    plural(wf.waves.len())
                 );
             }
         }

@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, Visitor};
 
 use super::yaml::{Node, NodeKind};
 use crate::model::Span;
+use crate::model::duration::DURATION_MAGIC;
 use crate::model::located::LOCATED_MAGIC;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +87,19 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        Self::custom(format_args!("expected {exp}, found {}", describe(unexp)))
+        Self::custom(format_args!(
+            "expected {}, found {}",
+            humanize(&exp.to_string()),
+            describe(unexp)
+        ))
+    }
+
+    fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        Self::custom(format_args!(
+            "expected {}, found {}",
+            humanize(&exp.to_string()),
+            describe(unexp)
+        ))
     }
 }
 
@@ -99,6 +112,18 @@ fn describe(unexp: de::Unexpected) -> String {
     }
 }
 
+/// Rust type names mean nothing to a workflow author.
+fn humanize(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "bool" => "`true` or `false`".into(),
+        "a string" => "text".into(),
+        other => other.into(),
+    }
+}
+
 pub fn one_of(names: &[&str]) -> String {
     names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
@@ -107,38 +132,43 @@ pub fn one_of(names: &[&str]) -> String {
 /// (possibly from a repaired tree) and every error met on the way.
 pub fn deserialize_recovering<T>(
     node: &Node,
+    templated: bool,
     mut deserialize: impl FnMut(NodeDeserializer<'_>) -> Result<T, DeError>,
 ) -> (Option<T>, Vec<DeError>) {
     const MAX_ROUNDS: usize = 100;
+    // The common case has no error: deserialize from the borrowed tree and
+    // copy it only when there is something to repair.
+    let first = match deserialize(NodeDeserializer { node, templated }) {
+        Ok(value) => return (Some(value), Vec::new()),
+        Err(e) => e,
+    };
     let mut tree = node.clone();
     let mut errors: Vec<DeError> = Vec::new();
     let mut removed: Vec<Vec<String>> = Vec::new();
+    let mut error = first;
     for _ in 0..MAX_ROUNDS {
-        let error = match deserialize(NodeDeserializer::new(&tree)) {
-            Ok(value) => return (Some(value), errors),
-            Err(e) => e,
-        };
-        let target = match &error.kind {
+        let target = error.path.clone();
+        let already_removed = match &error.kind {
             DeErrorKind::MissingField(field) => {
                 let mut full = error.path.clone();
                 full.push(field.to_string());
-                if removed.contains(&full) {
-                    // We removed it after reporting it: remove its parent instead.
-                    error.path.clone()
-                } else {
-                    errors.push(error.clone());
-                    error.path.clone()
-                }
+                removed.contains(&full)
             }
-            _ => {
-                errors.push(error.clone());
-                error.path.clone()
-            }
+            _ => false,
         };
+        // A missing field we removed ourselves was reported already: remove
+        // its parent instead of reporting it twice.
+        if !already_removed {
+            errors.push(error);
+        }
         if target.is_empty() || !tree.remove_path(&target) {
             return (None, errors);
         }
         removed.push(target);
+        error = match deserialize(NodeDeserializer { node: &tree, templated }) {
+            Ok(value) => return (Some(value), errors),
+            Err(e) => e,
+        };
     }
     (None, errors)
 }
@@ -146,17 +176,25 @@ pub fn deserialize_recovering<T>(
 /// Deserializes from a `Node`, attaching the innermost node's span to errors.
 pub struct NodeDeserializer<'a> {
     node: &'a Node,
+    /// Inside a step's `with`, where strings are templates rendered later.
+    templated: bool,
 }
 
 impl<'a> NodeDeserializer<'a> {
     pub fn new(node: &'a Node) -> Self {
-        NodeDeserializer { node }
+        NodeDeserializer { node, templated: false }
+    }
+
+    /// For a step's `with`: a template string may stand where a number,
+    /// boolean or duration goes; the rendered value is checked at run time.
+    pub fn templated(node: &'a Node) -> Self {
+        NodeDeserializer { node, templated: true }
     }
 
     /// A string holding `{{` is only known at run time: let it stand in for
     /// a number or boolean now; the step checks the rendered value later.
     fn template(&self) -> bool {
-        matches!(&self.node.kind, NodeKind::Str(s) if s.contains("{{"))
+        self.templated && matches!(&self.node.kind, NodeKind::Str(s) if s.contains("{{"))
     }
 
     fn scalar_text(&self) -> Option<String> {
@@ -201,10 +239,16 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
             NodeKind::Int(i) => visitor.visit_i64(*i),
             NodeKind::Float(f) => visitor.visit_f64(*f),
             NodeKind::Str(s) => visitor.visit_str(s),
-            NodeKind::Seq(items) => visitor.visit_seq(SeqAccess { items: items.iter(), index: 0 }),
-            NodeKind::Map(entries) => {
-                visitor.visit_map(MapAccess { entries: entries.iter(), value: None })
-            }
+            NodeKind::Seq(items) => visitor.visit_seq(SeqAccess {
+                items: items.iter(),
+                index: 0,
+                templated: self.templated,
+            }),
+            NodeKind::Map(entries) => visitor.visit_map(MapAccess {
+                entries: entries.iter(),
+                value: None,
+                templated: self.templated,
+            }),
         };
         result.map_err(|e| e.at(span))
     }
@@ -270,8 +314,11 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         if name == LOCATED_MAGIC {
             let span = self.node.span;
             return visitor
-                .visit_seq(LocatedAccess { node: self.node, step: 0 })
+                .visit_seq(LocatedAccess { node: self.node, step: 0, templated: self.templated })
                 .map_err(|e| e.at(span));
+        }
+        if name == DURATION_MAGIC && self.template() {
+            return visitor.visit_str("0s").map_err(|e: DeError| e.at(self.node.span));
         }
         visitor.visit_newtype_struct(self)
     }
@@ -288,7 +335,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
             NodeKind::Map(entries) if entries.len() == 1 => {
                 let (k, v) = &entries[0];
                 visitor
-                    .visit_enum(EnumAccess { key: k, value: v })
+                    .visit_enum(EnumAccess { key: k, value: v, templated: self.templated })
                     .map_err(|e| e.in_field(k.key_text()))
             }
             _ => self.deserialize_any(visitor),
@@ -308,6 +355,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
 struct SeqAccess<'a> {
     items: std::slice::Iter<'a, Node>,
     index: usize,
+    templated: bool,
 }
 
 impl<'de, 'a> de::SeqAccess<'de> for SeqAccess<'a> {
@@ -320,7 +368,7 @@ impl<'de, 'a> de::SeqAccess<'de> for SeqAccess<'a> {
         let Some(item) = self.items.next() else { return Ok(None) };
         let index = self.index;
         self.index += 1;
-        seed.deserialize(NodeDeserializer::new(item))
+        seed.deserialize(NodeDeserializer { node: item, templated: self.templated })
             .map(Some)
             .map_err(|e| e.at(item.span).in_field(index.to_string()))
     }
@@ -333,6 +381,7 @@ impl<'de, 'a> de::SeqAccess<'de> for SeqAccess<'a> {
 struct MapAccess<'a> {
     entries: std::slice::Iter<'a, (Node, Node)>,
     value: Option<(&'a Node, &'a Node)>,
+    templated: bool,
 }
 
 impl<'de, 'a> de::MapAccess<'de> for MapAccess<'a> {
@@ -351,7 +400,8 @@ impl<'de, 'a> de::MapAccess<'de> for MapAccess<'a> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let (k, v) = self.value.take().expect("next_value_seed called before next_key_seed");
-        seed.deserialize(NodeDeserializer::new(v)).map_err(|e| e.at(v.span).in_field(k.key_text()))
+        seed.deserialize(NodeDeserializer { node: v, templated: self.templated })
+            .map_err(|e| e.at(v.span).in_field(k.key_text()))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -362,6 +412,7 @@ impl<'de, 'a> de::MapAccess<'de> for MapAccess<'a> {
 struct EnumAccess<'a> {
     key: &'a Node,
     value: &'a Node,
+    templated: bool,
 }
 
 impl<'de, 'a> de::EnumAccess<'de> for EnumAccess<'a> {
@@ -374,7 +425,7 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumAccess<'a> {
     ) -> Result<(V::Value, Self::Variant), DeError> {
         let variant =
             seed.deserialize(NodeDeserializer::new(self.key)).map_err(|e| e.at(self.key.span))?;
-        Ok((variant, NodeDeserializer::new(self.value)))
+        Ok((variant, NodeDeserializer { node: self.value, templated: self.templated }))
     }
 }
 
@@ -406,6 +457,7 @@ impl<'de, 'a> de::VariantAccess<'de> for NodeDeserializer<'a> {
 struct LocatedAccess<'a> {
     node: &'a Node,
     step: u8,
+    templated: bool,
 }
 
 impl<'de, 'a> de::SeqAccess<'de> for LocatedAccess<'a> {
@@ -419,7 +471,9 @@ impl<'de, 'a> de::SeqAccess<'de> for LocatedAccess<'a> {
         match self.step {
             1 => seed.deserialize(self.node.span.start.into_deserializer()).map(Some),
             2 => seed.deserialize(self.node.span.len.into_deserializer()).map(Some),
-            3 => seed.deserialize(NodeDeserializer::new(self.node)).map(Some),
+            3 => seed
+                .deserialize(NodeDeserializer { node: self.node, templated: self.templated })
+                .map(Some),
             _ => Ok(None),
         }
     }
@@ -451,7 +505,7 @@ mod tests {
 
     fn run(text: &str) -> (Option<Outer>, Vec<DeError>) {
         let root = yaml::parse(text).unwrap().root;
-        deserialize_recovering(&root, |d| Outer::deserialize(d))
+        deserialize_recovering(&root, true, |d| Outer::deserialize(d))
     }
 
     #[test]
@@ -470,7 +524,7 @@ mod tests {
         let (value, errors) = run("inner: {name: x, attempts: many}\nother: y\n");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, ["inner", "attempts"]);
-        assert!(errors[0].message.contains("expected u32"), "{}", errors[0].message);
+        assert!(errors[0].message.contains("expected a whole number"), "{}", errors[0].message);
         assert_eq!(value.unwrap().other.as_deref(), Some("y"));
     }
 

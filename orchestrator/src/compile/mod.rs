@@ -12,7 +12,6 @@ pub mod suggest;
 pub mod templates;
 pub mod yaml;
 
-use handlebars::template::Template;
 use indexmap::IndexMap;
 
 pub use diagnostic::{Code, Diagnostic, FileReport, Severity};
@@ -58,7 +57,7 @@ pub struct CompiledWorkflow {
     /// `ancestors[i][j]`: step j always finishes before step i starts.
     pub ancestors: Vec<Vec<bool>>,
     /// Templates outside steps, keyed by field path (`outputs.promoted`, `concurrency.key`).
-    pub templates: IndexMap<String, Template>,
+    pub templates: IndexMap<String, templates::Parsed>,
     /// `workflow` steps' targets, checked against the other files of a directory.
     pub child_workflows: Vec<(String, Span)>,
 }
@@ -78,7 +77,7 @@ pub struct CompiledStep {
     /// Indexes of the steps this one needs.
     pub needs: Vec<usize>,
     /// `when`, `for_each`, `poll.until`.
-    pub templates: IndexMap<String, Template>,
+    pub templates: IndexMap<String, templates::Parsed>,
     pub rollback: Option<CompiledBody>,
 }
 
@@ -90,7 +89,7 @@ pub struct CompiledBody {
     /// The raw `with` block (templates unrendered).
     pub with: serde_json::Value,
     /// Parsed templates inside `with`, keyed by their path (`command.1`).
-    pub templates: IndexMap<String, Template>,
+    pub templates: IndexMap<String, templates::Parsed>,
     pub retry: EffectiveRetry,
     pub timeout: Option<Duration>,
 }
@@ -137,4 +136,54 @@ pub fn check_child_workflows(all: &[CompiledWorkflow]) -> Vec<(usize, Diagnostic
         }
     }
     out
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! The compiler never panics, whatever it is fed.
+
+    use proptest::prelude::*;
+
+    use super::{CompileEnv, compile};
+
+    fn compile_anything(text: &str) {
+        let _ = compile("fuzz.yaml", text, CompileEnv::default());
+    }
+
+    /// Fragments that build YAML-shaped, workflow-shaped text.
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("name: x\n".to_string()),
+            Just("steps:\n".to_string()),
+            Just("  a: { uses: set }\n".to_string()),
+            Just("  b:\n    uses: shell\n    needs: [a]\n".to_string()),
+            Just("    with: { command: [\"{{inputs.x}}\"] }\n".to_string()),
+            Just("    when: \"{{eq steps.a.status 'ok'}}\"\n".to_string()),
+            Just("inputs: { x: { type: string, default: 1 } }\n".to_string()),
+            Just("triggers: [{ schedule: { cron: \"* * * * *\" } }]\n".to_string()),
+            Just("&a [*a]\n".to_string()),
+            Just("- ".to_string()),
+            Just("{{".to_string()),
+            Just("}}".to_string()),
+            Just(": ".to_string()),
+            Just("\t".to_string()),
+            "[ -~]{0,12}",
+            "[\\[\\]{}:,&*!|>'\"#%@`-]{1,4}",
+            "\n {0,6}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            compile_anything(&text);
+        }
+
+        #[test]
+        fn workflow_shaped_text_never_panics(parts in proptest::collection::vec(fragment(), 0..40)) {
+            compile_anything(&parts.concat());
+        }
+    }
 }

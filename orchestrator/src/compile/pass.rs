@@ -1,7 +1,6 @@
 //! The compile pass: parse, type every part with recovery, then check the
 //! graph, templates, inputs, triggers and names, collecting every problem.
 
-use handlebars::template::Template;
 use indexmap::IndexMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -9,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::de::{DeError, DeErrorKind, deserialize_recovering, one_of};
 use super::diagnostic::{Code, Diagnostic, FileReport, line_col};
 use super::graph::StepGraph;
-use super::templates::{self, Scope};
+use super::templates::{self, Parsed, Scope, StepNames};
 use super::yaml::{self, Node, NodeKind};
 use super::{CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, EffectiveRetry, suggest};
 use crate::exec::{KindConfig, StepKind};
@@ -20,6 +19,9 @@ struct Pass<'a> {
     source: &'a str,
     env: CompileEnv<'a>,
     diagnostics: Vec<Diagnostic>,
+    /// Parsed templates by text: parsing is the costly part, and the same
+    /// text (`{{inputs.site}}`) appears again and again.
+    parsed: std::collections::HashMap<String, Parsed>,
 }
 
 /// Compiles one workflow file. `file` is only used in messages.
@@ -28,7 +30,7 @@ pub fn compile(
     source: &str,
     env: CompileEnv<'_>,
 ) -> Result<CompiledWorkflow, FileReport> {
-    let mut pass = Pass { source, env, diagnostics: Vec::new() };
+    let mut pass = Pass { source, env, diagnostics: Vec::new(), parsed: Default::default() };
     let result = pass.run(file);
     match result {
         Some(wf) if pass.diagnostics.is_empty() => Ok(wf),
@@ -73,7 +75,7 @@ impl<'a> Pass<'a> {
             )
             .label(format!("first defined on line {first_line}"));
         }
-        let root = parsed.root;
+        let root = &parsed.root;
         if !matches!(root.kind, NodeKind::Map(_)) {
             self.error(
                 Code::Structure,
@@ -85,7 +87,7 @@ impl<'a> Pass<'a> {
 
         let steps_node = match root.get("steps") {
             Some(node @ Node { kind: NodeKind::Map(entries), .. }) if !entries.is_empty() => {
-                Some(node.clone())
+                Some(node)
             }
             Some(node) => {
                 self.error(
@@ -102,20 +104,31 @@ impl<'a> Pass<'a> {
             }
         };
 
-        let mut header_node = root.clone();
-        header_node.remove_path(&["steps"]);
-        let (header, errors) = deserialize_recovering(&header_node, |d| Workflow::deserialize(d));
+        // Everything but the steps, which are typed one by one below.
+        let header_node = Node {
+            kind: NodeKind::Map(
+                root.entries()
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != Some("steps"))
+                    .cloned()
+                    .collect(),
+            ),
+            span: root.span,
+        };
+        let (header, errors) =
+            deserialize_recovering(&header_node, false, |d| Workflow::deserialize(d));
         self.report_de_errors(&errors, "workflow", "");
         let header = header?;
         if !is_valid_name(&header.name) {
             self.error(Code::BadName, format!("workflow name `{}` is invalid", header.name.value), header.name.span)
                 .help("use lower case letters, digits, `_` and `-`, starting with a letter or digit (e.g. `failover`)");
         }
-        self.check_inputs(&root, &header.inputs);
+        self.check_inputs(root, &header.inputs);
 
         let steps_node = steps_node?;
         let ids: Vec<String> = steps_node.entries().iter().map(|(k, _)| k.key_text()).collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let step_names = StepNames::new(&id_refs);
         let mut parsed_steps: Vec<Option<Step>> = Vec::with_capacity(ids.len());
         for (key, node) in steps_node.entries() {
             let id = key.key_text();
@@ -123,7 +136,7 @@ impl<'a> Pass<'a> {
                 self.error(Code::BadName, format!("step id `{id}` is invalid"), Some(key.span))
                     .help("use lower case letters, digits, `_` and `-`, starting with a letter or digit");
             }
-            let (step, errors) = deserialize_recovering(node, |d| Step::deserialize(d));
+            let (step, errors) = deserialize_recovering(node, false, |d| Step::deserialize(d));
             self.report_de_errors(&errors, &format!("step `{id}`"), "");
             parsed_steps.push(step);
         }
@@ -133,7 +146,7 @@ impl<'a> Pass<'a> {
         for (i, step) in parsed_steps.iter().enumerate() {
             let Some(step) = step else { continue };
             for need in &step.needs {
-                match ids.iter().position(|id| *id == need.value) {
+                match step_names.get(&need.value) {
                     Some(j) if j == i => {
                         self.error(
                             Code::SelfNeed,
@@ -176,22 +189,24 @@ impl<'a> Pass<'a> {
 
         // Steps: kinds, parameters, templates.
         let input_names: Vec<&str> = header.inputs.keys().map(String::as_str).collect();
+        // `alert.*`/`event.*` exist only in runs a webhook can start.
+        let has_webhook = header.triggers.iter().any(|t| t.webhook.is_some());
         let mut compiled_steps = Vec::with_capacity(ids.len());
         let mut child_workflows = Vec::new();
         for (i, (key, node)) in steps_node.entries().iter().enumerate() {
             let Some(step) = parsed_steps[i].clone() else { continue };
             let id = &ids[i];
-            let visible: Vec<&str> =
-                (0..ids.len()).filter(|&j| ancestors[i][j]).map(|j| ids[j].as_str()).collect();
             let place = format!("step `{id}`");
             let scope = Scope {
                 inputs: &input_names,
-                all_steps: &id_refs,
-                visible_steps: Some(&visible),
+                steps: &step_names,
+                visible_steps: Some(&ancestors[i]),
                 place: &place,
+                own_step: Some(i),
+                stored: false,
                 allow_outputs: false,
                 allow_item: step.for_each.is_some(),
-                allow_trigger_payload: true,
+                allow_trigger_payload: has_webhook,
                 allow_inputs: true,
             };
             let body = self.compile_body(
@@ -235,12 +250,13 @@ impl<'a> Pass<'a> {
             let rollback = match (&step.rollback, node.get("rollback")) {
                 (Some(rb), Some(rb_node)) => {
                     // A rollback may read its own step's results.
-                    let mut rb_visible = visible.clone();
-                    rb_visible.push(id);
+                    let mut rb_visible = ancestors[i].clone();
+                    rb_visible[i] = true;
                     let rb_place = format!("the rollback of step `{id}`");
                     let rb_scope = Scope {
                         visible_steps: Some(&rb_visible),
                         place: &rb_place,
+                        own_step: None,
                         allow_item: false,
                         ..scope.clone()
                     };
@@ -248,6 +264,13 @@ impl<'a> Pass<'a> {
                 }
                 _ => None,
             };
+            if step.sequential && step.for_each.is_none() {
+                self.error(
+                    Code::StepConfig,
+                    format!("{place}: `sequential` only applies to a step with `for_each`"),
+                    node.key_node("sequential").map(|n| n.span),
+                );
+            }
             if step.irreversible && step.rollback.is_some() {
                 self.error(Code::StepConfig, format!("{place} is marked `irreversible` but has a `rollback`"), Some(key.span))
                     .help("remove `irreversible: true`, or the rollback if it cannot really undo the step");
@@ -271,7 +294,8 @@ impl<'a> Pass<'a> {
             });
         }
 
-        let workflow_templates = self.check_workflow_level(&root, &header, &input_names, &id_refs);
+        let workflow_templates =
+            self.check_workflow_level(root, &header, &input_names, &step_names);
 
         if !self.diagnostics.is_empty() || compiled_steps.len() != ids.len() {
             return None;
@@ -343,11 +367,18 @@ impl<'a> Pass<'a> {
         let with_node =
             node.get("with").filter(|n| !matches!(n.kind, NodeKind::Null)).unwrap_or(&empty);
         let (config, errors) =
-            deserialize_recovering(with_node, |d| KindConfig::deserialize(kind, d));
+            deserialize_recovering(with_node, true, |d| KindConfig::deserialize(kind, d));
         self.report_de_errors(&errors, place, &format!("{prefix}with."));
         let config = config?;
         for problem in config.compile() {
-            let span = with_node.at_path(&problem.path).map(|n| n.span).or(Some(with_node.span));
+            let at = with_node.at_path(&problem.path);
+            // A template stood in for this value; it is checked once rendered.
+            if !problem.about_template
+                && at.is_some_and(|n| n.as_str().is_some_and(|s| s.contains("{{")))
+            {
+                continue;
+            }
+            let span = at.map(|n| n.span).or(Some(with_node.span));
             let message = if problem.path.is_empty() {
                 format!("{place}: {}", problem.message)
             } else {
@@ -426,14 +457,19 @@ impl<'a> Pass<'a> {
             }
         }
         let template = match config {
-            KindConfig::Notify(c) => c.template.as_deref(),
-            KindConfig::Escalate(c) => c.template.as_deref(),
+            KindConfig::Notify(c) => c.template.as_deref().map(|t| (t, vec!["template"])),
+            KindConfig::Escalate(c) => c.template.as_deref().map(|t| (t, vec!["template"])),
+            KindConfig::Approval(c) => c
+                .escalate
+                .as_ref()
+                .and_then(|e| e.template.as_deref())
+                .map(|t| (t, vec!["escalate", "template"])),
             _ => None,
         };
-        if let Some(t) = template
+        if let Some((t, path)) = template
             && !known.templates.iter().any(|k| k == t)
         {
-            let span = with_node.get("template").map(|n| n.span);
+            let span = with_node.at_path(&path).map(|n| n.span);
             self.unknown_name(Code::UnknownTemplate, place, "template", t, &known.templates, span);
         }
         if let KindConfig::Approval(c) = config {
@@ -479,10 +515,16 @@ impl<'a> Pass<'a> {
         span: Option<Span>,
     ) {
         let help = suggest::did_you_mean(name, known.iter().map(String::as_str)).or_else(|| {
-            Some(if known.is_empty() {
-                format!("lifeboat.toml defines no {what}s")
+            // Templates come from the built-ins and `templates_dir`, the rest from lifeboat.toml.
+            let source = if what == "template" {
+                "built in or in templates_dir"
             } else {
-                format!("defined in lifeboat.toml: {}", known.join(", "))
+                "defined in lifeboat.toml"
+            };
+            Some(if known.is_empty() {
+                format!("no {what}s are {}", source.trim_start_matches("defined "))
+            } else {
+                format!("{source}: {}", known.join(", "))
             })
         });
         self.error(code, format!("{place}: unknown {what} `{name}`"), span).maybe_help(help);
@@ -492,7 +534,7 @@ impl<'a> Pass<'a> {
     fn templates_in(
         &mut self,
         node: &Node,
-        out: &mut IndexMap<String, Template>,
+        out: &mut IndexMap<String, Parsed>,
         prefix: &str,
         untemplated: &[&str],
         scope: &Scope<'_>,
@@ -523,21 +565,31 @@ impl<'a> Pass<'a> {
 
     fn template(
         &mut self,
-        out: &mut IndexMap<String, Template>,
+        out: &mut IndexMap<String, Parsed>,
         key: &str,
         text: &Located<String>,
         scope: &Scope<'_>,
     ) {
-        match templates::check(&text.value, scope) {
-            Ok(t) => {
-                out.insert(key.to_string(), t);
-            }
-            Err(problems) => {
-                for p in problems {
-                    let span = text.span.map(|s| self.narrow(s, p.needle.as_deref()));
-                    self.error(p.code, p.message, span).maybe_help(p.help);
+        let parsed = match self.parsed.get(&text.value) {
+            Some(t) => t.clone(),
+            None => match templates::parse(&text.value) {
+                Ok(t) => {
+                    self.parsed.insert(text.value.clone(), t.clone());
+                    t
                 }
-            }
+                Err(p) => {
+                    self.error(p.code, p.message, text.span).maybe_help(p.help);
+                    return;
+                }
+            },
+        };
+        let problems = templates::check_references(&parsed, scope);
+        if problems.is_empty() {
+            out.insert(key.to_string(), parsed);
+        }
+        for p in problems {
+            let span = text.span.map(|s| self.narrow(s, p.needle.as_deref()));
+            self.error(p.code, p.message, span).maybe_help(p.help);
         }
     }
 
@@ -606,8 +658,8 @@ impl<'a> Pass<'a> {
         root: &Node,
         wf: &Workflow,
         inputs: &[&str],
-        steps: &[&str],
-    ) -> IndexMap<String, Template> {
+        steps: &StepNames<'_>,
+    ) -> IndexMap<String, Parsed> {
         let mut out = IndexMap::new();
         let known = self.env.known;
         for (i, trigger) in wf.triggers.iter().enumerate() {
@@ -639,7 +691,7 @@ impl<'a> Pass<'a> {
                     );
                 }
             } else if let (Some(hook), Some(known)) = (&trigger.webhook, known)
-                && !known.hooks.iter().any(|h| *h == hook.value)
+                && !known.hooks.contains(&hook.value)
             {
                 self.unknown_name(
                     Code::UnknownHook,
@@ -653,9 +705,11 @@ impl<'a> Pass<'a> {
             let place = format!("trigger {}", i + 1);
             let scope = Scope {
                 inputs,
-                all_steps: steps,
+                steps,
                 visible_steps: None,
                 place: &place,
+                own_step: None,
+                stored: true,
                 allow_outputs: false,
                 allow_item: false,
                 allow_trigger_payload: true,
@@ -685,7 +739,7 @@ impl<'a> Pass<'a> {
         for rule in &wf.notify {
             let Some(known) = known else { break };
             for channel in &rule.channels {
-                if !known.channels.iter().any(|c| *c == channel.value) {
+                if !known.channels.contains(&channel.value) {
                     self.unknown_name(
                         Code::UnknownChannel,
                         "notify",
@@ -697,7 +751,7 @@ impl<'a> Pass<'a> {
                 }
             }
             if let Some(t) = &rule.template
-                && !known.templates.iter().any(|k| *k == t.value)
+                && !known.templates.contains(&t.value)
             {
                 self.unknown_name(
                     Code::UnknownTemplate,
@@ -709,15 +763,17 @@ impl<'a> Pass<'a> {
                 );
             }
         }
-        let everything: Vec<&str> = steps.to_vec();
+        let everything = vec![true; steps.ids.len()];
         let outputs_scope = Scope {
             inputs,
-            all_steps: steps,
+            steps,
             visible_steps: Some(&everything),
             place: "the workflow outputs",
+            own_step: None,
+            stored: true,
             allow_outputs: false,
             allow_item: false,
-            allow_trigger_payload: true,
+            allow_trigger_payload: wf.triggers.iter().any(|t| t.webhook.is_some()),
             allow_inputs: true,
         };
         for (name, value) in &wf.outputs {

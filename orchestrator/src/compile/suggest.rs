@@ -14,8 +14,8 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
             let shared_stem = word_lower.len() >= 4
                 && c_lower.len() >= 4
                 && word_lower.get(..stem) == c_lower.get(..stem);
-            let close = distance > 0 && distance <= (longest / 3).max(1);
-            (close || (shared_stem && distance > 0)).then_some((distance, c))
+            let close = c != word && distance <= (longest / 3).max(1);
+            (close || (shared_stem && c != word)).then_some((distance, c))
         })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)

@@ -31,16 +31,38 @@ pub struct Scope<'a> {
     /// Declared input names.
     pub inputs: &'a [&'a str],
     /// Every step id of the workflow.
-    pub all_steps: &'a [&'a str],
+    pub steps: &'a StepNames<'a>,
     /// Steps whose results exist when the template renders; `None` when no
     /// step has run yet (concurrency key, trigger inputs).
-    pub visible_steps: Option<&'a [&'a str]>,
+    /// `visible_steps[i]`: step `i` has finished when this renders.
+    pub visible_steps: Option<&'a [bool]>,
     /// Where this template is rendered, for messages ("step `x`").
     pub place: &'a str,
+    /// The step the template belongs to, if any.
+    pub own_step: Option<usize>,
+    /// The value is stored (outputs, concurrency key): secrets may not be read.
+    pub stored: bool,
     pub allow_outputs: bool,
     pub allow_item: bool,
     pub allow_trigger_payload: bool,
     pub allow_inputs: bool,
+}
+
+/// Step ids with O(1) lookup (compiling 1,000-step workflows stays fast).
+#[derive(Debug, Clone)]
+pub struct StepNames<'a> {
+    pub ids: &'a [&'a str],
+    index: std::collections::HashMap<&'a str, usize>,
+}
+
+impl<'a> StepNames<'a> {
+    pub fn new(ids: &'a [&'a str]) -> Self {
+        StepNames { ids, index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect() }
+    }
+
+    pub fn get(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,23 +74,44 @@ pub struct Problem {
     pub needle: Option<String>,
 }
 
-/// Parses `text` and checks every variable it reads against `scope`.
-pub fn check(text: &str, scope: &Scope<'_>) -> Result<Template, Vec<Problem>> {
-    let template = Template::compile(text).map_err(|e| {
+/// A parsed template, shared: the same text often appears many times.
+pub type Parsed = std::sync::Arc<Template>;
+
+/// Parses `text` (handlebars syntax only).
+pub fn parse(text: &str) -> Result<Parsed, Problem> {
+    Template::compile(text).map(std::sync::Arc::new).map_err(|e| {
         let at =
-            e.pos().map(|(l, c)| format!(" (template line {l}, column {c})")).unwrap_or_default();
-        vec![Problem {
+            e.pos().map(|(l, c)| format!(" at template line {l}, column {c}")).unwrap_or_default();
+        let reason = e.reason().to_string();
+        // pest lists every rule it expected; that helps nobody at 3 a.m.
+        let reason = if reason.starts_with("invalid handlebars syntax") {
+            "unclosed block (`{{#if}}` without `{{/if}}`) or `{{` without `}}`".to_string()
+        } else {
+            reason
+        };
+        Problem {
             code: Code::TemplateSyntax,
-            message: format!("template syntax error: {}{at}", e.reason()),
+            message: format!("template syntax error{at}: {reason}"),
             help: Some(
                 "expressions look like `{{inputs.site}}` or `{{eq steps.check.status 'failed'}}`"
                     .into(),
             ),
             needle: None,
-        }]
-    })?;
+        }
+    })
+}
+
+/// Checks every variable a parsed template reads against `scope`.
+pub fn check_references(template: &Template, scope: &Scope<'_>) -> Vec<Problem> {
     let mut problems = Vec::new();
-    walk_template(&template, scope, false, &mut problems);
+    walk_template(template, scope, false, &mut problems);
+    problems
+}
+
+/// Parses `text` and checks every variable it reads against `scope`.
+pub fn check(text: &str, scope: &Scope<'_>) -> Result<Parsed, Vec<Problem>> {
+    let template = parse(text).map_err(|p| vec![p])?;
+    let problems = check_references(&template, scope);
     if problems.is_empty() { Ok(template) } else { Err(problems) }
 }
 
@@ -207,13 +250,21 @@ fn check_segments(
                 ));
                 return;
             };
-            if !scope.all_steps.contains(&step) {
+            let Some(index) = scope.steps.get(step) else {
                 out.push(problem(
                     Code::NotAncestor,
                     format!("`{raw}` reads step `{step}`, which does not exist"),
-                    suggest::did_you_mean(step, scope.all_steps.iter().copied()),
+                    suggest::did_you_mean(step, scope.steps.ids.iter().copied()),
                 ));
-            } else if !visible.contains(&step) {
+                return;
+            };
+            if scope.own_step == Some(index) && !scope.allow_outputs {
+                out.push(problem(
+                    Code::NotAncestor,
+                    format!("`{raw}`: a step cannot read its own results before it has run"),
+                    Some("to test the step's result while polling, use `outputs.*` in `poll.until`".into()),
+                ));
+            } else if !visible[index] {
                 out.push(problem(
                     Code::NotAncestor,
                     format!("`{raw}` reads step `{step}`, which is not an ancestor of {}", scope.place),
@@ -263,6 +314,11 @@ fn check_segments(
                 ));
             }
         }
+        "secrets" if scope.stored => out.push(problem(
+            Code::UnknownRoot,
+            format!("`{raw}`: {} is stored, so it may not contain secrets", scope.place),
+            Some("secrets are for step parameters (`with`), rendered when the step runs and never stored".into()),
+        )),
         "outputs" | "item" | "alert" | "event" | "secrets" => {}
         _ if in_block => {}
         _ => out.push(problem(
@@ -278,12 +334,16 @@ fn check_segments(
 mod tests {
     use super::*;
 
-    fn scope<'a>(visible: &'a [&'a str]) -> Scope<'a> {
+    const STEPS: &[&str] = &["check", "fence", "promote"];
+
+    fn scope<'a>(names: &'a StepNames<'a>, visible: &'a [bool]) -> Scope<'a> {
         Scope {
             inputs: &["site", "severity"],
-            all_steps: &["check", "fence", "promote"],
+            steps: names,
             visible_steps: Some(visible),
             place: "step `promote`",
+            own_step: Some(2),
+            stored: false,
             allow_outputs: false,
             allow_item: false,
             allow_trigger_payload: true,
@@ -292,7 +352,8 @@ mod tests {
     }
 
     fn problems(text: &str) -> Vec<Problem> {
-        check(text, &scope(&["check"])).err().unwrap_or_default()
+        let names = StepNames::new(STEPS);
+        check(text, &scope(&names, &[true, false, false])).err().unwrap_or_default()
     }
 
     #[test]

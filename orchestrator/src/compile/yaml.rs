@@ -212,14 +212,38 @@ pub fn parse(text: &str) -> Result<Parsed, YamlError> {
         let span = e.location().and_then(|loc| to_span(text, &loc));
         let message = e.to_string();
         let first_line = message.lines().next().unwrap_or("invalid YAML").to_string();
-        let limit = first_line.contains("budget")
-            || first_line.contains("limit")
-            || first_line.contains("depth");
-        YamlError { message: strip_location_prefix(&first_line), span, limit }
+        let (message, limit) = match budget_message(&first_line) {
+            Some(m) => (m, true),
+            None => (strip_location_prefix(&first_line), first_line.contains("limit")),
+        };
+        YamlError { message, span, limit }
     })?;
     let mut duplicates = Vec::new();
     let root = convert(text, raw, &mut Vec::new(), &mut duplicates);
     Ok(Parsed { root, duplicates })
+}
+
+/// Says which safety cap a "budget breached" error hit, in our words.
+fn budget_message(message: &str) -> Option<String> {
+    if !message.contains("budget") {
+        return None;
+    }
+    Some(if message.contains("Depth") {
+        format!(
+            "nesting is deeper than {MAX_DEPTH} levels; workflow files are limited to {MAX_DEPTH}"
+        )
+    } else if message.contains("Alias") || message.contains("Anchor") {
+        format!(
+            "more than {MAX_ALIASES} YAML anchors or aliases; workflow files are limited to {MAX_ALIASES}"
+        )
+    } else if message.contains("Nodes") || message.contains("Events") || message.contains("Replay")
+    {
+        format!(
+            "more than {MAX_NODES} YAML nodes once aliases are expanded; workflow files are limited to {MAX_NODES}"
+        )
+    } else {
+        format!("the file exceeds a safety limit ({})", strip_location_prefix(message))
+    })
 }
 
 /// serde-saphyr prefixes messages with "error: line L column C: "; we print
@@ -276,18 +300,21 @@ fn convert(
         ),
         Raw::Map(raw_entries) => {
             let mut entries: Vec<(Node, Node)> = Vec::with_capacity(raw_entries.len());
+            let mut seen: std::collections::HashMap<String, Span> =
+                std::collections::HashMap::with_capacity(raw_entries.len());
             for (k, v) in raw_entries {
                 let key = convert(text, k, path, dups);
                 let key_text = key.key_text();
-                if let Some((first, _)) = entries.iter().find(|(k, _)| k.key_text() == key_text) {
+                if let Some(first) = seen.get(&key_text) {
                     dups.push(DuplicateKey {
                         key: key_text,
-                        first: first.span,
+                        first: *first,
                         duplicate: key.span,
                         path: path.clone(),
                     });
                     continue;
                 }
+                seen.insert(key_text.clone(), key.span);
                 path.push(key_text);
                 let value = convert(text, v, path, dups);
                 path.pop();

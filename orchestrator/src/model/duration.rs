@@ -89,10 +89,34 @@ impl fmt::Display for Duration {
     }
 }
 
+/// The newtype name the compiler's deserializer recognises: inside a step's
+/// `with`, a template may stand for a duration until the step renders it.
+pub(crate) const DURATION_MAGIC: &str = "$lifeboat::Duration";
+
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        struct DurationVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for DurationVisitor {
+            type Value = Duration;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as `30s`")
+            }
+
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Duration, D::Error> {
+                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_newtype_struct(DURATION_MAGIC, DurationVisitor)
     }
 }
 

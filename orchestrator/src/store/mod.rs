@@ -1,0 +1,85 @@
+//! The one seam to the database. The executor talks to `dyn Store` and never
+//! knows which database is behind it; only this module runs SQL.
+//!
+//! Writes go through `commit`: a batch of `Change`s applied atomically, and
+//! only while the caller still holds the run's lease (fencing), so a worker
+//! that lost its lease can never overwrite its successor's progress.
+
+pub mod sqlite;
+mod types;
+
+use std::sync::Arc;
+
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the lease on run {0} was lost (another worker took it over)")]
+    LeaseLost(String),
+    #[error("run {0} not found")]
+    RunNotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the executor and the CLI need from a database.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Stores a workflow source under its hash (no-op if present).
+    async fn put_definition(&self, def: &Definition) -> Result<()>;
+    async fn definition(&self, hash: &str) -> Result<Option<Definition>>;
+
+    /// Creates a run with its steps `pending`, honouring the concurrency key.
+    async fn create_run(&self, run: NewRun) -> Result<Created>;
+
+    /// Claims up to `limit` runs that need attention (due, not leased or the
+    /// lease expired, not paused, not blocked by a concurrency key).
+    async fn claim(&self, worker: &str, lease: Lease, limit: usize, only: Option<&str>) -> Result<Vec<String>>;
+    /// Extends every lease `worker` holds; returns the runs still held.
+    async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>>;
+    /// Gives a run back, to be claimed again at `wake_at` (or when a request arrives).
+    async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()>;
+    /// Applies `changes` atomically if `worker` still holds the lease on `run_id`.
+    async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()>;
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>>;
+    /// Resolves a unique prefix of a run id (operators type the first characters).
+    async fn resolve_run_id(&self, prefix: &str) -> Result<String>;
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
+    async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>>;
+
+    /// Queues an operator request and makes the run due for attention.
+    async fn request(&self, req: NewRequest) -> Result<i64>;
+    async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>>;
+    /// Steps waiting for people across all active runs.
+    async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>>;
+
+    async fn register_worker(&self, worker: &WorkerRecord) -> Result<()>;
+}
+
+/// Opens the store named by `url` (`sqlite://…`; Postgres arrives with its issue)
+/// and applies migrations.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        anyhow::bail!("Postgres is not supported yet: use a sqlite:// URL (the Postgres backend is its own issue)")
+    } else {
+        anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH")
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

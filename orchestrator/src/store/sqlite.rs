@@ -1,0 +1,514 @@
+//! SQLite backend: WAL mode, `synchronous=FULL` (a committed transition
+//! survives power loss), `BEGIN IMMEDIATE` for writes so several processes
+//! on one file queue for the write lock instead of failing.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::*;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn json(value: &Option<Value>) -> Option<String> {
+    value.as_ref().map(|v| v.to_string())
+}
+
+fn parse_json(text: Option<String>) -> Result<Option<Value>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}"))))
+        .transpose()
+}
+
+fn run_row(row: &SqliteRow) -> Result<RunRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        workflow: row.try_get("workflow")?,
+        definition_hash: row.try_get("definition_hash")?,
+        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
+        inputs: parse_json(row.try_get("inputs")?)?.unwrap_or(Value::Null),
+        outputs: parse_json(row.try_get("outputs")?)?,
+        trigger: parse_json(row.try_get("trigger")?)?.unwrap_or(Value::Null),
+        concurrency_key: row.try_get("concurrency_key")?,
+        parent_run_id: row.try_get("parent_run_id")?,
+        parent_step_id: row.try_get("parent_step_id")?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        wake_at: row.try_get("wake_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+    })
+}
+
+fn step_row(row: &SqliteRow) -> Result<StepRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(StepRecord {
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        status: StepStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("step status `{status}`")))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        outputs: parse_json(row.try_get("outputs")?)?,
+        error: row.try_get("error")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        wake_at: row.try_get("wake_at")?,
+        state: parse_json(row.try_get("state")?)?,
+        rollback: row.try_get("rollback")?,
+    })
+}
+
+fn attempt_row(row: &SqliteRow) -> Result<AttemptRecord> {
+    let status: String = row.try_get("status")?;
+    let phase: String = row.try_get("phase")?;
+    Ok(AttemptRecord {
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        phase: Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(format!("phase `{phase}`")))?,
+        n: row.try_get::<i64, _>("n")? as u32,
+        status: AttemptStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("attempt status `{status}`")))?,
+        worker: row.try_get("worker")?,
+        pgid: row.try_get::<Option<i64>, _>("pgid")?.map(|p| p as u32),
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+        stdout: row.try_get("stdout")?,
+        stderr: row.try_get("stderr")?,
+    })
+}
+
+const ACTIVE_SQL: &str = "('queued','running','waiting','rolling_back')";
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn put_definition(&self, def: &Definition) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO definitions (hash, workflow, file, source, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&def.hash)
+            .bind(&def.workflow)
+            .bind(&def.file)
+            .bind(&def.source)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn definition(&self, hash: &str) -> Result<Option<Definition>> {
+        let row = sqlx::query("SELECT hash, workflow, file, source FROM definitions WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Definition {
+                hash: r.try_get("hash")?,
+                workflow: r.try_get("workflow")?,
+                file: r.try_get("file")?,
+                source: r.try_get("source")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<Created> {
+        let mut tx = self.write().await?;
+        if let (Some(key), true) = (&run.concurrency_key, run.skip_on_conflict) {
+            let active: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT id FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1"
+            ))
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(active) = active {
+                tx.rollback().await?;
+                return Ok(Created::Skipped { active });
+            }
+        }
+        let now = now_ms();
+        let (owner, expires) = match &run.lease_to {
+            Some((worker, lease)) => (Some(worker.clone()), Some(lease.now + lease.duration_ms)),
+            None => (None, None),
+        };
+        sqlx::query(
+            "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
+             parent_run_id, parent_step_id, created_at, lease_owner, lease_expires_at) \
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.id)
+        .bind(&run.workflow)
+        .bind(&run.definition_hash)
+        .bind(run.inputs.to_string())
+        .bind(run.trigger.to_string())
+        .bind(&run.concurrency_key)
+        .bind(run.parent.as_ref().map(|p| &p.0))
+        .bind(run.parent.as_ref().map(|p| &p.1))
+        .bind(now)
+        .bind(owner)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await?;
+        for step in &run.step_ids {
+            sqlx::query("INSERT INTO steps (run_id, step_id, status) VALUES (?, ?, 'pending')")
+                .bind(&run.id)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)")
+            .bind(&run.id)
+            .bind(now)
+            .bind(run.trigger.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Created::Run(run.id))
+    }
+
+    async fn claim(&self, worker: &str, lease: Lease, limit: usize, only: Option<&str>) -> Result<Vec<String>> {
+        let mut tx = self.write().await?;
+        // Due, unleased (or lease expired), not paused unless a request waits,
+        // and for queued runs: no older active run holds the concurrency key.
+        let sql = format!(
+            "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2 WHERE id IN ( \
+               SELECT r.id FROM runs r WHERE r.status IN {ACTIVE_SQL} \
+                 AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3 OR r.lease_owner = ?1) \
+                 AND (r.wake_at IS NULL OR r.wake_at <= ?3) \
+                 AND (r.paused = 0 OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
+                 AND (?5 IS NULL OR r.id = ?5) \
+                 AND NOT (r.status = 'queued' AND r.concurrency_key IS NOT NULL AND EXISTS ( \
+                   SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
+                     AND o.status IN {ACTIVE_SQL})) \
+               ORDER BY r.id LIMIT ?4) RETURNING id"
+        );
+        let ids: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(worker)
+            .bind(lease.now + lease.duration_ms)
+            .bind(lease.now)
+            .bind(limit as i64)
+            .bind(only)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
+        let mut tx = self.write().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND lease_expires_at >= ? RETURNING id",
+        )
+        .bind(lease.now + lease.duration_ms)
+        .bind(worker)
+        .bind(lease.now)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE workers SET heartbeat_at = ? WHERE id = ?")
+            .bind(lease.now)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, wake_at = ? WHERE id = ? AND lease_owner = ?",
+        )
+        .bind(wake_at)
+        .bind(run_id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
+        let mut tx = self.write().await?;
+        let owner: Option<Option<String>> = sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match owner {
+            None => return Err(StoreError::RunNotFound(run_id.into())),
+            Some(Some(o)) if o == worker => {}
+            Some(_) => return Err(StoreError::LeaseLost(run_id.into())),
+        }
+        for change in changes {
+            apply(&mut tx, run_id, change).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(run_row).transpose()
+    }
+
+    async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
+        let like = format!("{}%", prefix.replace(['%', '_'], ""));
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2")
+            .bind(like)
+            .fetch_all(&self.pool)
+            .await?;
+        match ids.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StoreError::RunNotFound(prefix.into())),
+            _ => Err(StoreError::Conflict(format!("run id prefix `{prefix}` matches several runs; type more of it"))),
+        }
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) \
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.workflow)
+        .bind(filter.limit.unwrap_or(50) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ?").bind(run_id).fetch_all(&self.pool).await?;
+        rows.iter().map(step_row).collect()
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY started_at, n")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_row).collect()
+    }
+
+    async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id")
+            .bind(run_id)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    step_id: r.try_get("step_id")?,
+                    data: parse_json(r.try_get("data")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn request(&self, req: NewRequest) -> Result<i64> {
+        let mut tx = self.write().await?;
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO requests (run_id, kind, step_id, data, actor, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&req.run_id)
+        .bind(req.kind.as_str())
+        .bind(&req.step_id)
+        .bind(json(&req.data))
+        .bind(&req.actor)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        // Due now; a finished run asked to retry becomes claimable again.
+        let reopen = if req.kind == RequestKind::Retry { ", status = 'queued', finished_at = NULL" } else { "" };
+        sqlx::query(&format!("UPDATE runs SET wake_at = NULL{reopen} WHERE id = ?"))
+            .bind(&req.run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, 'request', ?, ?)")
+            .bind(&req.run_id)
+            .bind(now)
+            .bind(&req.step_id)
+            .bind(serde_json::json!({"kind": req.kind.as_str(), "actor": req.actor, "data": req.data}).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>> {
+        let rows = sqlx::query("SELECT * FROM requests WHERE run_id = ? AND done_at IS NULL ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(RequestRecord {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    kind: RequestKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("request `{kind}`")))?,
+                    step_id: r.try_get("step_id")?,
+                    data: parse_json(r.try_get("data")?)?,
+                    actor: r.try_get("actor")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT s.* FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.status IN {ACTIVE_SQL} \
+             AND s.status IN ('needs_human', 'waiting') ORDER BY s.run_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let step = step_row(row)?;
+            if let Some(run) = self.run(&step.run_id).await? {
+                out.push((run, step));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&w.id)
+        .bind(&w.host)
+        .bind(w.pid as i64)
+        .bind(w.started_at)
+        .bind(w.started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Change) -> Result<()> {
+    match change {
+        Change::Run(u) => {
+            sqlx::query(
+                "UPDATE runs SET status = COALESCE(?, status), started_at = COALESCE(?, started_at), \
+                 finished_at = COALESCE(?, finished_at), outputs = COALESCE(?, outputs), \
+                 error = COALESCE(?, error), paused = COALESCE(?, paused) WHERE id = ?",
+            )
+            .bind(u.status.map(|s| s.as_str()))
+            .bind(u.started_at)
+            .bind(u.finished_at)
+            .bind(json(&u.outputs))
+            .bind(&u.error)
+            .bind(u.paused.map(i64::from))
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Step(s) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempts, outputs, error, started_at, \
+                 finished_at, wake_at, state, rollback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run_id)
+            .bind(&s.step_id)
+            .bind(s.status.as_str())
+            .bind(s.attempts as i64)
+            .bind(json(&s.outputs))
+            .bind(&s.error)
+            .bind(s.started_at)
+            .bind(s.finished_at)
+            .bind(s.wake_at)
+            .bind(json(&s.state))
+            .bind(&s.rollback)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::AttemptStarted(a) => {
+            sqlx::query(
+                "INSERT INTO attempts (run_id, step_id, phase, n, status, worker, pgid, started_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run_id)
+            .bind(&a.step_id)
+            .bind(a.phase.as_str())
+            .bind(a.n as i64)
+            .bind(a.status.as_str())
+            .bind(&a.worker)
+            .bind(a.pgid.map(i64::from))
+            .bind(a.started_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::AttemptPgid { step_id, phase, n, pgid } => {
+            sqlx::query("UPDATE attempts SET pgid = ? WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?")
+                .bind(*pgid as i64)
+                .bind(run_id)
+                .bind(step_id)
+                .bind(phase.as_str())
+                .bind(*n as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Change::AttemptFinished { step_id, phase, n, status, finished_at, error, stdout, stderr } => {
+            sqlx::query(
+                "UPDATE attempts SET status = ?, finished_at = ?, error = ?, stdout = ?, stderr = ? \
+                 WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?",
+            )
+            .bind(status.as_str())
+            .bind(finished_at)
+            .bind(error)
+            .bind(stdout)
+            .bind(stderr)
+            .bind(run_id)
+            .bind(step_id)
+            .bind(phase.as_str())
+            .bind(*n as i64)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Event { at, kind, step_id, data } => {
+            sqlx::query("INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, ?, ?, ?)")
+                .bind(run_id)
+                .bind(at)
+                .bind(kind)
+                .bind(step_id)
+                .bind(json(data))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Change::RequestDone { id, at } => {
+            sqlx::query("UPDATE requests SET done_at = ? WHERE id = ?").bind(at).bind(id).execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}

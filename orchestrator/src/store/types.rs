@@ -1,0 +1,303 @@
+//! Database-free domain types: what the store hands out and takes in.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant,)* }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)* _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// DESIGN.md's run states.
+    RunStatus {
+        Queued = "queued",
+        Running = "running",
+        Waiting = "waiting",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        RollingBack = "rolling_back",
+        RolledBack = "rolled_back",
+        RollbackFailed = "rollback_failed",
+        Cancelled = "cancelled",
+    }
+);
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded
+                | RunStatus::Failed
+                | RunStatus::RolledBack
+                | RunStatus::RollbackFailed
+                | RunStatus::Cancelled
+        )
+    }
+
+    pub const ACTIVE: [RunStatus; 4] =
+        [RunStatus::Queued, RunStatus::Running, RunStatus::Waiting, RunStatus::RollingBack];
+}
+
+string_enum!(
+    /// DESIGN.md's step states.
+    StepStatus {
+        Pending = "pending",
+        Running = "running",
+        RetryWait = "retry_wait",
+        Waiting = "waiting",
+        NeedsHuman = "needs_human",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Skipped = "skipped",
+        Cancelled = "cancelled",
+        RolledBack = "rolled_back",
+    }
+);
+
+impl StepStatus {
+    /// The step will not change again on its own.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
+                | StepStatus::RolledBack
+        )
+    }
+}
+
+string_enum!(
+    Phase { Forward = "forward", Rollback = "rollback" }
+);
+
+string_enum!(
+    AttemptStatus {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Interrupted = "interrupted",
+    }
+);
+
+string_enum!(
+    /// What an operator asks of a run.
+    RequestKind {
+        Cancel = "cancel",
+        CancelNoRollback = "cancel_no_rollback",
+        Pause = "pause",
+        Resume = "resume",
+        Skip = "skip",
+        MarkSucceeded = "mark_succeeded",
+        MarkFailed = "mark_failed",
+        Retry = "retry",
+    }
+);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub hash: String,
+    pub workflow: String,
+    pub file: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub workflow: String,
+    pub definition_hash: String,
+    pub inputs: Value,
+    pub trigger: Value,
+    pub concurrency_key: Option<String>,
+    /// `true`: do not create the run while another with the key is active.
+    pub skip_on_conflict: bool,
+    pub parent: Option<(String, String)>,
+    pub step_ids: Vec<String>,
+    /// Create it already leased to this worker (`run --wait` drives it at once).
+    pub lease_to: Option<(String, Lease)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    Run(String),
+    /// Concurrency key busy with `on_conflict: skip`: the active run's id.
+    Skipped { active: String },
+}
+
+/// A lease: held until `now + duration_ms`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lease {
+    pub now: i64,
+    pub duration_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub workflow: String,
+    pub definition_hash: String,
+    pub status: RunStatus,
+    pub inputs: Value,
+    pub outputs: Option<Value>,
+    pub trigger: Value,
+    pub concurrency_key: Option<String>,
+    pub parent_run_id: Option<String>,
+    pub parent_step_id: Option<String>,
+    pub paused: bool,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub wake_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    pub run_id: String,
+    pub step_id: String,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub outputs: Option<Value>,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub wake_at: Option<i64>,
+    pub state: Option<Value>,
+    pub rollback: Option<String>,
+}
+
+impl StepRecord {
+    pub fn pending(run_id: &str, step_id: &str) -> Self {
+        StepRecord {
+            run_id: run_id.into(),
+            step_id: step_id.into(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            outputs: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            wake_at: None,
+            state: None,
+            rollback: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    pub run_id: String,
+    pub step_id: String,
+    pub phase: Phase,
+    pub n: u32,
+    pub status: AttemptStatus,
+    pub worker: String,
+    pub pgid: Option<u32>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub run_id: String,
+    pub at: i64,
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub run_id: String,
+    pub kind: RequestKind,
+    pub step_id: Option<String>,
+    pub data: Option<Value>,
+    pub actor: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    pub id: i64,
+    pub run_id: String,
+    pub kind: RequestKind,
+    pub step_id: Option<String>,
+    pub data: Option<Value>,
+    pub actor: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub workflow: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: i64,
+}
+
+/// Fields of a run to update; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunUpdate {
+    pub status: Option<RunStatus>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub outputs: Option<Value>,
+    pub error: Option<String>,
+    pub paused: Option<bool>,
+}
+
+/// One part of an atomic transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Run(RunUpdate),
+    /// Insert or replace a step's row.
+    Step(StepRecord),
+    AttemptStarted(AttemptRecord),
+    AttemptPgid { step_id: String, phase: Phase, n: u32, pgid: u32 },
+    AttemptFinished {
+        step_id: String,
+        phase: Phase,
+        n: u32,
+        status: AttemptStatus,
+        finished_at: i64,
+        error: Option<String>,
+        stdout: Option<String>,
+        stderr: Option<String>,
+    },
+    Event { at: i64, kind: String, step_id: Option<String>, data: Option<Value> },
+    RequestDone { id: i64, at: i64 },
+}
