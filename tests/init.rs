@@ -40,7 +40,14 @@ fn graph_draws_a_runbook_in_every_format() {
     let dir = scratch("graph");
     for format in ["mermaid", "dot", "svg"] {
         let out_file = dir.join(format!("failover.{format}"));
-        let out = lifeboat(&["graph", "workflows/failover.yaml", "--format", format, "-o", out_file.to_str().unwrap()]);
+        let out = lifeboat(&[
+            "graph",
+            "workflows/failover.yaml",
+            "--format",
+            format,
+            "-o",
+            out_file.to_str().unwrap(),
+        ]);
         assert_eq!(out.status.code(), Some(0), "{format}: {}", stderr(&out));
         let text = std::fs::read_to_string(&out_file).unwrap();
         for step in ["promote", "fence_primary"] {

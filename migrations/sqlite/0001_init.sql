@@ -21,6 +21,8 @@ CREATE TABLE runs (
     concurrency_key  TEXT,
     parent_run_id    TEXT,
     parent_step_id   TEXT,
+    root_run_id      TEXT NOT NULL,             -- the top of a tree of child runs
+    cancelled_by     TEXT,                      -- set by `cancel`; the run ends `cancelled`
     paused           INTEGER NOT NULL DEFAULT 0,
     error            TEXT,
     created_at       INTEGER NOT NULL,
@@ -32,6 +34,7 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_claimable ON runs (wake_at) WHERE status IN ('queued', 'running', 'waiting', 'rolling_back');
 CREATE INDEX runs_by_workflow ON runs (workflow, created_at);
+CREATE INDEX runs_by_root ON runs (root_run_id);
 CREATE INDEX runs_by_concurrency ON runs (concurrency_key) WHERE concurrency_key IS NOT NULL;
 
 CREATE TABLE steps (

@@ -29,6 +29,31 @@ pub struct Config {
     pub channels: IndexMap<String, ChannelConfig>,
     #[serde(default)]
     pub connections: IndexMap<String, ConnectionConfig>,
+    #[serde(default)]
+    pub executor: ExecutorConfig,
+}
+
+/// How workers hold and renew runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// A dead worker's runs are taken over after this long.
+    pub lease: crate::model::Duration,
+    pub heartbeat: crate::model::Duration,
+    pub poll: crate::model::Duration,
+    pub max_runs: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        use crate::model::Duration;
+        ExecutorConfig {
+            lease: Duration::from_millis(30_000),
+            heartbeat: Duration::from_millis(10_000),
+            poll: Duration::from_millis(500),
+            max_runs: 64,
+        }
+    }
 }
 
 impl Default for Config {
@@ -43,6 +68,7 @@ impl Default for Config {
             hooks: IndexMap::new(),
             channels: IndexMap::new(),
             connections: IndexMap::new(),
+            executor: ExecutorConfig::default(),
         }
     }
 }
@@ -104,8 +130,17 @@ pub struct ConnectionConfig {
 
 /// Keys that may come from `LIFEBOAT_*` variables (`__` separates levels).
 /// Other `LIFEBOAT_*` variables (tokens, secrets) are not configuration.
-const ENV_KEYS: &[&str] =
-    &["database_url", "workflows_dir", "templates_dir", "server.listen", "server.public_url"];
+const ENV_KEYS: &[&str] = &[
+    "database_url",
+    "workflows_dir",
+    "templates_dir",
+    "server.listen",
+    "server.public_url",
+    "executor.lease",
+    "executor.heartbeat",
+    "executor.poll",
+    "executor.max_runs",
+];
 
 impl Config {
     /// Loads `file` (if given, it must exist; else `./lifeboat.toml` if present)

@@ -10,4 +10,5 @@ pub mod config;
 pub mod exec;
 pub mod model;
 pub mod schema;
+pub mod store;
 pub mod viz;

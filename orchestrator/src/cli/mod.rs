@@ -1,9 +1,14 @@
 //! The command line: argument types (clap derive) and dispatch. Commands
 //! live one per module; `anyhow` is used only here and in `main.rs`.
 
+mod control;
 mod graph;
 mod init;
+mod inspect;
+mod progress;
+mod run;
 mod schema;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -43,23 +48,170 @@ pub enum Command {
     Schema(schema::Args),
     /// Scaffold a lifeboat.toml and a starter workflow.
     Init(init::Args),
+    /// Start a run; with --wait, execute it here with live progress.
+    Run(run::Args),
+    /// Run the failed part of a run again, optionally with new inputs.
+    Retry(run::RetryArgs),
+    /// List runs.
+    Runs(inspect::RunsArgs),
+    /// A run and its steps (status, attempts, durations).
+    Show(inspect::ShowArgs),
+    /// Events and output of a run or one step.
+    Logs(inspect::LogsArgs),
+    /// Steps waiting for people (needs_human, approvals).
+    Pending(inspect::PendingArgs),
+    /// Cancel a run (its rollbacks run unless --no-rollback).
+    Cancel(control::CancelArgs),
+    /// Stop scheduling new steps of a run.
+    Pause(control::RunArg),
+    /// Schedule a paused run's steps again.
+    Resume(control::RunArg),
+    /// Skip a step (break-glass; audited).
+    Skip(control::StepArg),
+    /// Decide a step's outcome by hand (break-glass; audited).
+    Mark(control::MarkArgs),
+    /// Execute queued runs: the worker loop (API and webhooks come later).
+    Serve(serve::Args),
+    /// Apply database migrations (also done on every start).
+    Migrate,
+}
+
+/// An error in what the user asked for (exit 1), as opposed to a usage or
+/// internal error (exit 2).
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+pub fn input_error(message: impl Into<String>) -> anyhow::Error {
+    InputError(message.into()).into()
 }
 
 /// Exit codes: 0 ok, 1 failed run or invalid input, 2 usage or internal error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let global = cli.global;
     let result = match cli.command {
-        Command::Validate(args) => validate::run(&cli.global, args),
-        Command::Graph(args) => graph::run(&cli.global, args),
+        Command::Validate(args) => validate::run(&global, args),
+        Command::Graph(args) => graph::run(&global, args),
         Command::Schema(args) => schema::run(args),
         Command::Init(args) => init::run(args),
+        command => async_main(global, command),
     };
     match result {
         Ok(code) => code,
+        Err(e)
+            if e.downcast_ref::<InputError>().is_some()
+                || e.downcast_ref::<crate::store::StoreError>().is_some() =>
+        {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let ctx = Ctx::open(&global).await?;
+        match command {
+            Command::Run(args) => run::run(&ctx, args).await,
+            Command::Retry(args) => run::retry(&ctx, args).await,
+            Command::Runs(args) => inspect::runs(&ctx, args).await,
+            Command::Show(args) => inspect::show(&ctx, args).await,
+            Command::Logs(args) => inspect::logs(&ctx, args).await,
+            Command::Pending(args) => inspect::pending(&ctx, args).await,
+            Command::Cancel(args) => control::cancel(&ctx, args).await,
+            Command::Pause(args) => control::pause(&ctx, args, true).await,
+            Command::Resume(args) => control::pause(&ctx, args, false).await,
+            Command::Skip(args) => control::skip(&ctx, args).await,
+            Command::Mark(args) => control::mark(&ctx, args).await,
+            Command::Serve(args) => serve::run(&ctx, args).await,
+            Command::Migrate => {
+                println!("migrations applied to {}", ctx.database_url);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Validate(_) | Command::Graph(_) | Command::Schema(_) | Command::Init(_) => {
+                unreachable!("handled synchronously")
+            }
+        }
+    })
+}
+
+/// Logs go to stderr; `RUST_LOG` (or `LIFEBOAT_LOG`) sets the level.
+fn init_tracing() {
+    let filter = std::env::var("LIFEBOAT_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// What every database command needs: config, store, engine options.
+pub struct Ctx {
+    pub config: crate::config::Config,
+    /// Directory that relative paths in the config are resolved against.
+    pub base: PathBuf,
+    pub database_url: String,
+    pub store: std::sync::Arc<dyn crate::store::Store>,
+    pub workflows_dir: PathBuf,
+    pub known: Option<crate::compile::KnownNames>,
+}
+
+impl Ctx {
+    async fn open(global: &GlobalArgs) -> anyhow::Result<Ctx> {
+        let loaded = load_config(global)?;
+        let known = loaded.as_ref().map(|(c, base)| c.known_names(base));
+        let (config, base) =
+            loaded.unwrap_or_else(|| (crate::config::Config::default(), PathBuf::from(".")));
+        let database_url =
+            global.database_url.clone().unwrap_or_else(|| config.database_url.clone());
+        let workflows_dir =
+            global.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
+        let store = crate::store::open(&database_url)
+            .await
+            .map_err(|e| input_error(format!("cannot open database {database_url}: {e:#}")))?;
+        Ok(Ctx { config, base, database_url, store, workflows_dir, known })
+    }
+
+    pub fn engine(&self) -> std::sync::Arc<crate::exec::engine::Engine> {
+        let exec = &self.config.executor;
+        let connections = self
+            .config
+            .connections
+            .iter()
+            .filter_map(|(name, c)| std::env::var(&c.url_env).ok().map(|url| (name.clone(), url)))
+            .collect();
+        crate::exec::engine::Engine::new(
+            self.store.clone(),
+            crate::exec::engine::EngineOptions {
+                lease: exec.lease.0,
+                heartbeat: exec.heartbeat.0,
+                poll: exec.poll.0,
+                max_runs: exec.max_runs.max(1),
+                connections,
+                workflows_dir: self.workflows_dir.clone(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Who is acting, for the audit trail.
+    pub fn actor(&self) -> String {
+        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "cli".into())
     }
 }
 

@@ -138,7 +138,7 @@ pub fn deserialize_recovering<T>(
     const MAX_ROUNDS: usize = 100;
     // The common case has no error: deserialize from the borrowed tree and
     // copy it only when there is something to repair.
-    let first = match deserialize(NodeDeserializer { node, templated }) {
+    let first = match deserialize(NodeDeserializer { node, templated, rendered: false }) {
         Ok(value) => return (Some(value), Vec::new()),
         Err(e) => e,
     };
@@ -165,7 +165,7 @@ pub fn deserialize_recovering<T>(
             return (None, errors);
         }
         removed.push(target);
-        error = match deserialize(NodeDeserializer { node: &tree, templated }) {
+        error = match deserialize(NodeDeserializer { node: &tree, templated, rendered: false }) {
             Ok(value) => return (Some(value), errors),
             Err(e) => e,
         };
@@ -178,17 +178,24 @@ pub struct NodeDeserializer<'a> {
     node: &'a Node,
     /// Inside a step's `with`, where strings are templates rendered later.
     templated: bool,
+    /// Rendered parameters: text is parsed as the number or boolean a field needs.
+    rendered: bool,
 }
 
 impl<'a> NodeDeserializer<'a> {
     pub fn new(node: &'a Node) -> Self {
-        NodeDeserializer { node, templated: false }
+        NodeDeserializer { node, templated: false, rendered: false }
+    }
+
+    /// For rendered step parameters, where every value is text.
+    pub fn rendered(node: &'a Node) -> Self {
+        NodeDeserializer { node, templated: false, rendered: true }
     }
 
     /// For a step's `with`: a template string may stand where a number,
     /// boolean or duration goes; the rendered value is checked at run time.
     pub fn templated(node: &'a Node) -> Self {
-        NodeDeserializer { node, templated: true }
+        NodeDeserializer { node, templated: true, rendered: false }
     }
 
     /// A string holding `{{` is only known at run time: let it stand in for
@@ -221,6 +228,13 @@ macro_rules! int_method {
                     ))),
                 },
                 _ if self.template() => visitor.$visit(0),
+                NodeKind::Str(s) if self.rendered => match s.trim().parse::<$ty>() {
+                    Ok(v) => visitor.$visit(v),
+                    Err(_) => Err(de::Error::custom(format_args!(
+                        "expected {}, found \"{s}\"",
+                        humanize(stringify!($ty))
+                    ))),
+                },
                 _ => self.deserialize_any(visitor),
             };
             result.map_err(|e| e.at(span))
@@ -243,11 +257,13 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
                 items: items.iter(),
                 index: 0,
                 templated: self.templated,
+                rendered: self.rendered,
             }),
             NodeKind::Map(entries) => visitor.visit_map(MapAccess {
                 entries: entries.iter(),
                 value: None,
                 templated: self.templated,
+                rendered: self.rendered,
             }),
         };
         result.map_err(|e| e.at(span))
@@ -271,6 +287,9 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         let result = match &self.node.kind {
             NodeKind::Int(i) => visitor.visit_f64(*i as f64),
             _ if self.template() => visitor.visit_f64(0.0),
+            NodeKind::Str(s) if self.rendered && s.trim().parse::<f64>().is_ok() => {
+                visitor.visit_f64(s.trim().parse::<f64>().unwrap_or_default())
+            }
             _ => self.deserialize_any(visitor),
         };
         result.map_err(|e| e.at(span))
@@ -279,6 +298,12 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         if self.template() {
             return visitor.visit_bool(false).map_err(|e: DeError| e.at(self.node.span));
+        }
+        if self.rendered
+            && let NodeKind::Str(s) = &self.node.kind
+            && let Ok(b) = s.trim().parse::<bool>()
+        {
+            return visitor.visit_bool(b);
         }
         self.deserialize_any(visitor)
     }
@@ -314,7 +339,12 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         if name == LOCATED_MAGIC {
             let span = self.node.span;
             return visitor
-                .visit_seq(LocatedAccess { node: self.node, step: 0, templated: self.templated })
+                .visit_seq(LocatedAccess {
+                    node: self.node,
+                    step: 0,
+                    templated: self.templated,
+                    rendered: self.rendered,
+                })
                 .map_err(|e| e.at(span));
         }
         if name == DURATION_MAGIC && self.template() {
@@ -335,7 +365,12 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
             NodeKind::Map(entries) if entries.len() == 1 => {
                 let (k, v) = &entries[0];
                 visitor
-                    .visit_enum(EnumAccess { key: k, value: v, templated: self.templated })
+                    .visit_enum(EnumAccess {
+                        key: k,
+                        value: v,
+                        templated: self.templated,
+                        rendered: self.rendered,
+                    })
                     .map_err(|e| e.in_field(k.key_text()))
             }
             _ => self.deserialize_any(visitor),
@@ -356,6 +391,7 @@ struct SeqAccess<'a> {
     items: std::slice::Iter<'a, Node>,
     index: usize,
     templated: bool,
+    rendered: bool,
 }
 
 impl<'de, 'a> de::SeqAccess<'de> for SeqAccess<'a> {
@@ -368,9 +404,13 @@ impl<'de, 'a> de::SeqAccess<'de> for SeqAccess<'a> {
         let Some(item) = self.items.next() else { return Ok(None) };
         let index = self.index;
         self.index += 1;
-        seed.deserialize(NodeDeserializer { node: item, templated: self.templated })
-            .map(Some)
-            .map_err(|e| e.at(item.span).in_field(index.to_string()))
+        seed.deserialize(NodeDeserializer {
+            node: item,
+            templated: self.templated,
+            rendered: self.rendered,
+        })
+        .map(Some)
+        .map_err(|e| e.at(item.span).in_field(index.to_string()))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -382,6 +422,7 @@ struct MapAccess<'a> {
     entries: std::slice::Iter<'a, (Node, Node)>,
     value: Option<(&'a Node, &'a Node)>,
     templated: bool,
+    rendered: bool,
 }
 
 impl<'de, 'a> de::MapAccess<'de> for MapAccess<'a> {
@@ -400,8 +441,12 @@ impl<'de, 'a> de::MapAccess<'de> for MapAccess<'a> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let (k, v) = self.value.take().expect("next_value_seed called before next_key_seed");
-        seed.deserialize(NodeDeserializer { node: v, templated: self.templated })
-            .map_err(|e| e.at(v.span).in_field(k.key_text()))
+        seed.deserialize(NodeDeserializer {
+            node: v,
+            templated: self.templated,
+            rendered: self.rendered,
+        })
+        .map_err(|e| e.at(v.span).in_field(k.key_text()))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -413,6 +458,7 @@ struct EnumAccess<'a> {
     key: &'a Node,
     value: &'a Node,
     templated: bool,
+    rendered: bool,
 }
 
 impl<'de, 'a> de::EnumAccess<'de> for EnumAccess<'a> {
@@ -425,7 +471,14 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumAccess<'a> {
     ) -> Result<(V::Value, Self::Variant), DeError> {
         let variant =
             seed.deserialize(NodeDeserializer::new(self.key)).map_err(|e| e.at(self.key.span))?;
-        Ok((variant, NodeDeserializer { node: self.value, templated: self.templated }))
+        Ok((
+            variant,
+            NodeDeserializer {
+                node: self.value,
+                templated: self.templated,
+                rendered: self.rendered,
+            },
+        ))
     }
 }
 
@@ -458,6 +511,7 @@ struct LocatedAccess<'a> {
     node: &'a Node,
     step: u8,
     templated: bool,
+    rendered: bool,
 }
 
 impl<'de, 'a> de::SeqAccess<'de> for LocatedAccess<'a> {
@@ -472,7 +526,11 @@ impl<'de, 'a> de::SeqAccess<'de> for LocatedAccess<'a> {
             1 => seed.deserialize(self.node.span.start.into_deserializer()).map(Some),
             2 => seed.deserialize(self.node.span.len.into_deserializer()).map(Some),
             3 => seed
-                .deserialize(NodeDeserializer { node: self.node, templated: self.templated })
+                .deserialize(NodeDeserializer {
+                    node: self.node,
+                    templated: self.templated,
+                    rendered: self.rendered,
+                })
                 .map(Some),
             _ => Ok(None),
         }

@@ -7,7 +7,7 @@
 pub mod de;
 pub mod diagnostic;
 pub mod graph;
-mod pass;
+pub mod pass;
 pub mod suggest;
 pub mod templates;
 pub mod yaml;

@@ -38,6 +38,32 @@ pub enum NodeKind {
 }
 
 impl Node {
+    /// A tree without positions, from JSON (rendered step parameters).
+    pub fn from_json(value: &serde_json::Value) -> Node {
+        use serde_json::Value as V;
+        let kind = match value {
+            V::Null => NodeKind::Null,
+            V::Bool(b) => NodeKind::Bool(*b),
+            V::Number(n) => n
+                .as_i64()
+                .map(NodeKind::Int)
+                .unwrap_or_else(|| NodeKind::Float(n.as_f64().unwrap_or(0.0))),
+            V::String(s) => NodeKind::Str(s.clone()),
+            V::Array(items) => NodeKind::Seq(items.iter().map(Node::from_json).collect()),
+            V::Object(map) => NodeKind::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        (
+                            Node { kind: NodeKind::Str(k.clone()), span: Span::default() },
+                            Node::from_json(v),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        Node { kind, span: Span::default() }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
             NodeKind::Str(s) => Some(s),

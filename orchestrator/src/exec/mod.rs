@@ -1,10 +1,17 @@
-//! The executor's engine-native step kinds (`wait`, `approval`, `escalate`,
-//! `notify`, `workflow`). They suspend the run on a durable condition
-//! instead of doing IO themselves; this module holds their parameters.
+//! The executor: `engine` (worker loop, leases, heartbeat), `driver` (one
+//! run's state machine), `render` (templates), `backoff`, `inputs`, and the
+//! engine-native step kinds (`wait`, `approval`, `escalate`, `notify`,
+//! `workflow`), which suspend the run on a durable condition instead of
+//! sleeping.
 
 pub mod approval;
+pub mod backoff;
+pub mod driver;
+pub mod engine;
 pub mod escalate;
+pub mod inputs;
 pub mod notify;
+pub mod render;
 pub mod wait;
 pub mod workflow;
 

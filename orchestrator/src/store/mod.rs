@@ -42,7 +42,13 @@ pub trait Store: Send + Sync {
 
     /// Claims up to `limit` runs that need attention (due, not leased or the
     /// lease expired, not paused, not blocked by a concurrency key).
-    async fn claim(&self, worker: &str, lease: Lease, limit: usize, only: Option<&str>) -> Result<Vec<String>>;
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Lease,
+        limit: usize,
+        only: Option<&str>,
+    ) -> Result<Vec<String>>;
     /// Extends every lease `worker` holds; returns the runs still held.
     async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>>;
     /// Gives a run back, to be claimed again at `wake_at` (or when a request arrives).
@@ -73,7 +79,9 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!("Postgres is not supported yet: use a sqlite:// URL (the Postgres backend is its own issue)")
+        anyhow::bail!(
+            "Postgres is not supported yet: use a sqlite:// URL (the Postgres backend is its own issue)"
+        )
     } else {
         anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH")
     }

@@ -6,7 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::*;
@@ -40,8 +43,10 @@ fn json(value: &Option<Value>) -> Option<String> {
 }
 
 fn parse_json(text: Option<String>) -> Result<Option<Value>> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}"))))
-        .transpose()
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
+    })
+    .transpose()
 }
 
 fn run_row(row: &SqliteRow) -> Result<RunRecord> {
@@ -50,13 +55,16 @@ fn run_row(row: &SqliteRow) -> Result<RunRecord> {
         id: row.try_get("id")?,
         workflow: row.try_get("workflow")?,
         definition_hash: row.try_get("definition_hash")?,
-        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
         inputs: parse_json(row.try_get("inputs")?)?.unwrap_or(Value::Null),
         outputs: parse_json(row.try_get("outputs")?)?,
         trigger: parse_json(row.try_get("trigger")?)?.unwrap_or(Value::Null),
         concurrency_key: row.try_get("concurrency_key")?,
         parent_run_id: row.try_get("parent_run_id")?,
         parent_step_id: row.try_get("parent_step_id")?,
+        root_run_id: row.try_get("root_run_id")?,
+        cancelled_by: row.try_get("cancelled_by")?,
         paused: row.try_get::<i64, _>("paused")? != 0,
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
@@ -73,7 +81,8 @@ fn step_row(row: &SqliteRow) -> Result<StepRecord> {
     Ok(StepRecord {
         run_id: row.try_get("run_id")?,
         step_id: row.try_get("step_id")?,
-        status: StepStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("step status `{status}`")))?,
+        status: StepStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("step status `{status}`")))?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         outputs: parse_json(row.try_get("outputs")?)?,
         error: row.try_get("error")?,
@@ -91,9 +100,11 @@ fn attempt_row(row: &SqliteRow) -> Result<AttemptRecord> {
     Ok(AttemptRecord {
         run_id: row.try_get("run_id")?,
         step_id: row.try_get("step_id")?,
-        phase: Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(format!("phase `{phase}`")))?,
+        phase: Phase::parse(&phase)
+            .ok_or_else(|| StoreError::Corrupt(format!("phase `{phase}`")))?,
         n: row.try_get::<i64, _>("n")? as u32,
-        status: AttemptStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("attempt status `{status}`")))?,
+        status: AttemptStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("attempt status `{status}`")))?,
         worker: row.try_get("worker")?,
         pgid: row.try_get::<Option<i64>, _>("pgid")?.map(|p| p as u32),
         started_at: row.try_get("started_at")?,
@@ -121,10 +132,11 @@ impl Store for SqliteStore {
     }
 
     async fn definition(&self, hash: &str) -> Result<Option<Definition>> {
-        let row = sqlx::query("SELECT hash, workflow, file, source FROM definitions WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT hash, workflow, file, source FROM definitions WHERE hash = ?")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(Definition {
                 hash: r.try_get("hash")?,
@@ -157,8 +169,8 @@ impl Store for SqliteStore {
         };
         sqlx::query(
             "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, created_at, lease_owner, lease_expires_at) \
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at) \
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.id)
         .bind(&run.workflow)
@@ -168,6 +180,7 @@ impl Store for SqliteStore {
         .bind(&run.concurrency_key)
         .bind(run.parent.as_ref().map(|p| &p.0))
         .bind(run.parent.as_ref().map(|p| &p.1))
+        .bind(run.root.clone().unwrap_or_else(|| run.id.clone()))
         .bind(now)
         .bind(owner)
         .bind(expires)
@@ -190,7 +203,13 @@ impl Store for SqliteStore {
         Ok(Created::Run(run.id))
     }
 
-    async fn claim(&self, worker: &str, lease: Lease, limit: usize, only: Option<&str>) -> Result<Vec<String>> {
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Lease,
+        limit: usize,
+        only: Option<&str>,
+    ) -> Result<Vec<String>> {
         let mut tx = self.write().await?;
         // Due, unleased (or lease expired), not paused unless a request waits,
         // and for queued runs: no older active run holds the concurrency key.
@@ -200,7 +219,7 @@ impl Store for SqliteStore {
                  AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3 OR r.lease_owner = ?1) \
                  AND (r.wake_at IS NULL OR r.wake_at <= ?3) \
                  AND (r.paused = 0 OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
-                 AND (?5 IS NULL OR r.id = ?5) \
+                 AND (?5 IS NULL OR r.root_run_id = ?5) \
                  AND NOT (r.status = 'queued' AND r.concurrency_key IS NOT NULL AND EXISTS ( \
                    SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
                      AND o.status IN {ACTIVE_SQL})) \
@@ -251,10 +270,11 @@ impl Store for SqliteStore {
 
     async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
         let mut tx = self.write().await?;
-        let owner: Option<Option<String>> = sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let owner: Option<Option<String>> =
+            sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         match owner {
             None => return Err(StoreError::RunNotFound(run_id.into())),
             Some(Some(o)) if o == worker => {}
@@ -268,20 +288,26 @@ impl Store for SqliteStore {
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query("SELECT * FROM runs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(run_row).transpose()
     }
 
     async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
         let like = format!("{}%", prefix.replace(['%', '_'], ""));
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2")
-            .bind(like)
-            .fetch_all(&self.pool)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2")
+                .bind(like)
+                .fetch_all(&self.pool)
+                .await?;
         match ids.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(StoreError::RunNotFound(prefix.into())),
-            _ => Err(StoreError::Conflict(format!("run id prefix `{prefix}` matches several runs; type more of it"))),
+            _ => Err(StoreError::Conflict(format!(
+                "run id prefix `{prefix}` matches several runs; type more of it"
+            ))),
         }
     }
 
@@ -299,7 +325,10 @@ impl Store for SqliteStore {
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-        let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ?").bind(run_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(step_row).collect()
     }
 
@@ -346,34 +375,45 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         // Due now; a finished run asked to retry becomes claimable again.
-        let reopen = if req.kind == RequestKind::Retry { ", status = 'queued', finished_at = NULL" } else { "" };
+        let reopen = if req.kind == RequestKind::Retry {
+            ", status = 'queued', finished_at = NULL"
+        } else {
+            ""
+        };
         sqlx::query(&format!("UPDATE runs SET wake_at = NULL{reopen} WHERE id = ?"))
             .bind(&req.run_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, 'request', ?, ?)")
-            .bind(&req.run_id)
-            .bind(now)
-            .bind(&req.step_id)
-            .bind(serde_json::json!({"kind": req.kind.as_str(), "actor": req.actor, "data": req.data}).to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, 'request', ?, ?)",
+        )
+        .bind(&req.run_id)
+        .bind(now)
+        .bind(&req.step_id)
+        .bind(
+            serde_json::json!({"kind": req.kind.as_str(), "actor": req.actor, "data": req.data})
+                .to_string(),
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
 
     async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>> {
-        let rows = sqlx::query("SELECT * FROM requests WHERE run_id = ? AND done_at IS NULL ORDER BY id")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM requests WHERE run_id = ? AND done_at IS NULL ORDER BY id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let kind: String = r.try_get("kind")?;
                 Ok(RequestRecord {
                     id: r.try_get("id")?,
                     run_id: r.try_get("run_id")?,
-                    kind: RequestKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("request `{kind}`")))?,
+                    kind: RequestKind::parse(&kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("request `{kind}`")))?,
                     step_id: r.try_get("step_id")?,
                     data: parse_json(r.try_get("data")?)?,
                     actor: r.try_get("actor")?,
@@ -421,15 +461,21 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
         Change::Run(u) => {
             sqlx::query(
                 "UPDATE runs SET status = COALESCE(?, status), started_at = COALESCE(?, started_at), \
-                 finished_at = COALESCE(?, finished_at), outputs = COALESCE(?, outputs), \
-                 error = COALESCE(?, error), paused = COALESCE(?, paused) WHERE id = ?",
+                 finished_at = CASE WHEN ? THEN NULL ELSE COALESCE(?, finished_at) END, \
+                 outputs = COALESCE(?, outputs), error = CASE WHEN ? THEN NULL ELSE COALESCE(?, error) END, \
+                 paused = COALESCE(?, paused), cancelled_by = COALESCE(?, cancelled_by), \
+                 inputs = COALESCE(?, inputs) WHERE id = ?",
             )
             .bind(u.status.map(|s| s.as_str()))
             .bind(u.started_at)
+            .bind(u.reopen)
             .bind(u.finished_at)
             .bind(json(&u.outputs))
+            .bind(u.reopen)
             .bind(&u.error)
             .bind(u.paused.map(i64::from))
+            .bind(&u.cancelled_by)
+            .bind(json(&u.inputs))
             .bind(run_id)
             .execute(&mut **tx)
             .await?;
@@ -479,7 +525,16 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
                 .execute(&mut **tx)
                 .await?;
         }
-        Change::AttemptFinished { step_id, phase, n, status, finished_at, error, stdout, stderr } => {
+        Change::AttemptFinished {
+            step_id,
+            phase,
+            n,
+            status,
+            finished_at,
+            error,
+            stdout,
+            stderr,
+        } => {
             sqlx::query(
                 "UPDATE attempts SET status = ?, finished_at = ?, error = ?, stdout = ?, stderr = ? \
                  WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?",
@@ -497,17 +552,29 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
             .await?;
         }
         Change::Event { at, kind, step_id, data } => {
-            sqlx::query("INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, ?, ?, ?)")
-                .bind(run_id)
+            sqlx::query(
+                "INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(run_id)
+            .bind(at)
+            .bind(kind)
+            .bind(step_id)
+            .bind(json(data))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::RequestDone { id, at } => {
+            sqlx::query("UPDATE requests SET done_at = ? WHERE id = ?")
                 .bind(at)
-                .bind(kind)
-                .bind(step_id)
-                .bind(json(data))
+                .bind(id)
                 .execute(&mut **tx)
                 .await?;
         }
-        Change::RequestDone { id, at } => {
-            sqlx::query("UPDATE requests SET done_at = ? WHERE id = ?").bind(at).bind(id).execute(&mut **tx).await?;
+        Change::WakeRun { run_id } => {
+            sqlx::query("UPDATE runs SET wake_at = NULL WHERE id = ?")
+                .bind(run_id)
+                .execute(&mut **tx)
+                .await?;
         }
     }
     Ok(())

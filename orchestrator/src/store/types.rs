@@ -134,6 +134,8 @@ pub struct NewRun {
     /// `true`: do not create the run while another with the key is active.
     pub skip_on_conflict: bool,
     pub parent: Option<(String, String)>,
+    /// The top of the run tree (`None`: this run is the top).
+    pub root: Option<String>,
     pub step_ids: Vec<String>,
     /// Create it already leased to this worker (`run --wait` drives it at once).
     pub lease_to: Option<(String, Lease)>,
@@ -143,7 +145,9 @@ pub struct NewRun {
 pub enum Created {
     Run(String),
     /// Concurrency key busy with `on_conflict: skip`: the active run's id.
-    Skipped { active: String },
+    Skipped {
+        active: String,
+    },
 }
 
 /// A lease: held until `now + duration_ms`.
@@ -165,6 +169,8 @@ pub struct RunRecord {
     pub concurrency_key: Option<String>,
     pub parent_run_id: Option<String>,
     pub parent_step_id: Option<String>,
+    pub root_run_id: String,
+    pub cancelled_by: Option<String>,
     pub paused: bool,
     pub error: Option<String>,
     pub created_at: i64,
@@ -278,6 +284,10 @@ pub struct RunUpdate {
     pub outputs: Option<Value>,
     pub error: Option<String>,
     pub paused: Option<bool>,
+    pub cancelled_by: Option<String>,
+    /// Clears `finished_at` and `error` (a retried run is active again).
+    pub reopen: bool,
+    pub inputs: Option<Value>,
 }
 
 /// One part of an atomic transition.
@@ -287,7 +297,12 @@ pub enum Change {
     /// Insert or replace a step's row.
     Step(StepRecord),
     AttemptStarted(AttemptRecord),
-    AttemptPgid { step_id: String, phase: Phase, n: u32, pgid: u32 },
+    AttemptPgid {
+        step_id: String,
+        phase: Phase,
+        n: u32,
+        pgid: u32,
+    },
     AttemptFinished {
         step_id: String,
         phase: Phase,
@@ -298,6 +313,18 @@ pub enum Change {
         stdout: Option<String>,
         stderr: Option<String>,
     },
-    Event { at: i64, kind: String, step_id: Option<String>, data: Option<Value> },
-    RequestDone { id: i64, at: i64 },
+    Event {
+        at: i64,
+        kind: String,
+        step_id: Option<String>,
+        data: Option<Value>,
+    },
+    RequestDone {
+        id: i64,
+        at: i64,
+    },
+    /// Makes another run due now (a child run finished: its parent goes on).
+    WakeRun {
+        run_id: String,
+    },
 }

@@ -1,0 +1,293 @@
+//! Read commands: `runs`, `show`, `logs`, `pending`. `--json` prints one document.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use super::progress::human_ms;
+use super::{Ctx, input_error};
+use crate::store::{AttemptRecord, RunFilter, RunRecord, RunStatus, StepRecord};
+
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub workflow: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    pub run: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    pub run: String,
+    pub step: Option<String>,
+    /// Keep printing new events until the run finishes.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PendingArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn rfc3339(ms: Option<i64>) -> Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn run_json(run: &RunRecord) -> Value {
+    json!({
+        "id": run.id,
+        "workflow": run.workflow,
+        "status": run.status,
+        "inputs": run.inputs,
+        "outputs": run.outputs.clone().unwrap_or(json!({})),
+        "error": run.error,
+        "trigger": run.trigger,
+        "paused": run.paused,
+        "parent_run_id": run.parent_run_id,
+        "definition_hash": run.definition_hash,
+        "created_at": rfc3339(Some(run.created_at)),
+        "started_at": rfc3339(run.started_at),
+        "finished_at": rfc3339(run.finished_at),
+    })
+}
+
+fn attempt_json(a: &AttemptRecord) -> Value {
+    json!({
+        "n": a.n,
+        "phase": a.phase,
+        "status": a.status,
+        "worker": a.worker,
+        "started_at": rfc3339(Some(a.started_at)),
+        "finished_at": rfc3339(a.finished_at),
+        "error": a.error,
+    })
+}
+
+/// DESIGN.md's shape: the run plus its steps with their attempts, in file order.
+pub async fn run_document(ctx: &Ctx, run_id: &str) -> anyhow::Result<Value> {
+    let run = ctx
+        .store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
+    let steps = ordered_steps(ctx, &run).await?;
+    let attempts = ctx.store.attempts(run_id).await?;
+    let mut doc = run_json(&run);
+    doc["steps"] = steps
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.step_id,
+                "status": s.status,
+                "outputs": s.outputs.clone().unwrap_or(json!({})),
+                "error": s.error,
+                "started_at": rfc3339(s.started_at),
+                "finished_at": rfc3339(s.finished_at),
+                "rollback": s.rollback.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
+                "attempts": attempts.iter().filter(|a| a.step_id == s.step_id).map(attempt_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(doc)
+}
+
+/// Steps in the workflow's file order.
+async fn ordered_steps(ctx: &Ctx, run: &RunRecord) -> anyhow::Result<Vec<StepRecord>> {
+    let mut steps = ctx.store.steps(&run.id).await?;
+    if let Some(def) = ctx.store.definition(&run.definition_hash).await?
+        && let Ok(wf) = crate::compile::compile(&def.file, &def.source, Default::default())
+    {
+        steps
+            .sort_by_key(|s| wf.steps.iter().position(|c| c.id == s.step_id).unwrap_or(usize::MAX));
+    }
+    Ok(steps)
+}
+
+pub async fn print_run_json(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&run_document(ctx, run_id).await?)?);
+    Ok(())
+}
+
+pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let status = match &args.status {
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            input_error(format!("unknown status `{s}`: queued, running, waiting, succeeded, failed, rolling_back, rolled_back, rollback_failed, cancelled"))
+        })?),
+        None => None,
+    };
+    let runs = ctx
+        .store
+        .runs(&RunFilter { status, workflow: args.workflow.clone(), limit: Some(args.limit) })
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs.iter().map(run_json).collect::<Vec<_>>())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs");
+    }
+    println!("{:<36}  {:<18}  {:<15}  {:<24}  DURATION", "RUN", "WORKFLOW", "STATUS", "STARTED");
+    for r in &runs {
+        let started = rfc3339(r.started_at.or(Some(r.created_at)));
+        let duration = match (r.started_at, r.finished_at) {
+            (Some(s), Some(f)) => human_ms(f - s),
+            (Some(s), None) => format!("{} so far", human_ms(crate::store::now_ms() - s)),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<36}  {:<18}  {:<15}  {:<24}  {duration}",
+            r.id,
+            r.workflow,
+            r.status.as_str(),
+            started.as_str().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn show(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let run_id = ctx.store.resolve_run_id(&args.run).await?;
+    if args.json {
+        print_run_json(ctx, &run_id).await?;
+    } else {
+        print_summary(ctx, &run_id).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A human summary: run line, then a step table.
+pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
+    let run = ctx
+        .store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
+    let steps = ordered_steps(ctx, &run).await?;
+    let attempts = ctx.store.attempts(run_id).await?;
+    let took = match (run.started_at, run.finished_at) {
+        (Some(s), Some(f)) => format!(" in {}", human_ms(f - s)),
+        _ => String::new(),
+    };
+    println!("\nrun {} of {}: {}{took}", run.id, run.workflow, run.status);
+    if let Some(e) = &run.error {
+        println!("  error: {e}");
+    }
+    println!("  {:<24} {:<12} {:>8} {:>10}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
+    for s in &steps {
+        let n = attempts
+            .iter()
+            .filter(|a| a.step_id == s.step_id && a.phase == crate::store::Phase::Forward)
+            .count();
+        let duration = match (s.started_at, s.finished_at) {
+            (Some(a), Some(b)) => human_ms(b - a),
+            _ => "-".into(),
+        };
+        let note = s.error.as_deref().unwrap_or("").lines().next().unwrap_or("");
+        println!("  {:<24} {:<12} {:>8} {:>10}  {note}", s.step_id, s.status.as_str(), n, duration);
+    }
+    if let Some(outputs) =
+        run.outputs.as_ref().filter(|o| o.as_object().is_some_and(|m| !m.is_empty()))
+    {
+        println!("  outputs: {outputs}");
+    }
+    Ok(())
+}
+
+pub async fn logs(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let run_id = ctx.store.resolve_run_id(&args.run).await?;
+    let mut after = 0;
+    let mut printed_attempts = std::collections::HashSet::new();
+    loop {
+        for e in ctx.store.events(&run_id, after).await? {
+            after = e.id;
+            if args.step.as_deref().is_some_and(|s| e.step_id.as_deref() != Some(s)) {
+                continue;
+            }
+            let at = rfc3339(Some(e.at));
+            let data = e.data.as_ref().map(|d| format!(" {d}")).unwrap_or_default();
+            println!(
+                "{} {:<20} {}{data}",
+                at.as_str().unwrap_or(""),
+                e.kind,
+                e.step_id.as_deref().unwrap_or("-")
+            );
+        }
+        for a in ctx.store.attempts(&run_id).await? {
+            if args.step.as_deref().is_some_and(|s| a.step_id != s) || a.finished_at.is_none() {
+                continue;
+            }
+            if !printed_attempts.insert((a.step_id.clone(), a.phase, a.n)) {
+                continue;
+            }
+            for (name, text) in [("stdout", &a.stdout), ("stderr", &a.stderr)] {
+                if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
+                    println!("--- {} attempt {} ({}) {name}", a.step_id, a.n, a.phase);
+                    print!("{text}");
+                    if !text.ends_with('\n') {
+                        println!();
+                    }
+                }
+            }
+        }
+        let done = ctx.store.run(&run_id).await?.is_none_or(|r| r.status.is_terminal());
+        if !args.follow || done {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
+    let waiting: Vec<(RunRecord, StepRecord)> = ctx
+        .store
+        .pending_people()
+        .await?
+        .into_iter()
+        .filter(|(_, s)| {
+            s.status == crate::store::StepStatus::NeedsHuman
+                || s.state.as_ref().is_some_and(|st| st.get("awaiting").is_some())
+        })
+        .collect();
+    if args.json {
+        let doc: Vec<Value> = waiting
+            .iter()
+            .map(|(r, s)| json!({"run": r.id, "workflow": r.workflow, "step": s.step_id, "status": s.status, "waiting_for": s.state.as_ref().and_then(|st| st.get("awaiting")).cloned().unwrap_or(json!("decision")), "error": s.error}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if waiting.is_empty() {
+        println!("nothing is waiting for people");
+    }
+    for (run, step) in &waiting {
+        let what = step
+            .state
+            .as_ref()
+            .and_then(|s| s.get("awaiting"))
+            .and_then(Value::as_str)
+            .unwrap_or("a decision");
+        println!("{}  {:<18} {:<20} waiting for {what}", run.id, run.workflow, step.step_id);
+        if let Some(e) = &step.error {
+            println!("    {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

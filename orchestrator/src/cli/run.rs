@@ -1,0 +1,210 @@
+//! `lifeboat run` and `lifeboat retry`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::{Ctx, input_error};
+use crate::compile::{CompileEnv, CompiledWorkflow};
+use crate::exec::inputs;
+use crate::store::{Created, NewRequest, RequestKind, RunStatus};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A workflow name (in the workflows directory) or a file.
+    pub workflow: String,
+    /// An input, `key=value`; repeat for more.
+    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    /// Execute the run here, showing each step live; exit with its result.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the run id (and with --wait the final run) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    pub run: String,
+    /// Re-run this step and everything after it, even if it succeeded.
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Finds and compiles a workflow by file path or by name.
+pub fn load_workflow(ctx: &Ctx, which: &str) -> anyhow::Result<CompiledWorkflow> {
+    let as_path = Path::new(which);
+    let path: PathBuf = if as_path.is_file() {
+        as_path.to_path_buf()
+    } else {
+        let found = ["yaml", "yml"]
+            .iter()
+            .map(|ext| ctx.workflows_dir.join(format!("{which}.{ext}")))
+            .find(|p| p.is_file());
+        match found {
+            Some(p) => p,
+            None => {
+                let names = workflow_names(&ctx.workflows_dir);
+                let hint =
+                    crate::compile::suggest::did_you_mean(which, names.iter().map(String::as_str))
+                        .unwrap_or_else(|| {
+                            format!(
+                                "workflows there: {}",
+                                if names.is_empty() { "none".into() } else { names.join(", ") }
+                            )
+                        });
+                return Err(input_error(format!(
+                    "no workflow `{which}`: not a file, and not in {} ({hint})",
+                    ctx.workflows_dir.display()
+                )));
+            }
+        }
+    };
+    let source = super::validate::read_source(&path).map_err(|d| input_error(d.message))?;
+    crate::compile::compile(
+        &path.display().to_string(),
+        &source,
+        CompileEnv { known: ctx.known.as_ref() },
+    )
+    .map_err(|report| {
+        input_error(format!(
+            "{} is invalid:\n{}",
+            path.display(),
+            report.render(super::stderr_is_terminal())
+        ))
+    })
+}
+
+fn workflow_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".yaml")
+                        .or_else(|| name.strip_suffix(".yml"))
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let wf = load_workflow(ctx, &args.workflow)?;
+    let given = inputs::parse_pairs(&args.inputs, &wf.definition.inputs).map_err(input_error)?;
+    let values = inputs::resolve(given, &wf.definition.inputs).map_err(|errors| {
+        input_error(format!("inputs of `{}`:\n  {}", wf.name, errors.join("\n  ")))
+    })?;
+    let engine = ctx.engine();
+    let trigger = json!({"kind": "manual", "by": ctx.actor()});
+    let run_id = match engine.submit(&wf, values, trigger, None, args.wait).await? {
+        Created::Run(id) => id,
+        Created::Skipped { active } => {
+            let message = format!(
+                "not started: run {active} of `{}` holds the same concurrency key (on_conflict: skip)",
+                wf.name
+            );
+            if args.json {
+                println!("{}", json!({"skipped": true, "active": active}));
+            } else {
+                println!("{message}");
+            }
+            return Ok(if args.wait { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        }
+    };
+    if !args.wait {
+        if args.json {
+            println!("{}", json!({"id": run_id}));
+        } else {
+            println!("{run_id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.json {
+        println!("run {run_id} of {} ({} steps) — executing here", wf.name, wf.steps.len());
+    }
+    wait_and_report(ctx, engine, &run_id, args.json).await
+}
+
+/// Drives `run_id` here with live progress; the exit code is its result.
+async fn wait_and_report(
+    ctx: &Ctx,
+    engine: std::sync::Arc<crate::exec::engine::Engine>,
+    run_id: &str,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let started = crate::store::now_ms();
+    let printer = (!json_out)
+        .then(|| tokio::spawn(super::progress::print_live(engine.progress.subscribe(), started)));
+    let status = engine.run_to_end(run_id).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    if let Some(p) = printer {
+        p.abort();
+    }
+    if json_out {
+        super::inspect::print_run_json(ctx, run_id).await?;
+    } else {
+        super::inspect::print_summary(ctx, run_id).await?;
+    }
+    Ok(if status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub async fn retry(ctx: &Ctx, args: RetryArgs) -> anyhow::Result<ExitCode> {
+    let run_id = ctx.store.resolve_run_id(&args.run).await?;
+    let run = ctx
+        .store
+        .run(&run_id)
+        .await?
+        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
+    let engine = ctx.engine();
+    let wf = engine.definition(&run.definition_hash).await?;
+    if let Some(from) = &args.from
+        && wf.step(from).is_none()
+    {
+        let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
+        return Err(input_error(format!(
+            "run {run_id} has no step `{from}`{}",
+            crate::compile::suggest::did_you_mean(from, ids.iter().copied())
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        )));
+    }
+    let given = inputs::parse_pairs(&args.inputs, &wf.definition.inputs).map_err(input_error)?;
+    if !given.is_empty() {
+        // The merged inputs must still satisfy the declarations.
+        let mut merged = run.inputs.as_object().cloned().unwrap_or_default();
+        merged.extend(given.clone());
+        inputs::resolve(merged, &wf.definition.inputs)
+            .map_err(|errors| input_error(format!("inputs:\n  {}", errors.join("\n  "))))?;
+    }
+    if !run.status.is_terminal() && args.from.is_none() && given.is_empty() {
+        return Err(input_error(format!(
+            "run {run_id} is {}; retry a finished run, or name a step with --from",
+            run.status
+        )));
+    }
+    ctx.store
+        .request(NewRequest {
+            run_id: run_id.clone(),
+            kind: RequestKind::Retry,
+            step_id: args.from.clone(),
+            data: Some(json!({"from": args.from, "inputs": given})),
+            actor: ctx.actor(),
+        })
+        .await?;
+    if !args.wait {
+        println!("retry of {run_id} requested");
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_and_report(ctx, engine, &run_id, false).await
+}

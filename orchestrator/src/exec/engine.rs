@@ -1,0 +1,307 @@
+//! The engine: a worker that claims runs with leases, drives each one in
+//! its own task, renews its leases by heartbeat, and stops driving a run
+//! the moment it cannot prove it still holds the lease.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{DriveEnd, Driver};
+use crate::compile::{CompileEnv, CompiledWorkflow};
+use crate::store::{
+    Created, Definition, EventRecord, Lease, NewRun, RunStatus, Store, WorkerRecord, now_ms,
+};
+
+/// How a worker behaves; defaults suit production, tests shorten the lease.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub worker_id: String,
+    /// A run whose worker stops renewing is taken over after this long.
+    pub lease: Duration,
+    /// How often leases are renewed (well under `lease`).
+    pub heartbeat: Duration,
+    /// How often idle workers look for due runs and drivers look for requests.
+    pub poll: Duration,
+    /// Named SQL connections: name -> URL.
+    pub connections: HashMap<String, String>,
+    /// Where `workflow` steps find their child workflows.
+    pub workflows_dir: std::path::PathBuf,
+    /// Runs driven at once by this worker.
+    pub max_runs: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            worker_id: new_worker_id(),
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll: Duration::from_millis(500),
+            connections: HashMap::new(),
+            workflows_dir: "workflows".into(),
+            max_runs: 64,
+        }
+    }
+}
+
+pub fn new_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        host.trim(),
+        std::process::id(),
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
+}
+
+/// Shared by every driver of this worker.
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub opts: EngineOptions,
+    definitions: Mutex<HashMap<String, Arc<CompiledWorkflow>>>,
+    /// Secret values (from `LIFEBOAT_SECRET_*`), by name.
+    pub secrets: Vec<(String, String)>,
+    /// Every event this worker commits, for live progress.
+    pub progress: broadcast::Sender<EventRecord>,
+    /// Drivers running now, to stop one whose lease is lost.
+    driving: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, opts: EngineOptions) -> Arc<Self> {
+        let secrets = std::env::vars()
+            .filter_map(|(k, v)| k.strip_prefix("LIFEBOAT_SECRET_").map(|n| (n.to_string(), v)))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let (progress, _) = broadcast::channel(4096);
+        Arc::new(Engine {
+            store,
+            opts,
+            definitions: Mutex::new(HashMap::new()),
+            secrets,
+            progress,
+            driving: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn lease(&self) -> Lease {
+        Lease { now: now_ms(), duration_ms: self.opts.lease.as_millis() as i64 }
+    }
+
+    /// Stores the definition and creates a run of it. `drive_here`: lease it
+    /// to this worker at once (for `run --wait`).
+    pub async fn submit(
+        &self,
+        wf: &CompiledWorkflow,
+        inputs: Value,
+        trigger: Value,
+        parent: Option<(String, String, String)>,
+        drive_here: bool,
+    ) -> anyhow::Result<Created> {
+        self.store
+            .put_definition(&Definition {
+                hash: wf.hash.clone(),
+                workflow: wf.name.clone(),
+                file: wf.file.clone(),
+                source: wf.source.clone(),
+            })
+            .await?;
+        self.definitions.lock().expect("poisoned").insert(wf.hash.clone(), Arc::new(wf.clone()));
+        let id = uuid::Uuid::now_v7().to_string();
+        let context =
+            serde_json::json!({ "inputs": inputs, "run": { "id": id, "workflow": wf.name } });
+        let concurrency_key =
+            match (&wf.definition.concurrency, wf.templates.get("concurrency.key")) {
+                (Some(_), Some(t)) => {
+                    let ctx = handlebars::Context::wraps(&context)?;
+                    Some(
+                        super::render::render(t, &ctx)
+                            .map_err(|e| anyhow::anyhow!("concurrency key: {e}"))?,
+                    )
+                }
+                _ => None,
+            };
+        let skip = wf
+            .definition
+            .concurrency
+            .as_ref()
+            .is_some_and(|c| c.on_conflict == crate::model::OnConflict::Skip);
+        let created = self
+            .store
+            .create_run(NewRun {
+                id,
+                workflow: wf.name.clone(),
+                definition_hash: wf.hash.clone(),
+                inputs,
+                trigger,
+                concurrency_key,
+                skip_on_conflict: skip,
+                parent: parent.as_ref().map(|(run, step, _)| (run.clone(), step.clone())),
+                root: parent.map(|(_, _, root)| root),
+                step_ids: wf.steps.iter().map(|s| s.id.clone()).collect(),
+                lease_to: drive_here.then(|| (self.opts.worker_id.clone(), self.lease())),
+            })
+            .await?;
+        Ok(created)
+    }
+
+    /// The compiled definition a run is pinned to.
+    pub async fn definition(&self, hash: &str) -> anyhow::Result<Arc<CompiledWorkflow>> {
+        if let Some(wf) = self.definitions.lock().expect("poisoned").get(hash) {
+            return Ok(wf.clone());
+        }
+        let def = self
+            .store
+            .definition(hash)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("definition {hash} is missing from the store"))?;
+        let wf = crate::compile::compile(&def.file, &def.source, CompileEnv::default()).map_err(
+            |report| {
+                anyhow::anyhow!(
+                    "stored definition of `{}` no longer compiles:\n{}",
+                    def.workflow,
+                    report.render(false)
+                )
+            },
+        )?;
+        let wf = Arc::new(wf);
+        self.definitions.lock().expect("poisoned").insert(hash.to_string(), wf.clone());
+        Ok(wf)
+    }
+
+    /// Drives one claimed run until it finishes or suspends.
+    pub async fn drive(self: &Arc<Self>, run_id: &str) -> anyhow::Result<DriveEnd> {
+        let stop = CancellationToken::new();
+        self.driving.lock().expect("poisoned").insert(run_id.to_string(), stop.clone());
+        let result = Driver::load(self.clone(), run_id, stop).await;
+        let result = match result {
+            Ok(mut driver) => driver.drive().await,
+            Err(e) => Err(e),
+        };
+        self.driving.lock().expect("poisoned").remove(run_id);
+        result
+    }
+
+    /// Renews leases; stops drivers of runs no longer held.
+    async fn heartbeat(&self) {
+        match self.store.renew(&self.opts.worker_id, self.lease()).await {
+            Ok(held) => {
+                let driving = self.driving.lock().expect("poisoned");
+                for (run, stop) in driving.iter() {
+                    if !held.contains(run) {
+                        tracing::warn!(run = %run, "Lease lost; stopping this run's steps.");
+                        stop.cancel();
+                    }
+                }
+            }
+            Err(e) => {
+                // Cannot prove we hold anything: stop before the lease can expire.
+                tracing::error!(error = %e, "Lease renewal failed; stopping all runs.");
+                for stop in self.driving.lock().expect("poisoned").values() {
+                    stop.cancel();
+                }
+            }
+        }
+    }
+
+    /// The worker loop: claim due runs and drive them, until `shutdown`.
+    /// `only`: drive just this run tree (`run --wait`), and return when its
+    /// root run has finished.
+    pub async fn work(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+        only: Option<String>,
+    ) -> anyhow::Result<()> {
+        self.store
+            .register_worker(&WorkerRecord {
+                id: self.opts.worker_id.clone(),
+                host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                pid: std::process::id(),
+                started_at: now_ms(),
+            })
+            .await?;
+        let beat = {
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(engine.opts.heartbeat);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tick.tick() => engine.heartbeat().await,
+                    }
+                }
+            })
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let result = loop {
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
+            if let Some(root) = &only
+                && let Some(run) = self.store.run(root).await?
+                && run.status.is_terminal()
+                && tasks.is_empty()
+            {
+                break Ok(());
+            }
+            let free = self.opts.max_runs.saturating_sub(tasks.len());
+            let claimed = if free > 0 {
+                self.store.claim(&self.opts.worker_id, self.lease(), free, only.as_deref()).await?
+            } else {
+                Vec::new()
+            };
+            let claimed_any = !claimed.is_empty();
+            for run_id in claimed {
+                if self.driving.lock().expect("poisoned").contains_key(&run_id) {
+                    continue;
+                }
+                let engine = self.clone();
+                let wake = wake.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = engine.drive(&run_id).await {
+                        tracing::error!(run = %run_id, error = %format!("{e:#}"), "Driving the run failed.");
+                    }
+                    wake.notify_one();
+                });
+            }
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "A run driver panicked.");
+                }
+            }
+            if !claimed_any {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.opts.poll) => {}
+                }
+            }
+        };
+        // Graceful stop: let drivers reach a checkpoint, then hand runs back.
+        for stop in self.driving.lock().expect("poisoned").values() {
+            stop.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+        beat.abort();
+        result
+    }
+
+    /// Waits until `run_id` has finished, driving it here; returns its status.
+    pub async fn run_to_end(self: &Arc<Self>, run_id: &str) -> anyhow::Result<RunStatus> {
+        self.work(CancellationToken::new(), Some(run_id.to_string())).await?;
+        Ok(self.store.run(run_id).await?.map(|r| r.status).unwrap_or(RunStatus::Failed))
+    }
+
+    pub(crate) fn emit(&self, event: EventRecord) {
+        let _ = self.progress.send(event);
+    }
+}
