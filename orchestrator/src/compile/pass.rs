@@ -393,7 +393,7 @@ impl<'a> Pass<'a> {
         Some(CompiledBody {
             kind,
             config,
-            with: node.get("with").map(node_to_json).unwrap_or(serde_json::Value::Null),
+            with: node_to_json(with_node),
             templates: body_templates,
             retry,
             timeout: parts.timeout.or(header.defaults.timeout),

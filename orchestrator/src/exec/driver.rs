@@ -65,6 +65,10 @@ pub struct Driver {
     steps: Vec<StepRecord>,
     rollbacks: Vec<Option<RollbackState>>,
     in_flight: HashMap<(usize, Phase), CancellationToken>,
+    /// Changes applied locally but not yet committed (see `stage`).
+    staged: Vec<Change>,
+    /// Step id -> index in `wf.steps`.
+    index: HashMap<String, usize>,
     tx: mpsc::UnboundedSender<Finished>,
     rx: mpsc::UnboundedReceiver<Finished>,
     stop: CancellationToken,
@@ -91,27 +95,38 @@ impl Driver {
             .map(|s| s.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok()))
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        Ok(Driver { engine, wf, run, steps, rollbacks, in_flight: HashMap::new(), tx, rx, stop })
+        let index = wf.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        Ok(Driver {
+            engine,
+            wf,
+            run,
+            steps,
+            rollbacks,
+            in_flight: HashMap::new(),
+            staged: Vec::new(),
+            index,
+            tx,
+            rx,
+            stop,
+        })
     }
 
     fn worker(&self) -> &str {
         &self.engine.opts.worker_id
     }
 
-    /// Commits `changes`, then updates the in-memory run/step copies and
-    /// tells live watchers about the events.
-    async fn commit(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        self.engine.store.commit(self.worker(), &self.run.id, &changes).await?;
-        for change in changes {
+    /// Applies `changes` to the in-memory copy and queues them; `flush`
+    /// makes them durable. Only side-effect-free work is staged without a
+    /// flush (pure steps): anything with a side effect flushes first, so its
+    /// attempt is recorded before it starts.
+    fn stage(&mut self, changes: Vec<Change>) {
+        for change in &changes {
             match change {
                 Change::Step(s) => {
-                    if let Some(i) = self.wf.steps.iter().position(|c| c.id == s.step_id) {
+                    if let Some(&i) = self.index.get(&s.step_id) {
                         self.rollbacks[i] =
                             s.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok());
-                        self.steps[i] = s;
+                        self.steps[i] = s.clone();
                     }
                 }
                 Change::Run(u) => {
@@ -132,27 +147,48 @@ impl Driver {
                         self.run.paused = p;
                     }
                     if u.cancelled_by.is_some() {
-                        self.run.cancelled_by = u.cancelled_by;
+                        self.run.cancelled_by.clone_from(&u.cancelled_by);
                     }
-                    if let Some(inputs) = u.inputs {
-                        self.run.inputs = inputs;
+                    if let Some(inputs) = &u.inputs {
+                        self.run.inputs = inputs.clone();
                     }
                     if u.error.is_some() {
-                        self.run.error = u.error;
+                        self.run.error.clone_from(&u.error);
                     }
                 }
-                Change::Event { at, kind, step_id, data } => self.engine.emit(EventRecord {
+                _ => {}
+            }
+        }
+        self.staged.extend(changes);
+    }
+
+    /// Commits everything staged in one transaction (group commit), then
+    /// tells live watchers about its events.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut self.staged);
+        self.engine.store.commit(self.worker(), &self.run.id, &changes).await?;
+        for change in changes {
+            if let Change::Event { at, kind, step_id, data } = change {
+                self.engine.emit(EventRecord {
                     id: 0,
                     run_id: self.run.id.clone(),
                     at,
                     kind,
                     step_id,
                     data,
-                }),
-                _ => {}
+                });
             }
         }
         Ok(())
+    }
+
+    /// Stages and flushes.
+    async fn commit(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
+        self.stage(changes);
+        self.flush().await
     }
 
     fn event(kind: &str, step: Option<&str>, data: Option<Value>) -> Change {
@@ -194,7 +230,7 @@ impl Driver {
             }
             if self.run.status == RunStatus::Queued {
                 let now = now_ms();
-                self.commit(vec![
+                self.stage(vec![
                     Change::Run(RunUpdate {
                         status: Some(RunStatus::Running),
                         started_at: Some(now),
@@ -205,11 +241,11 @@ impl Driver {
                         None,
                         Some(json!({"inputs": self.run.inputs, "worker": self.worker()})),
                     ),
-                ])
-                .await?;
+                ]);
             }
             if self.run.status.is_terminal() {
-                self.engine.store.release(self.worker(), &self.run.id, None).await?;
+                self.stage(vec![Change::Release { wake_at: None }]);
+                self.flush().await?;
                 return Ok(DriveEnd::Finished(self.run.status));
             }
             if !self.run.paused {
@@ -228,6 +264,7 @@ impl Driver {
                 match wake {
                     // A timer due soon: wait here rather than hand the run back.
                     Some(at) if at - now <= 2 * self.engine.opts.poll.as_millis() as i64 => {
+                        self.flush().await?;
                         let sleep = Duration::from_millis((at - now).max(0) as u64);
                         tokio::select! {
                             _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
@@ -237,12 +274,15 @@ impl Driver {
                     }
                     _ => {
                         let at = wake.unwrap_or(NEVER);
-                        self.engine.store.release(self.worker(), &self.run.id, Some(at)).await?;
+                        self.stage(vec![Change::Release { wake_at: Some(at) }]);
+                        self.flush().await?;
                         // A request that arrived meanwhile made the run due again; it will be reclaimed.
                         return Ok(DriveEnd::Suspended { wake_at: wake });
                     }
                 }
             }
+            // Pure steps staged in this pass become durable before we wait.
+            self.flush().await?;
             let until_timer = self
                 .next_wake()
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
@@ -830,8 +870,17 @@ impl Driver {
         let step = self.wf.steps[i].clone();
         let body = self.body(i, phase).clone();
         let now = now_ms();
-        let ctx = self.context(None, None);
-        let rendered = match render_value(&body.with, &body.templates, "", &ctx) {
+        // The context is built only when something needs rendering: it is
+        // the costly part of starting a step in a large workflow.
+        let needs_context = !body.templates.is_empty()
+            || (phase == Phase::Forward
+                && (step.definition.for_each.is_some() || step.definition.poll.is_some()));
+        let ctx = needs_context.then(|| self.context(None, None));
+        let rendered = match &ctx {
+            None => Ok(body.with.clone()),
+            Some(ctx) => render_value(&body.with, &body.templates, "", ctx),
+        };
+        let rendered = match rendered {
             Ok(v) => v,
             Err(e) if phase == Phase::Forward => return self.fail_step(i, e).await,
             Err(e) => return self.finish_rollback(i, 0, Err((e, false))).await,
@@ -855,7 +904,7 @@ impl Driver {
         }
         let items: Option<Vec<Value>> =
             if phase == Phase::Forward && step.definition.for_each.is_some() {
-                match self.for_each_items(i, &ctx) {
+                match self.for_each_items(i, ctx.as_ref().expect("built for for_each")) {
                     Ok(items) => Some(items),
                     Err(e) => return self.fail_step(i, e).await,
                 }
@@ -922,8 +971,21 @@ impl Driver {
                 self.steps[i] = started.clone();
             }
             let mut all = changes;
-            all.extend(self.finish_changes(i, phase, n, &outcome));
-            return self.commit(all).await;
+            let finish = self.finish_changes(i, phase, n, &outcome);
+            // Start and finish of a pure attempt: one row, one event.
+            if let (
+                Some(Change::AttemptStarted(a)),
+                Some(Change::AttemptFinished { status, finished_at, error, .. }),
+            ) = (all.first_mut(), finish.first())
+            {
+                a.status = *status;
+                a.finished_at = Some(*finished_at);
+                a.error.clone_from(error);
+            }
+            all.retain(|c| !matches!(c, Change::Event { kind, .. } if kind == "step_started"));
+            all.extend(finish.into_iter().skip(1));
+            self.stage(all);
+            return Ok(());
         }
         self.commit(changes).await?;
         self.in_flight.insert((i, phase), token);
@@ -933,7 +995,8 @@ impl Driver {
         } else {
             None
         };
-        let base_ctx = self.context_value();
+        let base_ctx =
+            if items.is_some() || poll.is_some() { self.context_value() } else { Value::Null };
         let engine = self.engine.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
@@ -1109,7 +1172,7 @@ impl Driver {
             } else {
                 RunStatus::RolledBack
             };
-            self.commit(vec![
+            self.stage_ok(vec![
                 Change::Run(RunUpdate {
                     status: Some(status),
                     finished_at: Some(now),
@@ -1165,7 +1228,7 @@ impl Driver {
                     ..Default::default()
                 }));
             }
-            self.commit(changes).await?;
+            self.stage_ok(changes).await?;
             if !rollback {
                 self.wake_parent().await?;
             }
@@ -1191,7 +1254,7 @@ impl Driver {
         ) {
             Ok(v) => v,
             Err(e) => {
-                self.commit(vec![
+                self.stage_ok(vec![
                     Change::Run(RunUpdate {
                         status: Some(RunStatus::Failed),
                         error: Some(format!("outputs: {e}")),
@@ -1228,14 +1291,21 @@ impl Driver {
                 Some(json!({"rto_ms": rto.as_millis(), "duration_ms": elapsed})),
             ));
         }
-        self.commit(changes).await?;
+        self.stage_ok(changes).await?;
         self.wake_parent().await?;
         Ok(true)
     }
 
+    /// Stages changes that end the run: they are committed together with
+    /// the release of the lease, in one transaction.
+    async fn stage_ok(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
+        self.stage(changes);
+        Ok(())
+    }
+
     async fn wake_parent(&mut self) -> anyhow::Result<()> {
         if let Some(parent) = self.run.parent_run_id.clone() {
-            self.commit(vec![Change::WakeRun { run_id: parent }]).await?;
+            self.stage_ok(vec![Change::WakeRun { run_id: parent }]).await?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! on one file queue for the write lock instead of failing.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,7 +17,22 @@ use super::*;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One writer at a time inside this process: SQLite has one write lock,
+    /// and waiting on a mutex is cheaper than SQLite's sleeping busy handler.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Group commit: concurrent `commit` calls share one transaction.
+    commits: tokio::sync::mpsc::UnboundedSender<CommitJob>,
 }
+
+struct CommitJob {
+    worker: String,
+    run_id: String,
+    changes: Vec<Change>,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// Most commits merged into one transaction.
+const GROUP_COMMIT_MAX: usize = 512;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -30,11 +46,18 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let (commits, jobs) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_committer(pool.clone(), write_lock.clone(), jobs));
+        Ok(SqliteStore { pool, write_lock, commits })
     }
 
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction; hold the guard until it commits.
+    async fn write(
+        &self,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, Transaction<'static, Sqlite>)> {
+        let guard = self.write_lock.clone().lock_owned().await;
+        Ok((guard, self.pool.begin_with("BEGIN IMMEDIATE").await?))
     }
 }
 
@@ -120,6 +143,7 @@ const ACTIVE_SQL: &str = "('queued','running','waiting','rolling_back')";
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn put_definition(&self, def: &Definition) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
         sqlx::query("INSERT OR IGNORE INTO definitions (hash, workflow, file, source, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(&def.hash)
             .bind(&def.workflow)
@@ -149,7 +173,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
-        let mut tx = self.write().await?;
+        let (_guard, mut tx) = self.write().await?;
         if let (Some(key), true) = (&run.concurrency_key, run.skip_on_conflict) {
             let active: Option<String> = sqlx::query_scalar(&format!(
                 "SELECT id FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1"
@@ -210,7 +234,7 @@ impl Store for SqliteStore {
         limit: usize,
         only: Option<&str>,
     ) -> Result<Vec<String>> {
-        let mut tx = self.write().await?;
+        let (_guard, mut tx) = self.write().await?;
         // Due, unleased (or lease expired), not paused unless a request waits,
         // and for queued runs: no older active run holds the concurrency key.
         let sql = format!(
@@ -238,7 +262,7 @@ impl Store for SqliteStore {
     }
 
     async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
-        let mut tx = self.write().await?;
+        let (_guard, mut tx) = self.write().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND lease_expires_at >= ? RETURNING id",
         )
@@ -257,6 +281,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
         sqlx::query(
             "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, wake_at = ? WHERE id = ? AND lease_owner = ?",
         )
@@ -269,22 +294,19 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
-        let mut tx = self.write().await?;
-        let owner: Option<Option<String>> =
-            sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match owner {
-            None => return Err(StoreError::RunNotFound(run_id.into())),
-            Some(Some(o)) if o == worker => {}
-            Some(_) => return Err(StoreError::LeaseLost(run_id.into())),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = CommitJob {
+            worker: worker.into(),
+            run_id: run_id.into(),
+            changes: changes.to_vec(),
+            reply,
+        };
+        if self.commits.send(job).is_err() {
+            return Err(StoreError::Conflict("the store's writer has stopped".into()));
         }
-        for change in changes {
-            apply(&mut tx, run_id, change).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Conflict("the store's writer has stopped".into())))
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
@@ -361,7 +383,7 @@ impl Store for SqliteStore {
     }
 
     async fn request(&self, req: NewRequest) -> Result<i64> {
-        let mut tx = self.write().await?;
+        let (_guard, mut tx) = self.write().await?;
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO requests (run_id, kind, step_id, data, actor, at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -441,6 +463,7 @@ impl Store for SqliteStore {
     }
 
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
         sqlx::query(
             "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
@@ -454,6 +477,173 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
+}
+
+/// Takes every commit waiting, applies each under its own savepoint (one
+/// whose lease is lost fails alone), and commits them all at once: one
+/// fsync for many transitions, with durability unchanged.
+async fn group_committer(
+    pool: SqlitePool,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<CommitJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let _guard = write_lock.lock().await;
+        let results = commit_batch(&pool, &batch).await;
+        match results {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Conflict(format!("commit failed: {message}"))));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(pool: &SqlitePool, batch: &[CommitJob]) -> Result<Vec<Result<()>>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        let result = commit_one(&mut tx, job).await;
+        if result.is_ok() {
+            sqlx::query("RELEASE job").execute(&mut *tx).await?;
+        } else {
+            sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
+            sqlx::query("RELEASE job").execute(&mut *tx).await?;
+        }
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn commit_one(tx: &mut Transaction<'static, Sqlite>, job: &CommitJob) -> Result<()> {
+    let owner: Option<Option<String>> =
+        sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
+            .bind(&job.run_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    match owner {
+        None => return Err(StoreError::RunNotFound(job.run_id.clone())),
+        Some(Some(o)) if o == job.worker => {}
+        Some(_) => return Err(StoreError::LeaseLost(job.run_id.clone())),
+    }
+    apply_all(tx, &job.run_id, &job.changes).await
+}
+
+/// Rows per multi-row INSERT (SQLite allows 32,766 bound values).
+const ROWS_PER_INSERT: usize = 256;
+
+/// Applies a batch with as few statements as possible: step rows, new
+/// attempts and events each go in multi-row INSERTs (every statement is a
+/// round trip to the SQLite thread); the rest one by one, in a fixed order
+/// that respects what depends on what (an attempt exists before it is updated).
+async fn apply_all(
+    tx: &mut Transaction<'static, Sqlite>,
+    run_id: &str,
+    changes: &[Change],
+) -> Result<()> {
+    for change in changes.iter().filter(|c| matches!(c, Change::Run(_))) {
+        apply(tx, run_id, change).await?;
+    }
+    // Last write of each step wins, as it would applied one by one.
+    let mut steps: Vec<&StepRecord> = Vec::new();
+    for change in changes {
+        if let Change::Step(s) = change {
+            steps.retain(|p| p.step_id != s.step_id);
+            steps.push(s);
+        }
+    }
+    for chunk in steps.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempts, outputs, error, started_at, \
+             finished_at, wake_at, state, rollback) ",
+        );
+        q.push_values(chunk, |mut b, s| {
+            b.push_bind(run_id)
+                .push_bind(&s.step_id)
+                .push_bind(s.status.as_str())
+                .push_bind(s.attempts as i64)
+                .push_bind(json(&s.outputs))
+                .push_bind(&s.error)
+                .push_bind(s.started_at)
+                .push_bind(s.finished_at)
+                .push_bind(s.wake_at)
+                .push_bind(json(&s.state))
+                .push_bind(&s.rollback);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    let attempts: Vec<&AttemptRecord> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AttemptStarted(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    for chunk in attempts.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO attempts (run_id, step_id, phase, n, status, worker, pgid, started_at, finished_at, error) ",
+        );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(run_id)
+                .push_bind(&a.step_id)
+                .push_bind(a.phase.as_str())
+                .push_bind(a.n as i64)
+                .push_bind(a.status.as_str())
+                .push_bind(&a.worker)
+                .push_bind(a.pgid.map(i64::from))
+                .push_bind(a.started_at)
+                .push_bind(a.finished_at)
+                .push_bind(&a.error);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    for change in changes
+        .iter()
+        .filter(|c| matches!(c, Change::AttemptPgid { .. } | Change::AttemptFinished { .. }))
+    {
+        apply(tx, run_id, change).await?;
+    }
+    let events: Vec<&Change> =
+        changes.iter().filter(|c| matches!(c, Change::Event { .. })).collect();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (run_id, at, kind, step_id, data) ",
+        );
+        q.push_values(chunk, |mut b, e| {
+            if let Change::Event { at, kind, step_id, data } = e {
+                b.push_bind(run_id)
+                    .push_bind(*at)
+                    .push_bind(kind)
+                    .push_bind(step_id)
+                    .push_bind(json(data));
+            }
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    for change in changes.iter().filter(|c| {
+        matches!(c, Change::RequestDone { .. } | Change::WakeRun { .. } | Change::Release { .. })
+    }) {
+        apply(tx, run_id, change).await?;
+    }
+    Ok(())
 }
 
 async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Change) -> Result<()> {
@@ -567,6 +757,13 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
             sqlx::query("UPDATE requests SET done_at = ? WHERE id = ?")
                 .bind(at)
                 .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Change::Release { wake_at } => {
+            sqlx::query("UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, wake_at = ? WHERE id = ?")
+                .bind(wake_at)
+                .bind(run_id)
                 .execute(&mut **tx)
                 .await?;
         }

@@ -327,4 +327,8 @@ pub enum Change {
     WakeRun {
         run_id: String,
     },
+    /// Gives the run back: claimable again at `wake_at` (`None`: now).
+    Release {
+        wake_at: Option<i64>,
+    },
 }
