@@ -242,6 +242,13 @@ impl Engine {
         };
         let mut tasks = tokio::task::JoinSet::new();
         let wake = Arc::new(tokio::sync::Notify::new());
+        // `run --wait` created its run already leased to us: drive it at once.
+        if let Some(root) = &only
+            && let Some(run) = self.store.run(root).await?
+            && run.lease_owner.as_deref() == Some(self.opts.worker_id.as_str())
+        {
+            self.spawn_drive(&mut tasks, root.clone(), wake.clone());
+        }
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
@@ -264,14 +271,7 @@ impl Engine {
                 if self.driving.lock().expect("poisoned").contains_key(&run_id) {
                     continue;
                 }
-                let engine = self.clone();
-                let wake = wake.clone();
-                tasks.spawn(async move {
-                    if let Err(e) = engine.drive(&run_id).await {
-                        tracing::error!(run = %run_id, error = %format!("{e:#}"), "Driving the run failed.");
-                    }
-                    wake.notify_one();
-                });
+                self.spawn_drive(&mut tasks, run_id, wake.clone());
             }
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {
@@ -293,6 +293,21 @@ impl Engine {
         while tasks.join_next().await.is_some() {}
         beat.abort();
         result
+    }
+
+    fn spawn_drive(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        run_id: String,
+        wake: Arc<tokio::sync::Notify>,
+    ) {
+        let engine = self.clone();
+        tasks.spawn(async move {
+            if let Err(e) = engine.drive(&run_id).await {
+                tracing::error!(run = %run_id, error = %format!("{e:#}"), "Driving the run failed.");
+            }
+            wake.notify_one();
+        });
     }
 
     /// Waits until `run_id` has finished, driving it here; returns its status.

@@ -5,6 +5,8 @@
 //! only while the caller still holds the run's lease (fencing), so a worker
 //! that lost its lease can never overwrite its successor's progress.
 
+#[cfg(test)]
+mod conformance;
 pub mod sqlite;
 mod types;
 
@@ -41,7 +43,8 @@ pub trait Store: Send + Sync {
     async fn create_run(&self, run: NewRun) -> Result<Created>;
 
     /// Claims up to `limit` runs that need attention (due, not leased or the
-    /// lease expired, not paused, not blocked by a concurrency key).
+    /// lease expired, not paused, not blocked by a concurrency key). Runs the
+    /// worker already holds are not returned again.
     async fn claim(
         &self,
         worker: &str,

@@ -240,7 +240,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2 WHERE id IN ( \
                SELECT r.id FROM runs r WHERE r.status IN {ACTIVE_SQL} \
-                 AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3 OR r.lease_owner = ?1) \
+                 AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3) \
                  AND (r.wake_at IS NULL OR r.wake_at <= ?3) \
                  AND (r.paused = 0 OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
                  AND (?5 IS NULL OR r.root_run_id = ?5) \

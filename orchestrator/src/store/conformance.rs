@@ -1,0 +1,245 @@
+//! One behaviour story per test, run against every backend (atuin's
+//! `db_story` pattern): the store seam must mean the same thing everywhere.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+
+/// A store on a fresh database for each backend under test.
+async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("story.db").display());
+    let sqlite = open(&url).await.unwrap();
+    vec![("sqlite", sqlite, Some(dir))]
+}
+
+fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
+    NewRun {
+        id: id.into(),
+        workflow: "wf".into(),
+        definition_hash: "h1".into(),
+        inputs: json!({"site": "dc01"}),
+        trigger: json!({"kind": "manual"}),
+        concurrency_key: key.map(String::from),
+        skip_on_conflict: skip,
+        parent: None,
+        root: None,
+        step_ids: vec!["a".into(), "b".into()],
+        lease_to: None,
+    }
+}
+
+async fn with_definition(store: &Arc<dyn Store>) {
+    store
+        .put_definition(&Definition {
+            hash: "h1".into(),
+            workflow: "wf".into(),
+            file: "wf.yaml".into(),
+            source: "name: wf".into(),
+        })
+        .await
+        .unwrap();
+}
+
+fn lease(now: i64) -> Lease {
+    Lease { now, duration_ms: 1_000 }
+}
+
+#[tokio::test]
+async fn a_new_run_is_queued_with_pending_steps_and_an_event() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        assert_eq!(
+            store.create_run(new_run("r1", None, false)).await.unwrap(),
+            Created::Run("r1".into())
+        );
+        let run = store.run("r1").await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Queued, "{name}");
+        assert_eq!(run.root_run_id, "r1", "{name}");
+        let steps = store.steps("r1").await.unwrap();
+        assert!(
+            steps.iter().all(|s| s.status == StepStatus::Pending) && steps.len() == 2,
+            "{name}"
+        );
+        assert_eq!(store.events("r1", 0).await.unwrap()[0].kind, "queued", "{name}");
+        assert_eq!(store.resolve_run_id("r").await.unwrap(), "r1", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn only_one_worker_claims_a_run_until_its_lease_expires() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        let now = now_ms();
+        assert_eq!(store.claim("w1", lease(now), 10, None).await.unwrap(), vec!["r1"], "{name}");
+        assert!(store.claim("w2", lease(now), 10, None).await.unwrap().is_empty(), "{name}");
+        // w1 stops renewing: after the lease, w2 takes over.
+        assert_eq!(
+            store.claim("w2", lease(now + 1_001), 10, None).await.unwrap(),
+            vec!["r1"],
+            "{name}"
+        );
+        assert_eq!(
+            store.renew("w1", lease(now + 1_002)).await.unwrap(),
+            Vec::<String>::new(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_cannot_commit() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        let now = now_ms();
+        store.claim("w1", lease(now), 10, None).await.unwrap();
+        store.claim("w2", lease(now + 5_000), 10, None).await.unwrap();
+        let change =
+            Change::Run(RunUpdate { status: Some(RunStatus::Failed), ..Default::default() });
+        let err = store.commit("w1", "r1", std::slice::from_ref(&change)).await.unwrap_err();
+        assert!(matches!(err, StoreError::LeaseLost(_)), "{name}: {err}");
+        assert_eq!(store.run("r1").await.unwrap().unwrap().status, RunStatus::Queued, "{name}");
+        store.commit("w2", "r1", &[change]).await.unwrap();
+        assert_eq!(store.run("r1").await.unwrap().unwrap().status, RunStatus::Failed, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_commit_applies_all_of_its_changes_or_none() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        store.claim("w1", lease(now_ms()), 10, None).await.unwrap();
+        let mut step = StepRecord::pending("r1", "a");
+        step.status = StepStatus::Running;
+        step.attempts = 1;
+        let attempt = AttemptRecord {
+            run_id: "r1".into(),
+            step_id: "a".into(),
+            phase: Phase::Forward,
+            n: 1,
+            status: AttemptStatus::Running,
+            worker: "w1".into(),
+            pgid: None,
+            started_at: now_ms(),
+            finished_at: None,
+            error: None,
+            stdout: None,
+            stderr: None,
+        };
+        // The same attempt inserted twice violates its key: nothing of the batch lands.
+        let bad = vec![
+            Change::Step(step.clone()),
+            Change::AttemptStarted(attempt.clone()),
+            Change::AttemptStarted(attempt.clone()),
+        ];
+        assert!(store.commit("w1", "r1", &bad).await.is_err(), "{name}");
+        assert_eq!(
+            store.steps("r1").await.unwrap().iter().find(|s| s.step_id == "a").unwrap().status,
+            StepStatus::Pending,
+            "{name}"
+        );
+        store
+            .commit("w1", "r1", &[Change::Step(step), Change::AttemptStarted(attempt)])
+            .await
+            .unwrap();
+        assert_eq!(store.attempts("r1").await.unwrap().len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_concurrency_key_skips_or_queues() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        store.create_run(new_run("r1", Some("k"), true)).await.unwrap();
+        assert_eq!(
+            store.create_run(new_run("r2", Some("k"), true)).await.unwrap(),
+            Created::Skipped { active: "r1".into() },
+            "{name}"
+        );
+        // queue: created, but not claimable while r1 is active.
+        store.create_run(new_run("r3", Some("k"), false)).await.unwrap();
+        let now = now_ms();
+        assert_eq!(store.claim("w1", lease(now), 10, None).await.unwrap(), vec!["r1"], "{name}");
+        store
+            .commit(
+                "w1",
+                "r1",
+                &[
+                    Change::Run(RunUpdate {
+                        status: Some(RunStatus::Succeeded),
+                        ..Default::default()
+                    }),
+                    Change::Release { wake_at: None },
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.claim("w1", lease(now), 10, None).await.unwrap(), vec!["r3"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_released_run_waits_for_its_timer_or_a_request() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        let now = now_ms();
+        store.claim("w1", lease(now), 10, None).await.unwrap();
+        store.release("w1", "r1", Some(now + 60_000)).await.unwrap();
+        assert!(store.claim("w2", lease(now), 10, None).await.unwrap().is_empty(), "{name}");
+        assert_eq!(
+            store.claim("w2", lease(now + 60_000), 10, None).await.unwrap(),
+            vec!["r1"],
+            "{name}"
+        );
+        store.release("w2", "r1", Some(now + 60_000)).await.unwrap();
+        store
+            .request(NewRequest {
+                run_id: "r1".into(),
+                kind: RequestKind::Skip,
+                step_id: Some("a".into()),
+                data: None,
+                actor: "alice".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.claim("w3", lease(now), 10, None).await.unwrap(), vec!["r1"], "{name}");
+        let open = store.open_requests("r1").await.unwrap();
+        assert_eq!((open.len(), open[0].actor.as_str()), (1, "alice"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn racing_workers_never_both_win_a_run() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        for i in 0..50 {
+            store.create_run(new_run(&format!("r{i:02}"), None, false)).await.unwrap();
+        }
+        let now = now_ms();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for _ in 0..20 {
+                    mine.extend(store.claim(&format!("w{w}"), lease(now), 3, None).await.unwrap());
+                }
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let before = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!((before, all.len()), (50, 50), "{name}: a run was claimed twice");
+    }
+}
