@@ -732,7 +732,7 @@ impl Driver {
                     s.finished_at = Some(now);
                     s.outputs = Some(json!({"recorded": true, "delivered": false}));
                 }));
-                changes.push(Self::event("notification", Some(&step.id), Some(message)));
+                changes.push(Self::event("notification", Some(&step.id), Some(self.redact(message))));
                 changes.push(Self::event("step_succeeded", Some(&step.id), None));
             }
             (NativeKind::Workflow, KindConfig::Workflow(c)) => {
@@ -747,7 +747,7 @@ impl Driver {
                 }));
                 let event =
                     if kind == NativeKind::Approval { "approval_requested" } else { "escalated" };
-                changes.push(Self::event(event, Some(&step.id), Some(rendered)));
+                changes.push(Self::event(event, Some(&step.id), Some(self.redact(rendered))));
             }
             _ => return self.fail_step(i, "step parameters do not match its kind".into()).await,
         }
@@ -876,32 +876,6 @@ impl Driver {
             || (phase == Phase::Forward
                 && (step.definition.for_each.is_some() || step.definition.poll.is_some()));
         let ctx = needs_context.then(|| self.context(None, None));
-        let rendered = match &ctx {
-            None => Ok(body.with.clone()),
-            Some(ctx) => render_value(&body.with, &body.templates, "", ctx),
-        };
-        let rendered = match rendered {
-            Ok(v) => v,
-            Err(e) if phase == Phase::Forward => return self.fail_step(i, e).await,
-            Err(e) => return self.finish_rollback(i, 0, Err((e, false))).await,
-        };
-        let mut config = match super::render::typed_config(body.kind, &rendered) {
-            Ok(KindConfig::Action(c)) => c,
-            Ok(_) => unreachable!("attempts are for action kinds"),
-            Err(msg) => {
-                return if phase == Phase::Forward {
-                    self.fail_step(i, msg).await
-                } else {
-                    self.finish_rollback(i, 0, Err((msg, false))).await
-                };
-            }
-        };
-        if let ActionConfig::Sql(sql) = &mut config
-            && sql.url.is_none()
-            && let Some(name) = &sql.connection
-        {
-            sql.url = self.engine.opts.connections.get(name).cloned();
-        }
         let items: Option<Vec<Value>> =
             if phase == Phase::Forward && step.definition.for_each.is_some() {
                 match self.for_each_items(i, ctx.as_ref().expect("built for for_each")) {
@@ -911,6 +885,20 @@ impl Driver {
             } else {
                 None
             };
+        // A `for_each` body is rendered per item, in the attempt task.
+        let config = if items.is_some() {
+            None
+        } else {
+            let prepared = match &ctx {
+                None => prepare_config(&body, None, &self.engine.opts.connections),
+                Some(ctx) => prepare_config(&body, Some(ctx), &self.engine.opts.connections),
+            };
+            match prepared {
+                Ok(c) => Some(c),
+                Err(e) if phase == Phase::Forward => return self.fail_step(i, e).await,
+                Err(e) => return self.finish_rollback(i, 0, Err((e, false))).await,
+            }
+        };
         let n = match phase {
             Phase::Forward => self.steps[i].attempts + 1,
             Phase::Rollback => self.rollbacks[i].as_ref().map_or(0, |r| r.attempts) + 1,
@@ -957,12 +945,12 @@ impl Driver {
             }
         }
         // Pure kinds have no side effect to protect: their start and end share one commit.
-        let pure = matches!(config, ActionConfig::Set(_) | ActionConfig::Assert(_))
+        let pure = matches!(config, Some(ActionConfig::Set(_) | ActionConfig::Assert(_)))
             && items.is_none()
             && step.definition.poll.is_none();
         let token = CancellationToken::new();
         let actx = self.attempt_context(i, n, &body, token.clone());
-        if pure {
+        if let (true, Some(config)) = (pure, &config) {
             let outcome = config.run(&actx).await;
             // Apply the start to the local copy so the finish builds on it.
             if let Some(Change::Step(started)) =
@@ -997,12 +985,13 @@ impl Driver {
         };
         let base_ctx =
             if items.is_some() || poll.is_some() { self.context_value() } else { Value::Null };
+        let for_each = items.map(|items| (items, body.clone(), self.engine.opts.connections.clone()));
         let engine = self.engine.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
         tokio::spawn(async move {
             let outcome = run_action(
-                &engine, &run_id, &step_id, phase, n, config, actx, items, poll, base_ctx,
+                &engine, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
             )
             .await;
             let _ = tx.send(Finished { index: i, phase, n, outcome });
@@ -1387,6 +1376,30 @@ impl Driver {
     }
 }
 
+/// Renders a body's `with` (when it has templates), types it into the
+/// action's config, and resolves a named SQL connection to its URL.
+fn prepare_config(
+    body: &CompiledBody,
+    ctx: Option<&Context>,
+    connections: &HashMap<String, String>,
+) -> Result<ActionConfig, String> {
+    let rendered = match ctx {
+        Some(ctx) if !body.templates.is_empty() => render_value(&body.with, &body.templates, "", ctx)?,
+        _ => body.with.clone(),
+    };
+    let mut config = match super::render::typed_config(body.kind, &rendered)? {
+        KindConfig::Action(c) => c,
+        _ => return Err("step parameters do not match its kind".into()),
+    };
+    if let ActionConfig::Sql(sql) = &mut config
+        && sql.url.is_none()
+        && let Some(name) = &sql.connection
+    {
+        sql.url = connections.get(name).cloned();
+    }
+    Ok(config)
+}
+
 /// One attempt of an action: `for_each` items and `poll` iterations inside it.
 #[allow(clippy::too_many_arguments)]
 async fn run_action(
@@ -1395,9 +1408,9 @@ async fn run_action(
     step_id: &str,
     phase: Phase,
     n: u32,
-    config: ActionConfig,
+    config: Option<ActionConfig>,
     mut actx: AttemptContext,
-    items: Option<Vec<Value>>,
+    for_each: Option<(Vec<Value>, CompiledBody, HashMap<String, String>)>,
     poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
     base_ctx: Value,
 ) -> Outcome {
@@ -1416,7 +1429,8 @@ async fn run_action(
             });
         }));
     }
-    let Some(items) = items else {
+    let Some((items, body, connections)) = for_each else {
+        let config = config.expect("rendered when there is no for_each");
         return poll_action(&config, &actx, poll, &base_ctx).await;
     };
     // for_each: one action per item, the outputs a list in item order.
@@ -1425,7 +1439,13 @@ async fn run_action(
         actx.idempotency_key = format!("{run_id}/{step_id}/{k}");
         let mut ctx = base_ctx.clone();
         ctx["item"] = item.clone();
-        let outcome = poll_action(&config, &actx, poll.clone(), &ctx).await;
+        let rendered = Context::wraps(&ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|c| prepare_config(&body, Some(&c), &connections));
+        let outcome = match rendered {
+            Ok(config) => poll_action(&config, &actx, poll.clone(), &ctx).await,
+            Err(e) => Outcome::fatal(e),
+        };
         match outcome {
             Outcome::Succeeded { outputs: o } => outputs.push(json!({"item": item, "outputs": o})),
             Outcome::Failed { error, retryable, outputs: o } => {
