@@ -248,14 +248,20 @@ impl Driver {
                 self.flush().await?;
                 return Ok(DriveEnd::Finished(self.run.status));
             }
-            if !self.run.paused {
+            if self.engine.draining.is_cancelled() {
+                if self.in_flight.is_empty() {
+                    self.stage(vec![Change::Release { wake_at: None }]);
+                    self.flush().await?;
+                    return Ok(DriveEnd::Stopped);
+                }
+            } else if !self.run.paused {
                 if self.run.status == RunStatus::RollingBack {
                     self.advance_rollback().await?;
                 } else {
                     self.advance_forward().await?;
                 }
             }
-            if self.in_flight.is_empty() {
+            if self.in_flight.is_empty() && !self.engine.draining.is_cancelled() {
                 if !self.run.paused && self.try_finish().await? {
                     continue;
                 }
@@ -290,6 +296,10 @@ impl Driver {
                 .min(self.engine.opts.poll);
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
+                _ = self.engine.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {
+                    // Re-check promptly; steps in flight keep running.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 Some(done) = self.rx.recv() => {
                     self.in_flight.remove(&(done.index, done.phase));
                     self.on_finished(done).await?;
@@ -732,7 +742,11 @@ impl Driver {
                     s.finished_at = Some(now);
                     s.outputs = Some(json!({"recorded": true, "delivered": false}));
                 }));
-                changes.push(Self::event("notification", Some(&step.id), Some(self.redact(message))));
+                changes.push(Self::event(
+                    "notification",
+                    Some(&step.id),
+                    Some(self.redact(message)),
+                ));
                 changes.push(Self::event("step_succeeded", Some(&step.id), None));
             }
             (NativeKind::Workflow, KindConfig::Workflow(c)) => {
@@ -985,7 +999,8 @@ impl Driver {
         };
         let base_ctx =
             if items.is_some() || poll.is_some() { self.context_value() } else { Value::Null };
-        let for_each = items.map(|items| (items, body.clone(), self.engine.opts.connections.clone()));
+        let for_each =
+            items.map(|items| (items, body.clone(), self.engine.opts.connections.clone()));
         let engine = self.engine.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
@@ -1384,7 +1399,9 @@ fn prepare_config(
     connections: &HashMap<String, String>,
 ) -> Result<ActionConfig, String> {
     let rendered = match ctx {
-        Some(ctx) if !body.templates.is_empty() => render_value(&body.with, &body.templates, "", ctx)?,
+        Some(ctx) if !body.templates.is_empty() => {
+            render_value(&body.with, &body.templates, "", ctx)?
+        }
         _ => body.with.clone(),
     };
     let mut config = match super::render::typed_config(body.kind, &rendered)? {

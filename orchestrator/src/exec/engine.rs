@@ -69,6 +69,9 @@ pub struct Engine {
     pub progress: broadcast::Sender<EventRecord>,
     /// Drivers running now, to stop one whose lease is lost.
     driving: Mutex<HashMap<String, CancellationToken>>,
+    /// Set on graceful shutdown: start nothing new, let steps in flight
+    /// finish, hand the runs back.
+    pub draining: CancellationToken,
 }
 
 impl Engine {
@@ -85,6 +88,7 @@ impl Engine {
             secrets,
             progress,
             driving: Mutex::new(HashMap::new()),
+            draining: CancellationToken::new(),
         })
     }
 
@@ -286,11 +290,19 @@ impl Engine {
                 }
             }
         };
-        // Graceful stop: let drivers reach a checkpoint, then hand runs back.
-        for stop in self.driving.lock().expect("poisoned").values() {
-            stop.cancel();
+        // Graceful stop: steps in flight finish (within the lease), then the
+        // runs are handed back so another worker can take them at once.
+        self.draining.cancel();
+        let drained = tokio::time::timeout(self.opts.lease, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            for stop in self.driving.lock().expect("poisoned").values() {
+                stop.cancel();
+            }
+            while tasks.join_next().await.is_some() {}
         }
-        while tasks.join_next().await.is_some() {}
         beat.abort();
         result
     }
