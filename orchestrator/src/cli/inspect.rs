@@ -80,13 +80,7 @@ fn attempt_json(a: &AttemptRecord) -> Value {
 
 /// DESIGN.md's shape: the run plus its steps with their attempts, in file order.
 pub async fn run_document(ctx: &Ctx, run_id: &str) -> anyhow::Result<Value> {
-    let run = ctx
-        .store
-        .run(run_id)
-        .await?
-        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
-    let steps = ordered_steps(ctx, &run).await?;
-    let attempts = ctx.store.attempts(run_id).await?;
+    let (run, steps, attempts) = load_run(ctx, run_id).await?;
     let mut doc = run_json(&run);
     doc["steps"] = steps
         .iter()
@@ -104,6 +98,21 @@ pub async fn run_document(ctx: &Ctx, run_id: &str) -> anyhow::Result<Value> {
         })
         .collect();
     Ok(doc)
+}
+
+/// A run with its steps (in file order) and every attempt.
+async fn load_run(
+    ctx: &Ctx,
+    run_id: &str,
+) -> anyhow::Result<(RunRecord, Vec<StepRecord>, Vec<AttemptRecord>)> {
+    let run = ctx
+        .store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
+    let steps = ordered_steps(ctx, &run).await?;
+    let attempts = ctx.store.attempts(run_id).await?;
+    Ok((run, steps, attempts))
 }
 
 /// Steps in the workflow's file order.
@@ -175,13 +184,7 @@ pub async fn show(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<ExitCode> {
 
 /// A human summary: run line, then a step table.
 pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
-    let run = ctx
-        .store
-        .run(run_id)
-        .await?
-        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
-    let steps = ordered_steps(ctx, &run).await?;
-    let attempts = ctx.store.attempts(run_id).await?;
+    let (run, steps, attempts) = load_run(ctx, run_id).await?;
     let took = match (run.started_at, run.finished_at) {
         (Some(s), Some(f)) => format!(" in {}", human_ms(f - s)),
         _ => String::new(),
