@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The full test suite: unit tests, end-to-end tests against the real binary,
 # snapshot tests, property tests, and a single pass of each benchmark.
+# The store's conformance stories run on SQLite and on a throwaway Postgres 15
+# cluster that this script starts (scripts/pg.sh) and always stops on exit.
+# To use a server of your own instead, set LIFEBOAT_TEST_POSTGRES_URL to a URL
+# whose user may CREATE DATABASE (each story makes a `story_<random>` database).
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,5 +12,21 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Snapshots must match what is committed; never write new ones in CI.
 export INSTA_UPDATE=no
+
+if [[ -z "${LIFEBOAT_TEST_POSTGRES_URL:-}" ]]; then
+    LIFEBOAT_TEST_POSTGRES_DIR=""
+    stop_postgres() {
+        if [[ -n "$LIFEBOAT_TEST_POSTGRES_DIR" ]]; then
+            bash scripts/pg.sh stop "$LIFEBOAT_TEST_POSTGRES_DIR" || true
+        fi
+    }
+    trap stop_postgres EXIT
+    # A signal ends the script through `exit`, so the EXIT trap stops Postgres.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    pg_env=$(bash scripts/pg.sh start)
+    eval "$pg_env"
+fi
+export LIFEBOAT_TEST_POSTGRES_URL
 
 cargo test --workspace --all-targets "$@"

@@ -35,6 +35,7 @@ CREATE TABLE runs (
 CREATE INDEX runs_claimable ON runs (wake_at) WHERE status IN ('queued', 'running', 'waiting', 'rolling_back');
 CREATE INDEX runs_by_workflow ON runs (workflow, created_at);
 CREATE INDEX runs_by_root ON runs (root_run_id);
+CREATE INDEX runs_by_lease_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE INDEX runs_by_concurrency ON runs (concurrency_key) WHERE concurrency_key IS NOT NULL;
 
 CREATE TABLE steps (

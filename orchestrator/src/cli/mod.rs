@@ -139,7 +139,7 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             Command::Mark(args) => control::mark(&ctx, args).await,
             Command::Serve(args) => serve::run(&ctx, args).await,
             Command::Migrate => {
-                println!("migrations applied to {}", ctx.database_url);
+                println!("migrations applied to {}", serve::redact_url(&ctx.database_url));
                 Ok(ExitCode::SUCCESS)
             }
             Command::Validate(_) | Command::Graph(_) | Command::Schema(_) | Command::Init(_) => {
@@ -181,9 +181,9 @@ impl Ctx {
             global.database_url.clone().unwrap_or_else(|| config.database_url.clone());
         let workflows_dir =
             global.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
-        let store = crate::store::open(&database_url)
-            .await
-            .map_err(|e| input_error(format!("cannot open database {database_url}: {e:#}")))?;
+        let store = crate::store::open(&database_url).await.map_err(|e| {
+            input_error(format!("cannot open database {}: {e:#}", serve::redact_url(&database_url)))
+        })?;
         Ok(Ctx { config, base, database_url, store, workflows_dir, known })
     }
 

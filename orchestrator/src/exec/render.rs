@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(r("{{ne steps.a.status 'succeeded'}}", ctx.clone()).unwrap(), "true");
         assert_eq!(r("{{add inputs.n 2}}", ctx.clone()).unwrap(), "5");
         assert_eq!(r("{{json inputs}}", ctx.clone()).unwrap(), r#"{"site":"dc01","n":3}"#);
-        assert_eq!(r("{{default inputs.none 'x'}}", ctx).unwrap_or_default(), "");
+        assert_eq!(r("{{default inputs.none 'x'}}", ctx).unwrap(), "x");
     }
 
     #[test]

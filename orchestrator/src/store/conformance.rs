@@ -7,12 +7,45 @@ use serde_json::json;
 
 use super::*;
 
-/// A store on a fresh database for each backend under test.
+/// A store on a fresh database for each backend under test: SQLite always,
+/// Postgres when `LIFEBOAT_TEST_POSTGRES_URL` names a server (scripts/test.sh
+/// starts one) — each call gets a database of its own, `story_<random>`.
 async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("story.db").display());
     let sqlite = open(&url).await.unwrap();
-    vec![("sqlite", sqlite, Some(dir))]
+    let mut out: Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> =
+        vec![("sqlite", sqlite, Some(dir))];
+    match std::env::var("LIFEBOAT_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            use sqlx::Connection;
+            let name = format!("story_{}", uuid::Uuid::now_v7().simple());
+            let mut admin = sqlx::PgConnection::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("LIFEBOAT_TEST_POSTGRES_URL: cannot connect: {e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+            admin.close().await.unwrap();
+            // Same server and credentials, the new database: swap the URL's path.
+            let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
+            let authority = base.find("://").map_or(0, |i| i + 3);
+            let host_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
+            let mut story_url = format!("{}/{name}", &base[..host_end]);
+            if !query.is_empty() {
+                story_url = format!("{story_url}?{query}");
+            }
+            out.push(("postgres", open(&story_url).await.unwrap(), None));
+        }
+        _ => {
+            static NOTE: std::sync::Once = std::sync::Once::new();
+            NOTE.call_once(|| {
+                eprintln!(
+                    "note: LIFEBOAT_TEST_POSTGRES_URL is unset: store stories run on SQLite only \
+                     (scripts/test.sh starts a Postgres and sets it)"
+                )
+            });
+        }
+    }
+    out
 }
 
 fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
@@ -241,5 +274,23 @@ async fn racing_workers_never_both_win_a_run() {
         all.sort();
         all.dedup();
         assert_eq!((before, all.len()), (50, 50), "{name}: a run was claimed twice");
+    }
+}
+
+#[tokio::test]
+async fn text_with_nul_bytes_and_odd_unicode_is_stored() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        store.claim("w1", lease(now_ms()), 10, None).await.unwrap();
+        let mut step = StepRecord::pending("r1", "a");
+        step.status = StepStatus::Failed;
+        step.error = Some("bad\0byte é 🚒".into());
+        step.outputs = Some(json!({"stdout": "x\0y"}));
+        store.commit("w1", "r1", &[Change::Step(step)]).await.unwrap();
+        let stored =
+            store.steps("r1").await.unwrap().into_iter().find(|s| s.step_id == "a").unwrap();
+        let error = stored.error.unwrap();
+        assert!(error.starts_with("bad") && error.ends_with("é 🚒"), "{name}: {error}");
     }
 }

@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -76,17 +77,16 @@ pub trait Store: Send + Sync {
     async fn register_worker(&self, worker: &WorkerRecord) -> Result<()>;
 }
 
-/// Opens the store named by `url` (`sqlite://…`; Postgres arrives with its issue)
-/// and applies migrations.
+/// Opens the store named by `url` (`sqlite://…`, `postgres://…`) and applies migrations.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!(
-            "Postgres is not supported yet: use a sqlite:// URL (the Postgres backend is its own issue)"
-        )
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
-        anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH")
+        anyhow::bail!(
+            "unsupported database URL `{url}`: use sqlite://PATH or postgres://USER@HOST/DB"
+        )
     }
 }
 
