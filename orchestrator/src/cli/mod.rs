@@ -173,10 +173,8 @@ pub struct Ctx {
 
 impl Ctx {
     async fn open(global: &GlobalArgs) -> anyhow::Result<Ctx> {
-        let loaded = load_config(global)?;
-        let known = loaded.as_ref().map(|(c, base)| c.known_names(base));
-        let (config, base) =
-            loaded.unwrap_or_else(|| (crate::config::Config::default(), PathBuf::from(".")));
+        let Loaded { config, base, from_file } = load_config(global)?;
+        let known = from_file.then(|| config.known_names(&base));
         let database_url =
             global.database_url.clone().unwrap_or_else(|| config.database_url.clone());
         let workflows_dir =
@@ -222,10 +220,17 @@ fn stderr_is_terminal() -> bool {
 }
 
 /// Reads and compiles one file, with names from the configuration if one is found.
-fn load_config(global: &GlobalArgs) -> anyhow::Result<Option<(crate::config::Config, PathBuf)>> {
+/// The configuration (defaults, then `lifeboat.toml` if any, then env) and
+/// the directory relative paths in it are resolved against. `from_file`
+/// tells whether a file was read: only then are names checked against it.
+pub struct Loaded {
+    pub config: crate::config::Config,
+    pub base: PathBuf,
+    pub from_file: bool,
+}
+
+fn load_config(global: &GlobalArgs) -> anyhow::Result<Loaded> {
     let (config, path) = crate::config::Config::load(global.config.as_deref())?;
-    Ok(path.map(|p| {
-        let base = p.parent().map(|d| d.to_path_buf()).unwrap_or_default();
-        (config, base)
-    }))
+    let base = path.as_ref().and_then(|p| p.parent()).map(|d| d.to_path_buf()).unwrap_or_default();
+    Ok(Loaded { config, base, from_file: path.is_some() })
 }

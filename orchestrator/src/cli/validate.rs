@@ -36,15 +36,15 @@ pub struct Outcome {
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(global)?;
-    let known = config.as_ref().map(|(c, base)| c.known_names(base));
+    let loaded = super::load_config(global)?;
+    let known = loaded.from_file.then(|| loaded.config.known_names(&loaded.base));
     let paths = if args.paths.is_empty() {
-        let dir = global
-            .workflows
-            .clone()
-            .or_else(|| config.as_ref().map(|(c, base)| base.join(&c.workflows_dir)))
-            .unwrap_or_else(|| PathBuf::from("workflows"));
-        vec![dir]
+        vec![
+            global
+                .workflows
+                .clone()
+                .unwrap_or_else(|| loaded.base.join(&loaded.config.workflows_dir)),
+        ]
     } else {
         args.paths
     };

@@ -352,13 +352,14 @@ impl Driver {
                 stderr: None,
             });
             let step = &self.wf.steps[i];
+            let run = self.run.id.clone();
             if !step.definition.idempotent {
                 changes.push(self.step_change(i, |s| {
                     s.status = StepStatus::NeedsHuman;
                     s.wake_at = None;
                     s.error = Some(format!(
                         "attempt {n} was interrupted and the step is `idempotent: false`: a person decides \
-                         (lifeboat retry RUN --from {id} | skip RUN {id} | mark RUN {id} succeeded|failed)"
+                         (lifeboat retry {run} --from {id} | skip {run} {id} | mark {run} {id} succeeded|failed)"
                     ));
                 }));
                 changes.push(Self::event("needs_human", Some(&id), Some(json!({"attempt": n}))));
