@@ -388,6 +388,14 @@ impl<'a> Pass<'a> {
         }
         self.check_config_names(&config, with_node, place);
         let mut body_templates = IndexMap::new();
+        // A child workflow's inputs are stored with its run: no secrets there.
+        let child_scope;
+        let scope = if kind == StepKind::Native(crate::exec::NativeKind::Workflow) {
+            child_scope = Scope { stored: true, ..scope.clone() };
+            &child_scope
+        } else {
+            scope
+        };
         self.templates_in(with_node, &mut body_templates, "", kind.untemplated_fields(), scope);
         let retry = self.effective_retry(header.defaults.retry.as_ref(), parts.retry, node, place);
         Some(CompiledBody {

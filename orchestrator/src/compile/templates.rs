@@ -316,7 +316,7 @@ fn check_segments(
         }
         "secrets" if scope.stored => out.push(problem(
             Code::UnknownRoot,
-            format!("`{raw}`: {} is stored, so it may not contain secrets", scope.place),
+            format!("`{raw}`: what {} renders here is stored (as run inputs, outputs or a key), so it may not contain secrets", scope.place),
             Some("secrets are for step parameters (`with`), rendered when the step runs and never stored".into()),
         )),
         "outputs" | "item" | "alert" | "event" | "secrets" => {}

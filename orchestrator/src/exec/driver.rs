@@ -808,6 +808,9 @@ impl Driver {
                 return self.fail_step(i, format!("child inputs: {}", errors.join("; "))).await;
             }
         };
+        // Inputs are stored with the child run; the compiler forbids secrets in
+        // them, and this keeps a value that slipped through out of the store.
+        let inputs = self.redact(inputs);
         let trigger = json!({"kind": "workflow", "parent": self.run.id, "step": step_id});
         let parent = Some((self.run.id.clone(), step_id.clone(), self.run.root_run_id.clone()));
         let created = self.engine.submit(&child, inputs, trigger, parent, false).await?;
