@@ -1,7 +1,9 @@
 //! Executor benchmarks on SQLite (WAL, synchronous=FULL: durable as in
-//! production): chain40 (40 sequential steps), fan100 (1 -> 100 parallel ->
-//! 1), burst (500 runs x 3 steps started at once, reported in steps/s).
-//! Each measures from "run created" to "run finished and committed".
+//! production) and, when `LIFEBOAT_TEST_POSTGRES_URL` is set (scripts/pg.sh
+//! starts one), on Postgres with synchronous_commit=on: chain40 (40
+//! sequential steps), fan100 (1 -> 100 parallel -> 1), burst (500 runs x 3
+//! steps started at once, reported in steps/s). Each measures from "run
+//! created" to "run finished and committed".
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -45,11 +47,36 @@ struct Bench {
     _dir: tempfile::TempDir,
 }
 
-fn bench_engine() -> Bench {
+/// The databases to measure: SQLite always, Postgres when one is given.
+fn backends() -> Vec<&'static str> {
+    match std::env::var("LIFEBOAT_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => vec!["sqlite", "postgres"],
+        _ => vec!["sqlite"],
+    }
+}
+
+/// A fresh database of `backend`: a temp file, or a new Postgres database.
+async fn fresh_url(backend: &str, dir: &std::path::Path) -> String {
+    if backend == "sqlite" {
+        return format!("sqlite://{}", dir.join("bench.db").display());
+    }
+    use sqlx::Connection;
+    let admin_url = std::env::var("LIFEBOAT_TEST_POSTGRES_URL").unwrap();
+    let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
+    let url = format!("{}/{name}", &base[..host_end]);
+    if query.is_empty() { url } else { format!("{url}?{query}") }
+}
+
+fn bench_engine(backend: &str) -> Bench {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let engine = runtime.block_on(async {
+        let url = fresh_url(backend, dir.path()).await;
         let store = store::open(&url).await.unwrap();
         Engine::new(
             store,
@@ -80,9 +107,15 @@ async fn one_run(engine: &Arc<Engine>, wf: &CompiledWorkflow) -> Duration {
 }
 
 fn single_runs(c: &mut Criterion) {
-    let b = bench_engine();
+    for backend in backends() {
+        single_runs_on(c, backend);
+    }
+}
+
+fn single_runs_on(c: &mut Criterion, backend: &str) {
+    let b = bench_engine(backend);
     for (name, wf) in [("chain40", chain(40)), ("fan100", fan(100))] {
-        c.bench_function(&format!("executor/sqlite/{name}"), |bench| {
+        c.bench_function(&format!("executor/{backend}/{name}"), |bench| {
             bench.iter_custom(|iters| {
                 b.runtime.block_on(async {
                     let mut total = Duration::ZERO;
@@ -97,14 +130,20 @@ fn single_runs(c: &mut Criterion) {
 }
 
 fn burst(c: &mut Criterion) {
+    for backend in backends() {
+        burst_on(c, backend);
+    }
+}
+
+fn burst_on(c: &mut Criterion, backend: &str) {
     let wf = chain(3);
-    let mut group = c.benchmark_group("executor/sqlite");
+    let mut group = c.benchmark_group(format!("executor/{backend}"));
     group.sample_size(10).throughput(criterion::Throughput::Elements(1500));
     group.bench_function("burst_500x3", |bench| {
         bench.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let b = bench_engine();
+                let b = bench_engine(backend);
                 total += b.runtime.block_on(async {
                     let mut ids = Vec::new();
                     for _ in 0..500 {
