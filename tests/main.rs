@@ -1,7 +1,9 @@
 //! End-to-end tests: they run the real `lifeboat` binary on real files.
 //! One test binary (ripgrep's layout): modules by command, shared helpers in `util`.
 
+mod crash;
 mod hostile;
 mod init;
+mod run;
 mod util;
 mod validate;

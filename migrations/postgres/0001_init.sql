@@ -40,6 +40,7 @@ CREATE TABLE runs (
     started_at       BIGINT,
     finished_at      BIGINT,
     wake_at          BIGINT,                    -- due for attention at; NULL: now
+    woken            BOOLEAN NOT NULL DEFAULT false, -- woken since last claimed: a release keeps it due
     lease_owner      TEXT,
     lease_expires_at BIGINT
 );

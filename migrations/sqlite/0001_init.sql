@@ -29,6 +29,7 @@ CREATE TABLE runs (
     started_at       INTEGER,
     finished_at      INTEGER,
     wake_at          INTEGER,                   -- due for attention at; NULL: now
+    woken            INTEGER NOT NULL DEFAULT 0, -- woken (request, child ended) since last claimed: a release keeps it due
     lease_owner      TEXT,
     lease_expires_at INTEGER
 );

@@ -152,6 +152,7 @@ pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
     }
     if runs.is_empty() {
         println!("no runs");
+        return Ok(ExitCode::SUCCESS);
     }
     println!("{:<36}  {:<18}  {:<15}  {:<24}  DURATION", "RUN", "WORKFLOW", "STATUS", "STARTED");
     for r in &runs {

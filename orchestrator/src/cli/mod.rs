@@ -180,7 +180,7 @@ impl Ctx {
         let workflows_dir =
             global.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
         let store = crate::store::open(&database_url).await.map_err(|e| {
-            input_error(format!("cannot open database {}: {e:#}", serve::redact_url(&database_url)))
+            input_error(format!("cannot open database {}: {e}", serve::redact_url(&database_url)))
         })?;
         Ok(Ctx { config, base, database_url, store, workflows_dir, known })
     }

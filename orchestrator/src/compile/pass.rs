@@ -549,7 +549,7 @@ impl<'a> Pass<'a> {
     ) {
         let mut found: Vec<(String, Span, String)> = Vec::new();
         node.walk_strings(&mut Vec::new(), &mut |path, n, s| {
-            if s.contains("{{") || s.contains("}}") {
+            if s.contains("{{") {
                 let key = if prefix.is_empty() {
                     path.join(".")
                 } else {

@@ -282,7 +282,8 @@ impl Driver {
                         let at = wake.unwrap_or(NEVER);
                         self.stage(vec![Change::Release { wake_at: Some(at) }]);
                         self.flush().await?;
-                        // A request that arrived meanwhile made the run due again; it will be reclaimed.
+                        // A request or a child's end that arrived since the claim set `woken`:
+                        // the release then keeps the run due, and it is reclaimed.
                         return Ok(DriveEnd::Suspended { wake_at: wake });
                     }
                 }

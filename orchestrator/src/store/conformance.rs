@@ -294,3 +294,33 @@ async fn text_with_nul_bytes_and_odd_unicode_is_stored() {
         assert!(error.starts_with("bad") && error.ends_with("é 🚒"), "{name}: {error}");
     }
 }
+
+#[tokio::test]
+async fn a_wake_during_a_drive_survives_the_release() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        store.create_run(new_run("parent", None, false)).await.unwrap();
+        store.create_run(new_run("child", None, false)).await.unwrap();
+        let now = now_ms();
+        assert_eq!(store.claim("w1", lease(now), 1, None).await.unwrap(), vec!["child"], "{name}");
+        assert_eq!(store.claim("w2", lease(now), 1, None).await.unwrap(), vec!["parent"], "{name}");
+        // The child ends and wakes its parent while the parent's driver is
+        // about to suspend "until a person acts": the wake must not be lost.
+        store.commit("w1", "child", &[Change::WakeRun { run_id: "parent".into() }]).await.unwrap();
+        store
+            .commit("w2", "parent", &[Change::Release { wake_at: Some(i64::MAX / 4) }])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim("w3", lease(now), 10, None).await.unwrap(),
+            vec!["parent"],
+            "{name}"
+        );
+        // Claiming consumed the wake: the next release sleeps as asked.
+        store
+            .commit("w3", "parent", &[Change::Release { wake_at: Some(i64::MAX / 4) }])
+            .await
+            .unwrap();
+        assert!(store.claim("w3", lease(now), 10, None).await.unwrap().is_empty(), "{name}");
+    }
+}

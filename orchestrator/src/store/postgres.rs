@@ -335,7 +335,7 @@ impl PostgresStore {
         // SKIP LOCKED: rows another replica is claiming or committing are left
         // to it (they are leased or busy anyway) instead of waited for.
         const SQL: &str = concat!(
-            "UPDATE runs SET lease_owner = $1, lease_expires_at = $2 WHERE id IN ( \
+            "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, woken = false WHERE id IN ( \
                SELECT r.id FROM runs r WHERE r.status IN ",
             active!(),
             " AND (r.lease_owner IS NULL OR r.lease_expires_at < $3) \
@@ -404,7 +404,7 @@ impl PostgresStore {
         // The run's row first: its lock orders this event among the run's own.
         // Due now; a finished run asked to retry becomes claimable again.
         sqlx::query(
-            "UPDATE runs SET wake_at = NULL, \
+            "UPDATE runs SET wake_at = NULL, woken = true, \
                status = CASE WHEN $2 THEN 'queued' ELSE status END, \
                finished_at = CASE WHEN $2 THEN NULL ELSE finished_at END \
              WHERE id = $1",
@@ -499,8 +499,8 @@ impl Store for PostgresStore {
     async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
         retrying(|| async {
             sqlx::query(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, wake_at = $1 \
-                 WHERE id = $2 AND lease_owner = $3",
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+                 wake_at = CASE WHEN woken THEN NULL ELSE $1 END WHERE id = $2 AND lease_owner = $3",
             )
             .bind(wake_at)
             .bind(run_id)
@@ -832,7 +832,8 @@ async fn apply(
         }
         Change::Release { wake_at } => {
             sqlx::query(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, wake_at = $1 WHERE id = $2",
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+                 wake_at = CASE WHEN woken THEN NULL ELSE $1 END WHERE id = $2",
             )
             .bind(wake_at)
             .bind(run_id)
@@ -840,7 +841,7 @@ async fn apply(
             .await?;
         }
         Change::WakeRun { run_id } => {
-            sqlx::query("UPDATE runs SET wake_at = NULL WHERE id = $1")
+            sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
                 .bind(run_id)
                 .execute(&mut **tx)
                 .await?;

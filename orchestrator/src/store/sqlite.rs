@@ -238,7 +238,7 @@ impl Store for SqliteStore {
         // Due, unleased (or lease expired), not paused unless a request waits,
         // and for queued runs: no older active run holds the concurrency key.
         let sql = format!(
-            "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2 WHERE id IN ( \
+            "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2, woken = 0 WHERE id IN ( \
                SELECT r.id FROM runs r WHERE r.status IN {ACTIVE_SQL} \
                  AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3) \
                  AND (r.wake_at IS NULL OR r.wake_at <= ?3) \
@@ -283,7 +283,8 @@ impl Store for SqliteStore {
     async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
         let _guard = self.write_lock.lock().await;
         sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, wake_at = ? WHERE id = ? AND lease_owner = ?",
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+             wake_at = CASE WHEN woken = 1 THEN NULL ELSE ? END WHERE id = ? AND lease_owner = ?",
         )
         .bind(wake_at)
         .bind(run_id)
@@ -402,7 +403,7 @@ impl Store for SqliteStore {
         } else {
             ""
         };
-        sqlx::query(&format!("UPDATE runs SET wake_at = NULL{reopen} WHERE id = ?"))
+        sqlx::query(&format!("UPDATE runs SET wake_at = NULL, woken = 1{reopen} WHERE id = ?"))
             .bind(&req.run_id)
             .execute(&mut *tx)
             .await?;
@@ -761,14 +762,17 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
                 .await?;
         }
         Change::Release { wake_at } => {
-            sqlx::query("UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, wake_at = ? WHERE id = ?")
-                .bind(wake_at)
-                .bind(run_id)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+                 wake_at = CASE WHEN woken = 1 THEN NULL ELSE ? END WHERE id = ?",
+            )
+            .bind(wake_at)
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
         }
         Change::WakeRun { run_id } => {
-            sqlx::query("UPDATE runs SET wake_at = NULL WHERE id = ?")
+            sqlx::query("UPDATE runs SET wake_at = NULL, woken = 1 WHERE id = ?")
                 .bind(run_id)
                 .execute(&mut **tx)
                 .await?;
