@@ -5,5 +5,6 @@ mod crash;
 mod hostile;
 mod init;
 mod run;
+mod shared;
 mod util;
 mod validate;
