@@ -37,6 +37,12 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct WorkersArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct PendingArgs {
     #[arg(long)]
     pub json: bool,
@@ -291,6 +297,47 @@ pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
         println!("{}  {:<18} {:<20} waiting for {what}", run.id, run.workflow, step.step_id);
         if let Some(e) = &step.error {
             println!("    {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Workers that sent a heartbeat within the last lease period, with the runs they hold.
+pub async fn workers(ctx: &Ctx, args: WorkersArgs) -> anyhow::Result<ExitCode> {
+    let now = crate::store::now_ms();
+    let lease_ms = ctx.config.executor.lease.as_millis() as i64;
+    let workers = ctx.store.workers(now - lease_ms).await?;
+    if args.json {
+        let doc: Vec<Value> = workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "id": w.id, "host": w.host, "pid": w.pid,
+                    "started_at": rfc3339(Some(w.started_at)),
+                    "heartbeat_at": rfc3339(Some(w.heartbeat_at)),
+                    "leases": w.leases.iter().map(|(run, until)| json!({"run": run, "expires_at": rfc3339(Some(*until))})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if workers.is_empty() {
+        println!("no live workers (none sent a heartbeat in the last {})", human_ms(lease_ms));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<40} {:<16} {:>8} {:>14} {:>6}", "WORKER", "HOST", "PID", "HEARTBEAT", "RUNS");
+    for w in &workers {
+        println!(
+            "{:<40} {:<16} {:>8} {:>14} {:>6}",
+            w.id,
+            w.host,
+            w.pid,
+            format!("{} ago", human_ms(now - w.heartbeat_at)),
+            w.leases.len()
+        );
+        for (run, until) in &w.leases {
+            println!("    {run}  lease for {}", human_ms(until - now));
         }
     }
     Ok(ExitCode::SUCCESS)

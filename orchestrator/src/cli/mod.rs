@@ -60,6 +60,8 @@ pub enum Command {
     Logs(inspect::LogsArgs),
     /// Steps waiting for people (needs_human, approvals).
     Pending(inspect::PendingArgs),
+    /// Live workers and the runs they hold leases on.
+    Workers(inspect::WorkersArgs),
     /// Cancel a run (its rollbacks run unless --no-rollback).
     Cancel(control::CancelArgs),
     /// Stop scheduling new steps of a run.
@@ -132,6 +134,7 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             Command::Show(args) => inspect::show(&ctx, args).await,
             Command::Logs(args) => inspect::logs(&ctx, args).await,
             Command::Pending(args) => inspect::pending(&ctx, args).await,
+            Command::Workers(args) => inspect::workers(&ctx, args).await,
             Command::Cancel(args) => control::cancel(&ctx, args).await,
             Command::Pause(args) => control::pause(&ctx, args, true).await,
             Command::Resume(args) => control::pause(&ctx, args, false).await,

@@ -324,3 +324,25 @@ async fn a_wake_during_a_drive_survives_the_release() {
         assert!(store.claim("w3", lease(now), 10, None).await.unwrap().is_empty(), "{name}");
     }
 }
+
+#[tokio::test]
+async fn live_workers_are_listed_with_their_leases() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&store).await;
+        let now = now_ms();
+        let worker =
+            |id: &str| WorkerRecord { id: id.into(), host: "h".into(), pid: 7, started_at: now };
+        store.register_worker(&worker("w1")).await.unwrap();
+        store.register_worker(&worker("w2")).await.unwrap();
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        store.claim("w1", lease(now), 10, None).await.unwrap();
+        let workers = store.workers(now - 1).await.unwrap();
+        assert_eq!(workers.len(), 2, "{name}");
+        let w1 = workers.iter().find(|w| w.id == "w1").unwrap();
+        assert_eq!(w1.leases, vec![("r1".to_string(), now + 1_000)], "{name}");
+        assert!(
+            store.workers(now + 1).await.unwrap().is_empty(),
+            "{name}: stale workers are not live"
+        );
+    }
+}

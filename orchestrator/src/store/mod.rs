@@ -75,6 +75,8 @@ pub trait Store: Send + Sync {
     async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>>;
 
     async fn register_worker(&self, worker: &WorkerRecord) -> Result<()>;
+    /// Workers whose heartbeat is newer than `since`, with their leases.
+    async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `postgres://…`) and applies migrations.

@@ -463,6 +463,37 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>> {
+        let rows = sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= ? ORDER BY started_at")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        let leases = sqlx::query(
+            "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let mut held = Vec::new();
+                for l in &leases {
+                    if l.try_get::<String, _>("lease_owner")? == id {
+                        held.push((l.try_get("id")?, l.try_get("lease_expires_at")?));
+                    }
+                }
+                Ok(WorkerStatus {
+                    host: r.try_get("host")?,
+                    pid: r.try_get::<i64, _>("pid")? as u32,
+                    started_at: r.try_get("started_at")?,
+                    heartbeat_at: r.try_get("heartbeat_at")?,
+                    leases: held,
+                    id,
+                })
+            })
+            .collect()
+    }
+
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
         let _guard = self.write_lock.lock().await;
         sqlx::query(

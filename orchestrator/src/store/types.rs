@@ -267,6 +267,18 @@ pub struct RunFilter {
     pub limit: Option<u32>,
 }
 
+/// A worker as `lifeboat workers` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerStatus {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    /// Runs it holds a lease on, with the lease's expiry.
+    pub leases: Vec<(String, i64)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerRecord {
     pub id: String,
