@@ -169,7 +169,23 @@ impl Driver {
             return Ok(());
         }
         let changes = std::mem::take(&mut self.staged);
-        self.engine.store.commit(self.worker(), &self.run.id, &changes).await?;
+        // A database blip (restart, dropped connection) is retried while the
+        // lease is safely ours; a lost lease or a long outage ends the drive.
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.engine.store.commit(self.worker(), &self.run.id, &changes).await {
+                Ok(()) => break,
+                Err(e @ (StoreError::LeaseLost(_) | StoreError::RunNotFound(_))) => {
+                    return Err(e.into());
+                }
+                Err(e) if self.engine.database_grace_left() && !self.stop.is_cancelled() => {
+                    tracing::warn!(run = %self.run.id, error = %e, "Commit failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         for change in changes {
             if let Change::Event { at, kind, step_id, data } = change {
                 self.engine.emit(EventRecord {
@@ -225,7 +241,18 @@ impl Driver {
                 return Ok(DriveEnd::Stopped);
             }
             if last_requests.elapsed() >= self.engine.opts.poll {
-                self.process_requests().await?;
+                match self.process_requests().await {
+                    Ok(()) => {}
+                    // Reading requests failed while the database is away: next round.
+                    Err(e)
+                        if self.engine.database_grace_left()
+                            && e.downcast_ref::<StoreError>()
+                                .is_some_and(|e| matches!(e, StoreError::Database(_))) =>
+                    {
+                        tracing::warn!(run = %self.run.id, error = %e, "Reading requests failed; retrying.");
+                    }
+                    Err(e) => return Err(e),
+                }
                 last_requests = Instant::now();
             }
             if self.run.status == RunStatus::Queued {

@@ -72,6 +72,10 @@ pub struct Engine {
     /// Set on graceful shutdown: start nothing new, let steps in flight
     /// finish, hand the runs back.
     pub draining: CancellationToken,
+    /// When leases were last renewed: a worker that cannot reach the
+    /// database keeps going for half a lease, then stops its steps, well
+    /// before another worker may take its runs over.
+    last_renewed: Mutex<std::time::Instant>,
 }
 
 impl Engine {
@@ -89,6 +93,7 @@ impl Engine {
             progress,
             driving: Mutex::new(HashMap::new()),
             draining: CancellationToken::new(),
+            last_renewed: Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -194,6 +199,7 @@ impl Engine {
     async fn heartbeat(&self) {
         match self.store.renew(&self.opts.worker_id, self.lease()).await {
             Ok(held) => {
+                *self.last_renewed.lock().expect("poisoned") = std::time::Instant::now();
                 let driving = self.driving.lock().expect("poisoned");
                 for (run, stop) in driving.iter() {
                     if !held.contains(run) {
@@ -202,14 +208,23 @@ impl Engine {
                     }
                 }
             }
+            Err(e) if self.database_grace_left() => {
+                tracing::warn!(error = %e, "Lease renewal failed; retrying (the database may be restarting).");
+            }
             Err(e) => {
                 // Cannot prove we hold anything: stop before the lease can expire.
-                tracing::error!(error = %e, "Lease renewal failed; stopping all runs.");
+                tracing::error!(error = %e, "Lease renewal failed for half a lease; stopping all runs.");
                 for stop in self.driving.lock().expect("poisoned").values() {
                     stop.cancel();
                 }
             }
         }
+    }
+
+    /// True while a database outage may still be ridden out: less than half
+    /// a lease since the last successful renewal.
+    pub(crate) fn database_grace_left(&self) -> bool {
+        self.last_renewed.lock().expect("poisoned").elapsed() < self.opts.lease / 2
     }
 
     /// The worker loop: claim due runs and drive them, until `shutdown`.
@@ -258,15 +273,27 @@ impl Engine {
                 break Ok(());
             }
             if let Some(root) = &only
-                && let Some(run) = self.store.run(root).await?
-                && run.status.is_terminal()
                 && tasks.is_empty()
+                && let Ok(Some(run)) = self.store.run(root).await
+                && run.status.is_terminal()
             {
                 break Ok(());
             }
             let free = self.opts.max_runs.saturating_sub(tasks.len());
             let claimed = if free > 0 {
-                self.store.claim(&self.opts.worker_id, self.lease(), free, only.as_deref()).await?
+                match self
+                    .store
+                    .claim(&self.opts.worker_id, self.lease(), free, only.as_deref())
+                    .await
+                {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        // The database is away (restart, network): keep trying.
+                        tracing::warn!(error = %e, "Claiming runs failed; retrying.");
+                        tokio::time::sleep(self.opts.poll.max(Duration::from_millis(200))).await;
+                        continue;
+                    }
+                }
             } else {
                 Vec::new()
             };
