@@ -30,3 +30,7 @@ fi
 export LIFEBOAT_TEST_POSTGRES_URL
 
 cargo test --workspace --all-targets "$@"
+
+# The end-to-end suite once more, every test on Postgres instead of SQLite.
+echo "== end-to-end tests on Postgres"
+LIFEBOAT_E2E_BACKEND=postgres cargo test -p lifeboat-orchestrator --test e2e "$@"

@@ -623,8 +623,20 @@ fn skip_and_mark_name_unknown_steps() {
 
 // --- security -------------------------------------------------------------------
 
-/// Every file of the SQLite database (the WAL holds recent commits).
+/// Everything the database holds: every file of SQLite (the WAL holds
+/// recent commits), or every table of Postgres as text.
 fn database_bytes(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
+    if crate::util::on_postgres() {
+        return ["definitions", "runs", "steps", "attempts", "events", "requests"]
+            .iter()
+            .map(|table| {
+                let sql = format!("SELECT t::text FROM {table} t");
+                let out = std::process::Command::new("psql").arg(&sb.url).args(["-qAt", "-c", &sql]).output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                (table.to_string(), out.stdout)
+            })
+            .collect();
+    }
     let mut files = Vec::new();
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let path = format!("{}{suffix}", sb.db.display());
@@ -834,6 +846,9 @@ fn an_unknown_run_is_named() {
 
 #[test]
 fn a_corrupt_database_is_reported_and_left_untouched() {
+    if crate::util::on_postgres() {
+        return; // about SQLite files
+    }
     let sb = Sandbox::new("run-bad-corrupt-db");
     let garbage: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(&sb.db, &garbage).unwrap();

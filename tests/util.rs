@@ -58,6 +58,31 @@ pub fn exec_fixture(name: &str) -> String {
     root().join("tests/fixtures/exec").join(name).display().to_string()
 }
 
+/// `LIFEBOAT_E2E_BACKEND=postgres` (set by scripts/test.sh for its second
+/// pass) runs every end-to-end test against Postgres instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("LIFEBOAT_E2E_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// A fresh database on the test Postgres server; its URL.
+fn postgres_database(name: &str) -> String {
+    let admin = std::env::var("LIFEBOAT_TEST_POSTGRES_URL")
+        .expect("LIFEBOAT_E2E_BACKEND=postgres needs LIFEBOAT_TEST_POSTGRES_URL (scripts/test.sh sets both)");
+    let db: String = format!("e2e_{}_{}", name, std::process::id())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    for sql in [format!("DROP DATABASE IF EXISTS {db}"), format!("CREATE DATABASE {db}")] {
+        let out = Command::new("psql").arg(&admin).args(["-qAt", "-c", &sql]).output().expect("run psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
+    let url = format!("{}/{db}", &base[..host_end]);
+    if query.is_empty() { url } else { format!("{url}?{query}") }
+}
+
 /// One test's world: a scratch directory (the working directory of every
 /// `lifeboat` process, so steps write their files there) with a
 /// `lifeboat.toml` and a SQLite file.
@@ -72,7 +97,7 @@ impl Sandbox {
     pub fn new(name: &str) -> Sandbox {
         let dir = scratch(name);
         let db = dir.join("lifeboat.db");
-        let url = format!("sqlite://{}", db.display());
+        let url = if on_postgres() { postgres_database(name) } else { format!("sqlite://{}", db.display()) };
         std::fs::write(dir.join("lifeboat.toml"), FAST_EXECUTOR).expect("write lifeboat.toml");
         Sandbox { dir, db, url, envs: Vec::new() }
     }
