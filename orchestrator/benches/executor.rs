@@ -44,6 +44,7 @@ fn fan(n: usize) -> CompiledWorkflow {
 struct Bench {
     runtime: tokio::runtime::Runtime,
     engine: Arc<Engine>,
+    url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -75,15 +76,16 @@ async fn fresh_url(backend: &str, dir: &std::path::Path) -> String {
 fn bench_engine(backend: &str) -> Bench {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let engine = runtime.block_on(async {
+    let (engine, url) = runtime.block_on(async {
         let url = fresh_url(backend, dir.path()).await;
         let store = store::open(&url).await.unwrap();
-        Engine::new(
+        let engine = Engine::new(
             store,
             EngineOptions { poll: Duration::from_millis(5), max_runs: 1000, ..Default::default() },
-        )
+        );
+        (engine, url)
     });
-    Bench { runtime, engine, _dir: dir }
+    Bench { runtime, engine, url, _dir: dir }
 }
 
 /// One run, created leased to this worker and driven to the end here.
@@ -131,15 +133,26 @@ fn single_runs_on(c: &mut Criterion, backend: &str) {
 
 fn burst(c: &mut Criterion) {
     for backend in backends() {
-        burst_on(c, backend);
+        burst_on(c, backend, 1);
+        if backend == "postgres" {
+            burst_on(c, backend, 3);
+        }
     }
 }
 
-fn burst_on(c: &mut Criterion, backend: &str) {
+/// 500 runs x 3 steps queued at once, then `replicas` workers (each with its
+/// own connection pool, as separate `serve` processes would have) drain them.
+/// Also prints claims/s and the p99 time from "queued" to "started".
+fn burst_on(c: &mut Criterion, backend: &str, replicas: usize) {
     let wf = chain(3);
     let mut group = c.benchmark_group(format!("executor/{backend}"));
     group.sample_size(10).throughput(criterion::Throughput::Elements(1500));
-    group.bench_function("burst_500x3", |bench| {
+    let name = if replicas == 1 {
+        "burst_500x3".to_string()
+    } else {
+        format!("burst_500x3_{replicas}_replicas")
+    };
+    group.bench_function(&name, |bench| {
         bench.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -156,13 +169,29 @@ fn burst_on(c: &mut Criterion, backend: &str) {
                             ids.push(id);
                         }
                     }
+                    let mut engines = vec![b.engine.clone()];
+                    for _ in 1..replicas {
+                        let store = store::open(&b.url).await.unwrap();
+                        engines.push(Engine::new(
+                            store,
+                            EngineOptions {
+                                poll: Duration::from_millis(5),
+                                max_runs: 1000,
+                                ..Default::default()
+                            },
+                        ));
+                    }
                     let started = Instant::now();
+                    let started_ms = store::now_ms();
                     let shutdown = tokio_util::sync::CancellationToken::new();
-                    let worker = {
-                        let engine = b.engine.clone();
-                        let shutdown = shutdown.clone();
-                        tokio::spawn(async move { engine.work(shutdown, None).await })
-                    };
+                    let workers: Vec<_> = engines
+                        .iter()
+                        .map(|engine| {
+                            let engine = engine.clone();
+                            let shutdown = shutdown.clone();
+                            tokio::spawn(async move { engine.work(shutdown, None).await })
+                        })
+                        .collect();
                     loop {
                         let done = b
                             .engine
@@ -182,7 +211,10 @@ fn burst_on(c: &mut Criterion, backend: &str) {
                     }
                     let took = started.elapsed();
                     shutdown.cancel();
-                    let _ = worker.await;
+                    for w in workers {
+                        let _ = w.await;
+                    }
+                    report_dispatch(&b.engine, &ids, started_ms, &name, backend).await;
                     took
                 });
             }
@@ -190,6 +222,28 @@ fn burst_on(c: &mut Criterion, backend: &str) {
         })
     });
     group.finish();
+}
+
+/// Claims per second and the p99 wait from "workers start" to "run started".
+async fn report_dispatch(
+    engine: &Arc<Engine>,
+    ids: &[String],
+    started_ms: i64,
+    name: &str,
+    backend: &str,
+) {
+    let mut waits = Vec::with_capacity(ids.len());
+    for id in ids {
+        let events = engine.store.events(id, 0).await.unwrap();
+        if let Some(e) = events.iter().find(|e| e.kind == "started") {
+            waits.push(e.at - started_ms);
+        }
+    }
+    waits.sort_unstable();
+    let Some(&last) = waits.last() else { return };
+    let p99 = waits[(waits.len() * 99 / 100).min(waits.len() - 1)];
+    let claims_per_s = waits.len() as f64 / (last.max(1) as f64 / 1000.0);
+    eprintln!("  {backend}/{name}: {claims_per_s:.0} claims/s, p99 queued->started {p99} ms");
 }
 
 criterion_group! {
