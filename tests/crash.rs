@@ -32,20 +32,20 @@ const TIMER: &str = "hold";
 
 /// One execution of a step's script, from the ledger.
 #[derive(Debug, Default, Clone)]
-struct Execution {
+pub(crate) struct Execution {
     start: i128,
     /// End timestamp and whether the script reported success.
     end: Option<(i128, bool)>,
 }
 
 /// (run, step) -> attempt number -> executions with that number (more than one is a bug).
-type Ledger = HashMap<(String, String), BTreeMap<u64, Vec<Execution>>>;
+pub(crate) type Ledger = HashMap<(String, String), BTreeMap<u64, Vec<Execution>>>;
 
 fn malformed<T>(line: &str) -> T {
     panic!("malformed ledger line: {line:?}")
 }
 
-fn parse_ledger(text: &str) -> Ledger {
+pub(crate) fn parse_ledger(text: &str) -> Ledger {
     let mut ledger = Ledger::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -99,7 +99,7 @@ fn store_attempts(step: &Value) -> Vec<Attempt> {
 const NS_PER_MS: i128 = 1_000_000;
 
 /// Checks one finished run against the ledger; returns every violation found.
-fn check_run(doc: &Value, ledger: &Ledger) -> Vec<String> {
+pub(crate) fn check_run(doc: &Value, ledger: &Ledger) -> Vec<String> {
     let run = doc["id"].as_str().unwrap_or("?").to_string();
     let mut bad = Vec::new();
     if doc["status"] != "succeeded" {

@@ -2,6 +2,7 @@
 //! One test binary (ripgrep's layout): modules by command, shared helpers in `util`.
 
 mod crash;
+mod ha;
 mod hostile;
 mod init;
 mod run;

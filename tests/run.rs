@@ -631,7 +631,11 @@ fn database_bytes(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
             .iter()
             .map(|table| {
                 let sql = format!("SELECT t::text FROM {table} t");
-                let out = std::process::Command::new("psql").arg(&sb.url).args(["-qAt", "-c", &sql]).output().unwrap();
+                let out = std::process::Command::new("psql")
+                    .arg(&sb.url)
+                    .args(["-qAt", "-c", &sql])
+                    .output()
+                    .unwrap();
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 (table.to_string(), out.stdout)
             })

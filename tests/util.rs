@@ -73,7 +73,8 @@ fn postgres_database(name: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
         .collect();
     for sql in [format!("DROP DATABASE IF EXISTS {db}"), format!("CREATE DATABASE {db}")] {
-        let out = Command::new("psql").arg(&admin).args(["-qAt", "-c", &sql]).output().expect("run psql");
+        let out =
+            Command::new("psql").arg(&admin).args(["-qAt", "-c", &sql]).output().expect("run psql");
         assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
@@ -97,7 +98,11 @@ impl Sandbox {
     pub fn new(name: &str) -> Sandbox {
         let dir = scratch(name);
         let db = dir.join("lifeboat.db");
-        let url = if on_postgres() { postgres_database(name) } else { format!("sqlite://{}", db.display()) };
+        let url = if on_postgres() {
+            postgres_database(name)
+        } else {
+            format!("sqlite://{}", db.display())
+        };
         std::fs::write(dir.join("lifeboat.toml"), FAST_EXECUTOR).expect("write lifeboat.toml");
         Sandbox { dir, db, url, envs: Vec::new() }
     }

@@ -224,6 +224,18 @@ impl Driver {
             for token in self.in_flight.values() {
                 token.cancel();
             }
+            // Wait until the cancelled attempts have really ended (their
+            // process groups killed) before the run can be handed back: two
+            // attempts of one step must never overlap.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !self.in_flight.is_empty() {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(done)) => {
+                        self.in_flight.remove(&(done.index, done.phase));
+                    }
+                    _ => break,
+                }
+            }
         }
         match result {
             Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::LeaseLost(_))) => {

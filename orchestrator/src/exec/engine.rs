@@ -68,7 +68,9 @@ pub struct Engine {
     /// Every event this worker commits, for live progress.
     pub progress: broadcast::Sender<EventRecord>,
     /// Drivers running now, to stop one whose lease is lost.
-    driving: Mutex<HashMap<String, CancellationToken>>,
+    /// With when each started: a renewal read before a driver started says
+    /// nothing about that driver's run.
+    driving: Mutex<HashMap<String, (CancellationToken, std::time::Instant)>>,
     /// Set on graceful shutdown: start nothing new, let steps in flight
     /// finish, hand the runs back.
     pub draining: CancellationToken,
@@ -185,24 +187,37 @@ impl Engine {
     /// Drives one claimed run until it finishes or suspends.
     pub async fn drive(self: &Arc<Self>, run_id: &str) -> anyhow::Result<DriveEnd> {
         let stop = CancellationToken::new();
-        self.driving.lock().expect("poisoned").insert(run_id.to_string(), stop.clone());
+        self.driving
+            .lock()
+            .expect("poisoned")
+            .insert(run_id.to_string(), (stop.clone(), std::time::Instant::now()));
         let result = Driver::load(self.clone(), run_id, stop).await;
         let result = match result {
             Ok(mut driver) => driver.drive().await,
             Err(e) => Err(e),
         };
         self.driving.lock().expect("poisoned").remove(run_id);
+        if !matches!(result, Ok(DriveEnd::Finished(_) | DriveEnd::Suspended { .. })) {
+            // Stopped or failed: hand the run back at once if it is still ours
+            // (a no-op when another worker holds it), so it is never stranded
+            // under a lease this worker keeps renewing.
+            if let Err(e) = self.store.release(&self.opts.worker_id, run_id, None).await {
+                tracing::warn!(run = %run_id, error = %e, "Could not hand the run back; its lease will expire.");
+            }
+        }
         result
     }
 
     /// Renews leases; stops drivers of runs no longer held.
     async fn heartbeat(&self) {
+        let asked = std::time::Instant::now();
         match self.store.renew(&self.opts.worker_id, self.lease()).await {
             Ok(held) => {
-                *self.last_renewed.lock().expect("poisoned") = std::time::Instant::now();
+                *self.last_renewed.lock().expect("poisoned") = asked;
                 let driving = self.driving.lock().expect("poisoned");
-                for (run, stop) in driving.iter() {
-                    if !held.contains(run) {
+                for (run, (stop, since)) in driving.iter() {
+                    // A driver started after the renewal was asked for is not in `held`.
+                    if *since < asked && !held.contains(run) {
                         tracing::warn!(run = %run, "Lease lost; stopping this run's steps.");
                         stop.cancel();
                     }
@@ -214,7 +229,7 @@ impl Engine {
             Err(e) => {
                 // Cannot prove we hold anything: stop before the lease can expire.
                 tracing::error!(error = %e, "Lease renewal failed for half a lease; stopping all runs.");
-                for stop in self.driving.lock().expect("poisoned").values() {
+                for (stop, _) in self.driving.lock().expect("poisoned").values() {
                     stop.cancel();
                 }
             }
@@ -325,7 +340,7 @@ impl Engine {
         })
         .await;
         if drained.is_err() {
-            for stop in self.driving.lock().expect("poisoned").values() {
+            for (stop, _) in self.driving.lock().expect("poisoned").values() {
                 stop.cancel();
             }
             while tasks.join_next().await.is_some() {}
