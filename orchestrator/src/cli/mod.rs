@@ -126,7 +126,11 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let ctx = Ctx::open(&global).await?;
+        let ctx = match command {
+            // A replica may start while its database is still coming up.
+            Command::Serve(_) => Ctx::open_patiently(&global).await?,
+            _ => Ctx::open(&global).await?,
+        };
         match command {
             Command::Run(args) => run::run(&ctx, args).await,
             Command::Retry(args) => run::retry(&ctx, args).await,
@@ -175,6 +179,27 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// `open`, retried for up to a minute while the database refuses
+    /// connections; bad configuration still fails at once.
+    async fn open_patiently(global: &GlobalArgs) -> anyhow::Result<Ctx> {
+        let started = std::time::Instant::now();
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            match Ctx::open(global).await {
+                Ok(ctx) => return Ok(ctx),
+                Err(e)
+                    if started.elapsed() < std::time::Duration::from_secs(60)
+                        && format!("{e:#}").contains("communicating with database") =>
+                {
+                    eprintln!("lifeboat serve: database not reachable yet ({e}); retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     async fn open(global: &GlobalArgs) -> anyhow::Result<Ctx> {
         let Loaded { config, base, from_file } = load_config(global)?;
         let known = from_file.then(|| config.known_names(&base));
