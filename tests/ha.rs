@@ -64,14 +64,6 @@ fn psql(url: &str, sql: &str) {
     assert!(out.status.success(), "psql -c {sql:?} failed:\n{}{}", stdout(&out), stderr(&out));
 }
 
-/// `base` with its database replaced by `name` (query string kept).
-fn with_database(base: &str, name: &str) -> String {
-    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
-    let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let query = tail.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
-    format!("{scheme}://{authority}/{name}{query}")
-}
-
 /// A fresh `ha_<random>` database on the test server; a sandbox (scratch
 /// directory, fast executor settings) whose commands all use it.
 fn sandbox(name: &str, base: &str) -> (Sandbox, String) {
@@ -84,7 +76,7 @@ fn sandbox(name: &str, base: &str) -> (Sandbox, String) {
         // Few runs per replica: the runs spread over the replicas (one would
         // otherwise claim them all), and a kill always interrupts some.
         .env("LIFEBOAT_EXECUTOR__MAX_RUNS", "8");
-    sb.url = with_database(base, &db);
+    sb.url = lifeboat_orchestrator::store::postgres::with_database(base, &db);
     (sb, db)
 }
 

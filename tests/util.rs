@@ -77,11 +77,7 @@ fn postgres_database(name: &str) -> String {
             Command::new("psql").arg(&admin).args(["-qAt", "-c", &sql]).output().expect("run psql");
         assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
-    let url = format!("{}/{db}", &base[..host_end]);
-    if query.is_empty() { url } else { format!("{url}?{query}") }
+    lifeboat_orchestrator::store::postgres::with_database(&admin, &db)
 }
 
 /// One test's world: a scratch directory (the working directory of every

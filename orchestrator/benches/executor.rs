@@ -61,16 +61,8 @@ async fn fresh_url(backend: &str, dir: &std::path::Path) -> String {
     if backend == "sqlite" {
         return format!("sqlite://{}", dir.join("bench.db").display());
     }
-    use sqlx::Connection;
     let admin_url = std::env::var("LIFEBOAT_TEST_POSTGRES_URL").unwrap();
-    let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-    let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
-    let url = format!("{}/{name}", &base[..host_end]);
-    if query.is_empty() { url } else { format!("{url}?{query}") }
+    store::postgres::create_scratch_database(&admin_url, "bench").await.unwrap()
 }
 
 fn bench_engine(backend: &str) -> Bench {

@@ -18,21 +18,10 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempD
         vec![("sqlite", sqlite, Some(dir))];
     match std::env::var("LIFEBOAT_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => {
-            use sqlx::Connection;
-            let name = format!("story_{}", uuid::Uuid::now_v7().simple());
-            let mut admin = sqlx::PgConnection::connect(&url)
-                .await
-                .unwrap_or_else(|e| panic!("LIFEBOAT_TEST_POSTGRES_URL: cannot connect: {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-            admin.close().await.unwrap();
-            // Same server and credentials, the new database: swap the URL's path.
-            let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
-            let authority = base.find("://").map_or(0, |i| i + 3);
-            let host_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
-            let mut story_url = format!("{}/{name}", &base[..host_end]);
-            if !query.is_empty() {
-                story_url = format!("{story_url}?{query}");
-            }
+            let story_url =
+                super::postgres::create_scratch_database(&url, "story").await.unwrap_or_else(|e| {
+                    panic!("LIFEBOAT_TEST_POSTGRES_URL: cannot create a database: {e}")
+                });
             out.push(("postgres", open(&story_url).await.unwrap(), None));
         }
         _ => {

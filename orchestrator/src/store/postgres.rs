@@ -888,6 +888,25 @@ async fn apply(
 /// Postgres-only behaviour (the shared stories are in conformance.rs): what
 /// several replicas on one database must get right. Skipped without
 /// `LIFEBOAT_TEST_POSTGRES_URL` (scripts/test.sh sets it).
+/// Creates an empty database `<prefix>_<uuid>` on the server of
+/// `admin_url` and returns a URL for it (same server, credentials and
+/// options). For tests and benchmarks that need a database of their own.
+pub async fn create_scratch_database(admin_url: &str, prefix: &str) -> Result<String> {
+    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+    admin.close().await?;
+    Ok(with_database(admin_url, &name))
+}
+
+/// `url` with its database replaced by `name` (query string kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = tail.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
