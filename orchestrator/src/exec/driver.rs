@@ -1220,16 +1220,15 @@ impl Driver {
             } else {
                 RunStatus::RolledBack
             };
-            self.stage_ok(vec![
+            self.stage(vec![
                 Change::Run(RunUpdate {
                     status: Some(status),
                     finished_at: Some(now),
                     ..Default::default()
                 }),
                 Self::event(status.as_str(), None, None),
-            ])
-            .await?;
-            self.wake_parent().await?;
+            ]);
+            self.wake_parent();
             return Ok(true);
         }
         if self.blocking_failure() {
@@ -1276,9 +1275,9 @@ impl Driver {
                     ..Default::default()
                 }));
             }
-            self.stage_ok(changes).await?;
+            self.stage(changes);
             if !rollback {
-                self.wake_parent().await?;
+                self.wake_parent();
             }
             return Ok(true);
         }
@@ -1302,7 +1301,7 @@ impl Driver {
         ) {
             Ok(v) => v,
             Err(e) => {
-                self.stage_ok(vec![
+                self.stage(vec![
                     Change::Run(RunUpdate {
                         status: Some(RunStatus::Failed),
                         error: Some(format!("outputs: {e}")),
@@ -1310,9 +1309,8 @@ impl Driver {
                         ..Default::default()
                     }),
                     Self::event("failed", None, Some(json!({"error": format!("outputs: {e}")}))),
-                ])
-                .await?;
-                self.wake_parent().await?;
+                ]);
+                self.wake_parent();
                 return Ok(true);
             }
         };
@@ -1339,23 +1337,16 @@ impl Driver {
                 Some(json!({"rto_ms": rto.as_millis(), "duration_ms": elapsed})),
             ));
         }
-        self.stage_ok(changes).await?;
-        self.wake_parent().await?;
+        self.stage(changes);
+        self.wake_parent();
         Ok(true)
     }
 
-    /// Stages changes that end the run: they are committed together with
-    /// the release of the lease, in one transaction.
-    async fn stage_ok(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
-        self.stage(changes);
-        Ok(())
-    }
-
-    async fn wake_parent(&mut self) -> anyhow::Result<()> {
+    /// A finished child makes its parent due (committed with the child's end).
+    fn wake_parent(&mut self) {
         if let Some(parent) = self.run.parent_run_id.clone() {
-            self.stage_ok(vec![Change::WakeRun { run_id: parent }]).await?;
+            self.stage(vec![Change::WakeRun { run_id: parent }]);
         }
-        Ok(())
     }
 
     /// A succeeded step with a rollback body whose rollback has not ended.

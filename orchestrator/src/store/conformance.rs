@@ -37,7 +37,8 @@ async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempD
     out
 }
 
-fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
+/// A two-step run of the stories' workflow (also used by backend-specific tests).
+pub(super) fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
     NewRun {
         id: id.into(),
         workflow: "wf".into(),
@@ -53,7 +54,8 @@ fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
     }
 }
 
-async fn with_definition(store: &Arc<dyn Store>) {
+/// Stores the definition `new_run` refers to.
+pub(super) async fn with_definition(store: &dyn Store) {
     store
         .put_definition(&Definition {
             hash: "h1".into(),
@@ -72,7 +74,7 @@ fn lease(now: i64) -> Lease {
 #[tokio::test]
 async fn a_new_run_is_queued_with_pending_steps_and_an_event() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         assert_eq!(
             store.create_run(new_run("r1", None, false)).await.unwrap(),
             Created::Run("r1".into())
@@ -93,7 +95,7 @@ async fn a_new_run_is_queued_with_pending_steps_and_an_event() {
 #[tokio::test]
 async fn only_one_worker_claims_a_run_until_its_lease_expires() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("r1", None, false)).await.unwrap();
         let now = now_ms();
         assert_eq!(store.claim("w1", lease(now), 10, None).await.unwrap(), vec!["r1"], "{name}");
@@ -115,7 +117,7 @@ async fn only_one_worker_claims_a_run_until_its_lease_expires() {
 #[tokio::test]
 async fn a_worker_that_lost_its_lease_cannot_commit() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("r1", None, false)).await.unwrap();
         let now = now_ms();
         store.claim("w1", lease(now), 10, None).await.unwrap();
@@ -133,7 +135,7 @@ async fn a_worker_that_lost_its_lease_cannot_commit() {
 #[tokio::test]
 async fn a_commit_applies_all_of_its_changes_or_none() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("r1", None, false)).await.unwrap();
         store.claim("w1", lease(now_ms()), 10, None).await.unwrap();
         let mut step = StepRecord::pending("r1", "a");
@@ -176,7 +178,7 @@ async fn a_commit_applies_all_of_its_changes_or_none() {
 #[tokio::test]
 async fn a_busy_concurrency_key_skips_or_queues() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("r1", Some("k"), true)).await.unwrap();
         assert_eq!(
             store.create_run(new_run("r2", Some("k"), true)).await.unwrap(),
@@ -208,7 +210,7 @@ async fn a_busy_concurrency_key_skips_or_queues() {
 #[tokio::test]
 async fn a_released_run_waits_for_its_timer_or_a_request() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("r1", None, false)).await.unwrap();
         let now = now_ms();
         store.claim("w1", lease(now), 10, None).await.unwrap();
@@ -239,7 +241,7 @@ async fn a_released_run_waits_for_its_timer_or_a_request() {
 #[tokio::test]
 async fn racing_workers_never_both_win_a_run() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         for i in 0..50 {
             store.create_run(new_run(&format!("r{i:02}"), None, false)).await.unwrap();
         }
@@ -269,7 +271,7 @@ async fn racing_workers_never_both_win_a_run() {
 #[tokio::test]
 async fn text_with_nul_bytes_and_odd_unicode_is_stored() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("r1", None, false)).await.unwrap();
         store.claim("w1", lease(now_ms()), 10, None).await.unwrap();
         let mut step = StepRecord::pending("r1", "a");
@@ -287,7 +289,7 @@ async fn text_with_nul_bytes_and_odd_unicode_is_stored() {
 #[tokio::test]
 async fn a_wake_during_a_drive_survives_the_release() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("parent", None, false)).await.unwrap();
         store.create_run(new_run("child", None, false)).await.unwrap();
         let now = now_ms();
@@ -317,7 +319,7 @@ async fn a_wake_during_a_drive_survives_the_release() {
 #[tokio::test]
 async fn live_workers_are_listed_with_their_leases() {
     for (name, store, _dir) in backends().await {
-        with_definition(&store).await;
+        with_definition(&*store).await;
         let now = now_ms();
         let worker =
             |id: &str| WorkerRecord { id: id.into(), host: "h".into(), pid: 7, started_at: now };

@@ -926,33 +926,7 @@ mod tests {
         Some(admin.database(&name))
     }
 
-    fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
-        NewRun {
-            id: id.into(),
-            workflow: "wf".into(),
-            definition_hash: "h1".into(),
-            inputs: json!({"site": "dc01"}),
-            trigger: json!({"kind": "manual"}),
-            concurrency_key: key.map(String::from),
-            skip_on_conflict: skip,
-            parent: None,
-            root: None,
-            step_ids: vec!["a".into(), "b".into()],
-            lease_to: None,
-        }
-    }
-
-    async fn with_definition(store: &PostgresStore) {
-        store
-            .put_definition(&Definition {
-                hash: "h1".into(),
-                workflow: "wf".into(),
-                file: "wf.yaml".into(),
-                source: "name: wf".into(),
-            })
-            .await
-            .unwrap();
-    }
+    use crate::store::conformance::{new_run, with_definition};
 
     /// Several replicas starting at once on an empty database: one migrates,
     /// the others wait and find the schema in place.
@@ -990,7 +964,7 @@ mod tests {
         for _ in 0..4 {
             replicas.push(Arc::new(PostgresStore::open_with(options.clone()).await.unwrap()));
         }
-        with_definition(&replicas[0]).await;
+        with_definition(&*replicas[0]).await;
         for round in 0..5 {
             let key = format!("failover-dc{round}");
             let tasks: Vec<_> = (0..12)
@@ -1042,7 +1016,7 @@ mod tests {
     async fn a_runs_events_commit_in_id_order() {
         let Some(options) = fresh_database().await else { return };
         let store = Arc::new(PostgresStore::open_with(options).await.unwrap());
-        with_definition(&store).await;
+        with_definition(&*store).await;
         store.create_run(new_run("r1", None, false)).await.unwrap();
         store.claim("w1", Lease { now: now_ms(), duration_ms: 60_000 }, 1, None).await.unwrap();
         let writer = {
