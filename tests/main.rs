@@ -1,11 +1,16 @@
 //! End-to-end tests: they run the real `lifeboat` binary on real files.
 //! One test binary (ripgrep's layout): modules by command, shared helpers in `util`.
 
+mod alertmanager;
+mod audit;
 mod crash;
 mod ha;
 mod hostile;
 mod init;
 mod run;
+mod runbooks;
+mod schedules;
+mod serve;
 mod shared;
 mod util;
 mod validate;

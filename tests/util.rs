@@ -388,3 +388,252 @@ pub fn eventually(timeout: Duration, check: impl Fn() -> bool) -> bool {
     }
     check()
 }
+
+// ---------------------------------------------------------------------------
+// Direct database access (tamper tests) and a fast schedule clock.
+
+impl Sandbox {
+    /// Runs one SQL statement straight on the sandbox's database, bypassing
+    /// lifeboat (to tamper with it); the number of rows it touched.
+    pub fn sql(&self, statement: &str) -> u64 {
+        use sqlx::Connection;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async {
+            let done = if self.url.starts_with("sqlite:") {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
+                sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
+            } else {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
+                sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
+            };
+            done.unwrap_or_else(|e| panic!("{statement}: {e}"))
+        })
+    }
+
+    /// Makes schedule time run `speed` times faster than the wall clock for
+    /// every `lifeboat` process of this sandbox (`LIFEBOAT_SCHEDULE_CLOCK`),
+    /// from an anchor on a whole minute: a minute tick then falls on real
+    /// times `anchor + k * 60/speed` seconds. Returns the clock.
+    pub fn fast_schedule_clock(self, speed: i64) -> (Sandbox, FastClock) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let clock = FastClock { anchor_ms: now - now.rem_euclid(60_000), speed };
+        let value = format!("{speed}x@{}", clock.anchor_ms);
+        (self.env("LIFEBOAT_SCHEDULE_CLOCK", &value), clock)
+    }
+}
+
+/// The schedule clock of `Sandbox::fast_schedule_clock`, as the test sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FastClock {
+    pub anchor_ms: i64,
+    pub speed: i64,
+}
+
+impl FastClock {
+    /// Schedule time now, ms.
+    pub fn now(&self) -> i64 {
+        let real = chrono::Utc::now().timestamp_millis();
+        self.anchor_ms + (real - self.anchor_ms) * self.speed
+    }
+
+    /// Real ms between two minute ticks.
+    pub fn tick_real_ms(&self) -> i64 {
+        60_000 / self.speed
+    }
+
+    /// Sleeps until `fraction` (0..1) of the way between two minute ticks,
+    /// `ticks_later` ticks from now (0: the next such instant).
+    pub fn sleep_to_phase(&self, fraction: f64, ticks_later: i64) {
+        let real = chrono::Utc::now().timestamp_millis();
+        let period = self.tick_real_ms();
+        let into = (real - self.anchor_ms).rem_euclid(period);
+        let target = (fraction * period as f64) as i64;
+        let mut wait = (target - into).rem_euclid(period);
+        if wait == 0 {
+            wait = period;
+        }
+        std::thread::sleep(Duration::from_millis((wait + ticks_later * period) as u64));
+    }
+}
+
+/// A schedule tick (RFC 3339) in ms.
+pub fn tick_ms(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("tick `{text}` is not RFC 3339: {e}"))
+        .timestamp_millis()
+}
+
+// ---------------------------------------------------------------------------
+// HTTP tests: `lifeboat serve` with its API on a free loopback port.
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A running `lifeboat serve` and a client for its HTTP API.
+pub struct Api {
+    pub base: String,
+    pub serve: Serve,
+    pub log: PathBuf,
+    client: reqwest::blocking::Client,
+}
+
+/// A response: status code and body (JSON if it parses, else a string).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `{error: {message}}` of an error response.
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    /// Starts `lifeboat serve` in `sb` listening on a fresh port, and waits
+    /// (up to 30 s) until `/healthz` answers.
+    pub fn start(sb: &Sandbox) -> Api {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = sb.path(&format!("serve-http-{port}.log"));
+        let file = std::fs::File::create(&log).expect("serve log");
+        let child = sb
+            .command(&["serve"])
+            .env("LIFEBOAT_SERVER__LISTEN", &addr)
+            .env("LIFEBOAT_LOG", "warn,lifeboat_orchestrator=info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("serve log"))
+            .stderr(file)
+            .spawn()
+            .expect("start lifeboat serve");
+        let mut api = Api {
+            base: format!("http://{addr}"),
+            serve: Serve::from(child),
+            log,
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if api.client.get(format!("{}/healthz", api.base)).send().is_ok_and(|r| r.status() == 200)
+            {
+                return api;
+            }
+            if !api.serve.alive() || Instant::now() > deadline {
+                panic!("lifeboat serve did not come up on {addr}:\n{}", api.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
+    /// Sends a request built by `build` and reads the reply.
+    pub fn send(&self, request: reqwest::blocking::RequestBuilder) -> Reply {
+        let response = request.send().expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, body }
+    }
+
+    /// `GET path` with a bearer token (`None`: without one).
+    pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req)
+    }
+
+    /// `POST path` with a JSON body and a bearer token.
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req)
+    }
+
+    /// Polls `GET /api/v1/runs/{id}` until `done` holds; panics after `timeout`.
+    pub fn wait_run(
+        &self,
+        token: &str,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reply = self.get(&format!("/api/v1/runs/{id}"), Some(token));
+            if reply.status == 200 && done(&reply.body) {
+                return reply.body;
+            }
+            if Instant::now() > deadline {
+                panic!("run {id} did not reach the expected state in {timeout:?}: {reply:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The status of `step` in a run document (`""` if absent).
+    pub fn step_status<'a>(doc: &'a Value, id: &str) -> &'a str {
+        doc["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+            .and_then(|s| s["status"].as_str())
+            .unwrap_or("")
+    }
+}
+
+/// An Alertmanager webhook payload (version 4) with one alert per label set.
+pub fn alertmanager_payload(status: &str, alerts: &[(&str, Value)]) -> Value {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(fingerprint, labels)| {
+            serde_json::json!({
+                "status": status,
+                "labels": labels,
+                "annotations": {"summary": "test alert"},
+                "startsAt": "2024-05-01T10:00:00Z",
+                "endsAt": if status == "resolved" { "2024-05-01T10:05:00Z" } else { "0001-01-01T00:00:00Z" },
+                "generatorURL": "http://prometheus.example/graph",
+                "fingerprint": fingerprint,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"SiteDown\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "lifeboat",
+        "groupLabels": {"alertname": "SiteDown"},
+        "commonLabels": {"alertname": "SiteDown"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": alerts,
+    })
+}

@@ -1,9 +1,56 @@
 //! Notification channels (email, Slack, PagerDuty, webhook) and the
 //! templates that render incident messages. Knows nothing of the store.
+//!
+//! # How the orchestrator uses this crate
+//!
+//! 1. At start: [`Templates::load`]`(templates_dir)` (compiles and checks
+//!    every template; errors name file:line:column), and for each
+//!    `[channels.<name>]` [`build`]`(name, &config, &|k| std::env::var(k).ok())`
+//!    (a missing env var is a [`ConfigError`] naming channel and variable).
+//! 2. When a run event fires: fill a [`Context`] (shape in [`context`]),
+//!    render it with [`Templates::render`] (or [`Templates::render_inline`]
+//!    for a notify step's `subject`/`body`), and make a [`Message`] with
+//!    [`Message::new`]; set `action` to [`Action::Acknowledge`] /
+//!    [`Action::Resolve`] where a human acked or the incident ended, and
+//!    `idempotency_key` to the outbox key when one event can repeat. Store
+//!    the message (it is `Serialize`/`Deserialize`) in the outbox.
+//! 3. The dispatcher calls [`Channel::send`], one attempt per call:
+//!    `Ok(`[`Delivered`]`)` is recorded with its `detail`;
+//!    [`SendError::Retryable`] is retried later, no sooner than its
+//!    `retry_after`; [`SendError::Permanent`] is recorded as failed.
+//!    Each attempt times out after [`channel::TIMEOUT`] (10 s).
+//!
+//! Inbound hooks and signed links verify `X-Lifeboat-Signature` with
+//! [`signature::verify`]; outbound webhooks sign with [`signature::sign`].
+//!
+//! # Channels
+//!
+//! - [`email`]: SMTP via lettre, text + HTML alternative, to `to`.
+//! - [`slack`]: incoming webhook, Block Kit (header, fields, text, button).
+//! - [`pagerduty`]: Events API v2, `dedup_key` = run id (one incident per
+//!   run), severity P0..P3 → critical/error/warning/info.
+//! - [`webhook`]: the [`Message`] as JSON, `Idempotency-Key` =
+//!   `msg.idempotency_key`, signed when `hmac_secret_env` is set.
+//!
+//! HTTP 2xx is delivered; 408, 429 and 5xx, connection errors and timeouts
+//! are retryable (`Retry-After` seconds or HTTP-date honoured); other
+//! statuses are permanent. SMTP 4xx and connection errors are retryable,
+//! SMTP 5xx permanent.
 
 pub mod channel;
+pub mod context;
+pub mod email;
 pub mod event;
+mod http;
+pub mod message;
+pub mod pagerduty;
+pub mod signature;
+pub mod slack;
 pub mod templates;
+pub mod webhook;
 
-pub use channel::ChannelConfig;
+pub use channel::{Channel, ChannelConfig, ConfigError, build};
+pub use context::Context;
 pub use event::Event;
+pub use message::{Action, Delivered, Message, SendError, Severity};
+pub use templates::{Rendered, TemplateError, Templates};

@@ -78,11 +78,22 @@ impl Default for Config {
 pub struct ServerConfig {
     pub listen: String,
     pub public_url: String,
+    /// Env variable holding the key that signs one-click approve/ack links.
+    #[serde(default = "default_link_secret_env")]
+    pub link_secret_env: String,
+}
+
+fn default_link_secret_env() -> String {
+    "LIFEBOAT_LINK_SECRET".into()
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:8080".into(), public_url: "http://127.0.0.1:8080".into() }
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            link_secret_env: default_link_secret_env(),
+        }
     }
 }
 

@@ -4,11 +4,15 @@
 //! graph or diagnostics, `exec` holds the executor's step kinds, `viz`
 //! draws graphs, `cli` is the command line.
 
+pub mod catalog;
 pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod exec;
+pub mod metrics;
 pub mod model;
 pub mod schema;
+pub mod serve;
 pub mod store;
+pub mod triggers;
 pub mod viz;

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use serde_json::json;
+
 use super::{Ctx, input_error};
 use crate::store::{NewRequest, RequestKind, RunRecord, StepStatus};
 
@@ -57,6 +59,7 @@ async fn send(
     run: &RunRecord,
     kind: RequestKind,
     step: Option<String>,
+    audit: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
     ctx.store
         .request(NewRequest {
@@ -67,6 +70,7 @@ async fn send(
             actor: ctx.actor(),
         })
         .await?;
+    super::audit::record(ctx, kind.as_str(), Some(&run.id), step.as_deref(), audit).await?;
     let target = step.map(|s| format!(" step {s} of")).unwrap_or_default();
     println!(
         "{}{target} run {}: requested (applied by the worker driving it)",
@@ -79,12 +83,13 @@ async fn send(
 pub async fn cancel(ctx: &Ctx, args: CancelArgs) -> anyhow::Result<ExitCode> {
     let run = active_run(ctx, &args.run).await?;
     let kind = if args.no_rollback { RequestKind::CancelNoRollback } else { RequestKind::Cancel };
-    send(ctx, &run, kind, None).await
+    send(ctx, &run, kind, None, json!({"rollback": !args.no_rollback})).await
 }
 
 pub async fn pause(ctx: &Ctx, args: RunArg, pause: bool) -> anyhow::Result<ExitCode> {
     let run = active_run(ctx, &args.run).await?;
-    send(ctx, &run, if pause { RequestKind::Pause } else { RequestKind::Resume }, None).await
+    let kind = if pause { RequestKind::Pause } else { RequestKind::Resume };
+    send(ctx, &run, kind, None, json!({})).await
 }
 
 async fn step_of(ctx: &Ctx, run: &RunRecord, step: &str) -> anyhow::Result<StepStatus> {
@@ -106,7 +111,8 @@ pub async fn skip(ctx: &Ctx, args: StepArg) -> anyhow::Result<ExitCode> {
     if matches!(status, StepStatus::Succeeded | StepStatus::Skipped | StepStatus::RolledBack) {
         return Err(input_error(format!("step {} is already {status}", args.step)));
     }
-    send(ctx, &run, RequestKind::Skip, Some(args.step)).await
+    let audit = json!({"step": args.step, "was": status.as_str()});
+    send(ctx, &run, RequestKind::Skip, Some(args.step), audit).await
 }
 
 pub async fn mark(ctx: &Ctx, args: MarkArgs) -> anyhow::Result<ExitCode> {
@@ -119,5 +125,10 @@ pub async fn mark(ctx: &Ctx, args: MarkArgs) -> anyhow::Result<ExitCode> {
         Mark::Succeeded => RequestKind::MarkSucceeded,
         Mark::Failed => RequestKind::MarkFailed,
     };
-    send(ctx, &run, kind, Some(args.step)).await
+    let outcome = match args.outcome {
+        Mark::Succeeded => "succeeded",
+        Mark::Failed => "failed",
+    };
+    let audit = json!({"step": args.step, "outcome": outcome, "was": status.as_str()});
+    send(ctx, &run, kind, Some(args.step), audit).await
 }

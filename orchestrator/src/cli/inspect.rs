@@ -54,7 +54,7 @@ fn rfc3339(ms: Option<i64>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn run_json(run: &RunRecord) -> Value {
+pub(crate) fn run_json(run: &RunRecord) -> Value {
     json!({
         "id": run.id,
         "workflow": run.workflow,
@@ -147,7 +147,7 @@ pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
     };
     let runs = ctx
         .store
-        .runs(&RunFilter { status, workflow: args.workflow.clone(), limit: Some(args.limit) })
+        .runs(&RunFilter { status, workflow: args.workflow.clone(), limit: Some(args.limit), before: None })
         .await?;
     if args.json {
         println!(

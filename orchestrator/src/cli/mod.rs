@@ -1,20 +1,25 @@
 //! The command line: argument types (clap derive) and dispatch. Commands
 //! live one per module; `anyhow` is used only here and in `main.rs`.
 
+mod audit;
 mod control;
 mod graph;
 mod init;
-mod inspect;
+pub(crate) mod inspect;
+mod people;
 mod progress;
 mod run;
+mod schedules;
 mod schema;
 mod serve;
-mod validate;
+pub(crate) mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::exec::people::Decision;
 
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about = "Workflow-driven disaster-recovery orchestrator")]
@@ -36,6 +41,15 @@ pub struct GlobalArgs {
     /// Directory of workflow files (default: workflows).
     #[arg(long, global = true)]
     pub workflows: Option<PathBuf>,
+    /// Log format on stderr: `text` or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "LIFEBOAT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +86,17 @@ pub enum Command {
     Skip(control::StepArg),
     /// Decide a step's outcome by hand (break-glass; audited).
     Mark(control::MarkArgs),
+    /// Approve a step waiting at an approval gate.
+    Approve(people::Args),
+    /// Reject a step waiting at an approval gate (the step fails).
+    Reject(people::Args),
+    /// Acknowledge an escalation (stops paging further tiers).
+    Ack(people::Args),
+    /// Schedule triggers: cron, time zone, catch-up, last and next ticks.
+    Schedules(schedules::Args),
+    /// The hash-chained audit log: `verify` it, `list` entries.
+    #[command(subcommand)]
+    Audit(audit::Command),
     /// Execute queued runs: the worker loop (API and webhooks come later).
     Serve(serve::Args),
     /// Apply database migrations (also done on every start).
@@ -123,7 +148,7 @@ pub fn main() -> ExitCode {
 }
 
 fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(global.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let ctx = match command {
@@ -144,7 +169,12 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             Command::Resume(args) => control::pause(&ctx, args, false).await,
             Command::Skip(args) => control::skip(&ctx, args).await,
             Command::Mark(args) => control::mark(&ctx, args).await,
+            Command::Approve(args) => people::run(&ctx, args, Decision::Approve).await,
+            Command::Reject(args) => people::run(&ctx, args, Decision::Reject).await,
+            Command::Ack(args) => people::run(&ctx, args, Decision::Ack).await,
             Command::Serve(args) => serve::run(&ctx, args).await,
+            Command::Schedules(args) => schedules::run(&ctx, args).await,
+            Command::Audit(command) => audit::run(&ctx, command).await,
             Command::Migrate => {
                 println!("migrations applied to {}", serve::redact_url(&ctx.database_url));
                 Ok(ExitCode::SUCCESS)
@@ -157,17 +187,21 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
 }
 
 /// Logs go to stderr; `RUST_LOG` (or `LIFEBOAT_LOG`) sets the level.
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = std::env::var("LIFEBOAT_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
 }
 
 /// What every database command needs: config, store, engine options.
+#[derive(Clone)]
 pub struct Ctx {
     pub config: crate::config::Config,
     /// Directory that relative paths in the config are resolved against.
@@ -176,6 +210,8 @@ pub struct Ctx {
     pub store: std::sync::Arc<dyn crate::store::Store>,
     pub workflows_dir: PathBuf,
     pub known: Option<crate::compile::KnownNames>,
+    /// Templates, channels and links for notifications (checked at open).
+    pub notifier: std::sync::Arc<crate::exec::notifier::Notifier>,
 }
 
 impl Ctx {
@@ -210,7 +246,17 @@ impl Ctx {
         let store = crate::store::open(&database_url).await.map_err(|e| {
             input_error(format!("cannot open database {}: {e}", serve::redact_url(&database_url)))
         })?;
-        Ok(Ctx { config, base, database_url, store, workflows_dir, known })
+        let notifier = crate::exec::notifier::Notifier::from_config(&config, &base)
+            .map_err(|e| input_error(format!("notification templates: {e:#}")))?;
+        Ok(Ctx {
+            notifier: std::sync::Arc::new(notifier),
+            config,
+            base,
+            database_url,
+            store,
+            workflows_dir,
+            known,
+        })
     }
 
     pub fn engine(&self) -> std::sync::Arc<crate::exec::engine::Engine> {
@@ -230,8 +276,24 @@ impl Ctx {
                 max_runs: exec.max_runs.max(1),
                 connections,
                 workflows_dir: self.workflows_dir.clone(),
+                people: std::sync::Arc::new(crate::exec::people::Directory::from_config(
+                    &self.config,
+                )),
+                notifier: self.notifier.clone(),
                 ..Default::default()
             },
+        )
+    }
+
+    /// The notification dispatcher, as this engine's worker.
+    pub fn dispatcher(
+        &self,
+        engine: &crate::exec::engine::Engine,
+    ) -> crate::exec::dispatcher::Dispatcher {
+        crate::exec::dispatcher::Dispatcher::new(
+            self.store.clone(),
+            engine.opts.worker_id.clone(),
+            self.config.channels.clone(),
         )
     }
 

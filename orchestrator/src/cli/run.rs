@@ -107,9 +107,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let engine = ctx.engine();
     let trigger = json!({"kind": "manual", "by": ctx.actor()});
+    let audit = json!({"workflow": wf.name, "file": wf.file, "inputs": values, "wait": args.wait});
     let run_id = match engine.submit(&wf, values, trigger, None, args.wait).await? {
-        Created::Run(id) => id,
-        Created::Skipped { active } => {
+        Created::Run(id) => {
+            super::audit::record(ctx, "run", Some(&id), None, audit).await?;
+            id
+        }
+        Created::Skipped { active } | Created::Duplicate { existing: active } => {
             let message = format!(
                 "not started: run {active} of `{}` holds the same concurrency key (on_conflict: skip)",
                 wf.name
@@ -146,7 +150,25 @@ async fn wait_and_report(
     let started = crate::store::now_ms();
     let printer = (!json_out)
         .then(|| tokio::spawn(super::progress::print_live(engine.progress.subscribe(), started)));
+    // Notifications go out while the run runs here, and the last ones
+    // (its end) get a short grace period; the rest stay in the outbox for
+    // `serve` to deliver.
+    let stop_dispatch = tokio_util::sync::CancellationToken::new();
+    let dispatch = tokio::spawn(ctx.dispatcher(&engine).run(stop_dispatch.clone()));
     let status = engine.run_to_end(run_id).await?;
+    let grace = std::time::Instant::now();
+    while grace.elapsed() < std::time::Duration::from_secs(10) {
+        let pending = ctx.store.outbox(run_id).await?.iter().any(|r| {
+            r.status == crate::store::OutboxStatus::Pending
+                && r.next_at <= crate::store::now_ms() + 2_000
+        });
+        if !pending {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop_dispatch.cancel();
+    let _ = dispatch.await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     if let Some(p) = printer {
         p.abort();
@@ -202,6 +224,8 @@ pub async fn retry(ctx: &Ctx, args: RetryArgs) -> anyhow::Result<ExitCode> {
             actor: ctx.actor(),
         })
         .await?;
+    let audit = json!({"from": args.from, "inputs": given, "wait": args.wait});
+    super::audit::record(ctx, "retry", Some(&run_id), args.from.as_deref(), audit).await?;
     if !args.wait {
         println!("retry of {run_id} requested");
         return Ok(ExitCode::SUCCESS);

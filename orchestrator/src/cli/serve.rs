@@ -1,18 +1,44 @@
-//! `lifeboat serve`: the worker loop that executes queued runs, until
-//! SIGTERM or Ctrl-C (then in-flight steps are stopped and handed back).
+//! `lifeboat serve`: the workers that execute runs, the HTTP API and
+//! webhooks (`crate::serve`), and the background tasks (scheduler,
+//! notifications), until SIGTERM or Ctrl-C. Then the server stops accepting,
+//! event streams end, workers stop claiming and let steps in flight finish
+//! or hand them back.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Ctx;
+use super::{Ctx, input_error};
+use crate::serve::{self as server, App};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    let engine = ctx.engine();
+    // Every problem of the configuration at once, before anything starts.
+    let ids = server::auth::Identities::from_config(&ctx.config).map_err(|problems| {
+        input_error(format!(
+            "the configuration cannot be served ({} problem{}):\n  {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            problems.join("\n  ")
+        ))
+    })?;
+    let addr = server::listen_addr(&ctx.config.server.listen).map_err(|e| input_error(e.to_string()))?;
     let shutdown = CancellationToken::new();
+    let listener = match server::bind_now(addr).await {
+        Ok(l) => l,
+        Err(e) => return Err(input_error(format!("cannot listen on {addr}: {e}"))),
+    };
+    if !ctx.workflows_dir.is_dir() {
+        eprintln!(
+            "lifeboat serve: warning: workflows directory {} does not exist; no webhook or schedule will start anything",
+            ctx.workflows_dir.display()
+        );
+    }
+    let catalog = crate::catalog::Catalog::new(&ctx.workflows_dir, ctx.known.clone());
+    let engine = ctx.engine();
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -26,12 +52,46 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
             shutdown.cancel();
         });
     }
+    let app = Arc::new(App {
+        ctx: ctx.clone(),
+        engine: engine.clone(),
+        catalog,
+        ids,
+        shutdown: shutdown.clone(),
+    });
     eprintln!(
-        "lifeboat serve: worker {} on {}",
+        "lifeboat serve: worker {} on {}; {} workflow{} in {}",
         engine.opts.worker_id,
-        redact_url(&ctx.database_url)
+        redact_url(&ctx.database_url),
+        app.catalog.snapshot().workflows.len(),
+        if app.catalog.snapshot().workflows.len() == 1 { "" } else { "s" },
+        ctx.workflows_dir.display()
     );
-    engine.work(shutdown, None).await?;
+    let background = server::spawn_background(&app);
+    let http = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let listener = match listener {
+                Some(l) => l,
+                None => match server::bind(addr, &app.shutdown).await? {
+                    Some(l) => l,
+                    None => return Ok(()),
+                },
+            };
+            eprintln!("lifeboat serve: listening on http://{}", listener.local_addr()?);
+            server::serve_http(app, listener).await
+        })
+    };
+    engine.work(shutdown.clone(), None).await?;
+    shutdown.cancel();
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("lifeboat serve: HTTP server: {e:#}"),
+        Err(e) => eprintln!("lifeboat serve: HTTP server task: {e}"),
+    }
+    for task in background {
+        let _ = task.await;
+    }
     eprintln!("lifeboat serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,9 @@
 //! rebuilds it from the store and `recover` turns attempts that were in
 //! flight into interrupted ones.
 
+mod gates;
+mod notifications;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
 use super::render::{render, render_value, truthy};
+use super::people::Decision;
 use super::{KindConfig, NativeKind, StepKind, backoff};
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::model::OnFailure;
@@ -159,7 +163,9 @@ impl Driver {
                 _ => {}
             }
         }
+        let notifications = self.rule_notifications(&changes);
         self.staged.extend(changes);
+        self.staged.extend(notifications);
     }
 
     /// Commits everything staged in one transaction (group commit), then
@@ -516,6 +522,16 @@ impl Driver {
                     }
                 }
                 RequestKind::Retry => self.plan_retry(&req, &mut changes, now),
+                RequestKind::Approve | RequestKind::Reject | RequestKind::Ack => {
+                    if let Some(i) = step {
+                        let decision = match req.kind {
+                            RequestKind::Approve => Decision::Approve,
+                            RequestKind::Reject => Decision::Reject,
+                            _ => Decision::Ack,
+                        };
+                        changes.extend(self.apply_decision(i, &req, decision));
+                    }
+                }
                 _ => {}
             }
             self.commit(changes).await?;
@@ -774,35 +790,66 @@ impl Driver {
                 ));
             }
             (NativeKind::Notify, KindConfig::Notify(n)) => {
-                // Delivery (the durable outbox and channels) comes with the
-                // notifications issue; until then the message is recorded.
-                let message = json!({"channels": n.channels, "template": n.template, "subject": n.subject, "body": n.body});
-                changes.push(self.step_change(i, |s| {
-                    s.status = StepStatus::Succeeded;
-                    s.started_at = Some(now);
-                    s.finished_at = Some(now);
-                    s.outputs = Some(json!({"recorded": true, "delivered": false}));
-                }));
+                let data = Self::notify_step_data(None);
+                let disc = format!("a{}", self.steps[i].attempts + 1);
+                let queued = match (&n.template, &n.subject, &n.body) {
+                    (_, subject, Some(body)) => self.notify_inline(
+                        &step.id,
+                        &n.channels,
+                        subject.as_deref().unwrap_or("[lifeboat] {{run.workflow}}: {{step.id}}"),
+                        body,
+                        data,
+                        &disc,
+                    ),
+                    (template, _, None) => self.notify_channels(
+                        "notify",
+                        Some(&step.id),
+                        &n.channels,
+                        template.as_deref(),
+                        data,
+                        lifeboat_notify::Action::Trigger,
+                        &disc,
+                    ),
+                };
+                let keys: Vec<String> = queued
+                    .iter()
+                    .filter_map(|c| match c {
+                        Change::Notify(n) => Some(n.dedupe_key.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                changes.extend(queued);
                 changes.push(Self::event(
                     "notification",
                     Some(&step.id),
-                    Some(self.redact(message)),
+                    Some(json!({"channels": n.channels, "required": n.required})),
                 ));
-                changes.push(Self::event("step_succeeded", Some(&step.id), None));
+                if n.required {
+                    // Done when every row is delivered (the dispatcher wakes the run).
+                    changes.push(self.step_change(i, |s| {
+                        s.status = StepStatus::Waiting;
+                        s.started_at = Some(now);
+                        s.wake_at = None;
+                        s.state = Some(json!({"outbox": keys}));
+                    }));
+                } else {
+                    changes.push(self.step_change(i, |s| {
+                        s.status = StepStatus::Succeeded;
+                        s.started_at = Some(now);
+                        s.finished_at = Some(now);
+                        s.outputs = Some(json!({"queued": n.channels}));
+                    }));
+                    changes.push(Self::event("step_succeeded", Some(&step.id), None));
+                }
             }
             (NativeKind::Workflow, KindConfig::Workflow(c)) => {
                 return self.start_child(i, c, now).await;
             }
-            (NativeKind::Approval | NativeKind::Escalate, _) => {
-                changes.push(self.step_change(i, |s| {
-                    s.status = StepStatus::Waiting;
-                    s.started_at = Some(now);
-                    s.wake_at = None;
-                    s.state = Some(json!({"awaiting": kind.name()}));
-                }));
-                let event =
-                    if kind == NativeKind::Approval { "approval_requested" } else { "escalated" };
-                changes.push(Self::event(event, Some(&step.id), Some(self.redact(rendered))));
+            (NativeKind::Approval, KindConfig::Approval(a)) => {
+                changes.extend(self.start_approval(i, a, rendered.clone(), now));
+            }
+            (NativeKind::Escalate, KindConfig::Escalate(e)) => {
+                changes.extend(self.start_escalation(i, e, now));
             }
             _ => return self.fail_step(i, "step parameters do not match its kind".into()).await,
         }
@@ -856,7 +903,8 @@ impl Driver {
         let created = self.engine.submit(&child, inputs, trigger, parent, false).await?;
         let child_id = match created {
             crate::store::Created::Run(id) => id,
-            crate::store::Created::Skipped { active } => active,
+            crate::store::Created::Skipped { active }
+            | crate::store::Created::Duplicate { existing: active } => active,
         };
         let changes = vec![
             self.step_change(i, |s| {
@@ -910,7 +958,46 @@ impl Driver {
             ];
             return self.commit(changes).await;
         }
-        Ok(()) // waiting for a person
+        if let Some(keys) = state.get("outbox").and_then(Value::as_array) {
+            return self.resume_required_notify(i, keys.clone()).await;
+        }
+        // Waiting for a person; maybe a deadline or an update is due.
+        if let Some(changes) = self.gate_timer(i, now) {
+            return self.commit(changes).await;
+        }
+        Ok(())
+    }
+
+    /// A `required: true` notify step: succeeded once every message is
+    /// delivered, failed if one could not be.
+    async fn resume_required_notify(&mut self, i: usize, keys: Vec<Value>) -> anyhow::Result<()> {
+        let id = self.wf.steps[i].id.clone();
+        let rows = self.engine.store.outbox(&self.run.id).await?;
+        let mine: Vec<_> =
+            rows.iter().filter(|r| keys.iter().any(|k| k.as_str() == Some(&r.dedupe_key))).collect();
+        if let Some(failed) = mine.iter().find(|r| r.status == crate::store::OutboxStatus::Failed) {
+            let error = format!(
+                "notification to {} failed: {}",
+                failed.channel,
+                failed.last_error.as_deref().unwrap_or("unknown error")
+            );
+            return self.fail_step(i, error).await;
+        }
+        if mine.iter().all(|r| r.status == crate::store::OutboxStatus::Delivered) {
+            let now = now_ms();
+            let delivered: Vec<Value> =
+                mine.iter().map(|r| json!({"channel": r.channel, "detail": r.detail})).collect();
+            let changes = vec![
+                self.step_change(i, |s| {
+                    s.status = StepStatus::Succeeded;
+                    s.finished_at = Some(now);
+                    s.outputs = Some(json!({"delivered": delivered}));
+                }),
+                Self::event("step_succeeded", Some(&id), None),
+            ];
+            return self.commit(changes).await;
+        }
+        Ok(())
     }
 
     fn body(&self, i: usize, phase: Phase) -> &CompiledBody {

@@ -32,6 +32,10 @@ pub struct EngineOptions {
     pub workflows_dir: std::path::PathBuf,
     /// Runs driven at once by this worker.
     pub max_runs: usize,
+    /// Users and groups, for approvers.
+    pub people: Arc<super::people::Directory>,
+    /// Templates, channels and links for notifications.
+    pub notifier: Arc<super::notifier::Notifier>,
 }
 
 impl Default for EngineOptions {
@@ -44,8 +48,19 @@ impl Default for EngineOptions {
             connections: HashMap::new(),
             workflows_dir: "workflows".into(),
             max_runs: 64,
+            people: Arc::default(),
+            notifier: Arc::default(),
         }
     }
+}
+
+/// What makes a submission a duplicate (see `NewRun`).
+#[derive(Debug, Clone, Default)]
+pub struct SubmitKeys {
+    /// At most one active run of the workflow per key (webhook fingerprints).
+    pub dedupe_key: Option<String>,
+    /// `(schedule, tick ms)`: at most one run per tick, ever.
+    pub schedule_tick: Option<(String, i64)>,
 }
 
 pub fn new_worker_id() -> String {
@@ -113,6 +128,19 @@ impl Engine {
         parent: Option<(String, String, String)>,
         drive_here: bool,
     ) -> anyhow::Result<Created> {
+        self.submit_with(wf, inputs, trigger, parent, drive_here, SubmitKeys::default()).await
+    }
+
+    /// `submit`, deduplicated by a webhook key or a schedule tick.
+    pub async fn submit_with(
+        &self,
+        wf: &CompiledWorkflow,
+        inputs: Value,
+        trigger: Value,
+        parent: Option<(String, String, String)>,
+        drive_here: bool,
+        keys: SubmitKeys,
+    ) -> anyhow::Result<Created> {
         self.store
             .put_definition(&Definition {
                 hash: wf.hash.clone(),
@@ -155,6 +183,8 @@ impl Engine {
                 root: parent.map(|(_, _, root)| root),
                 step_ids: wf.steps.iter().map(|s| s.id.clone()).collect(),
                 lease_to: drive_here.then(|| (self.opts.worker_id.clone(), self.lease())),
+                dedupe_key: keys.dedupe_key,
+                schedule_tick: keys.schedule_tick,
             })
             .await?;
         Ok(created)

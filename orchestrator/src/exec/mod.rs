@@ -6,11 +6,15 @@
 
 pub mod approval;
 pub mod backoff;
+pub mod dispatcher;
 pub mod driver;
 pub mod engine;
 pub mod escalate;
 pub mod inputs;
+pub mod links;
+pub mod notifier;
 pub mod notify;
+pub mod people;
 pub mod render;
 pub mod wait;
 pub mod workflow;

@@ -51,6 +51,8 @@ pub(super) fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
         root: None,
         step_ids: vec!["a".into(), "b".into()],
         lease_to: None,
+        dedupe_key: None,
+        schedule_tick: None,
     }
 }
 

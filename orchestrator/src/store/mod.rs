@@ -5,6 +5,7 @@
 //! only while the caller still holds the run's lease (fencing), so a worker
 //! that lost its lease can never overwrite its successor's progress.
 
+pub mod audit;
 #[cfg(test)]
 mod conformance;
 pub mod postgres;
@@ -77,6 +78,32 @@ pub trait Store: Send + Sync {
     async fn register_worker(&self, worker: &WorkerRecord) -> Result<()>;
     /// Workers whose heartbeat is newer than `since`, with their leases.
     async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>>;
+
+    /// Appends an entry chained to the previous one; appends are serialized.
+    async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord>;
+    /// Entries with `id > after`, oldest first.
+    async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// The newest tick that fired for `schedule`.
+    async fn last_tick(&self, schedule: &str) -> Result<Option<i64>>;
+    /// The database answers and its schema is current.
+    async fn ping(&self) -> Result<()>;
+    /// Runs per status.
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
+
+    /// Claims up to `limit` due outbox rows for `lease_ms` (another
+    /// dispatcher may take a row over once that passes).
+    async fn outbox_claim(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>>;
+    /// Records how a delivery attempt ended; a final outcome of a row that a
+    /// step waits for wakes its run.
+    async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()>;
+    /// A run's notifications, oldest first.
+    async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `postgres://…`) and applies migrations.
@@ -95,4 +122,29 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// `ping`'s verdict: every migration this binary knows is applied.
+fn check_migrations(applied: i64, known: usize) -> Result<()> {
+    if (applied as usize) < known {
+        return Err(StoreError::Conflict(format!(
+            "database schema is behind: {applied} of {known} migrations applied"
+        )));
+    }
+    Ok(())
+}
+
+/// The columns an outbox outcome sets: (status, next_at, last_error, detail).
+fn outbox_update(outcome: &OutboxOutcome) -> (OutboxStatus, Option<i64>, Option<&str>, Option<&str>) {
+    match outcome {
+        OutboxOutcome::Delivered { detail } => {
+            (OutboxStatus::Delivered, None, None, Some(detail.as_str()))
+        }
+        OutboxOutcome::Retry { error, at } => {
+            (OutboxStatus::Pending, Some(*at), Some(error.as_str()), None)
+        }
+        OutboxOutcome::Failed { error } => {
+            (OutboxStatus::Failed, None, Some(error.as_str()), None)
+        }
+    }
 }

@@ -42,6 +42,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 const MIGRATION_LOCK: i64 = 0x6c69_6665_626f_6174;
 /// First key of the two-key advisory locks on concurrency keys ("lbck").
 const CONCURRENCY_LOCK_SPACE: i32 = 0x6c62_636b;
+/// First key of the advisory locks on webhook dedupe keys ("lbdd").
+const DEDUPE_LOCK_SPACE: i32 = 0x6c62_6464;
+/// Advisory lock serializing audit appends ("lbaudit!").
+const AUDIT_LOCK: i64 = 0x6c62_6175_6469_7421;
 /// Connections per process: commits, claims and the CLI's reads.
 const MAX_CONNECTIONS: u32 = 16;
 /// Tries of a transaction that failed on a deadlock or serialization failure.
@@ -175,6 +179,27 @@ fn count(n: i64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} {n} out of range")))
 }
 
+fn outbox_row(row: &PgRow) -> Result<OutboxRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(OutboxRecord {
+        id: row.try_get("id")?,
+        dedupe_key: row.try_get("dedupe_key")?,
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        event: row.try_get("event")?,
+        channel: row.try_get("channel")?,
+        message: row.try_get("message")?,
+        status: OutboxStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox status `{status}`")))?,
+        attempts: count(row.try_get("attempts")?, "outbox attempts")?,
+        next_at: row.try_get("next_at")?,
+        last_error: row.try_get("last_error")?,
+        detail: row.try_get("detail")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
 fn run_row(row: &PgRow) -> Result<RunRecord> {
     let status: String = row.try_get("status")?;
     Ok(RunRecord {
@@ -281,6 +306,51 @@ impl PostgresStore {
                 }
             }
         }
+        if let Some(key) = &run.dedupe_key {
+            // As the concurrency key: creations with one dedupe key queue here.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(DEDUPE_LOCK_SPACE)
+                .bind(format!("{}\n{key}", run.workflow))
+                .execute(&mut *tx)
+                .await?;
+            let active: Option<String> = sqlx::query_scalar(concat!(
+                "SELECT id FROM runs WHERE workflow = $1 AND dedupe_key = $2 AND status IN ",
+                active!(),
+                " LIMIT 1"
+            ))
+            .bind(&run.workflow)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(existing) = active {
+                tx.rollback().await?;
+                return Ok(Created::Duplicate { existing });
+            }
+        }
+        if let Some((schedule, tick)) = &run.schedule_tick {
+            // A replica firing the same tick waits on the primary key, then sees it.
+            let inserted = sqlx::query(
+                "INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(schedule)
+            .bind(tick)
+            .bind(&run.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let existing: String = sqlx::query_scalar(
+                    "SELECT run_id FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2",
+                )
+                .bind(schedule)
+                .bind(tick)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.rollback().await?;
+                return Ok(Created::Duplicate { existing });
+            }
+        }
         let now = now_ms();
         let (owner, expires) = match &run.lease_to {
             Some((worker, lease)) => (Some(worker.as_str()), Some(lease.now + lease.duration_ms)),
@@ -288,8 +358,8 @@ impl PostgresStore {
         };
         sqlx::query(
             "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&run.id)
         .bind(&run.workflow)
@@ -303,6 +373,7 @@ impl PostgresStore {
         .bind(now)
         .bind(owner)
         .bind(expires)
+        .bind(&run.dedupe_key)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -544,11 +615,13 @@ impl Store for PostgresStore {
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM runs WHERE ($1::text IS NULL OR status = $1::text) \
-             AND ($2::text IS NULL OR workflow = $2::text) ORDER BY id DESC LIMIT $3",
+             AND ($2::text IS NULL OR workflow = $2::text) AND ($4::text IS NULL OR id < $4::text) \
+             ORDER BY id DESC LIMIT $3",
         )
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.workflow)
         .bind(i64::from(filter.limit.unwrap_or(50)))
+        .bind(&filter.before)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_row).collect()
@@ -660,6 +733,164 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let mut clean = entry.clone();
+            clean.actor = text(&entry.actor).into_owned();
+            clean.action = text(&entry.action).into_owned();
+            let record = audit::next_record(last, clean, now_ms());
+            sqlx::query(
+                "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(record.id)
+            .bind(record.at)
+            .bind(&record.actor)
+            .bind(&record.action)
+            .bind(opt_text(&record.run_id))
+            .bind(opt_text(&record.step_id))
+            .bind(audit::payload_text(&record.payload))
+            .bind(&record.payload_sha256)
+            .bind(&record.prev_hash)
+            .bind(&record.hash)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get("payload")?;
+                Ok(AuditRecord {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    run_id: r.try_get("run_id")?,
+                    step_id: r.try_get("step_id")?,
+                    payload: serde_json::from_str(&payload).map_err(|e| {
+                        StoreError::Corrupt(format!("audit payload is not JSON: {e}"))
+                    })?,
+                    payload_sha256: r.try_get("payload_sha256")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = $1")
+            .bind(schedule)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        check_migrations(applied, MIGRATOR.iter().count())
+    }
+
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(s, n)| {
+                RunStatus::parse(&s)
+                    .map(|s| (s, n))
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown run status `{s}`")))
+            })
+            .collect()
+    }
+
+    async fn outbox_claim(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>> {
+        retrying(|| async {
+            let rows = sqlx::query(
+                "UPDATE outbox SET next_at = $1, claimed_by = $2, attempts = attempts + 1 WHERE id IN ( \
+                   SELECT id FROM outbox WHERE status = 'pending' AND next_at <= $3 \
+                   ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING *",
+            )
+            .bind(now + lease_ms)
+            .bind(worker)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(outbox_row).collect()
+        })
+        .await
+    }
+
+    async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            let now = now_ms();
+            let (status, next_at, error, detail) = outbox_update(&outcome);
+            let waiting: Option<Option<String>> = sqlx::query_scalar(
+                "UPDATE outbox SET status = $1, next_at = COALESCE($2, next_at), \
+                 last_error = COALESCE($3, last_error), detail = COALESCE($4, detail), \
+                 finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END \
+                 WHERE id = $6 AND status = 'pending' \
+                 RETURNING CASE WHEN step_id IS NULL THEN NULL ELSE run_id END",
+            )
+            .bind(status.as_str())
+            .bind(next_at)
+            .bind(error.map(text))
+            .bind(detail.map(text))
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some(Some(run_id)), false) = (waiting, status == OutboxStatus::Pending) {
+                sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE run_id = $1 ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_row).collect()
     }
 
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
@@ -782,7 +1013,13 @@ async fn apply_all(
         .await?;
     }
     for change in changes.iter().filter(|c| {
-        matches!(c, Change::RequestDone { .. } | Change::WakeRun { .. } | Change::Release { .. })
+        matches!(
+            c,
+            Change::RequestDone { .. }
+                | Change::WakeRun { .. }
+                | Change::Release { .. }
+                | Change::Notify(_)
+        )
     }) {
         apply(tx, run_id, change).await?;
     }
@@ -877,6 +1114,21 @@ async fn apply(
                 .bind(run_id)
                 .execute(&mut **tx)
                 .await?;
+        }
+        Change::Notify(n) => {
+            sqlx::query(
+                "INSERT INTO outbox (dedupe_key, run_id, step_id, event, channel, message, status, next_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) ON CONFLICT (dedupe_key) DO NOTHING",
+            )
+            .bind(text(&n.dedupe_key))
+            .bind(run_id)
+            .bind(&n.step_id)
+            .bind(&n.event)
+            .bind(&n.channel)
+            .bind(json(&n.message))
+            .bind(n.at)
+            .execute(&mut **tx)
+            .await?;
         }
         Change::Step(_) | Change::AttemptStarted(_) | Change::Event { .. } => {
             unreachable!("apply_all writes steps, new attempts and events in batches")

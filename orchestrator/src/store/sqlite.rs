@@ -72,6 +72,27 @@ fn parse_json(text: Option<String>) -> Result<Option<Value>> {
     .transpose()
 }
 
+fn outbox_row(row: &SqliteRow) -> Result<OutboxRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(OutboxRecord {
+        id: row.try_get("id")?,
+        dedupe_key: row.try_get("dedupe_key")?,
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        event: row.try_get("event")?,
+        channel: row.try_get("channel")?,
+        message: parse_json(row.try_get("message")?)?.unwrap_or_default(),
+        status: OutboxStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown outbox status `{status}`")))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        next_at: row.try_get("next_at")?,
+        last_error: row.try_get("last_error")?,
+        detail: row.try_get("detail")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
 fn run_row(row: &SqliteRow) -> Result<RunRecord> {
     let status: String = row.try_get("status")?;
     Ok(RunRecord {
@@ -186,6 +207,38 @@ impl Store for SqliteStore {
                 return Ok(Created::Skipped { active });
             }
         }
+        if let Some(key) = &run.dedupe_key {
+            let active: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT id FROM runs WHERE workflow = ? AND dedupe_key = ? AND status IN {ACTIVE_SQL} LIMIT 1"
+            ))
+            .bind(&run.workflow)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(existing) = active {
+                tx.rollback().await?;
+                return Ok(Created::Duplicate { existing });
+            }
+        }
+        if let Some((schedule, tick)) = &run.schedule_tick {
+            let fired: Option<String> = sqlx::query_scalar(
+                "SELECT run_id FROM schedule_ticks WHERE schedule = ? AND tick_at = ?",
+            )
+            .bind(schedule)
+            .bind(tick)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(existing) = fired {
+                tx.rollback().await?;
+                return Ok(Created::Duplicate { existing });
+            }
+            sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES (?, ?, ?)")
+                .bind(schedule)
+                .bind(tick)
+                .bind(&run.id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let now = now_ms();
         let (owner, expires) = match &run.lease_to {
             Some((worker, lease)) => (Some(worker.clone()), Some(lease.now + lease.duration_ms)),
@@ -193,8 +246,8 @@ impl Store for SqliteStore {
         };
         sqlx::query(
             "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at) \
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.id)
         .bind(&run.workflow)
@@ -208,6 +261,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(owner)
         .bind(expires)
+        .bind(&run.dedupe_key)
         .execute(&mut *tx)
         .await?;
         for step in &run.step_ids {
@@ -337,11 +391,12 @@ impl Store for SqliteStore {
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) \
-             ORDER BY id DESC LIMIT ?3",
+             AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?3",
         )
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.workflow)
         .bind(filter.limit.unwrap_or(50) as i64)
+        .bind(&filter.before)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_row).collect()
@@ -492,6 +547,145 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
+        let (_guard, mut tx) = self.write().await?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let record = audit::next_record(last, entry, now_ms());
+        sqlx::query(
+            "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.id)
+        .bind(record.at)
+        .bind(&record.actor)
+        .bind(&record.action)
+        .bind(&record.run_id)
+        .bind(&record.step_id)
+        .bind(audit::payload_text(&record.payload))
+        .bind(&record.payload_sha256)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    run_id: r.try_get("run_id")?,
+                    step_id: r.try_get("step_id")?,
+                    payload: parse_json(r.try_get("payload")?)?.unwrap_or_default(),
+                    payload_sha256: r.try_get("payload_sha256")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = ?")
+            .bind(schedule)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        check_migrations(applied, MIGRATOR.iter().count())
+    }
+
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(s, n)| {
+                RunStatus::parse(&s)
+                    .map(|s| (s, n))
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown run status `{s}`")))
+            })
+            .collect()
+    }
+
+    async fn outbox_claim(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>> {
+        let (_guard, mut tx) = self.write().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET next_at = ?1, claimed_by = ?2, attempts = attempts + 1 WHERE id IN ( \
+               SELECT id FROM outbox WHERE status = 'pending' AND next_at <= ?3 ORDER BY next_at, id LIMIT ?4) \
+             RETURNING *",
+        )
+        .bind(now + lease_ms)
+        .bind(worker)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        let (_guard, mut tx) = self.write().await?;
+        let now = now_ms();
+        let (status, next_at, error, detail) = outbox_update(&outcome);
+        let waiting: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE outbox SET status = ?, next_at = COALESCE(?, next_at), last_error = COALESCE(?, last_error), \
+             detail = COALESCE(?, detail), finished_at = CASE WHEN ? = 'pending' THEN NULL ELSE ? END \
+             WHERE id = ? AND status = 'pending' RETURNING CASE WHEN step_id IS NULL THEN NULL ELSE run_id END",
+        )
+        .bind(status.as_str())
+        .bind(next_at)
+        .bind(error)
+        .bind(detail)
+        .bind(status.as_str())
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let (Some(Some(run_id)), false) = (waiting, status == OutboxStatus::Pending) {
+            sqlx::query("UPDATE runs SET wake_at = NULL, woken = 1 WHERE id = ?")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE run_id = ? ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_row).collect()
     }
 
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
@@ -671,7 +865,13 @@ async fn apply_all(
         q.build().execute(&mut **tx).await?;
     }
     for change in changes.iter().filter(|c| {
-        matches!(c, Change::RequestDone { .. } | Change::WakeRun { .. } | Change::Release { .. })
+        matches!(
+            c,
+            Change::RequestDone { .. }
+                | Change::WakeRun { .. }
+                | Change::Release { .. }
+                | Change::Notify(_)
+        )
     }) {
         apply(tx, run_id, change).await?;
     }
@@ -807,6 +1007,22 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
                 .bind(run_id)
                 .execute(&mut **tx)
                 .await?;
+        }
+        Change::Notify(n) => {
+            sqlx::query(
+                "INSERT INTO outbox (dedupe_key, run_id, step_id, event, channel, message, status, next_at, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+            )
+            .bind(&n.dedupe_key)
+            .bind(run_id)
+            .bind(&n.step_id)
+            .bind(&n.event)
+            .bind(&n.channel)
+            .bind(n.message.to_string())
+            .bind(n.at)
+            .bind(n.at)
+            .execute(&mut **tx)
+            .await?;
         }
     }
     Ok(())

@@ -112,6 +112,9 @@ string_enum!(
         MarkSucceeded = "mark_succeeded",
         MarkFailed = "mark_failed",
         Retry = "retry",
+        Approve = "approve",
+        Reject = "reject",
+        Ack = "ack",
     }
 );
 
@@ -137,6 +140,10 @@ pub struct NewRun {
     /// The top of the run tree (`None`: this run is the top).
     pub root: Option<String>,
     pub step_ids: Vec<String>,
+    /// Webhook dedupe: at most one active run of this workflow per key.
+    pub dedupe_key: Option<String>,
+    /// A schedule tick `(schedule, tick ms)`: at most one run ever, created with the run.
+    pub schedule_tick: Option<(String, i64)>,
     /// Create it already leased to this worker (`run --wait` drives it at once).
     pub lease_to: Option<(String, Lease)>,
 }
@@ -147,6 +154,10 @@ pub enum Created {
     /// Concurrency key busy with `on_conflict: skip`: the active run's id.
     Skipped {
         active: String,
+    },
+    /// The dedupe key has an active run, or the schedule tick already fired.
+    Duplicate {
+        existing: String,
     },
 }
 
@@ -265,6 +276,8 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub workflow: Option<String>,
     pub limit: Option<u32>,
+    /// Pagination cursor: only runs older than this id.
+    pub before: Option<String>,
 }
 
 /// A worker as `lifeboat workers` shows it.
@@ -343,4 +356,71 @@ pub enum Change {
     Release {
         wake_at: Option<i64>,
     },
+    /// Queues a notification in the outbox (ignored if its dedupe key exists).
+    Notify(NewNotification),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAudit {
+    pub actor: String,
+    pub action: String,
+    pub run_id: Option<String>,
+    pub step_id: Option<String>,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub run_id: Option<String>,
+    pub step_id: Option<String>,
+    pub payload: Value,
+    pub payload_sha256: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+string_enum!(
+    OutboxStatus { Pending = "pending", Delivered = "delivered", Failed = "failed" }
+);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// Stable per (run, event, channel, recipient): a restart never sends twice.
+    pub dedupe_key: String,
+    pub step_id: Option<String>,
+    pub event: String,
+    pub channel: String,
+    /// A `lifeboat_notify::Message`, rendered when queued.
+    pub message: Value,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxRecord {
+    pub id: i64,
+    pub dedupe_key: String,
+    pub run_id: String,
+    pub step_id: Option<String>,
+    pub event: String,
+    pub channel: String,
+    pub message: Value,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+    pub detail: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// How one delivery attempt of an outbox row ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxOutcome {
+    Delivered { detail: String },
+    Retry { error: String, at: i64 },
+    Failed { error: String },
 }

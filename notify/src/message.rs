@@ -1,0 +1,274 @@
+//! What a channel delivers: a [`Message`], already rendered, and what a
+//! delivery attempt returns ([`Delivered`] or [`SendError`]).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::Context;
+use crate::event::Event;
+use crate::templates::Rendered;
+
+/// A notification ready to send on any channel.
+///
+/// Everything is rendered before the message is stored in the outbox, so a
+/// delivery made after a restart says exactly what the first attempt would
+/// have said. Serializable for that reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Email subject, Slack header, PagerDuty summary fallback.
+    pub subject: String,
+    /// Plain-text body (email text part, Slack section).
+    pub text: String,
+    /// HTML body (email alternative part); `None` sends text only.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// The run event this message is about.
+    pub event: Event,
+    /// PagerDuty `event_action`; other channels say it in words.
+    #[serde(default)]
+    pub action: Action,
+    pub run_id: String,
+    pub workflow: String,
+    pub severity: Severity,
+    /// One line for pagers (PagerDuty `payload.summary`, at most 1024 chars).
+    pub summary: String,
+    /// What is affected (PagerDuty `payload.source`), e.g. the failed site.
+    pub source: String,
+    /// URL of the run in the lifeboat UI, when `server.public_url` is known.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Incident key: PagerDuty `dedup_key`. The run id, so one incident
+    /// follows one run through trigger, acknowledge and resolve.
+    pub dedup_key: String,
+    /// Key of this one notification, stable across redeliveries of the same
+    /// outbox row: the webhook `Idempotency-Key`. Unlike `dedup_key` it must
+    /// differ between two events of one run, or receivers drop the second.
+    pub idempotency_key: String,
+    /// The full template context (see [`Context`]), sent as-is by webhooks.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Message {
+    /// Builds the message for `rendered` from the context it was rendered
+    /// with. Fields can be adjusted afterwards (they are all public).
+    ///
+    /// `idempotency_key` is `<run id>:<event>` plus `:<step id>` when the
+    /// context names a step and `:<tier>` for escalations; the orchestrator
+    /// should replace it with its outbox key when one event can repeat
+    /// (e.g. `repeat_every` status updates).
+    pub fn new(context: &Context, event: Event, rendered: Rendered) -> Message {
+        let mut idempotency_key = format!("{}:{}", context.run.id, context.event);
+        if let Some(step) = &context.step {
+            idempotency_key.push(':');
+            idempotency_key.push_str(&step.id);
+        }
+        if let Some(escalation) = &context.escalation {
+            idempotency_key.push_str(&format!(":tier{}", escalation.tier));
+        }
+        let source = if context.incident.service.is_empty() {
+            context.run.workflow.clone()
+        } else {
+            context.incident.service.clone()
+        };
+        Message {
+            summary: truncate(&rendered.subject, 1024),
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            event,
+            action: Action::default_for(event),
+            run_id: context.run.id.clone(),
+            workflow: context.run.workflow.clone(),
+            severity: context.incident.severity,
+            source,
+            link: context.run.link.clone(),
+            dedup_key: context.run.id.clone(),
+            idempotency_key,
+            data: serde_json::to_value(context).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// What the message does to the incident (PagerDuty `event_action`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Open (or update) the incident.
+    #[default]
+    Trigger,
+    /// Someone is on it: stop escalating.
+    Acknowledge,
+    /// The incident is over.
+    Resolve,
+}
+
+impl Action {
+    /// `resolve` when the run reached a state that needs nobody
+    /// (`succeeded`, `cancelled`), `trigger` otherwise. Acknowledgement is
+    /// a human act, so the orchestrator sets [`Action::Acknowledge`] itself.
+    pub fn default_for(event: Event) -> Action {
+        match event {
+            Event::Succeeded | Event::Cancelled => Action::Resolve,
+            _ => Action::Trigger,
+        }
+    }
+
+    /// The PagerDuty `event_action` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Trigger => "trigger",
+            Action::Acknowledge => "acknowledge",
+            Action::Resolve => "resolve",
+        }
+    }
+}
+
+/// Incident severity as workflows write it (`inputs.severity`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum Severity {
+    P0,
+    #[default]
+    P1,
+    P2,
+    P3,
+}
+
+impl Severity {
+    /// PagerDuty `payload.severity`: P0 critical, P1 error, P2 warning, P3 info.
+    pub fn pagerduty(self) -> &'static str {
+        match self {
+            Severity::P0 => "critical",
+            Severity::P1 => "error",
+            Severity::P2 => "warning",
+            Severity::P3 => "info",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::P0 => "P0",
+            Severity::P1 => "P1",
+            Severity::P2 => "P2",
+            Severity::P3 => "P3",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+
+    /// Accepts `P0`..`P3` in either case.
+    fn from_str(s: &str) -> Result<Severity, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "P0" => Ok(Severity::P0),
+            "P1" => Ok(Severity::P1),
+            "P2" => Ok(Severity::P2),
+            "P3" => Ok(Severity::P3),
+            _ => Err(format!("severity `{s}` is not one of P0, P1, P2, P3")),
+        }
+    }
+}
+
+/// A successful delivery, for the delivery record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    /// What the far end accepted, e.g. `to sre@example.com: 250 OK` or
+    /// `HTTP 202`.
+    pub detail: String,
+}
+
+/// Why one delivery attempt failed, and whether another may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later: HTTP 408/429/5xx, connection errors and timeouts,
+    /// SMTP 4xx. `retry_after` is the server's `Retry-After` when it gave one.
+    #[error("{message} (will retry)")]
+    Retryable { message: String, retry_after: Option<Duration> },
+    /// Retrying will not help: other HTTP 4xx, SMTP 5xx, a malformed message.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn retryable(message: impl Into<String>) -> SendError {
+        SendError::Retryable { message: message.into(), retry_after: None }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SendError::Retryable { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Retryable { retry_after, .. } => *retry_after,
+            SendError::Permanent(_) => None,
+        }
+    }
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_map_to_pagerduty() {
+        let got: Vec<_> = [Severity::P0, Severity::P1, Severity::P2, Severity::P3]
+            .iter()
+            .map(|s| s.pagerduty())
+            .collect();
+        assert_eq!(got, ["critical", "error", "warning", "info"]);
+    }
+
+    #[test]
+    fn severity_parses_either_case_and_rejects_others() {
+        assert_eq!("p0".parse::<Severity>(), Ok(Severity::P0));
+        assert!("P9".parse::<Severity>().unwrap_err().contains("P0, P1, P2, P3"));
+    }
+
+    #[test]
+    fn message_round_trips_through_json() {
+        let ctx = Context::sample("step_failed");
+        let rendered =
+            Rendered { subject: "s".into(), text: "t".into(), html: Some("<p>h</p>".into()) };
+        let msg = Message::new(&ctx, Event::StepFailed, rendered);
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), msg);
+        assert_eq!(msg.dedup_key, ctx.run.id);
+        assert_eq!(msg.idempotency_key, format!("{}:step_failed:promote:tier1", ctx.run.id));
+    }
+
+    #[test]
+    fn success_and_cancel_resolve_the_incident() {
+        assert_eq!(Action::default_for(Event::Succeeded), Action::Resolve);
+        assert_eq!(Action::default_for(Event::Cancelled), Action::Resolve);
+        assert_eq!(Action::default_for(Event::Failed), Action::Trigger);
+    }
+
+    #[test]
+    fn truncate_counts_characters() {
+        assert_eq!(truncate("héllo", 10), "héllo");
+        assert_eq!(truncate("héllo", 3), "hé…");
+    }
+}

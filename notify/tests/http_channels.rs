@@ -1,0 +1,192 @@
+//! Slack, PagerDuty and webhook channels against a local recording server.
+
+use std::time::Duration;
+
+use lifeboat_notify::signature;
+use lifeboat_notify::{Action, ChannelConfig, Event, SendError, build};
+use serde_json::json;
+
+use crate::util::{Recorder, message, refused_url};
+
+fn slack(url: &str) -> Box<dyn lifeboat_notify::Channel> {
+    let config = ChannelConfig::Slack { webhook_url_env: "SLACK_WEBHOOK_URL".into() };
+    let url = url.to_string();
+    build("incidents-slack", &config, &move |k| (k == "SLACK_WEBHOOK_URL").then(|| url.clone()))
+        .unwrap()
+}
+
+fn pagerduty(url: &str) -> Box<dyn lifeboat_notify::Channel> {
+    let config =
+        ChannelConfig::Pagerduty { routing_key_env: "PD_KEY".into(), url: Some(url.to_string()) };
+    build("oncall-pager", &config, &|k| (k == "PD_KEY").then(|| "R0UT1NG".to_string())).unwrap()
+}
+
+fn webhook(url: &str, secret: Option<&str>) -> Box<dyn lifeboat_notify::Channel> {
+    let config = ChannelConfig::Webhook {
+        url: url.to_string(),
+        hmac_secret_env: secret.map(|_| "HOOK_SECRET".to_string()),
+    };
+    let secret = secret.map(str::to_string);
+    build("status-webhook", &config, &move |k| {
+        (k == "HOOK_SECRET").then(|| secret.clone()).flatten()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn slack_posts_block_kit_with_header_fields_text_and_run_button() {
+    let server = Recorder::ok().await;
+    let msg = message(Event::Failed);
+
+    let delivered = slack(&server.url).send(&msg).await.unwrap();
+
+    assert_eq!(delivered.detail, "HTTP 200: ok");
+    let body = server.only_request().json();
+    let link = msg.link.clone().unwrap();
+    assert_eq!(body["text"], msg.subject.as_str());
+    let blocks = body["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["text"], msg.subject.as_str());
+    let fields: Vec<&str> = blocks[1]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "*Severity*\nP0",
+            "*Workflow*\nfailover",
+            &format!("*Run*\n<{link}|{}>", msg.run_id),
+            "*Event*\nfailed",
+        ]
+    );
+    assert!(blocks[2]["text"]["text"].as_str().unwrap().contains("Recovery FAILED"));
+    assert_eq!(blocks[3]["elements"][0]["type"], "button");
+    assert_eq!(blocks[3]["elements"][0]["url"], link.as_str());
+}
+
+#[tokio::test]
+async fn pagerduty_trigger_carries_key_action_dedup_and_payload() {
+    let server = Recorder::start(202, &[], r#"{"status":"success","dedup_key":"x"}"#).await;
+    let msg = message(Event::Failed);
+
+    let delivered = pagerduty(&server.url).send(&msg).await.unwrap();
+
+    assert!(delivered.detail.starts_with("HTTP 202"), "{delivered:?}");
+    let req = server.only_request();
+    assert_eq!(req.path, "/hook");
+    let body = req.json();
+    assert_eq!(body["routing_key"], "R0UT1NG");
+    assert_eq!(body["event_action"], "trigger");
+    assert_eq!(body["dedup_key"], msg.run_id.as_str());
+    assert_eq!(body["payload"]["summary"], msg.subject.as_str());
+    assert_eq!(body["payload"]["severity"], "critical");
+    assert_eq!(body["payload"]["source"], "dc01");
+    assert_eq!(body["payload"]["custom_details"]["event"], "failed");
+    assert_eq!(body["payload"]["custom_details"]["workflow"], "failover");
+    let link = msg.link.clone().unwrap();
+    assert_eq!(
+        body["links"],
+        json!([{"href": link, "text": format!("lifeboat run {}", msg.run_id)}])
+    );
+}
+
+#[tokio::test]
+async fn pagerduty_resolve_sends_only_the_incident_key() {
+    let server = Recorder::start(202, &[], "{}").await;
+    let msg = message(Event::Succeeded);
+    assert_eq!(msg.action, Action::Resolve);
+
+    pagerduty(&server.url).send(&msg).await.unwrap();
+
+    assert_eq!(
+        server.only_request().json(),
+        json!({"routing_key": "R0UT1NG", "event_action": "resolve", "dedup_key": msg.run_id})
+    );
+}
+
+#[tokio::test]
+async fn webhook_body_is_the_message_and_its_signature_verifies() {
+    let server = Recorder::ok().await;
+    let msg = message(Event::RolledBack);
+
+    webhook(&server.url, Some("shh")).send(&msg).await.unwrap();
+
+    let req = server.only_request();
+    let header = req.header("x-lifeboat-signature").expect("signed");
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(signature::verify(b"shh", header, &req.body, now, 300), Ok(()));
+    assert_eq!(
+        signature::verify(b"wrong", header, &req.body, now, 300),
+        Err(signature::SignatureError::Mismatch)
+    );
+    assert_eq!(req.header("idempotency-key"), Some(msg.idempotency_key.as_str()));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("x-lifeboat-event"), Some("rolled_back"));
+    let sent: lifeboat_notify::Message = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(sent, msg);
+}
+
+#[tokio::test]
+async fn webhook_without_secret_is_unsigned() {
+    let server = Recorder::ok().await;
+
+    webhook(&server.url, None).send(&message(Event::Started)).await.unwrap();
+
+    assert_eq!(server.only_request().header("x-lifeboat-signature"), None);
+}
+
+#[tokio::test]
+async fn http_429_with_retry_after_is_retryable_after_that_delay() {
+    let server = Recorder::start(429, &[("retry-after", "7")], "slow down").await;
+
+    let err = webhook(&server.url, None).send(&message(Event::Failed)).await.unwrap_err();
+
+    assert_eq!(
+        err,
+        SendError::Retryable {
+            message: "HTTP 429 Too Many Requests: slow down".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        }
+    );
+}
+
+#[tokio::test]
+async fn http_500_is_retryable() {
+    let server = Recorder::start(500, &[], "").await;
+
+    let err = pagerduty(&server.url).send(&message(Event::Failed)).await.unwrap_err();
+
+    assert!(matches!(err, SendError::Retryable { retry_after: None, .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn http_400_is_permanent() {
+    let server = Recorder::start(400, &[], "invalid_payload").await;
+
+    let err = slack(&server.url).send(&message(Event::Failed)).await.unwrap_err();
+
+    assert_eq!(err, SendError::Permanent("HTTP 400 Bad Request: invalid_payload".into()));
+}
+
+#[tokio::test]
+async fn connection_refused_is_retryable() {
+    let url = refused_url().await;
+
+    for channel in [slack(&url), pagerduty(&url), webhook(&url, Some("s"))] {
+        let err = channel.send(&message(Event::Failed)).await.unwrap_err();
+        assert!(err.is_retryable(), "{}: {err:?}", channel.kind());
+        assert!(err.to_string().contains("could not connect"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn missing_routing_key_env_names_channel_and_variable() {
+    let config = ChannelConfig::Pagerduty { routing_key_env: "PD_KEY".into(), url: None };
+
+    let err = build("oncall-pager", &config, &|_| None).err().unwrap().to_string();
+
+    assert!(err.contains("`oncall-pager`") && err.contains("PD_KEY"), "{err}");
+}

@@ -1,0 +1,396 @@
+//! Steps that wait for people: `approval` (N-of-M distinct approvers, a
+//! deadline, `on_timeout`) and `escalate` (tiers paged in turn until someone
+//! acknowledges). Their whole progress lives in the step row's `state`, so a
+//! restarted worker carries on with the same approvals and timers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Driver;
+use crate::exec::people::{Decision, refusal};
+use crate::exec::{approval, escalate};
+use crate::store::{Change, RequestRecord, StepStatus, now_ms};
+use lifeboat_notify::Action;
+
+/// The durable state of a gate (kept in `steps.state`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Gate {
+    /// `approval` or `ack`.
+    pub awaiting: String,
+    /// Who may decide (users, groups expanded); empty: anyone allowed by role.
+    #[serde(default)]
+    pub people: Vec<String>,
+    #[serde(default)]
+    pub min: u32,
+    /// Excluded from deciding (`exclude_requester`).
+    pub requester: Option<String>,
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+    /// Approval deadline (`timeout`).
+    pub deadline: Option<i64>,
+    #[serde(default)]
+    pub on_timeout: String,
+    pub message: Option<String>,
+    /// Tiers being paged now.
+    pub escalation: Option<Escalation>,
+    /// Tiers an approval pages when it times out (`on_timeout: escalate`).
+    pub planned: Option<Escalation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Approval {
+    pub by: String,
+    pub at: i64,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Escalation {
+    pub tiers: Vec<TierState>,
+    /// The tier paged last.
+    pub tier: usize,
+    /// When the current tier must have acknowledged.
+    pub tier_deadline: i64,
+    pub repeat_every: Option<i64>,
+    pub next_repeat: Option<i64>,
+    #[serde(default)]
+    pub updates: u32,
+    pub template: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct TierState {
+    pub channels: Vec<String>,
+    pub ack_within: i64,
+}
+
+impl Escalation {
+    fn plan(config: &escalate::Config) -> Self {
+        Escalation {
+            tiers: config
+                .tiers
+                .iter()
+                .map(|t| TierState {
+                    channels: t.channels.clone(),
+                    ack_within: t.ack_within.as_millis() as i64,
+                })
+                .collect(),
+            repeat_every: config.repeat_every.map(|d| d.as_millis() as i64),
+            template: config.template.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Channels of every tier paged so far.
+    fn paged_channels(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in self.tiers.iter().take(self.tier + 1) {
+            for c in &t.channels {
+                if !out.contains(c) {
+                    out.push(c.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn next_timer(&self) -> i64 {
+        self.next_repeat.map_or(self.tier_deadline, |r| r.min(self.tier_deadline))
+    }
+}
+
+impl Gate {
+    fn wake_at(&self) -> Option<i64> {
+        match &self.escalation {
+            Some(e) => Some(e.next_timer()),
+            None => self.deadline,
+        }
+    }
+}
+
+impl Driver {
+    fn gate(&self, i: usize) -> Option<Gate> {
+        self.steps[i].state.clone().and_then(|s| serde_json::from_value(s).ok())
+    }
+
+    /// Writes the gate back as the step's state, with its next timer;
+    /// `started`: the step starts waiting now.
+    fn gate_change(&self, i: usize, gate: &Gate, started: Option<i64>) -> Change {
+        let wake = gate.wake_at();
+        let state = json!(gate);
+        self.step_change(i, |s| {
+            if let Some(now) = started {
+                s.status = StepStatus::Waiting;
+                s.started_at = Some(now);
+            }
+            s.state = Some(state);
+            s.wake_at = wake;
+        })
+    }
+
+    pub(super) fn start_approval(
+        &self,
+        i: usize,
+        config: &approval::Config,
+        rendered: Value,
+        now: i64,
+    ) -> Vec<Change> {
+        let id = self.wf.steps[i].id.clone();
+        let people = self.engine.opts.people.expand(&config.approvers);
+        let requester = config
+            .exclude_requester
+            .then(|| self.run.trigger.get("by").and_then(Value::as_str).map(String::from))
+            .flatten();
+        let gate = Gate {
+            awaiting: "approval".into(),
+            people: people.clone(),
+            min: config.min_approvals,
+            requester,
+            deadline: config.timeout.map(|t| now + t.as_millis() as i64),
+            on_timeout: format!("{:?}", config.on_timeout).to_lowercase(),
+            message: config.message.clone(),
+            planned: config.escalate.as_ref().map(Escalation::plan),
+            ..Default::default()
+        };
+        let mut changes = vec![self.gate_change(i, &gate, Some(now))];
+        changes.push(Self::event(
+            "approval_requested",
+            Some(&id),
+            Some(self.redact(json!({
+                "approvers": people,
+                "min_approvals": config.min_approvals,
+                "deadline": gate.deadline,
+                "message": config.message,
+                "with": rendered,
+            }))),
+        ));
+        changes
+    }
+
+    pub(super) fn start_escalation(
+        &self,
+        i: usize,
+        config: &escalate::Config,
+        now: i64,
+    ) -> Vec<Change> {
+        let gate = Gate {
+            awaiting: "ack".into(),
+            message: config.message.clone(),
+            escalation: Some(Escalation::plan(config)),
+            ..Default::default()
+        };
+        self.page_tier(i, gate, 0, now, true)
+    }
+
+    /// Pages `tier` of the gate's escalation and saves the gate.
+    fn page_tier(&self, i: usize, mut gate: Gate, tier: usize, now: i64, starting: bool) -> Vec<Change> {
+        let id = self.wf.steps[i].id.clone();
+        let Some(esc) = gate.escalation.as_mut() else { return Vec::new() };
+        esc.tier = tier;
+        esc.tier_deadline = now + esc.tiers[tier].ack_within;
+        esc.next_repeat = esc.repeat_every.map(|r| now + r);
+        let channels = esc.tiers[tier].channels.clone();
+        let template = esc.template.clone();
+        let data = json!({"tier": tier + 1, "channels": channels, "message": gate.message, "ack_within_ms": esc.tiers[tier].ack_within});
+        let mut changes = vec![Self::event("escalated", Some(&id), Some(data.clone()))];
+        changes.extend(self.notify_channels(
+            "escalated",
+            Some(&id),
+            &channels,
+            template.as_deref(),
+            data,
+            Action::Trigger,
+            &format!("tier{}", tier + 1),
+        ));
+        changes.push(self.gate_change(i, &gate, starting.then_some(now)));
+        changes
+    }
+
+    /// A gate's timer is due: an approval deadline, an ack deadline or a
+    /// status update. Returns `None` if nothing was due.
+    pub(super) fn gate_timer(&self, i: usize, now: i64) -> Option<Vec<Change>> {
+        let mut gate = self.gate(i)?;
+        if gate.wake_at().is_none_or(|at| at > now) {
+            return None;
+        }
+        let id = self.wf.steps[i].id.clone();
+        let Some(esc) = gate.escalation.clone() else {
+            // The approval deadline passed.
+            let after = self.steps[i].started_at.map(|s| (now - s) / 1000).unwrap_or(0);
+            return Some(match gate.on_timeout.as_str() {
+                "approve" => self.gate_done(
+                    i,
+                    true,
+                    json!({"approved_by": [], "timed_out": true, "comment": null}),
+                    None,
+                    "approval_timed_out",
+                ),
+                "escalate" if gate.planned.is_some() => {
+                    gate.escalation = gate.planned.take();
+                    let mut changes =
+                        vec![Self::event("approval_timed_out", Some(&id), Some(json!({"escalating": true})))];
+                    changes.extend(self.page_tier(i, gate, 0, now, false));
+                    changes
+                }
+                _ => self.gate_done(
+                    i,
+                    false,
+                    json!({"approved_by": [], "timed_out": true}),
+                    Some(format!("no decision within {after}s (on_timeout: fail)")),
+                    "approval_timed_out",
+                ),
+            });
+        };
+        if now >= esc.tier_deadline {
+            if esc.tier + 1 < esc.tiers.len() {
+                return Some(self.page_tier(i, gate, esc.tier + 1, now, false));
+            }
+            let what = if gate.awaiting == "ack" { "acknowledged" } else { "decided" };
+            return Some(self.gate_done(
+                i,
+                false,
+                json!({"tier": esc.tier + 1}),
+                Some(format!("nobody {what} after all {} tiers were paged", esc.tiers.len())),
+                "escalation_exhausted",
+            ));
+        }
+        // A status update to everyone paged so far.
+        let esc_mut = gate.escalation.as_mut().expect("checked above");
+        esc_mut.updates += 1;
+        esc_mut.next_repeat = esc_mut.repeat_every.map(|r| now + r);
+        let updates = esc_mut.updates;
+        let channels = esc_mut.paged_channels();
+        let template = esc_mut.template.clone();
+        let data = json!({"tier": esc.tier + 1, "update": updates, "message": gate.message});
+        let mut changes = vec![Self::event("status_update", Some(&id), Some(data.clone()))];
+        changes.extend(self.notify_channels(
+            "escalated",
+            Some(&id),
+            &channels,
+            template.as_deref(),
+            data,
+            Action::Trigger,
+            &format!("update{updates}"),
+        ));
+        changes.push(self.gate_change(i, &gate, None));
+        Some(changes)
+    }
+
+    /// Ends a gate: the step succeeds or fails with `outputs`.
+    fn gate_done(
+        &self,
+        i: usize,
+        ok: bool,
+        outputs: Value,
+        error: Option<String>,
+        why: &str,
+    ) -> Vec<Change> {
+        let id = self.wf.steps[i].id.clone();
+        let now = now_ms();
+        vec![
+            self.step_change(i, |s| {
+                s.status = if ok { StepStatus::Succeeded } else { StepStatus::Failed };
+                s.finished_at = Some(now);
+                s.wake_at = None;
+                s.outputs = Some(outputs.clone());
+                s.error = error.clone();
+            }),
+            Self::event(why, Some(&id), Some(outputs.clone())),
+            Self::event(
+                if ok { "step_succeeded" } else { "step_failed" },
+                Some(&id),
+                error.map(|e| json!({"error": e})),
+            ),
+        ]
+    }
+
+    /// Applies an approve, reject or ack request (checked again: the step
+    /// may have moved on since the person was told yes).
+    pub(super) fn apply_decision(&self, i: usize, req: &RequestRecord, decision: Decision) -> Vec<Change> {
+        let id = self.wf.steps[i].id.clone();
+        let comment = req.data.as_ref().and_then(|d| d.get("comment")).and_then(Value::as_str);
+        let refused = if self.steps[i].status != StepStatus::Waiting {
+            Some(format!("step is {}", self.steps[i].status))
+        } else {
+            refusal(self.steps[i].state.as_ref().unwrap_or(&Value::Null), &req.actor, decision)
+        };
+        if let Some(why) = refused {
+            return vec![Self::event(
+                "decision_refused",
+                Some(&id),
+                Some(json!({"by": req.actor, "decision": decision.name(), "reason": why})),
+            )];
+        }
+        let Some(mut gate) = self.gate(i) else { return Vec::new() };
+        let now = now_ms();
+        match decision {
+            Decision::Reject => {
+                let error = match comment {
+                    Some(c) => format!("rejected by {}: {c}", req.actor),
+                    None => format!("rejected by {}", req.actor),
+                };
+                self.gate_done(
+                    i,
+                    false,
+                    json!({"rejected_by": req.actor, "comment": comment, "approved_by": gate.approvals.iter().map(|a| &a.by).collect::<Vec<_>>()}),
+                    Some(error),
+                    "rejected",
+                )
+            }
+            Decision::Approve => {
+                gate.approvals.push(Approval {
+                    by: req.actor.clone(),
+                    at: now,
+                    comment: comment.map(String::from),
+                });
+                let by: Vec<&String> = gate.approvals.iter().map(|a| &a.by).collect();
+                if by.len() as u32 >= gate.min.max(1) {
+                    let comments: Vec<Value> = gate
+                        .approvals
+                        .iter()
+                        .filter_map(|a| a.comment.as_ref().map(|c| json!({"by": a.by, "comment": c})))
+                        .collect();
+                    return self.gate_done(
+                        i,
+                        true,
+                        json!({"approved_by": by, "comment": comment, "comments": comments}),
+                        None,
+                        "approved",
+                    );
+                }
+                vec![
+                    Self::event(
+                        "approval_recorded",
+                        Some(&id),
+                        Some(json!({"by": req.actor, "have": by.len(), "need": gate.min})),
+                    ),
+                    self.gate_change(i, &gate, None),
+                ]
+            }
+            Decision::Ack => {
+                let tier = gate.escalation.as_ref().map_or(0, |e| e.tier + 1);
+                let mut changes = self.gate_done(
+                    i,
+                    true,
+                    json!({"acked_by": req.actor, "tier": tier, "comment": comment}),
+                    None,
+                    "acknowledged",
+                );
+                // PagerDuty incidents of this run follow the acknowledgement.
+                if let Some(esc) = &gate.escalation {
+                    let pagers = self.pagerduty_channels(&esc.paged_channels());
+                    changes.extend(self.notify_channels(
+                        "acknowledged",
+                        Some(&id),
+                        &pagers,
+                        esc.template.as_deref(),
+                        json!({"acked_by": req.actor, "tier": tier}),
+                        Action::Acknowledge,
+                        "ack",
+                    ));
+                }
+                changes
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Prometheus metrics: one process-wide registry and a small function per
+//! thing worth counting, so call sites stay one line
+//! (`metrics::run_started(&wf.name)`). `GET /metrics` renders it with
+//! [`encode`]; run counts by status come from the store at scrape time.
+//!
+//! Label values are bounded by configuration (workflows, hooks, channels,
+//! step kinds, statuses), never by request data.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::RunStatus;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkflowLabel {
+    workflow: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunEndLabels {
+    workflow: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    kind: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    hook: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    code: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+struct Metrics {
+    registry: Registry,
+    runs_started: Family<WorkflowLabel, Counter>,
+    runs_finished: Family<RunEndLabels, Counter>,
+    step_duration: HistogramFamily<StepLabels>,
+    runs: Family<StatusLabel, Gauge>,
+    lease_takeovers: Counter,
+    webhooks: Family<HookLabels, Counter>,
+    schedule_fires: Family<WorkflowLabel, Counter>,
+    notifications: Family<ChannelLabels, Counter>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: HistogramFamily<HttpLabels>,
+}
+
+fn step_buckets() -> Histogram {
+    // 10 ms .. ~5.8 h: steps range from `set` to a restore.
+    Histogram::new(exponential_buckets(0.01, 3.0, 14))
+}
+
+fn http_buckets() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("lifeboat");
+    let m = Metrics {
+        registry: Registry::default(),
+        runs_started: Family::default(),
+        runs_finished: Family::default(),
+        step_duration: Family::new_with_constructor(step_buckets),
+        runs: Family::default(),
+        lease_takeovers: Counter::default(),
+        webhooks: Family::default(),
+        schedule_fires: Family::default(),
+        notifications: Family::default(),
+        http_requests: Family::default(),
+        http_duration: Family::new_with_constructor(http_buckets),
+    };
+    registry.register("runs_started", "Runs created, by workflow", m.runs_started.clone());
+    registry.register(
+        "runs_finished",
+        "Runs that reached a final status, by workflow and status",
+        m.runs_finished.clone(),
+    );
+    registry.register(
+        "step_duration_seconds",
+        "Duration of step attempts, by step kind and outcome",
+        m.step_duration.clone(),
+    );
+    registry.register(
+        "runs",
+        "Runs in the database by status (queue depth: queued), read at scrape time",
+        m.runs.clone(),
+    );
+    registry.register(
+        "lease_takeovers",
+        "Runs this worker claimed after another worker's lease expired",
+        m.lease_takeovers.clone(),
+    );
+    registry.register(
+        "webhook_requests",
+        "Webhook requests by hook and outcome (started, deduplicated, ignored, unauthorized, rejected, error)",
+        m.webhooks.clone(),
+    );
+    registry.register(
+        "schedule_fires",
+        "Schedule ticks that started a run, by workflow",
+        m.schedule_fires.clone(),
+    );
+    registry.register(
+        "notification_deliveries",
+        "Notification delivery attempts by channel and outcome",
+        m.notifications.clone(),
+    );
+    registry.register(
+        "http_requests",
+        "HTTP requests served, by method, route and status code",
+        m.http_requests.clone(),
+    );
+    registry.register(
+        "http_request_duration_seconds",
+        "HTTP request latency, by method, route and status code",
+        m.http_duration.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+/// A run was created (by any trigger: CLI, API, webhook, schedule, parent step).
+pub fn run_started(workflow: &str) {
+    METRICS.runs_started.get_or_create(&WorkflowLabel { workflow: workflow.into() }).inc();
+}
+
+/// A run reached a final status.
+pub fn run_finished(workflow: &str, status: RunStatus) {
+    METRICS
+        .runs_finished
+        .get_or_create(&RunEndLabels { workflow: workflow.into(), status: status.as_str().into() })
+        .inc();
+}
+
+/// A step attempt ended: its kind (`shell`, `approval`…), outcome and duration.
+pub fn step_finished(kind: &str, status: &str, secs: f64) {
+    METRICS
+        .step_duration
+        .get_or_create(&StepLabels { kind: kind.into(), status: status.into() })
+        .observe(secs);
+}
+
+/// This worker took over a run whose previous worker's lease had expired.
+pub fn lease_takeover() {
+    METRICS.lease_takeovers.inc();
+}
+
+/// A webhook request (or one alert of it) ended with `outcome`.
+pub fn webhook(hook: &str, outcome: &str) {
+    METRICS.webhooks.get_or_create(&HookLabels { hook: hook.into(), outcome: outcome.into() }).inc();
+}
+
+/// A schedule tick started a run of `workflow`.
+pub fn schedule_fired(workflow: &str) {
+    METRICS.schedule_fires.get_or_create(&WorkflowLabel { workflow: workflow.into() }).inc();
+}
+
+/// A notification delivery attempt on `channel` ended with `outcome`
+/// (`delivered`, `failed`, `retrying`…).
+pub fn notification(channel: &str, outcome: &str) {
+    METRICS
+        .notifications
+        .get_or_create(&ChannelLabels { channel: channel.into(), outcome: outcome.into() })
+        .inc();
+}
+
+/// An HTTP request was answered (`route` is the matched pattern, not the path).
+pub fn http_request(method: &str, route: &str, code: u16, secs: f64) {
+    let labels =
+        HttpLabels { method: method.into(), route: route.into(), code: code.to_string() };
+    METRICS.http_requests.get_or_create(&labels).inc();
+    METRICS.http_duration.get_or_create(&labels).observe(secs);
+}
+
+/// Sets the run-count gauges; statuses absent from `counts` are set to 0.
+pub fn set_run_counts(counts: &[(RunStatus, i64)]) {
+    for status in [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Waiting,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::RollingBack,
+        RunStatus::RolledBack,
+        RunStatus::RollbackFailed,
+        RunStatus::Cancelled,
+    ] {
+        let n = counts.iter().filter(|(s, _)| *s == status).map(|(_, n)| *n).sum();
+        METRICS.runs.get_or_create(&StatusLabel { status: status.as_str().into() }).set(n);
+    }
+}
+
+/// The registry in Prometheus text format (OpenMetrics text, ends with `# EOF`).
+pub fn encode() -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &METRICS.registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_family_is_rendered_with_its_labels() {
+        super::run_started("failover");
+        super::run_finished("failover", crate::store::RunStatus::Succeeded);
+        super::step_finished("shell", "succeeded", 0.2);
+        super::lease_takeover();
+        super::webhook("alertmanager", "started");
+        super::schedule_fired("backup");
+        super::notification("oncall-email", "delivered");
+        super::set_run_counts(&[(crate::store::RunStatus::Queued, 3)]);
+        let text = super::encode();
+        for needle in [
+            "lifeboat_runs_started_total{workflow=\"failover\"}",
+            "lifeboat_runs_finished_total{workflow=\"failover\",status=\"succeeded\"}",
+            "lifeboat_step_duration_seconds_bucket{",
+            "lifeboat_lease_takeovers_total",
+            "lifeboat_webhook_requests_total{hook=\"alertmanager\",outcome=\"started\"}",
+            "lifeboat_schedule_fires_total{workflow=\"backup\"}",
+            "lifeboat_notification_deliveries_total{channel=\"oncall-email\",outcome=\"delivered\"}",
+            "lifeboat_runs{status=\"queued\"} 3",
+            "lifeboat_runs{status=\"failed\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! `/api/v1`: workflows (with their graphs), runs (start, list, show,
+//! cancel, retry) and people's decisions (approve, reject, ack). Every
+//! request carries a user's bearer token; its roles gate the endpoint and
+//! its name is the actor in the audit log.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::auth::Need;
+use super::error::{ApiError, optional_json};
+use crate::compile::CompiledWorkflow;
+use crate::store::{Created, NewAudit, NewRequest, RequestKind, RunFilter, RunRecord, RunStatus};
+
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+/// Upper bound of `limit` on `GET /runs`.
+const MAX_LIMIT: u32 = 1000;
+
+async fn audit(
+    app: &AppState,
+    actor: &str,
+    action: &str,
+    run_id: Option<&str>,
+    step_id: Option<&str>,
+    payload: Value,
+) -> Result<(), ApiError> {
+    app.ctx
+        .store
+        .audit_append(NewAudit {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            run_id: run_id.map(String::from),
+            step_id: step_id.map(String::from),
+            payload,
+        })
+        .await?;
+    Ok(())
+}
+
+fn workflow_summary(wf: &CompiledWorkflow) -> Value {
+    let def = &wf.definition;
+    json!({
+        "name": wf.name,
+        "description": def.description,
+        "file": wf.file,
+        "hash": wf.hash,
+        "objectives": def.objectives,
+        "inputs": def.inputs,
+        "triggers": def.triggers,
+        "steps": wf.steps.len(),
+    })
+}
+
+/// Nodes (in file order, with kind, wave and marks), edges (need -> step) and waves.
+fn graph(wf: &CompiledWorkflow) -> Value {
+    let mut wave_of = vec![0usize; wf.steps.len()];
+    for (w, wave) in wf.waves.iter().enumerate() {
+        for &i in wave {
+            wave_of[i] = w;
+        }
+    }
+    let nodes: Vec<Value> = wf
+        .steps
+        .iter()
+        .map(|s| {
+            let def = &s.definition;
+            json!({
+                "id": s.id,
+                "kind": s.body.kind.name(),
+                "needs": s.needs.iter().map(|&n| &wf.steps[n].id).collect::<Vec<_>>(),
+                "wave": wave_of[s.index],
+                "when": def.when.is_some(),
+                "for_each": def.for_each.is_some(),
+                "idempotent": def.idempotent,
+                "irreversible": def.irreversible,
+                "continue_on_failure": def.continue_on_failure,
+                "rollback": s.rollback.as_ref().map(|r| r.kind.name()),
+            })
+        })
+        .collect();
+    let edges: Vec<Value> = wf
+        .steps
+        .iter()
+        .flat_map(|s| s.needs.iter().map(move |&n| json!({"from": wf.steps[n].id, "to": s.id})))
+        .collect();
+    let waves: Vec<Vec<&str>> = wf
+        .waves
+        .iter()
+        .map(|wave| wave.iter().map(|&i| wf.steps[i].id.as_str()).collect())
+        .collect();
+    json!({"nodes": nodes, "edges": edges, "waves": waves, "mermaid": crate::viz::mermaid(wf)})
+}
+
+pub async fn list_workflows(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    app.ids.authorize(&headers, Need::Read)?;
+    let snapshot = app.catalog.snapshot();
+    let list: Vec<Value> = snapshot.workflows.values().map(|wf| workflow_summary(wf)).collect();
+    Ok(Json(Value::Array(list)))
+}
+
+fn find_workflow(app: &AppState, name: &str) -> Result<std::sync::Arc<CompiledWorkflow>, ApiError> {
+    let snapshot = app.catalog.snapshot();
+    snapshot.get(name).cloned().ok_or_else(|| {
+        let hint = crate::compile::suggest::did_you_mean(
+            name,
+            snapshot.workflows.keys().map(String::as_str),
+        )
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default();
+        ApiError::not_found(format!("no workflow `{name}`{hint}"))
+    })
+}
+
+pub async fn get_workflow(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    app.ids.authorize(&headers, Need::Read)?;
+    let wf = find_workflow(&app, &name)?;
+    let mut doc = workflow_summary(&wf);
+    doc["graph"] = graph(&wf);
+    doc["source"] = json!(wf.source);
+    Ok(Json(doc))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    #[serde(default)]
+    inputs: Map<String, Value>,
+}
+
+pub async fn start_run(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = app.ids.authorize(&headers, Need::Operate)?.name.clone();
+    let wf = find_workflow(&app, &name)?;
+    let body: StartBody = optional_json(&headers, body).await?;
+    let inputs = crate::exec::inputs::resolve(body.inputs, &wf.definition.inputs)
+        .map_err(|errors| ApiError::unprocessable(errors.join("; ")))?;
+    let trigger = json!({"kind": "api", "by": user});
+    match app.engine.submit(&wf, inputs.clone(), trigger, None, false).await? {
+        Created::Run(id) => {
+            audit(&app, &user, "run", Some(&id), None, json!({"workflow": wf.name, "inputs": inputs}))
+                .await?;
+            Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+        }
+        Created::Skipped { active } | Created::Duplicate { existing: active } => {
+            Err(ApiError::conflict(format!(
+                "not started: run {active} of `{}` holds the same concurrency key (on_conflict: skip)",
+                wf.name
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+pub async fn list_runs(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult {
+    app.ids.authorize(&headers, Need::Read)?;
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "query `status`: unknown status `{s}` (queued, running, waiting, succeeded, failed, rolling_back, rolled_back, rollback_failed, cancelled)"
+            ))
+        })?),
+        None => None,
+    };
+    let limit = match q.limit.as_deref() {
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "query `limit`: `{text}` is not a number from 1 to {MAX_LIMIT}"
+                )));
+            }
+        },
+        None => 50,
+    };
+    let filter = RunFilter {
+        status,
+        workflow: q.workflow.filter(|w| !w.is_empty()),
+        limit: Some(limit),
+        before: q.before.filter(|b| !b.is_empty()),
+    };
+    let runs = app.ctx.store.runs(&filter).await?;
+    Ok(Json(Value::Array(runs.iter().map(crate::cli::inspect::run_json).collect())))
+}
+
+/// A run by id (or unique prefix), 404 if there is none.
+async fn find_run(app: &AppState, id: &str) -> Result<RunRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("run {id} not found"));
+    let id = app.ctx.store.resolve_run_id(id).await.map_err(|e| match e {
+        crate::store::StoreError::Database(_) => ApiError::from(e),
+        _ => not_found(),
+    })?;
+    app.ctx.store.run(&id).await?.ok_or_else(not_found)
+}
+
+pub async fn get_run(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    app.ids.authorize(&headers, Need::Read)?;
+    let run = find_run(&app, &id).await?;
+    Ok(Json(crate::cli::inspect::run_document(&app.ctx, &run.id).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    #[serde(default)]
+    no_rollback: bool,
+}
+
+pub async fn cancel_run(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = app.ids.authorize(&headers, Need::Operate)?.name.clone();
+    let body: CancelBody = optional_json(&headers, body).await?;
+    let run = find_run(&app, &id).await?;
+    if run.status.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "run {} has already ended ({}); retry it to run part of it again",
+            run.id, run.status
+        )));
+    }
+    let kind = if body.no_rollback { RequestKind::CancelNoRollback } else { RequestKind::Cancel };
+    app.ctx
+        .store
+        .request(NewRequest {
+            run_id: run.id.clone(),
+            kind,
+            step_id: None,
+            data: None,
+            actor: user.clone(),
+        })
+        .await?;
+    audit(&app, &user, kind.as_str(), Some(&run.id), None, json!({"via": "api"}))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": run.id, "requested": kind.as_str()}))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    from: Option<String>,
+    #[serde(default)]
+    inputs: Map<String, Value>,
+}
+
+/// `lifeboat retry`'s checks and request, over HTTP.
+pub async fn retry_run(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = app.ids.authorize(&headers, Need::Operate)?.name.clone();
+    let body: RetryBody = optional_json(&headers, body).await?;
+    let run = find_run(&app, &id).await?;
+    let wf = app.engine.definition(&run.definition_hash).await?;
+    if let Some(from) = &body.from
+        && wf.step(from).is_none()
+    {
+        let hint = crate::compile::suggest::did_you_mean(
+            from,
+            wf.steps.iter().map(|s| s.id.as_str()),
+        )
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default();
+        return Err(ApiError::bad_request(format!(
+            "field `from`: run {} has no step `{from}`{hint}",
+            run.id
+        )));
+    }
+    if !body.inputs.is_empty() {
+        let mut merged = run.inputs.as_object().cloned().unwrap_or_default();
+        merged.extend(body.inputs.clone());
+        crate::exec::inputs::resolve(merged, &wf.definition.inputs)
+            .map_err(|errors| ApiError::unprocessable(errors.join("; ")))?;
+    }
+    if !run.status.is_terminal() && body.from.is_none() && body.inputs.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "run {} is {}; retry a finished run, or name a step with `from`",
+            run.id, run.status
+        )));
+    }
+    let data = json!({"from": body.from, "inputs": body.inputs});
+    app.ctx
+        .store
+        .request(NewRequest {
+            run_id: run.id.clone(),
+            kind: RequestKind::Retry,
+            step_id: body.from.clone(),
+            data: Some(data.clone()),
+            actor: user.clone(),
+        })
+        .await?;
+    audit(&app, &user, "retry", Some(&run.id), body.from.as_deref(), data).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": run.id, "requested": "retry"}))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    comment: Option<String>,
+}
+
+async fn decide(
+    app: AppState,
+    run: String,
+    step: String,
+    headers: HeaderMap,
+    body: Body,
+    decision: crate::exec::people::Decision,
+) -> ApiResult {
+    use crate::exec::people::DecideError;
+    let user = app.ids.authorize(&headers, Need::Decide)?.name.clone();
+    let body: DecideBody = optional_json(&headers, body).await?;
+    let run_id = crate::exec::people::decide(
+        app.ctx.store.as_ref(),
+        &run,
+        &step,
+        &user,
+        decision,
+        body.comment,
+    )
+    .await
+    .map_err(|e| match e {
+        DecideError::NotFound(m) => ApiError::not_found(m),
+        DecideError::NotWaiting(m) => ApiError::conflict(m),
+        DecideError::Forbidden(m) => ApiError::forbidden(m),
+        DecideError::Store(e) => ApiError::from(e),
+    })?;
+    Ok(Json(json!({"id": run_id, "step": step, "decision": decision.name(), "by": user})))
+}
+
+pub async fn approve(
+    State(app): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    decide(app, run, step, headers, body, crate::exec::people::Decision::Approve).await
+}
+
+pub async fn reject(
+    State(app): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    decide(app, run, step, headers, body, crate::exec::people::Decision::Reject).await
+}
+
+pub async fn ack(
+    State(app): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    decide(app, run, step, headers, body, crate::exec::people::Decision::Ack).await
+}
+
+/// Unknown paths under `/api/v1` answer with the JSON error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see DESIGN.md's HTTP API")
+}

@@ -1,0 +1,180 @@
+//! The API's one error shape: `{"error": {"code", "message"}}` with the
+//! right status, and the request-body helpers that produce it (1 MiB cap,
+//! content type, JSON parsed with the failing field's path in the message).
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// Request bodies (hooks and API) are refused above this size.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable, machine-readable: `bad_request`, `unauthorized`, …
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "Request failed.");
+        }
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::RunNotFound(id) => ApiError::not_found(format!("run {id} not found")),
+            StoreError::Conflict(m) => ApiError::conflict(m),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if let Some(store) = e.downcast_ref::<crate::store::StoreError>() {
+            use crate::store::StoreError;
+            match store {
+                StoreError::RunNotFound(id) => {
+                    return ApiError::not_found(format!("run {id} not found"));
+                }
+                StoreError::Conflict(m) => return ApiError::conflict(m.clone()),
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<crate::cli::InputError>().is_some() {
+            let text = format!("{e:#}");
+            return if text.contains("not found") || text.starts_with("no run") {
+                ApiError::not_found(text)
+            } else {
+                ApiError::bad_request(text)
+            };
+        }
+        ApiError::internal(format!("{e:#}"))
+    }
+}
+
+/// Refuses a body that is not `application/json` (parameters such as
+/// `charset` are allowed).
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            if ct.is_empty() {
+                "missing Content-Type: send the body as application/json".to_string()
+            } else {
+                format!("Content-Type `{ct}` is not supported: send the body as application/json")
+            },
+        ))
+    }
+}
+
+/// Reads the whole body, refusing more than `MAX_BODY_BYTES` (413) early
+/// when `Content-Length` says so, and while reading when it lied.
+pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
+        }
+        ApiError::bad_request(format!("cannot read the request body: {e}"))
+    })
+}
+
+/// Parses JSON; the error names the field by its path (`alerts[0].labels`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(format!("body is not valid: {inner}"))
+        } else {
+            ApiError::bad_request(format!("field `{path}`: {inner}"))
+        }
+    })
+}
+
+/// An optional JSON body: empty means `T::default()`.
+pub async fn optional_json<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    require_json(headers)?;
+    parse_json(&bytes)
+}

@@ -1,0 +1,487 @@
+//! `POST /hooks/{name}`: alerts and events start workflows.
+//!
+//! An Alertmanager payload (webhook version 4) fans out to one trigger per
+//! alert; a `json` hook's body is one event. Each `webhook: <name>` trigger
+//! of the catalog whose `match` holds renders its inputs (strict templates
+//! over `alert.*` / `event.*`), checks them against the workflow's
+//! declarations and submits a run with a dedupe key, so a repeated alert
+//! finds its active run instead of starting another (enforced by the store,
+//! also across replicas). Every trigger is audited as `hook:<name>`.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use indexmap::IndexMap;
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, parse_json, read_body, require_json};
+use crate::catalog::TriggerRef;
+use crate::config::HookFormat;
+use crate::exec::engine::SubmitKeys;
+use crate::model::AlertStatus;
+use crate::store::{Created, NewAudit, RunFilter, RunStatus};
+
+/// Alertmanager's webhook payload, version 4 (fields we use; others ignored).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertmanagerPayload {
+    version: Option<String>,
+    receiver: Option<String>,
+    #[serde(default)]
+    group_labels: IndexMap<String, String>,
+    #[serde(default)]
+    common_labels: IndexMap<String, String>,
+    #[serde(default)]
+    common_annotations: IndexMap<String, String>,
+    #[serde(rename = "externalURL")]
+    external_url: Option<String>,
+    alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Alert {
+    status: AlertStatus,
+    labels: IndexMap<String, String>,
+    #[serde(default)]
+    annotations: IndexMap<String, String>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    #[serde(rename = "generatorURL")]
+    generator_url: Option<String>,
+    fingerprint: Option<String>,
+}
+
+/// One alert or event, ready to be matched against triggers.
+struct Incoming {
+    status: AlertStatus,
+    /// What the payload is available as to templates (`alert.*` and `event.*`).
+    payload: Value,
+    /// Alertmanager alerts: their fingerprint (computed from the labels if absent).
+    fingerprint: Option<String>,
+}
+
+impl Incoming {
+    /// The value a `match` key is compared with: an alert's label, or a
+    /// (dotted) field of a JSON event.
+    fn field(&self, key: &str) -> Option<String> {
+        let value = if self.fingerprint.is_some() {
+            self.payload.get("labels").and_then(|l| l.get(key))
+        } else {
+            key.split('.').try_fold(&self.payload, |v, part| v.get(part))
+        }?;
+        Some(match value {
+            Value::String(s) => s.clone(),
+            Value::Null => return None,
+            other => other.to_string(),
+        })
+    }
+}
+
+/// What the request did, as answered with 202.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Outcome {
+    pub runs: Vec<String>,
+    pub deduplicated: Vec<String>,
+    /// Not started: the concurrency key was busy (`on_conflict: skip`); the active run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Runs cancelled because their alert resolved (`cancel_on_resolve`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cancelled: Vec<String>,
+    /// Alerts whose inputs a workflow refused, when others in the same payload started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Value>,
+}
+
+pub async fn receive(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Outcome>), ApiError> {
+    let Some(hook) = app.ids.hooks.get(&name) else {
+        let known: Vec<&str> = app.ids.hooks.keys().map(String::as_str).collect();
+        return Err(ApiError::not_found(format!(
+            "no hook `{name}` (configured hooks: {})",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )));
+    };
+    let result = handle(&app, hook, &headers, body).await;
+    let outcome = match &result {
+        Ok(o) if !o.runs.is_empty() => "started",
+        Ok(o) if !o.deduplicated.is_empty() || !o.skipped.is_empty() => "deduplicated",
+        Ok(o) if !o.cancelled.is_empty() => "cancelled",
+        Ok(_) => "ignored",
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => "unauthorized",
+        Err(e) if e.status.is_client_error() => "rejected",
+        Err(_) => "error",
+    };
+    crate::metrics::webhook(&name, outcome);
+    result.map(|o| (StatusCode::ACCEPTED, Json(o)))
+}
+
+async fn handle(
+    app: &AppState,
+    hook: &super::auth::Hook,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Outcome, ApiError> {
+    if !hook.needs_body_to_verify() {
+        hook.verify(headers, &[])?;
+    }
+    require_json(headers)?;
+    let bytes = read_body(headers, body).await?;
+    if hook.needs_body_to_verify() {
+        hook.verify(headers, &bytes)?;
+    }
+    let incoming = match hook.format {
+        HookFormat::Alertmanager => alerts(&bytes)?,
+        HookFormat::Json => {
+            let event: Value = parse_json(&bytes)?;
+            if !event.is_object() {
+                return Err(ApiError::bad_request("body must be a JSON object"));
+            }
+            vec![Incoming { status: AlertStatus::Firing, payload: event, fingerprint: None }]
+        }
+    };
+    let triggers = app.catalog.snapshot().webhook_triggers(&hook.name);
+    let actor = format!("hook:{}", hook.name);
+    let mut out = Outcome::default();
+    let mut refusals: Vec<String> = Vec::new();
+    for ev in &incoming {
+        for t in &triggers {
+            let trigger = t.trigger();
+            if !matches(trigger, ev) {
+                continue;
+            }
+            let starts_on = trigger.on.unwrap_or(AlertStatus::Firing);
+            if ev.status == AlertStatus::Resolved
+                && starts_on == AlertStatus::Firing
+                && trigger.cancel_on_resolve
+            {
+                cancel_resolved(app, &hook.name, t, ev, &actor, &mut out).await?;
+            }
+            if ev.status != starts_on {
+                continue;
+            }
+            match start(app, &hook.name, t, ev, &actor).await? {
+                Ok(Created::Run(id)) => out.runs.push(id),
+                Ok(Created::Duplicate { existing }) => out.deduplicated.push(existing),
+                Ok(Created::Skipped { active }) => out.skipped.push(active),
+                Err(why) => {
+                    out.rejected.push(json!({
+                        "workflow": t.workflow.name,
+                        "fingerprint": ev.fingerprint,
+                        "error": why,
+                    }));
+                    refusals.push(why);
+                }
+            }
+        }
+    }
+    let started = out.runs.len() + out.deduplicated.len() + out.skipped.len();
+    if started == 0 && !refusals.is_empty() {
+        return Err(ApiError::unprocessable(refusals.join("; ")));
+    }
+    Ok(out)
+}
+
+fn alerts(bytes: &[u8]) -> Result<Vec<Incoming>, ApiError> {
+    let p: AlertmanagerPayload = parse_json(bytes)?;
+    if let Some(v) = p.version.as_deref()
+        && v != "4"
+    {
+        return Err(ApiError::bad_request(format!(
+            "field `version`: Alertmanager webhook version `{v}` is not supported (only 4)"
+        )));
+    }
+    Ok(p.alerts
+        .into_iter()
+        .map(|a| {
+            let fingerprint = a.fingerprint.clone().unwrap_or_else(|| fingerprint_of(&a.labels));
+            let payload = json!({
+                "status": a.status,
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "startsAt": a.starts_at,
+                "endsAt": a.ends_at,
+                "generatorURL": a.generator_url,
+                "fingerprint": fingerprint,
+                "commonLabels": p.common_labels,
+                "commonAnnotations": p.common_annotations,
+                "groupLabels": p.group_labels,
+                "externalURL": p.external_url,
+                "receiver": p.receiver,
+            });
+            Incoming { status: a.status, payload, fingerprint: Some(fingerprint) }
+        })
+        .collect())
+}
+
+/// A stable fingerprint of a label set, for payloads that carry none.
+fn fingerprint_of(labels: &IndexMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<_> = labels.iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for (k, v) in sorted {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Label equality, or `~regex` matched against the whole value.
+fn matches(trigger: &crate::model::Trigger, ev: &Incoming) -> bool {
+    trigger.matchers.iter().all(|(key, want)| {
+        let Some(have) = ev.field(key) else { return false };
+        match want.strip_prefix('~') {
+            Some(pattern) => anchored(pattern).is_some_and(|re| re.is_match(&have)),
+            None => have == *want,
+        }
+    })
+}
+
+/// `^(?:pattern)$`, compiled once per pattern (patterns come from workflow files).
+fn anchored(pattern: &str) -> Option<Regex> {
+    static CACHE: LazyLock<Mutex<HashMap<String, Option<Regex>>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut cache = CACHE.lock().expect("regex cache poisoned");
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| match Regex::new(&format!("^(?:{pattern})$")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                tracing::warn!(%pattern, error = %e, "A trigger's `match` regex is invalid; it matches nothing.");
+                None
+            }
+        })
+        .clone()
+}
+
+/// The template context of a trigger: the payload as `alert` and `event`.
+fn context(ev: &Incoming) -> Value {
+    json!({"alert": ev.payload, "event": ev.payload})
+}
+
+fn render(t: &TriggerRef, key: &str, ctx: &handlebars::Context) -> Option<Result<String, String>> {
+    let parsed = t.workflow.templates.get(key)?;
+    Some(crate::exec::render::render(parsed, ctx))
+}
+
+/// The dedupe key: `<hook>:<fingerprint>` for alerts, the rendered `dedupe`
+/// template for JSON events (none: every event starts a run).
+fn dedupe_key(
+    hook: &str,
+    t: &TriggerRef,
+    ev: &Incoming,
+    ctx: &handlebars::Context,
+) -> Result<Option<String>, String> {
+    if let Some(fp) = &ev.fingerprint {
+        return Ok(Some(format!("{hook}:{fp}")));
+    }
+    match render(t, &format!("triggers.{}.dedupe", t.index), ctx) {
+        Some(Ok(key)) if key.trim().is_empty() => Ok(None),
+        Some(Ok(key)) => Ok(Some(format!("{hook}:{key}"))),
+        Some(Err(e)) => Err(format!("workflow `{}`: dedupe: {e}", t.workflow.name)),
+        None => Ok(None),
+    }
+}
+
+/// Renders the trigger's inputs and submits a run. The inner `Err` is a
+/// refusal of this alert's inputs (422), naming the input.
+async fn start(
+    app: &AppState,
+    hook: &str,
+    t: &TriggerRef,
+    ev: &Incoming,
+    actor: &str,
+) -> Result<Result<Created, String>, ApiError> {
+    let wf = &t.workflow;
+    let ctx_value = context(ev);
+    let ctx = handlebars::Context::wraps(&ctx_value).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut pairs = Vec::new();
+    for name in t.trigger().inputs.keys() {
+        match render(t, &format!("triggers.{}.inputs.{name}", t.index), &ctx) {
+            Some(Ok(text)) => pairs.push(format!("{name}={text}")),
+            Some(Err(e)) => {
+                return Ok(Err(format!("workflow `{}`: input `{name}`: {e}", wf.name)));
+            }
+            None => {
+                return Err(ApiError::internal(format!(
+                    "workflow `{}`: template of input `{name}` is missing",
+                    wf.name
+                )));
+            }
+        }
+    }
+    let specs = &wf.definition.inputs;
+    let values = match crate::exec::inputs::parse_pairs(&pairs, specs)
+        .map_err(|e| vec![e])
+        .and_then(|given| crate::exec::inputs::resolve(given, specs))
+    {
+        Ok(v) => v,
+        Err(errors) => {
+            return Ok(Err(format!("workflow `{}`: {}", wf.name, errors.join("; "))));
+        }
+    };
+    let key = match dedupe_key(hook, t, ev, &ctx) {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(e)),
+    };
+    let trigger = json!({
+        "kind": "webhook",
+        "hook": hook,
+        "by": actor,
+        "trigger": t.index,
+        "dedupe_key": key,
+        "fingerprint": ev.fingerprint,
+        "payload": ev.payload,
+    });
+    let created = app
+        .engine
+        .submit_with(
+            wf,
+            values,
+            trigger,
+            None,
+            false,
+            SubmitKeys { dedupe_key: key.clone(), ..Default::default() },
+        )
+        .await?;
+    let (outcome, run_id) = match &created {
+        Created::Run(id) => ("started", id),
+        Created::Duplicate { existing } => ("deduplicated", existing),
+        Created::Skipped { active } => ("skipped", active),
+    };
+    app.ctx
+        .store
+        .audit_append(NewAudit {
+            actor: actor.to_string(),
+            action: "trigger".to_string(),
+            run_id: Some(run_id.clone()),
+            step_id: None,
+            payload: json!({
+                "outcome": outcome,
+                "hook": hook,
+                "workflow": wf.name,
+                "trigger": t.id(),
+                "dedupe_key": key,
+                "fingerprint": ev.fingerprint,
+            }),
+        })
+        .await?;
+    tracing::info!(hook, workflow = %wf.name, run = %run_id, outcome, "Webhook trigger.");
+    Ok(Ok(created))
+}
+
+/// A resolved alert: the active run its firing started is cancelled if it
+/// has not passed its first approval gate (the engine decides that).
+async fn cancel_resolved(
+    app: &AppState,
+    hook: &str,
+    t: &TriggerRef,
+    ev: &Incoming,
+    actor: &str,
+    out: &mut Outcome,
+) -> Result<(), ApiError> {
+    let Some(fp) = &ev.fingerprint else { return Ok(()) };
+    let key = format!("{hook}:{fp}");
+    let store = &app.ctx.store;
+    for status in RunStatus::ACTIVE {
+        let filter = RunFilter {
+            status: Some(status),
+            workflow: Some(t.workflow.name.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        };
+        for run in store.runs(&filter).await? {
+            if run.trigger.get("dedupe_key").and_then(Value::as_str) != Some(key.as_str()) {
+                continue;
+            }
+            let cancelled = crate::exec::people::cancel_on_resolve(store.as_ref(), &run.id, actor)
+                .await
+                .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+            if cancelled {
+                out.cancelled.push(run.id.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(labels: Value) -> Incoming {
+        let labels: IndexMap<String, String> = serde_json::from_value(labels).unwrap();
+        Incoming {
+            status: AlertStatus::Firing,
+            fingerprint: Some(fingerprint_of(&labels)),
+            payload: json!({"labels": labels}),
+        }
+    }
+
+    fn trigger(matchers: Value) -> crate::model::Trigger {
+        serde_json::from_value(json!({"webhook": "am", "match": matchers})).unwrap()
+    }
+
+    #[test]
+    fn labels_match_by_equality_or_anchored_regex() {
+        let ev = alert(json!({"alertname": "SiteDown", "site": "dc01"}));
+        assert!(matches(&trigger(json!({"alertname": "SiteDown"})), &ev));
+        assert!(matches(&trigger(json!({"site": "~dc[0-9]+"})), &ev));
+        assert!(!matches(&trigger(json!({"site": "~dc"})), &ev), "regexes are anchored");
+        assert!(!matches(&trigger(json!({"alertname": "SiteUp"})), &ev));
+        assert!(!matches(&trigger(json!({"team": "~.*"})), &ev), "a missing label never matches");
+        assert!(!matches(&trigger(json!({"site": "~("})), &ev), "a bad regex matches nothing");
+    }
+
+    #[test]
+    fn json_events_match_dotted_fields() {
+        let ev = Incoming {
+            status: AlertStatus::Firing,
+            fingerprint: None,
+            payload: json!({"type": "incident", "service": {"tier": 1}}),
+        };
+        assert!(matches(&trigger(json!({"type": "incident", "service.tier": "1"})), &ev));
+        assert!(!matches(&trigger(json!({"service.name": "~.*"})), &ev));
+    }
+
+    #[test]
+    fn fingerprints_ignore_label_order() {
+        let a: IndexMap<String, String> =
+            serde_json::from_value(json!({"a": "1", "b": "2"})).unwrap();
+        let b: IndexMap<String, String> =
+            serde_json::from_value(json!({"b": "2", "a": "1"})).unwrap();
+        assert_eq!(fingerprint_of(&a), fingerprint_of(&b));
+    }
+
+    #[test]
+    fn version_4_payload_fields_reach_templates() {
+        let body = json!({
+            "version": "4", "status": "firing", "receiver": "lb", "externalURL": "http://am",
+            "commonLabels": {"alertname": "SiteDown"},
+            "alerts": [{"status": "firing", "labels": {"alertname": "SiteDown", "site": "dc01"},
+                        "fingerprint": "abc", "startsAt": "2024-01-01T00:00:00Z"}]
+        });
+        let got = alerts(body.to_string().as_bytes()).unwrap();
+        assert_eq!(got[0].fingerprint.as_deref(), Some("abc"));
+        assert_eq!(got[0].payload["commonLabels"]["alertname"], "SiteDown");
+        assert_eq!(got[0].payload["externalURL"], "http://am");
+        let bad = json!({"alerts": [{"status": "firing", "labels": {"n": 1}}]});
+        let e = alerts(bad.to_string().as_bytes()).err().unwrap();
+        assert!(e.message.contains("alerts[0].labels.n"), "{}", e.message);
+    }
+}

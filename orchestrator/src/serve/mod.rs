@@ -1,0 +1,173 @@
+//! The HTTP side of `lifeboat serve`: webhooks (`hooks`), the REST API
+//! (`api`, `sse`), health and metrics (`health`), with authentication
+//! (`auth`) and one JSON error shape (`error`).
+//!
+//! Everything a request changes goes through the store (runs, requests,
+//! audit entries); the server holds only the catalog of workflows and the
+//! secrets it read at start, so any number of replicas can answer.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod hooks;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::catalog::Catalog;
+use crate::cli::Ctx;
+use crate::exec::engine::Engine;
+
+/// How long one request (other than an event stream) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler shares.
+pub struct App {
+    pub ctx: Ctx,
+    pub engine: Arc<Engine>,
+    pub catalog: Arc<Catalog>,
+    pub ids: auth::Identities,
+    /// Cancelled on SIGTERM/Ctrl-C: event streams end, `/readyz` says 503.
+    pub shutdown: CancellationToken,
+}
+
+pub type AppState = Arc<App>;
+
+/// Every route of DESIGN.md's HTTP API.
+pub fn router(app: AppState) -> Router {
+    let bounded = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/hooks/{name}", post(hooks::receive))
+        .route("/api/v1/workflows", get(api::list_workflows))
+        .route("/api/v1/workflows/{name}", get(api::get_workflow))
+        .route("/api/v1/workflows/{name}/runs", post(api::start_run))
+        .route("/api/v1/runs", get(api::list_runs))
+        .route("/api/v1/runs/{id}", get(api::get_run))
+        .route("/api/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route("/api/v1/runs/{id}/retry", post(api::retry_run))
+        .route("/api/v1/runs/{id}/steps/{step}/approve", post(api::approve))
+        .route("/api/v1/runs/{id}/steps/{step}/reject", post(api::reject))
+        .route("/api/v1/runs/{id}/steps/{step}/ack", post(api::ack))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    let streams = Router::new().route("/api/v1/runs/{id}/events", get(sse::events));
+    Router::new()
+        .merge(bounded)
+        .merge(streams)
+        .route_layer(axum::middleware::from_fn(observe))
+        .fallback(api::not_found)
+        .with_state(app)
+}
+
+/// One span per request (`http.method`, `http.route`, `http.status`) and
+/// the request metrics, labelled by route pattern, never by raw path.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %method,
+        http.route = %route,
+        http.status = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let secs = started.elapsed().as_secs_f64();
+    span.record("http.status", status);
+    span.in_scope(|| tracing::debug!(status, ms = secs * 1000.0, "Request answered."));
+    crate::metrics::http_request(&method, &route, status, secs);
+    response
+}
+
+/// Tasks that run beside the workers and the HTTP server until `shutdown`:
+/// the scheduler, and the notification dispatcher.
+pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(crate::triggers::schedule::run(
+        app.engine.clone(),
+        app.catalog.clone(),
+        app.shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(app.ctx.dispatcher(&app.engine).run(app.shutdown.clone())));
+    tasks
+}
+
+/// `[server] listen` as an address, or an error saying what is expected.
+pub fn listen_addr(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
+    listen.parse().map_err(|e| {
+        anyhow::anyhow!("[server] listen = `{listen}` is not an address like 127.0.0.1:8080: {e}")
+    })
+}
+
+/// One attempt to bind `addr`: `None` if the address is taken (then
+/// [`bind`] keeps trying in the background), an error for anything else.
+pub async fn bind_now(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<Option<tokio::net::TcpListener>> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!(
+                "lifeboat serve: error: cannot listen on {addr}: {e}; runs are still executed but the API and webhooks are not served until it is free (retrying every 5s)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Binds `addr`; while the address is taken (another process, an old
+/// replica shutting down), keeps retrying every few seconds instead of
+/// exiting, since the workers beside it must go on executing runs either
+/// way. `None`: shut down before it could bind. Other errors (no such
+/// address, no permission) are returned at once.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+    shutdown: &CancellationToken,
+) -> std::io::Result<Option<tokio::net::TcpListener>> {
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(Some(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.cancelled() => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets requests in
+/// flight finish (event streams end at once).
+pub async fn serve_http(
+    app: AppState,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    let shutdown = app.shutdown.clone();
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

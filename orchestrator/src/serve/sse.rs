@@ -1,0 +1,101 @@
+//! `GET /api/v1/runs/{id}/events`: every transition of a run as
+//! Server-Sent Events. The store is the source (polled every 200 ms), so
+//! the stream shows what any replica committed; `Last-Event-ID` resumes
+//! after the last event a client saw. The stream ends once the run has
+//! finished and its last events are sent, or when the server shuts down.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+
+use super::AppState;
+use super::auth::Need;
+use super::error::ApiError;
+use crate::store::EventRecord;
+
+const POLL: Duration = Duration::from_millis(200);
+
+struct Cursor {
+    app: AppState,
+    run_id: String,
+    after: i64,
+    pending: std::collections::VecDeque<EventRecord>,
+    finished: bool,
+}
+
+fn to_sse(e: &EventRecord) -> Event {
+    let at = chrono::DateTime::from_timestamp_millis(e.at)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let data = serde_json::json!({
+        "id": e.id,
+        "run": e.run_id,
+        "at": at,
+        "kind": e.kind,
+        "step": e.step_id,
+        "data": e.data,
+    });
+    Event::default().id(e.id.to_string()).event(e.kind.clone()).data(data.to_string())
+}
+
+pub async fn events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    app.ids.authorize(&headers, Need::Read)?;
+    let run_id = app
+        .ctx
+        .store
+        .resolve_run_id(&id)
+        .await
+        .map_err(|_| ApiError::not_found(format!("run {id} not found")))?;
+    let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::parse::<i64>)) {
+        None => 0,
+        Some(Ok(Ok(n))) => n,
+        Some(_) => return Err(ApiError::bad_request("header `Last-Event-ID` is not an event id")),
+    };
+    let cursor = Cursor { app, run_id, after, pending: Default::default(), finished: false };
+    let stream = stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.pending.pop_front() {
+                let event = to_sse(&e);
+                return Some((Ok(event), c));
+            }
+            if c.finished || c.app.shutdown.is_cancelled() {
+                return None;
+            }
+            // Status first: the final transition commits with its events,
+            // so a run seen finished has all its events readable now.
+            let finished = match c.app.ctx.store.run(&c.run_id).await {
+                Ok(run) => run.is_none_or(|r| r.status.is_terminal()),
+                Err(e) => {
+                    tracing::warn!(run = %c.run_id, error = %e, "Event stream: cannot read the run; retrying.");
+                    false
+                }
+            };
+            match c.app.ctx.store.events(&c.run_id, c.after).await {
+                Ok(batch) => {
+                    if let Some(last) = batch.last() {
+                        c.after = last.id;
+                    }
+                    c.pending.extend(batch);
+                    c.finished = finished;
+                }
+                Err(e) => {
+                    tracing::warn!(run = %c.run_id, error = %e, "Event stream: cannot read events; retrying.");
+                }
+            }
+            if c.pending.is_empty() && !c.finished {
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = c.app.shutdown.cancelled() => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

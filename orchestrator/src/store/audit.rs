@@ -1,0 +1,192 @@
+//! The audit log's hash chain: each entry's hash covers the previous entry's
+//! hash, so editing, deleting or reordering any entry breaks every hash after
+//! it. Both backends compute hashes here, and `lifeboat audit verify` checks
+//! them here: one rule, one place.
+
+use sha2::{Digest, Sha256};
+
+use super::{AuditRecord, NewAudit};
+
+/// The `prev_hash` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stored text of a payload, which `payload_sha256` covers.
+pub fn payload_text(payload: &serde_json::Value) -> String {
+    payload.to_string()
+}
+
+/// The hash of one entry. Fields are length-prefixed so no two different
+/// entries can serialize to the same bytes.
+pub fn entry_hash(
+    prev_hash: &str,
+    id: i64,
+    at: i64,
+    actor: &str,
+    action: &str,
+    run_id: Option<&str>,
+    step_id: Option<&str>,
+    payload_sha256: &str,
+) -> String {
+    let mut hasher = Sha256::new();
+    let id = id.to_string();
+    let at = at.to_string();
+    for field in
+        [prev_hash, &id, &at, actor, action, run_id.unwrap_or(""), step_id.unwrap_or(""), payload_sha256]
+    {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The entry that follows `last` (id and hash of the newest entry, if any).
+/// Ids are consecutive from 1 so that a gap shows a deleted entry.
+pub fn next_record(last: Option<(i64, String)>, entry: NewAudit, at: i64) -> AuditRecord {
+    let (id, prev_hash) = match last {
+        Some((id, hash)) => (id + 1, hash),
+        None => (1, GENESIS.to_string()),
+    };
+    let payload_sha256 = sha256_hex(payload_text(&entry.payload).as_bytes());
+    let hash = entry_hash(
+        &prev_hash,
+        id,
+        at,
+        &entry.actor,
+        &entry.action,
+        entry.run_id.as_deref(),
+        entry.step_id.as_deref(),
+        &payload_sha256,
+    );
+    AuditRecord {
+        id,
+        at,
+        actor: entry.actor,
+        action: entry.action,
+        run_id: entry.run_id,
+        step_id: entry.step_id,
+        payload: entry.payload,
+        payload_sha256,
+        prev_hash,
+        hash,
+    }
+}
+
+/// Where the chain breaks, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit entry {id}: {reason}")]
+pub struct AuditBreak {
+    pub id: i64,
+    pub reason: String,
+}
+
+/// Checks a run of consecutive entries, oldest first. `prev` is the hash the
+/// first entry must chain to (`GENESIS` from the start of the log) and
+/// `expected_id` its id. Returns the last hash and the next expected id.
+pub fn verify_chain(
+    entries: &[AuditRecord],
+    mut prev: String,
+    mut expected_id: i64,
+) -> Result<(String, i64), AuditBreak> {
+    for e in entries {
+        if e.id != expected_id {
+            return Err(AuditBreak {
+                id: e.id,
+                reason: if e.id > expected_id {
+                    format!("entries {expected_id}..{} are missing (deleted)", e.id - 1)
+                } else {
+                    format!("out of order (expected entry {expected_id})")
+                },
+            });
+        }
+        if sha256_hex(payload_text(&e.payload).as_bytes()) != e.payload_sha256 {
+            return Err(AuditBreak { id: e.id, reason: "payload was edited".into() });
+        }
+        if e.prev_hash != prev {
+            return Err(AuditBreak {
+                id: e.id,
+                reason: "does not chain to the entry before it (an entry was deleted or edited)"
+                    .into(),
+            });
+        }
+        let hash = entry_hash(
+            &e.prev_hash,
+            e.id,
+            e.at,
+            &e.actor,
+            &e.action,
+            e.run_id.as_deref(),
+            e.step_id.as_deref(),
+            &e.payload_sha256,
+        );
+        if hash != e.hash {
+            return Err(AuditBreak { id: e.id, reason: "fields were edited".into() });
+        }
+        prev = hash;
+        expected_id += 1;
+    }
+    Ok((prev, expected_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<AuditRecord> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|id| {
+                let payload = serde_json::json!({ "n": id });
+                let payload_sha256 = sha256_hex(payload_text(&payload).as_bytes());
+                let hash = entry_hash(&prev, id, id * 10, "alice", "cancel", Some("r"), None, &payload_sha256);
+                let e = AuditRecord {
+                    id,
+                    at: id * 10,
+                    actor: "alice".into(),
+                    action: "cancel".into(),
+                    run_id: Some("r".into()),
+                    step_id: None,
+                    payload,
+                    payload_sha256,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
+                prev = hash;
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let (_, next) = verify_chain(&chain(5), GENESIS.into(), 1).unwrap();
+        assert_eq!(next, 6);
+    }
+
+    #[test]
+    fn edits_deletions_and_reorders_are_named() {
+        let mut edited = chain(5);
+        edited[2].actor = "mallory".into();
+        assert_eq!(verify_chain(&edited, GENESIS.into(), 1).unwrap_err().id, 3);
+
+        let mut payload = chain(5);
+        payload[1].payload = serde_json::json!({ "n": 99 });
+        let err = verify_chain(&payload, GENESIS.into(), 1).unwrap_err();
+        assert_eq!((err.id, err.reason.as_str()), (2, "payload was edited"));
+
+        let mut deleted = chain(5);
+        deleted.remove(3);
+        let err = verify_chain(&deleted, GENESIS.into(), 1).unwrap_err();
+        assert_eq!(err.id, 5);
+        assert!(err.reason.contains("missing"), "{err}");
+
+        let mut swapped = chain(5);
+        swapped.swap(1, 2);
+        assert_eq!(verify_chain(&swapped, GENESIS.into(), 1).unwrap_err().id, 3);
+    }
+}
