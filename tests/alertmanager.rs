@@ -122,7 +122,8 @@ receivers:
         "labels": {"alertname": "DiskFull", "severity": "critical", "site": "dc43"},
         "annotations": {"summary": "not ours"}
     }]);
-    let posted = client.post(format!("{am}/api/v2/alerts")).json(&alerts).send().expect("post alerts");
+    let posted =
+        client.post(format!("{am}/api/v2/alerts")).json(&alerts).send().expect("post alerts");
     assert!(posted.status().is_success(), "Alertmanager refused the alerts: {posted:?}");
 
     let deadline = Instant::now() + Duration::from_secs(60);

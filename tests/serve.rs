@@ -96,8 +96,10 @@ fn sandbox(name: &str) -> Sandbox {
 }
 
 fn alert(api: &Api, status: &str, fingerprint: &str, site: &str) -> crate::util::Reply {
-    let body =
-        alertmanager_payload(status, &[(fingerprint, json!({"alertname": "SiteDown", "site": site}))]);
+    let body = alertmanager_payload(
+        status,
+        &[(fingerprint, json!({"alertname": "SiteDown", "site": site}))],
+    );
     api.post("/hooks/alertmanager", Some(HOOK_TOKEN), &body)
 }
 
@@ -181,7 +183,8 @@ fn serve_api_lists_workflows_starts_shows_and_pages_runs() {
     let api = Api::start(&sb);
     let list = api.get("/api/v1/workflows", Some(VIC));
     assert_eq!(list.status, 200);
-    let names: Vec<&str> = list.body.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        list.body.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["incident", "quick", "site-down"]);
     let wf = api.get("/api/v1/workflows/site-down", Some(VIC));
     assert_eq!(wf.status, 200);
@@ -214,7 +217,8 @@ fn serve_api_lists_workflows_starts_shows_and_pages_runs() {
         assert_eq!(r.status, 201, "{r:?}");
         started.push(r.body["id"].as_str().unwrap().to_string());
     }
-    let doc = api.wait_run(VIC, &started[2], Duration::from_secs(30), |d| d["status"] == "succeeded");
+    let doc =
+        api.wait_run(VIC, &started[2], Duration::from_secs(30), |d| d["status"] == "succeeded");
     assert_eq!(doc["inputs"]["n"], 3);
     assert_eq!(doc["steps"][1]["id"], "b");
     assert_eq!(doc["steps"][0]["attempts"].as_array().map(Vec::len), Some(1), "{doc:#}");
@@ -227,7 +231,8 @@ fn serve_api_lists_workflows_starts_shows_and_pages_runs() {
     assert_eq!(first.len(), 2);
     assert_eq!(first[0]["id"], started[2].as_str(), "newest first");
     assert!(first[0].get("steps").is_none());
-    let next = api.get(&format!("/api/v1/runs?workflow=quick&limit=2&before={}", started[1]), Some(VIC));
+    let next =
+        api.get(&format!("/api/v1/runs?workflow=quick&limit=2&before={}", started[1]), Some(VIC));
     assert_eq!(next.body.as_array().unwrap().len(), 1);
     assert_eq!(next.body[0]["id"], started[0].as_str());
     let none = api.get("/api/v1/runs?workflow=site-down", Some(VIC));
@@ -242,7 +247,8 @@ fn serve_api_lists_workflows_starts_shows_and_pages_runs() {
 fn serve_api_cancels_retries_and_takes_decisions() {
     let sb = sandbox("serve-api-control");
     let api = Api::start(&sb);
-    let id = api.post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc03"}}))
+    let id = api
+        .post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc03"}}))
         .body["id"]
         .as_str()
         .expect("started")
@@ -267,10 +273,12 @@ fn serve_api_cancels_retries_and_takes_decisions() {
     let retry = api.post(&format!("/api/v1/runs/{id}/retry"), Some(ALICE), &json!({"from": "dne"}));
     assert_eq!(retry.status, 400, "{retry:?}");
     assert!(retry.message().contains("`from`") && retry.message().contains("done"), "{retry:?}");
-    let retry = api.post(&format!("/api/v1/runs/{id}/retry"), Some(ALICE), &json!({"from": "done"}));
+    let retry =
+        api.post(&format!("/api/v1/runs/{id}/retry"), Some(ALICE), &json!({"from": "done"}));
     assert_eq!(retry.status, 202, "{retry:?}");
 
-    let second = api.post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc04"}}))
+    let second = api
+        .post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc04"}}))
         .body["id"]
         .as_str()
         .unwrap()
@@ -281,10 +289,16 @@ fn serve_api_cancels_retries_and_takes_decisions() {
 
     let audit = sb.ok(&["audit", "list", "--json", "--limit", "100"]);
     let entries: Value = serde_json::from_slice(&audit.stdout).expect("audit list --json");
-    let entries = entries.as_array().cloned().or_else(|| entries["entries"].as_array().cloned()).unwrap_or_default();
+    let entries = entries
+        .as_array()
+        .cloned()
+        .or_else(|| entries["entries"].as_array().cloned())
+        .unwrap_or_default();
     let seen: Vec<(String, String)> = entries
         .iter()
-        .map(|e| (e["actor"].as_str().unwrap_or("").into(), e["action"].as_str().unwrap_or("").into()))
+        .map(|e| {
+            (e["actor"].as_str().unwrap_or("").into(), e["action"].as_str().unwrap_or("").into())
+        })
         .collect();
     for want in [("alice", "run"), ("bob", "approve"), ("alice", "retry"), ("alice", "cancel")] {
         assert!(
@@ -298,7 +312,8 @@ fn serve_api_cancels_retries_and_takes_decisions() {
 fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
     let sb = sandbox("serve-sse");
     let api = Api::start(&sb);
-    let id = api.post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc05"}}))
+    let id = api
+        .post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc05"}}))
         .body["id"]
         .as_str()
         .unwrap()
@@ -323,9 +338,7 @@ fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
         .send()
         .expect("event stream");
     assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream")
-    );
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let events = read_events(response);
     assert_eq!(approver.join().unwrap(), 200);
     assert!(events.len() >= 3, "{events:?}");
@@ -360,7 +373,11 @@ fn read_events(response: reqwest::blocking::Response) -> Vec<(i64, String, Value
         let line = line.expect("read event stream");
         if line.is_empty() {
             if let Some(n) = id.take() {
-                out.push((n, std::mem::take(&mut kind), serde_json::from_str(&data).expect("data is JSON")));
+                out.push((
+                    n,
+                    std::mem::take(&mut kind),
+                    serde_json::from_str(&data).expect("data is JSON"),
+                ));
             }
             data.clear();
         } else if let Some(v) = line.strip_prefix("id:") {
@@ -390,7 +407,11 @@ fn serve_alert_starts_one_run_and_repeats_are_deduplicated_and_audited() {
     let other = alert(&api, "firing", "fp-2", "dc08");
     assert_eq!(ids(&other.body["runs"]).len(), 1, "another fingerprint starts its own run");
     let unmatched = alert(&api, "firing", "fp-3", "eu-west");
-    assert_eq!((unmatched.status, &unmatched.body["runs"]), (202, &json!([])), "no trigger matches");
+    assert_eq!(
+        (unmatched.status, &unmatched.body["runs"]),
+        (202, &json!([])),
+        "no trigger matches"
+    );
 
     let doc = api.get(&format!("/api/v1/runs/{}", runs[0]), Some(VIC)).body;
     assert_eq!(doc["inputs"], json!({"site": "dc07", "severity": "P0"}));
@@ -408,7 +429,10 @@ fn serve_alert_starts_one_run_and_repeats_are_deduplicated_and_audited() {
 fn serve_fifty_concurrent_identical_alerts_start_exactly_one_run() {
     let sb = sandbox("serve-hook-concurrent");
     let api = Api::start(&sb);
-    let body = alertmanager_payload("firing", &[("same", json!({"alertname": "SiteDown", "site": "dc09"}))]);
+    let body = alertmanager_payload(
+        "firing",
+        &[("same", json!({"alertname": "SiteDown", "site": "dc09"}))],
+    );
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(50));
     let replies: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..50)
@@ -452,7 +476,8 @@ fn serve_resolved_alert_cancels_the_run_waiting_at_its_first_approval() {
 fn serve_hooks_refuse_bad_requests_with_the_right_status() {
     let sb = sandbox("serve-hook-errors");
     let api = Api::start(&sb);
-    let body = alertmanager_payload("firing", &[("e1", json!({"alertname": "SiteDown", "site": "dc01"}))]);
+    let body =
+        alertmanager_payload("firing", &[("e1", json!({"alertname": "SiteDown", "site": "dc01"}))]);
     let unknown = api.post("/hooks/nagios", Some(HOOK_TOKEN), &body);
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert!(unknown.message().contains("alertmanager"), "lists the hooks: {unknown:?}");
@@ -488,7 +513,10 @@ fn serve_hooks_refuse_bad_requests_with_the_right_status() {
     typed["alerts"][0]["labels"]["site"] = json!(7);
     let wrong_type = api.post("/hooks/alertmanager", Some(HOOK_TOKEN), &typed);
     assert_eq!(wrong_type.status, 400, "{wrong_type:?}");
-    assert!(wrong_type.message().contains("alerts[0].labels.site"), "names the field: {wrong_type:?}");
+    assert!(
+        wrong_type.message().contains("alerts[0].labels.site"),
+        "names the field: {wrong_type:?}"
+    );
     let mut status = body.clone();
     status["alerts"][0]["status"] = json!("burning");
     let bad_status = api.post("/hooks/alertmanager", Some(HOOK_TOKEN), &status);
@@ -505,7 +533,8 @@ fn serve_hooks_refuse_bad_requests_with_the_right_status() {
 fn serve_signed_json_hooks_check_the_hmac_and_its_timestamp() {
     let sb = sandbox("serve-hook-hmac");
     let api = Api::start(&sb);
-    let body = serde_json::to_vec(&json!({"type": "incident", "id": "INC-1", "service": "db"})).unwrap();
+    let body =
+        serde_json::to_vec(&json!({"type": "incident", "id": "INC-1", "service": "db"})).unwrap();
     let ok = signed(&api, &body, now(), HMAC_SECRET);
     assert_eq!(ok.status, 202, "{ok:?}");
     let run = ids(&ok.body["runs"]);

@@ -176,7 +176,10 @@ pub fn lease_takeover() {
 
 /// A webhook request (or one alert of it) ended with `outcome`.
 pub fn webhook(hook: &str, outcome: &str) {
-    METRICS.webhooks.get_or_create(&HookLabels { hook: hook.into(), outcome: outcome.into() }).inc();
+    METRICS
+        .webhooks
+        .get_or_create(&HookLabels { hook: hook.into(), outcome: outcome.into() })
+        .inc();
 }
 
 /// A schedule tick started a run of `workflow`.
@@ -195,8 +198,7 @@ pub fn notification(channel: &str, outcome: &str) {
 
 /// An HTTP request was answered (`route` is the matched pattern, not the path).
 pub fn http_request(method: &str, route: &str, code: u16, secs: f64) {
-    let labels =
-        HttpLabels { method: method.into(), route: route.into(), code: code.to_string() };
+    let labels = HttpLabels { method: method.into(), route: route.into(), code: code.to_string() };
     METRICS.http_requests.get_or_create(&labels).inc();
     METRICS.http_duration.get_or_create(&labels).observe(secs);
 }

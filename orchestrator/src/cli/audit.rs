@@ -78,7 +78,7 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let page = ctx.store.audit_list(after, PAGE).await?;
         let Some(last) = page.last() else { break None };
         after = last.id;
-        match verify_chain(&page, prev, expected) {
+        match verify_chain(&page, prev.clone(), expected) {
             Ok((hash, next)) => {
                 checked += page.len();
                 prev = hash;
@@ -94,9 +94,11 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     match broken {
         None => {
             if args.json {
-                println!("{}", json!({"intact": true, "entries": checked}));
+                println!("{}", json!({"intact": true, "entries": checked, "head": prev}));
             } else {
                 println!("audit log intact: {checked} entries");
+                // Kept elsewhere, the head hash also reveals a truncated tail.
+                println!("head hash: {prev}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -103,7 +103,25 @@ pub async fn run_document(ctx: &Ctx, run_id: &str) -> anyhow::Result<Value> {
             })
         })
         .collect();
+    doc["notifications"] = ctx.store.outbox(run_id).await?.iter().map(notification_json).collect();
     Ok(doc)
+}
+
+/// One outbox row: what was sent where, and whether it arrived.
+fn notification_json(n: &crate::store::OutboxRecord) -> Value {
+    json!({
+        "event": n.event,
+        "step": n.step_id,
+        "channel": n.channel,
+        "status": n.status,
+        "attempts": n.attempts,
+        "subject": n.message.get("subject"),
+        "detail": n.detail,
+        "error": n.last_error,
+        "queued_at": rfc3339(Some(n.created_at)),
+        "finished_at": rfc3339(n.finished_at),
+        "key": n.dedupe_key,
+    })
 }
 
 /// A run with its steps (in file order) and every attempt.
@@ -147,7 +165,12 @@ pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
     };
     let runs = ctx
         .store
-        .runs(&RunFilter { status, workflow: args.workflow.clone(), limit: Some(args.limit), before: None })
+        .runs(&RunFilter {
+            status,
+            workflow: args.workflow.clone(),
+            limit: Some(args.limit),
+            before: None,
+        })
         .await?;
     if args.json {
         println!(
@@ -217,6 +240,24 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
         run.outputs.as_ref().filter(|o| o.as_object().is_some_and(|m| !m.is_empty()))
     {
         println!("  outputs: {outputs}");
+    }
+    let notifications = ctx.store.outbox(run_id).await?;
+    if !notifications.is_empty() {
+        println!("  notifications:");
+        for n in &notifications {
+            let how = match (&n.detail, &n.last_error) {
+                (Some(d), _) if n.status == crate::store::OutboxStatus::Delivered => d.clone(),
+                (_, Some(e)) => e.lines().next().unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            println!(
+                "    {:<20} {:<18} {:<10} {:>2}x  {how}",
+                n.event,
+                n.channel,
+                n.status.as_str(),
+                n.attempts
+            );
+        }
     }
     Ok(())
 }

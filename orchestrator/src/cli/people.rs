@@ -59,9 +59,15 @@ pub async fn run(ctx: &Ctx, args: Args, decision: Decision) -> anyhow::Result<Ex
                 Decision::Ack => "acknowledgement",
             };
             if args.json {
-                println!("{}", json!({"run": run_id, "step": args.step, "decision": decision.name(), "by": actor}));
+                println!(
+                    "{}",
+                    json!({"run": run_id, "step": args.step, "decision": decision.name(), "by": actor})
+                );
             } else {
-                println!("{done} of {run_id} step {} by {actor} queued; the run's worker applies it", args.step);
+                println!(
+                    "{done} of {run_id} step {} by {actor} queued; the run's worker applies it",
+                    args.step
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -25,7 +25,8 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
             problems.join("\n  ")
         ))
     })?;
-    let addr = server::listen_addr(&ctx.config.server.listen).map_err(|e| input_error(e.to_string()))?;
+    let addr =
+        server::listen_addr(&ctx.config.server.listen).map_err(|e| input_error(e.to_string()))?;
     let shutdown = CancellationToken::new();
     let listener = match server::bind_now(addr).await {
         Ok(l) => l,

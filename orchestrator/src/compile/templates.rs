@@ -211,7 +211,9 @@ fn check_segments(
     out: &mut Vec<Problem>,
 ) {
     let Some(root) = segs.first().copied() else { return };
-    if root == "this" || root.starts_with('@') || raw.starts_with("..") {
+    // Relative to the block's item (handlebars drops `this` from the segments).
+    let raw_root = raw.split(['.', '/']).next().unwrap_or("");
+    if root == "this" || raw_root == "this" || root.starts_with('@') || raw.starts_with("..") {
         return;
     }
     let problem = |code, message: String, help: Option<String>| Problem {
@@ -362,7 +364,12 @@ mod tests {
         assert!(problems("{{#if (eq steps.check.status 'failed')}}x{{/if}}").is_empty());
         assert!(
             problems("{{#each steps.check.outputs.rows}}{{this.name}} {{@index}}{{/each}}")
-                .is_empty()
+                .into_iter()
+                .chain(problems(
+                    "{{#each steps.check.outputs.rows}}{{this.item}} {{this.outputs.json.weight}} {{this/name}}{{/each}}"
+                ))
+                .next()
+                .is_none()
         );
         assert!(problems("no template at all").is_empty());
     }

@@ -114,11 +114,7 @@ impl Dispatcher {
         built
     }
 
-    fn outcome(
-        &self,
-        row: &OutboxRecord,
-        result: Result<String, SendError>,
-    ) -> OutboxOutcome {
+    fn outcome(&self, row: &OutboxRecord, result: Result<String, SendError>) -> OutboxOutcome {
         match result {
             Ok(detail) => OutboxOutcome::Delivered { detail },
             Err(SendError::Retryable { message, retry_after }) if row.attempts < MAX_ATTEMPTS => {

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
-use super::render::{render, render_value, truthy};
 use super::people::Decision;
+use super::render::{render, render_value, truthy};
 use super::{KindConfig, NativeKind, StepKind, backoff};
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::model::OnFailure;
@@ -76,6 +76,8 @@ pub struct Driver {
     tx: mpsc::UnboundedSender<Finished>,
     rx: mpsc::UnboundedReceiver<Finished>,
     stop: CancellationToken,
+    /// When the run breaches its RTO (`objectives.rto`), until that is said.
+    rto_due: Option<i64>,
 }
 
 impl Driver {
@@ -100,6 +102,19 @@ impl Driver {
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         let index = wf.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        let rto = wf.definition.objectives.as_ref().and_then(|o| o.rto);
+        let mut rto_due = match (rto, run.started_at) {
+            (Some(rto), Some(started)) if !run.status.is_terminal() => {
+                Some(started + rto.as_millis() as i64)
+            }
+            _ => None,
+        };
+        // Overdue at load: said already, unless the worker died first.
+        if rto_due.is_some_and(|due| due <= now_ms())
+            && store.events(run_id, 0).await?.iter().any(|e| e.kind == "rto_breached")
+        {
+            rto_due = None;
+        }
         Ok(Driver {
             engine,
             wf,
@@ -112,6 +127,7 @@ impl Driver {
             tx,
             rx,
             stop,
+            rto_due,
         })
     }
 
@@ -163,7 +179,13 @@ impl Driver {
                 _ => {}
             }
         }
-        let notifications = self.rule_notifications(&changes);
+        let mut notifications = self.rule_notifications(&changes);
+        let ended = changes
+            .iter()
+            .any(|c| matches!(c, Change::Run(u) if u.status.is_some_and(RunStatus::is_terminal)));
+        if ended {
+            notifications.extend(self.resolve_pages());
+        }
         self.staged.extend(changes);
         self.staged.extend(notifications);
     }
@@ -273,8 +295,30 @@ impl Driver {
                 }
                 last_requests = Instant::now();
             }
+            if let Some(due) = self.rto_due
+                && now_ms() >= due
+                && !self.run.status.is_terminal()
+            {
+                self.rto_due = None;
+                let rto = self.wf.definition.objectives.as_ref().and_then(|o| o.rto);
+                self.stage(vec![Self::event(
+                    "rto_breached",
+                    None,
+                    Some(json!({"rto": rto.map(|r| r.to_string()), "message": format!(
+                        "the run has taken longer than its RTO of {}",
+                        rto.map(|r| r.to_string()).unwrap_or_default()
+                    )})),
+                )]);
+            }
             if self.run.status == RunStatus::Queued {
                 let now = now_ms();
+                self.rto_due = self
+                    .wf
+                    .definition
+                    .objectives
+                    .as_ref()
+                    .and_then(|o| o.rto)
+                    .map(|rto| now + rto.as_millis() as i64);
                 self.stage(vec![
                     Change::Run(RunUpdate {
                         status: Some(RunStatus::Running),
@@ -617,7 +661,8 @@ impl Driver {
             .flatten()
             .filter(|r| r.status == "retry_wait")
             .filter_map(|r| r.wake_at);
-        steps.chain(rollbacks).min()
+        let rto = self.rto_due.filter(|_| !self.run.status.is_terminal());
+        steps.chain(rollbacks).chain(rto).min()
     }
 
     fn need_satisfied(&self, n: usize) -> bool {
@@ -973,8 +1018,10 @@ impl Driver {
     async fn resume_required_notify(&mut self, i: usize, keys: Vec<Value>) -> anyhow::Result<()> {
         let id = self.wf.steps[i].id.clone();
         let rows = self.engine.store.outbox(&self.run.id).await?;
-        let mine: Vec<_> =
-            rows.iter().filter(|r| keys.iter().any(|k| k.as_str() == Some(&r.dedupe_key))).collect();
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|r| keys.iter().any(|k| k.as_str() == Some(&r.dedupe_key)))
+            .collect();
         if let Some(failed) = mine.iter().find(|r| r.status == crate::store::OutboxStatus::Failed) {
             let error = format!(
                 "notification to {} failed: {}",
@@ -1600,6 +1647,26 @@ async fn run_action(
     Outcome::Succeeded { outputs: json!({"items": outputs}) }
 }
 
+/// The last result of a poll, short enough for an error line: `json`
+/// when the action printed one, else the outputs without bulky fields.
+fn last_outputs_summary(outputs: &Value) -> String {
+    let shown = match outputs.get("json") {
+        Some(j) if !j.is_null() => j.clone(),
+        _ => {
+            let mut o = outputs.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("headers");
+            }
+            o
+        }
+    };
+    let text = shown.to_string();
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 /// Runs the action, repeating it every `interval` until `until` holds.
 async fn poll_action(
     config: &ActionConfig,
@@ -1626,7 +1693,11 @@ async fn poll_action(
         }
         if Instant::now() + poll.interval.0 > deadline {
             return Outcome::Failed {
-                error: format!("`poll.until` still false after {}", poll.timeout),
+                error: format!(
+                    "`poll.until` still false after {}; last outputs: {}",
+                    poll.timeout,
+                    last_outputs_summary(outcome.outputs())
+                ),
                 retryable: false,
                 outputs: outcome.outputs().clone(),
             };

@@ -102,7 +102,9 @@ mod tests {
         let target = signer.verify(&token, 1_100).unwrap();
         assert_eq!(target.step_id, "approve");
         assert_eq!(target.decision, Decision::Approve);
-        assert!(signer.verify(&token, 1_000 + LINK_VALIDITY_SECS + 1).unwrap_err().contains("expired"));
+        assert!(
+            signer.verify(&token, 1_000 + LINK_VALIDITY_SECS + 1).unwrap_err().contains("expired")
+        );
         assert!(LinkSigner::new(b"other").verify(&token, 1_100).is_err());
         let forged = token.replacen(&hex(b"r1"), &hex(b"r2"), 1);
         assert!(signer.verify(&forged, 1_100).is_err());

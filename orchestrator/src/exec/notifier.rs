@@ -48,8 +48,11 @@ impl Notifier {
         let dir = base.join(&config.templates_dir);
         let templates = Templates::load(dir.is_dir().then_some(dir.as_path()))
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-        let channel_kinds =
-            config.channels.iter().map(|(name, c)| (name.clone(), ChannelConfig::kind(c))).collect();
+        let channel_kinds = config
+            .channels
+            .iter()
+            .map(|(name, c)| (name.clone(), ChannelConfig::kind(c)))
+            .collect();
         let links = LinkSigner::from_env(&config.server.link_secret_env);
         Ok(Notifier {
             templates,

@@ -156,7 +156,8 @@ pub async fn decide(
     let state = s.state.clone().unwrap_or(Value::Null);
     if let Some(why) = refusal(&state, actor, decision) {
         let forbidden = state.get("awaiting").and_then(Value::as_str).is_some_and(|a| {
-            (a == "approval" && decision != Decision::Ack) || (a == "ack" && decision == Decision::Ack)
+            (a == "approval" && decision != Decision::Ack)
+                || (a == "ack" && decision == Decision::Ack)
         });
         return Err(if forbidden {
             DecideError::Forbidden(why)
@@ -243,9 +244,10 @@ mod tests {
         let mut groups = IndexMap::new();
         groups.insert("leads".to_string(), vec!["alice".to_string(), "bob".to_string()]);
         let dir = Directory { groups };
-        assert_eq!(dir.expand(&["leads".into(), "bob".into(), "carol".into()]), [
-            "alice", "bob", "carol"
-        ]);
+        assert_eq!(
+            dir.expand(&["leads".into(), "bob".into(), "carol".into()]),
+            ["alice", "bob", "carol"]
+        );
     }
 
     #[test]

@@ -150,8 +150,15 @@ pub async fn start_run(
     let trigger = json!({"kind": "api", "by": user});
     match app.engine.submit(&wf, inputs.clone(), trigger, None, false).await? {
         Created::Run(id) => {
-            audit(&app, &user, "run", Some(&id), None, json!({"workflow": wf.name, "inputs": inputs}))
-                .await?;
+            audit(
+                &app,
+                &user,
+                "run",
+                Some(&id),
+                None,
+                json!({"workflow": wf.name, "inputs": inputs}),
+            )
+            .await?;
             Ok((StatusCode::CREATED, Json(json!({"id": id}))))
         }
         Created::Skipped { active } | Created::Duplicate { existing: active } => {
@@ -259,8 +266,7 @@ pub async fn cancel_run(
             actor: user.clone(),
         })
         .await?;
-    audit(&app, &user, kind.as_str(), Some(&run.id), None, json!({"via": "api"}))
-        .await?;
+    audit(&app, &user, kind.as_str(), Some(&run.id), None, json!({"via": "api"})).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": run.id, "requested": kind.as_str()}))))
 }
 
@@ -286,12 +292,10 @@ pub async fn retry_run(
     if let Some(from) = &body.from
         && wf.step(from).is_none()
     {
-        let hint = crate::compile::suggest::did_you_mean(
-            from,
-            wf.steps.iter().map(|s| s.id.as_str()),
-        )
-        .map(|h| format!(" ({h})"))
-        .unwrap_or_default();
+        let hint =
+            crate::compile::suggest::did_you_mean(from, wf.steps.iter().map(|s| s.id.as_str()))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
         return Err(ApiError::bad_request(format!(
             "field `from`: run {} has no step `{from}`{hint}",
             run.id

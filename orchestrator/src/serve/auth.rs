@@ -176,7 +176,8 @@ impl Identities {
             };
             match auth {
                 Ok(auth) => {
-                    out.hooks.insert(name.clone(), Hook { name: name.clone(), format: h.format, auth });
+                    out.hooks
+                        .insert(name.clone(), Hook { name: name.clone(), format: h.format, auth });
                 }
                 Err(p) => problems.push(p),
             }
@@ -330,8 +331,8 @@ mod tests {
             "neither".into(),
             HookConfig { format: HookFormat::Json, bearer_token_env: None, hmac_secret_env: None },
         );
-        let problems = Identities::with_env(&c, &|k| (k != "T_VIC").then(|| env(k)).flatten())
-            .unwrap_err();
+        let problems =
+            Identities::with_env(&c, &|k| (k != "T_VIC").then(|| env(k)).flatten()).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:#?}");
         assert!(problems[0].contains("user `vic`") && problems[0].contains("T_VIC is not set"));
         assert!(problems[1].contains("hook `both`") && problems[1].contains("choose one"));

@@ -123,33 +123,46 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body, refusing more than `MAX_BODY_BYTES` (413) early
-/// when `Content-Length` says so, and while reading when it lied.
+/// An oversized body is still read (and dropped) up to this much before the
+/// 413 goes out, so the client sees the answer instead of a reset
+/// connection; beyond it the connection is simply closed.
+const DRAIN_BYTES: usize = 8 * MAX_BODY_BYTES;
+
+/// Reads the whole body, refusing more than `MAX_BODY_BYTES` (413), whether
+/// `Content-Length` says so or the body turns out longer.
 pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"),
-        )
-    };
+    use http_body_util::BodyExt;
+    let too_large = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("request body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"),
+    );
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|n| n > DRAIN_BYTES as u64) {
+        return Err(too_large);
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            source = err.source();
+    let mut body = body;
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY_BYTES as u64) as usize);
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if seen > DRAIN_BYTES {
+            return Err(too_large);
         }
-        ApiError::bad_request(format!("cannot read the request body: {e}"))
-    })
+        if seen <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Parses JSON; the error names the field by its path (`alerts[0].labels`).

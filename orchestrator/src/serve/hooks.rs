@@ -309,7 +309,8 @@ async fn start(
 ) -> Result<Result<Created, String>, ApiError> {
     let wf = &t.workflow;
     let ctx_value = context(ev);
-    let ctx = handlebars::Context::wraps(&ctx_value).map_err(|e| ApiError::internal(e.to_string()))?;
+    let ctx =
+        handlebars::Context::wraps(&ctx_value).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut pairs = Vec::new();
     for name in t.trigger().inputs.keys() {
         match render(t, &format!("triggers.{}.inputs.{name}", t.index), &ctx) {

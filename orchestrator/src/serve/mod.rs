@@ -161,10 +161,7 @@ pub async fn bind(
 
 /// Serves `router` on `listener` until `shutdown`, then lets requests in
 /// flight finish (event streams end at once).
-pub async fn serve_http(
-    app: AppState,
-    listener: tokio::net::TcpListener,
-) -> anyhow::Result<()> {
+pub async fn serve_http(app: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let shutdown = app.shutdown.clone();
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -36,9 +36,16 @@ pub fn entry_hash(
     let mut hasher = Sha256::new();
     let id = id.to_string();
     let at = at.to_string();
-    for field in
-        [prev_hash, &id, &at, actor, action, run_id.unwrap_or(""), step_id.unwrap_or(""), payload_sha256]
-    {
+    for field in [
+        prev_hash,
+        &id,
+        &at,
+        actor,
+        action,
+        run_id.unwrap_or(""),
+        step_id.unwrap_or(""),
+        payload_sha256,
+    ] {
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field.as_bytes());
     }
@@ -143,7 +150,16 @@ mod tests {
             .map(|id| {
                 let payload = serde_json::json!({ "n": id });
                 let payload_sha256 = sha256_hex(payload_text(&payload).as_bytes());
-                let hash = entry_hash(&prev, id, id * 10, "alice", "cancel", Some("r"), None, &payload_sha256);
+                let hash = entry_hash(
+                    &prev,
+                    id,
+                    id * 10,
+                    "alice",
+                    "cancel",
+                    Some("r"),
+                    None,
+                    &payload_sha256,
+                );
                 let e = AuditRecord {
                     id,
                     at: id * 10,

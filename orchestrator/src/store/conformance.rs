@@ -339,3 +339,191 @@ async fn live_workers_are_listed_with_their_leases() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_dedupe_key_allows_one_active_run_and_frees_when_it_ends() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let keyed =
+            |id: &str| NewRun { dedupe_key: Some("am:fp1".into()), ..new_run(id, None, false) };
+        assert_eq!(store.create_run(keyed("r1")).await.unwrap(), Created::Run("r1".into()));
+        assert_eq!(
+            store.create_run(keyed("r2")).await.unwrap(),
+            Created::Duplicate { existing: "r1".into() },
+            "{name}"
+        );
+        // Another key is another alert.
+        let other = NewRun { dedupe_key: Some("am:fp2".into()), ..new_run("r3", None, false) };
+        assert_eq!(store.create_run(other).await.unwrap(), Created::Run("r3".into()), "{name}");
+        // Once r1 has ended, the same alert firing again starts a new run.
+        let now = now_ms();
+        store.claim("w1", lease(now), 10, Some("r1")).await.unwrap();
+        let done = RunUpdate { status: Some(RunStatus::Succeeded), ..Default::default() };
+        store.commit("w1", "r1", &[Change::Run(done)]).await.unwrap();
+        assert_eq!(
+            store.create_run(keyed("r4")).await.unwrap(),
+            Created::Run("r4".into()),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_schedule_tick_creates_one_run_ever() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let tick = |id: &str, at: i64| NewRun {
+            schedule_tick: Some(("wf#0".into(), at)),
+            ..new_run(id, None, false)
+        };
+        assert_eq!(store.last_tick("wf#0").await.unwrap(), None, "{name}");
+        assert_eq!(store.create_run(tick("r1", 60_000)).await.unwrap(), Created::Run("r1".into()));
+        assert_eq!(
+            store.create_run(tick("r2", 60_000)).await.unwrap(),
+            Created::Duplicate { existing: "r1".into() },
+            "{name}"
+        );
+        assert!(store.run("r2").await.unwrap().is_none(), "{name}: no half-created run");
+        assert_eq!(store.create_run(tick("r3", 120_000)).await.unwrap(), Created::Run("r3".into()));
+        assert_eq!(store.last_tick("wf#0").await.unwrap(), Some(120_000), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_identical_ticks_and_alerts_create_one_run_each() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let run = NewRun {
+                        schedule_tick: (i % 2 == 0).then(|| ("wf#0".to_string(), 60_000)),
+                        dedupe_key: (i % 2 == 1).then(|| "am:fp".to_string()),
+                        ..new_run(&format!("r{i:02}"), None, false)
+                    };
+                    store.create_run(run).await.unwrap()
+                })
+            })
+            .collect();
+        let mut made = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Created::Run(_)) {
+                made += 1;
+            }
+        }
+        assert_eq!(made, 2, "{name}: one per tick and one per alert");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_chains_every_entry() {
+    for (name, store, _dir) in backends().await {
+        for i in 0..5 {
+            store
+                .audit_append(NewAudit {
+                    actor: "alice".into(),
+                    action: "cancel".into(),
+                    run_id: Some(format!("r{i}")),
+                    step_id: None,
+                    payload: json!({"i": i, "nested": {"z": 1, "a": [1, 2]}}),
+                })
+                .await
+                .unwrap();
+        }
+        let entries = store.audit_list(0, 100).await.unwrap();
+        assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "{name}");
+        let (_, next) =
+            audit::verify_chain(&entries, audit::GENESIS.into(), 1).expect("intact chain");
+        assert_eq!(next, 6, "{name}");
+        // Paging continues the chain.
+        let (head, next) = audit::verify_chain(&entries[..2], audit::GENESIS.into(), 1).unwrap();
+        assert!(audit::verify_chain(&store.audit_list(2, 100).await.unwrap(), head, next).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_is_written_with_its_transition_and_delivered_once() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        let now = now_ms();
+        store.claim("w1", lease(now), 10, None).await.unwrap();
+        let notify = |key: &str| {
+            Change::Notify(NewNotification {
+                dedupe_key: key.into(),
+                step_id: Some("a".into()),
+                event: "failed".into(),
+                channel: "pager".into(),
+                message: json!({"subject": "s"}),
+                at: now,
+            })
+        };
+        store.commit("w1", "r1", &[notify("k1"), notify("k2")]).await.unwrap();
+        // The same key again (a replayed transition) is ignored.
+        store.commit("w1", "r1", &[notify("k1")]).await.unwrap();
+        assert_eq!(store.outbox("r1").await.unwrap().len(), 2, "{name}");
+        store.release("w1", "r1", Some(i64::MAX / 4)).await.unwrap();
+
+        let claimed = store.outbox_claim("d1", now, 60_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{name}");
+        assert!(claimed.iter().all(|r| r.attempts == 1), "{name}");
+        // Claimed rows are not handed to another dispatcher until the claim runs out.
+        assert!(store.outbox_claim("d2", now, 60_000, 10).await.unwrap().is_empty(), "{name}");
+        store
+            .outbox_finish(claimed[0].id, OutboxOutcome::Retry { error: "429".into(), at: now + 5 })
+            .await
+            .unwrap();
+        store
+            .outbox_finish(claimed[1].id, OutboxOutcome::Delivered { detail: "HTTP 200".into() })
+            .await
+            .unwrap();
+        let again = store.outbox_claim("d2", now + 10, 60_000, 10).await.unwrap();
+        assert_eq!(again.len(), 1, "{name}: only the retried row");
+        assert_eq!((again[0].attempts, again[0].last_error.as_deref()), (2, Some("429")));
+        store
+            .outbox_finish(again[0].id, OutboxOutcome::Failed { error: "400".into() })
+            .await
+            .unwrap();
+        let rows = store.outbox("r1").await.unwrap();
+        let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
+        assert!(
+            statuses.contains(&OutboxStatus::Delivered) && statuses.contains(&OutboxStatus::Failed)
+        );
+        // A final outcome of a row a step waits for makes the run due again.
+        assert_eq!(
+            store.claim("w2", lease(now + 20), 10, None).await.unwrap(),
+            vec!["r1"],
+            "{name}"
+        );
+        // Finishing a finished row changes nothing.
+        store
+            .outbox_finish(again[0].id, OutboxOutcome::Delivered { detail: "x".into() })
+            .await
+            .unwrap();
+        assert_eq!(store.outbox("r1").await.unwrap()[0].status, rows[0].status, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn counts_pagination_and_ping() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        for id in ["r1", "r2", "r3"] {
+            store.create_run(new_run(id, None, false)).await.unwrap();
+        }
+        store.ping().await.unwrap();
+        assert_eq!(store.run_counts().await.unwrap(), vec![(RunStatus::Queued, 3)], "{name}");
+        let page = |before: Option<&str>| RunFilter {
+            limit: Some(2),
+            before: before.map(String::from),
+            ..Default::default()
+        };
+        let first: Vec<String> =
+            store.runs(&page(None)).await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(first, ["r3", "r2"], "{name}");
+        let second: Vec<String> =
+            store.runs(&page(Some("r2"))).await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(second, ["r1"], "{name}");
+    }
+}

@@ -135,7 +135,9 @@ fn check_migrations(applied: i64, known: usize) -> Result<()> {
 }
 
 /// The columns an outbox outcome sets: (status, next_at, last_error, detail).
-fn outbox_update(outcome: &OutboxOutcome) -> (OutboxStatus, Option<i64>, Option<&str>, Option<&str>) {
+fn outbox_update(
+    outcome: &OutboxOutcome,
+) -> (OutboxStatus, Option<i64>, Option<&str>, Option<&str>) {
     match outcome {
         OutboxOutcome::Delivered { detail } => {
             (OutboxStatus::Delivered, None, None, Some(detail.as_str()))
@@ -143,8 +145,6 @@ fn outbox_update(outcome: &OutboxOutcome) -> (OutboxStatus, Option<i64>, Option<
         OutboxOutcome::Retry { error, at } => {
             (OutboxStatus::Pending, Some(*at), Some(error.as_str()), None)
         }
-        OutboxOutcome::Failed { error } => {
-            (OutboxStatus::Failed, None, Some(error.as_str()), None)
-        }
+        OutboxOutcome::Failed { error } => (OutboxStatus::Failed, None, Some(error.as_str()), None),
     }
 }

@@ -1232,6 +1232,7 @@ mod tests {
                 match t.await.unwrap() {
                     Created::Run(id) => made.push(id),
                     Created::Skipped { active } => skipped_for.push(active),
+                    other => panic!("round {round}: {other:?}"),
                 }
             }
             assert_eq!(made.len(), 1, "round {round}: {made:?}");

@@ -596,6 +596,34 @@ mod tests {
         assert!(parse_clock("60").is_err() && parse_clock("0x@5").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn plans_fire_due_ticks_once_oldest_first_and_every_live_tick(
+            step in 1u32..30,
+            mode in 0usize..3,
+            floor_back in 0i64..7_200_000,
+            since_back in 0i64..7_200_000,
+        ) {
+            let catch_up = [CatchUp::None, CatchUp::Latest, CatchUp::All][mode];
+            let s = schedule(&format!("*/{step} * * * *"), "America/New_York", catch_up);
+            let now = ms("2024-11-03T06:30:00Z"); // around New York's DST change
+            let (floor, since) = (now - floor_back, now - since_back);
+            let p = plan(&s, floor, since, now);
+            proptest::prop_assert!(p.fire.len() <= MAX_CATCH_UP);
+            proptest::prop_assert!(p.fire.windows(2).all(|w| w[0] < w[1]));
+            proptest::prop_assert!(p.fire.iter().all(|&t| t > floor && t <= now));
+            let live: Vec<i64> = ticks_back(&s, floor.max(since), now, MAX_CATCH_UP)
+                .into_iter().rev().collect();
+            proptest::prop_assert!(live.iter().all(|t| p.fire.contains(t)));
+            let missed_fired = p.fire.len() - live.len();
+            match catch_up {
+                CatchUp::None => proptest::prop_assert_eq!(missed_fired, 0),
+                CatchUp::Latest => proptest::prop_assert!(missed_fired <= 1),
+                CatchUp::All => proptest::prop_assert!(p.more || p.skipped == 0),
+            }
+        }
+    }
+
     // -- The scheduler against a real store ---------------------------------
 
     use std::sync::atomic::{AtomicI64, Ordering};

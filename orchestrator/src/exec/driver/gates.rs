@@ -183,7 +183,14 @@ impl Driver {
     }
 
     /// Pages `tier` of the gate's escalation and saves the gate.
-    fn page_tier(&self, i: usize, mut gate: Gate, tier: usize, now: i64, starting: bool) -> Vec<Change> {
+    fn page_tier(
+        &self,
+        i: usize,
+        mut gate: Gate,
+        tier: usize,
+        now: i64,
+        starting: bool,
+    ) -> Vec<Change> {
         let id = self.wf.steps[i].id.clone();
         let Some(esc) = gate.escalation.as_mut() else { return Vec::new() };
         esc.tier = tier;
@@ -227,8 +234,11 @@ impl Driver {
                 ),
                 "escalate" if gate.planned.is_some() => {
                     gate.escalation = gate.planned.take();
-                    let mut changes =
-                        vec![Self::event("approval_timed_out", Some(&id), Some(json!({"escalating": true})))];
+                    let mut changes = vec![Self::event(
+                        "approval_timed_out",
+                        Some(&id),
+                        Some(json!({"escalating": true})),
+                    )];
                     changes.extend(self.page_tier(i, gate, 0, now, false));
                     changes
                 }
@@ -304,9 +314,34 @@ impl Driver {
         ]
     }
 
+    /// The run ended: PagerDuty incidents its escalations opened are resolved.
+    pub(super) fn resolve_pages(&self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for i in 0..self.steps.len() {
+            let Some(esc) = self.gate(i).and_then(|g| g.escalation) else { continue };
+            let pagers = self.pagerduty_channels(&esc.paged_channels());
+            let id = self.wf.steps[i].id.clone();
+            changes.extend(self.notify_channels(
+                "resolved",
+                Some(&id),
+                &pagers,
+                esc.template.as_deref(),
+                json!({"tier": esc.tier + 1}),
+                Action::Resolve,
+                "resolve",
+            ));
+        }
+        changes
+    }
+
     /// Applies an approve, reject or ack request (checked again: the step
     /// may have moved on since the person was told yes).
-    pub(super) fn apply_decision(&self, i: usize, req: &RequestRecord, decision: Decision) -> Vec<Change> {
+    pub(super) fn apply_decision(
+        &self,
+        i: usize,
+        req: &RequestRecord,
+        decision: Decision,
+    ) -> Vec<Change> {
         let id = self.wf.steps[i].id.clone();
         let comment = req.data.as_ref().and_then(|d| d.get("comment")).and_then(Value::as_str);
         let refused = if self.steps[i].status != StepStatus::Waiting {
@@ -348,7 +383,9 @@ impl Driver {
                     let comments: Vec<Value> = gate
                         .approvals
                         .iter()
-                        .filter_map(|a| a.comment.as_ref().map(|c| json!({"by": a.by, "comment": c})))
+                        .filter_map(|a| {
+                            a.comment.as_ref().map(|c| json!({"by": a.by, "comment": c}))
+                        })
                         .collect();
                     return self.gate_done(
                         i,

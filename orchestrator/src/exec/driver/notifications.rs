@@ -18,9 +18,10 @@ fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
 
 /// `P0`..`P3` from the run's inputs, else from an alert's severity label.
 fn severity(inputs: &Value, alert: &Value) -> Severity {
-    let named = inputs.get("severity").and_then(Value::as_str).or_else(|| {
-        alert.get("labels").and_then(|l| l.get("severity")).and_then(Value::as_str)
-    });
+    let named = inputs
+        .get("severity")
+        .and_then(Value::as_str)
+        .or_else(|| alert.get("labels").and_then(|l| l.get("severity")).and_then(Value::as_str));
     match named.map(str::to_ascii_lowercase).as_deref() {
         Some("p0" | "critical" | "page") => Severity::P0,
         Some("p1" | "error" | "high") => Severity::P1,
@@ -70,10 +71,21 @@ impl Driver {
         action: Action,
         discriminator: &str,
     ) -> Vec<Change> {
-        self.notify_rendered(event, step, channels, action, discriminator, |ctx| {
-            let notifier = &self.engine.opts.notifier;
-            notifier.templates.render(template.unwrap_or("incident"), ctx).map_err(|e| e.to_string())
-        }, data)
+        self.notify_rendered(
+            event,
+            step,
+            channels,
+            action,
+            discriminator,
+            |ctx| {
+                let notifier = &self.engine.opts.notifier;
+                notifier
+                    .templates
+                    .render(template.unwrap_or("incident"), ctx)
+                    .map_err(|e| e.to_string())
+            },
+            data,
+        )
     }
 
     /// The notify step's inline `subject`/`body`.
@@ -87,9 +99,22 @@ impl Driver {
         data: Value,
         discriminator: &str,
     ) -> Vec<Change> {
-        self.notify_rendered("notify", Some(step), channels, Action::Trigger, discriminator, |ctx| {
-            self.engine.opts.notifier.templates.render_inline(subject, body, ctx).map_err(|e| e.to_string())
-        }, data)
+        self.notify_rendered(
+            "notify",
+            Some(step),
+            channels,
+            Action::Trigger,
+            discriminator,
+            |ctx| {
+                self.engine
+                    .opts
+                    .notifier
+                    .templates
+                    .render_inline(subject, body, ctx)
+                    .map_err(|e| e.to_string())
+            },
+            data,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -126,7 +151,8 @@ impl Driver {
                 self.run.id,
                 step.unwrap_or("-")
             );
-            let mut message = Message::new(&ctx, notify_event.unwrap_or(Event::Started), rendered.clone());
+            let mut message =
+                Message::new(&ctx, notify_event.unwrap_or(Event::Started), rendered.clone());
             message.action = action;
             message.idempotency_key = dedupe_key.clone();
             let message = self.redact(serde_json::to_value(&message).unwrap_or(Value::Null));
@@ -177,10 +203,9 @@ impl Driver {
                 "manual by {}",
                 run.trigger.get("by").and_then(Value::as_str).unwrap_or("someone")
             ),
-            "webhook" => format!(
-                "webhook {}",
-                run.trigger.get("hook").and_then(Value::as_str).unwrap_or("")
-            ),
+            "webhook" => {
+                format!("webhook {}", run.trigger.get("hook").and_then(Value::as_str).unwrap_or(""))
+            }
             other => other.to_string(),
         };
         let inputs = run.inputs.as_object().cloned().unwrap_or_default();
@@ -190,7 +215,11 @@ impl Driver {
             .unwrap_or(&run.workflow)
             .to_string();
         let annotation = |k: &str| {
-            alert.get("annotations").and_then(|a| a.get(k)).and_then(Value::as_str).map(String::from)
+            alert
+                .get("annotations")
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_str)
+                .map(String::from)
         };
         let description = annotation("description")
             .or_else(|| annotation("summary"))
@@ -212,7 +241,8 @@ impl Driver {
         let rto = self.wf.definition.objectives.as_ref().and_then(|o| o.rto);
         let step_index = step.and_then(|id| self.index.get(id).copied());
         let link = |decision: Decision| {
-            let (signer, base, step) = (notifier.links.as_ref()?, notifier.public_url.as_ref()?, step?);
+            let (signer, base, step) =
+                (notifier.links.as_ref()?, notifier.public_url.as_ref()?, step?);
             let token = signer.token(&run.id, step, decision, now_ms() / 1000);
             Some(format!("{base}/confirm/{token}"))
         };
