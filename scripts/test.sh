@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# A real SMTP server and a real Alertmanager for the end-to-end tests.
+bash scripts/deps.sh
 # Snapshots must match what is committed; never write new ones in CI.
 export INSTA_UPDATE=no
 

@@ -449,3 +449,51 @@ fn postgres_restart_during_runs_loses_nothing() {
     assert!(began.elapsed() < Duration::from_secs(90), "took {:?}", began.elapsed());
     psql(&base, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
+
+/// The lease is the takeover bound: a replica killed mid-step has its run
+/// picked up by another replica within the lease (plus one poll), and the
+/// interrupted step runs again there as a new attempt.
+#[test]
+fn takeover_happens_within_the_lease_time() {
+    const LEASE_MS: i64 = 1_500;
+    const POLL_MS: i64 = 100;
+    let Some(base) = postgres_url("takeover_happens_within_the_lease_time") else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (sb, db) = sandbox("ha-takeover", &base);
+    let wf = sb.write(
+        "slow.yaml",
+        "name: slow\nsteps:\n  work:\n    uses: shell\n    with: { command: [sleep, \"3\"] }\n",
+    );
+    let mut delays = Vec::new();
+    for round in 0..3 {
+        let run = sb.enqueue(wf.to_str().unwrap(), &[]);
+        let mut first = sb.serve();
+        let doc = sb.wait_for(&run, Duration::from_secs(20), |d| {
+            crate::util::attempts(d, "work").iter().any(|a| a["status"] == "running")
+        });
+        let first_worker =
+            crate::util::attempts(&doc, "work")[0]["worker"].as_str().unwrap().to_string();
+        let second = sb.serve();
+        // Let the second replica come up and register before the kill.
+        std::thread::sleep(Duration::from_millis(500));
+        let killed_at = chrono::Utc::now().timestamp_millis();
+        first.kill9();
+        let doc = sb.wait_for(&run, Duration::from_secs(20), |d| {
+            crate::util::attempts(d, "work").len() >= 2
+        });
+        let next = crate::util::attempts(&doc, "work")[1];
+        assert_ne!(next["worker"].as_str(), Some(first_worker.as_str()), "round {round}");
+        let delay = crate::util::ms(&next["started_at"]) - killed_at;
+        delays.push(delay);
+        drop(second);
+        drop(first);
+        assert!(
+            delay <= LEASE_MS + 2 * POLL_MS + 400,
+            "round {round}: the run was taken over {delay} ms after the kill; lease {LEASE_MS} ms"
+        );
+    }
+    eprintln!("ha test: takeover {delays:?} ms after kill -9 (lease {LEASE_MS} ms)");
+    psql(&base, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}

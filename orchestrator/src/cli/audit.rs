@@ -111,7 +111,7 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<ExitCode> {
             } else {
                 println!("audit log BROKEN at entry {}: {}", b.id, b.reason);
                 println!(
-                    "entries before {} verify; the log has been tampered with or damaged from there on",
+                    "entries before {} are intact; from there on the log was tampered with or damaged",
                     b.id
                 );
             }

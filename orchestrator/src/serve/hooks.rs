@@ -64,7 +64,8 @@ struct Incoming {
     status: AlertStatus,
     /// What the payload is available as to templates (`alert.*` and `event.*`).
     payload: Value,
-    /// Alertmanager alerts: their fingerprint (computed from the labels if absent).
+    /// Alertmanager alerts: their fingerprint (computed from the labels if
+    /// absent); `None` for JSON events, whose `match` keys are dotted fields.
     fingerprint: Option<String>,
 }
 

@@ -47,12 +47,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     app.ids.authorize(&headers, Need::Read)?;
-    let run_id = app
-        .ctx
-        .store
-        .resolve_run_id(&id)
-        .await
-        .map_err(|_| ApiError::not_found(format!("run {id} not found")))?;
+    let run_id = super::api::find_run(&app, &id).await?.id;
     let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::parse::<i64>)) {
         None => 0,
         Some(Ok(Ok(n))) => n,
