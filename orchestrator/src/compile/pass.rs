@@ -207,6 +207,7 @@ impl<'a> Pass<'a> {
                 allow_outputs: false,
                 allow_item: step.for_each.is_some(),
                 allow_trigger_payload: has_webhook,
+                schedule_payload: false,
                 allow_inputs: true,
             };
             let body = self.compile_body(
@@ -721,6 +722,7 @@ impl<'a> Pass<'a> {
                 allow_outputs: false,
                 allow_item: false,
                 allow_trigger_payload: true,
+                schedule_payload: trigger.schedule.is_some(),
                 allow_inputs: false,
             };
             for (name, value) in &trigger.inputs {
@@ -782,6 +784,7 @@ impl<'a> Pass<'a> {
             allow_outputs: false,
             allow_item: false,
             allow_trigger_payload: wf.triggers.iter().any(|t| t.webhook.is_some()),
+            schedule_payload: false,
             allow_inputs: true,
         };
         for (name, value) in &wf.outputs {

@@ -45,6 +45,8 @@ pub struct Scope<'a> {
     pub allow_outputs: bool,
     pub allow_item: bool,
     pub allow_trigger_payload: bool,
+    /// A schedule trigger: its payload is `event.*` (the tick), never `alert.*`.
+    pub schedule_payload: bool,
     pub allow_inputs: bool,
 }
 
@@ -297,6 +299,11 @@ fn check_segments(
             format!("`{raw}`: `item` exists only in a step with `for_each`"),
             None,
         )),
+        "alert" if scope.schedule_payload => out.push(problem(
+            Code::UnknownRoot,
+            format!("`{raw}`: a schedule trigger has no alert; its tick is `event.*`"),
+            Some("event.tick, event.schedule, event.cron, event.timezone".into()),
+        )),
         "alert" | "event" if !scope.allow_trigger_payload => out.push(problem(
             Code::UnknownRoot,
             format!("`{raw}`: the trigger payload is not available in {}", scope.place),
@@ -349,6 +356,7 @@ mod tests {
             allow_outputs: false,
             allow_item: false,
             allow_trigger_payload: true,
+            schedule_payload: false,
             allow_inputs: true,
         }
     }
