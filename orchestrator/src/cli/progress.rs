@@ -60,12 +60,46 @@ fn format_event(
         "step_failed" => format!("✖ {step} failed{}: {}", took(step_started), error_of(&data)),
         "step_waiting" => format!("⏸ {step} waiting"),
         "approval_requested" => format!("⏸ {step} waiting for approval"),
-        "escalated" => format!("⏸ {step} paging responders"),
+        "escalated" => format!(
+            "⏸ {step} paging tier {} ({})",
+            data.get("tier").and_then(|t| t.as_u64()).unwrap_or(1),
+            list_of(&data, "channels")
+        ),
         "needs_human" => {
             format!("⚠ {step} needs a person: its attempt was interrupted and it is not idempotent")
         }
         "step_interrupted" => format!("↻ {step} was interrupted; retrying"),
-        "notification" => format!("✉ {step} notification recorded"),
+        "notification" => {
+            let channels: Vec<&str> = data
+                .get("channels")
+                .and_then(|c| c.as_array())
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+                .unwrap_or_default();
+            format!("✉ {step} notification queued for {}", channels.join(", "))
+        }
+        "approved" => format!("✔ {step} approved by {}", list_of(&data, "approved_by")),
+        "approval_recorded" => format!(
+            "⏸ {step} approved by {} ({} of {} needed)",
+            data.get("by").and_then(|b| b.as_str()).unwrap_or("?"),
+            data.get("have").and_then(|b| b.as_u64()).unwrap_or(0),
+            data.get("need").and_then(|b| b.as_u64()).unwrap_or(0)
+        ),
+        "rejected" => format!(
+            "✖ {step} rejected by {}",
+            data.get("rejected_by").and_then(|b| b.as_str()).unwrap_or("?")
+        ),
+        "decision_refused" => format!(
+            "⚠ {step}: {} refused: {}",
+            data.get("by").and_then(|b| b.as_str()).unwrap_or("?"),
+            data.get("reason").and_then(|b| b.as_str()).unwrap_or("")
+        ),
+        "approval_timed_out" => format!("⌛ {step} approval timed out"),
+        "acknowledged" => format!(
+            "✔ {step} acknowledged by {}",
+            data.get("acked_by").and_then(|b| b.as_str()).unwrap_or("?")
+        ),
+        "status_update" => format!("✉ {step} status update to the paged tiers"),
+        "escalation_exhausted" => format!("✖ {step}: nobody acknowledged"),
         "child_started" => format!(
             "↳ {step} started child run {}",
             data.get("run").and_then(|r| r.as_str()).unwrap_or("?")
@@ -83,6 +117,13 @@ fn format_event(
         _ => return None,
     };
     Some(format!("{at}  {text}"))
+}
+
+fn list_of(data: &serde_json::Value, key: &str) -> String {
+    data.get(key)
+        .and_then(|c| c.as_array())
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
 }
 
 fn error_of(data: &serde_json::Value) -> String {

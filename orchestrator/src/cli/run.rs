@@ -151,17 +151,20 @@ async fn wait_and_report(
     let printer = (!json_out)
         .then(|| tokio::spawn(super::progress::print_live(engine.progress.subscribe(), started)));
     // Notifications go out while the run runs here, and the last ones
-    // (its end) get a short grace period; the rest stay in the outbox for
-    // `serve` to deliver.
+    // (its end) get a short grace period for their first attempt; what must
+    // be retried stays in the outbox for `serve` to deliver.
     let stop_dispatch = tokio_util::sync::CancellationToken::new();
     let dispatch = tokio::spawn(ctx.dispatcher(&engine).run(stop_dispatch.clone()));
     let status = engine.run_to_end(run_id).await?;
     let grace = std::time::Instant::now();
     while grace.elapsed() < std::time::Duration::from_secs(10) {
-        let pending = ctx.store.outbox(run_id).await?.iter().any(|r| {
-            r.status == crate::store::OutboxStatus::Pending
-                && r.next_at <= crate::store::now_ms() + 2_000
-        });
+        // Each message gets its first attempt here; retries are `serve`'s.
+        let pending = ctx
+            .store
+            .outbox(run_id)
+            .await?
+            .iter()
+            .any(|r| r.status == crate::store::OutboxStatus::Pending && r.attempts == 0);
         if !pending {
             break;
         }

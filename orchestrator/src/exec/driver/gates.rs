@@ -56,6 +56,9 @@ pub(super) struct Escalation {
     #[serde(default)]
     pub updates: u32,
     pub template: Option<String>,
+    /// The escalation's own `message` (an approval's `escalate` block has one).
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ impl Escalation {
                 .collect(),
             repeat_every: config.repeat_every.map(|d| d.as_millis() as i64),
             template: config.template.clone(),
+            message: config.message.clone(),
             ..Default::default()
         }
     }
@@ -198,7 +202,8 @@ impl Driver {
         esc.next_repeat = esc.repeat_every.map(|r| now + r);
         let channels = esc.tiers[tier].channels.clone();
         let template = esc.template.clone();
-        let data = json!({"tier": tier + 1, "channels": channels, "message": gate.message, "ack_within_ms": esc.tiers[tier].ack_within});
+        let message = esc.message.clone().or_else(|| gate.message.clone());
+        let data = json!({"tier": tier + 1, "channels": channels, "message": message, "ack_within_ms": esc.tiers[tier].ack_within});
         let mut changes = vec![Self::event("escalated", Some(&id), Some(data.clone()))];
         changes.extend(self.notify_channels(
             "escalated",
@@ -271,7 +276,8 @@ impl Driver {
         let updates = esc_mut.updates;
         let channels = esc_mut.paged_channels();
         let template = esc_mut.template.clone();
-        let data = json!({"tier": esc.tier + 1, "update": updates, "message": gate.message});
+        let message = esc_mut.message.clone().or_else(|| gate.message.clone());
+        let data = json!({"tier": esc.tier + 1, "update": updates, "message": message});
         let mut changes = vec![Self::event("status_update", Some(&id), Some(data.clone()))];
         changes.extend(self.notify_channels(
             "escalated",
