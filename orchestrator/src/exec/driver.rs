@@ -18,6 +18,7 @@ use lifeboat_steps::{ActionConfig, AttemptContext, Outcome};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::engine::Engine;
 use super::people::Decision;
@@ -214,6 +215,7 @@ impl Driver {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.record_metrics(&changes);
         for change in changes {
             if let Change::Event { at, kind, step_id, data } = change {
                 self.engine.emit(EventRecord {
@@ -227,6 +229,34 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Prometheus counters for committed transitions: runs that ended,
+    /// steps that settled (with their duration).
+    fn record_metrics(&self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Run(u) => {
+                    if let Some(status) = u.status.filter(|s| s.is_terminal()) {
+                        crate::metrics::run_finished(&self.run.workflow, status);
+                    }
+                }
+                Change::Step(s) if s.status.is_settled() && s.finished_at.is_some() => {
+                    if let Some(&i) = self.index.get(&s.step_id) {
+                        let secs = match (s.started_at, s.finished_at) {
+                            (Some(a), Some(b)) => (b - a).max(0) as f64 / 1000.0,
+                            _ => 0.0,
+                        };
+                        crate::metrics::step_finished(
+                            self.wf.steps[i].body.kind.name(),
+                            s.status.as_str(),
+                            secs,
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Stages and flushes.
@@ -418,6 +448,10 @@ impl Driver {
         let attempts = self.engine.store.attempts(&self.run.id).await?;
         let now = now_ms();
         let mut changes = Vec::new();
+        if attempts.iter().any(|a| a.status == AttemptStatus::Running && a.worker != self.worker())
+        {
+            crate::metrics::lease_takeover();
+        }
         let kill = |a: &AttemptRecord| {
             if let Some(pgid) = a.pgid {
                 lifeboat_steps::kill_orphaned_attempt(pgid, &a.run_id, &a.step_id, a.n);
@@ -1182,13 +1216,17 @@ impl Driver {
         let engine = self.engine.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
-        tokio::spawn(async move {
-            let outcome = run_action(
-                &engine, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
-            )
-            .await;
-            let _ = tx.send(Finished { index: i, phase, n, outcome });
-        });
+        let span = tracing::info_span!("attempt", run_id = %run_id, step_id = %step_id, attempt = n, phase = %phase);
+        tokio::spawn(
+            async move {
+                let outcome = run_action(
+                    &engine, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
+                )
+                .await;
+                let _ = tx.send(Finished { index: i, phase, n, outcome });
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::driver::{DriveEnd, Driver};
 use crate::compile::{CompileEnv, CompiledWorkflow};
@@ -187,6 +188,9 @@ impl Engine {
                 schedule_tick: keys.schedule_tick,
             })
             .await?;
+        if matches!(created, Created::Run(_)) {
+            crate::metrics::run_started(&wf.name);
+        }
         Ok(created)
     }
 
@@ -221,11 +225,15 @@ impl Engine {
             .lock()
             .expect("poisoned")
             .insert(run_id.to_string(), (stop.clone(), std::time::Instant::now()));
-        let result = Driver::load(self.clone(), run_id, stop).await;
-        let result = match result {
-            Ok(mut driver) => driver.drive().await,
-            Err(e) => Err(e),
-        };
+        let span = tracing::info_span!("run", run_id = %run_id);
+        let result = async {
+            match Driver::load(self.clone(), run_id, stop).await {
+                Ok(mut driver) => driver.drive().await,
+                Err(e) => Err(e),
+            }
+        }
+        .instrument(span)
+        .await;
         self.driving.lock().expect("poisoned").remove(run_id);
         if !matches!(result, Ok(DriveEnd::Finished(_) | DriveEnd::Suspended { .. })) {
             // Stopped or failed: hand the run back at once if it is still ours
