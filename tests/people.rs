@@ -668,11 +668,82 @@ fn a_rejection_fails_the_gate_and_rolls_the_run_back() {
     assert_eq!(sb.lines("ledger"), ["prepared", "undone"], "prepare's rollback ran, promote never");
 }
 
+const IMPOSSIBLE: &str = r#"name: impossible
+steps:
+  prepare:
+    uses: shell
+    with: { command: [sh, -c, "echo prepared >> ledger"] }
+    rollback:
+      uses: shell
+      with: { command: [sh, -c, "echo undone >> ledger"] }
+  gate:
+    needs: [prepare]
+    uses: approval
+    with: { approvers: [leads], min_approvals: 3, exclude_requester: true, timeout: 1h }
+"#;
+
+/// Three approvals from a group of three, one of whom started the run: the
+/// gate can never pass, and says so at once instead of waiting an hour.
+#[test]
+fn an_approval_that_can_never_pass_fails_at_once() {
+    let sb = people_sandbox("people-impossible");
+    workflow(&sb, "impossible", IMPOSSIBLE);
+    let _serve = serve(&sb);
+    let run = enqueue_as(&sb, "alice", "impossible");
+    let doc = sb.wait_finished(&run, Duration::from_secs(20));
+    assert_eq!(status(&doc), "rolled_back", "{doc:#}");
+    let error = step(&doc, "gate")["error"].as_str().unwrap_or("");
+    assert!(error.contains("min_approvals: 3") && error.contains("only 2"), "{error}");
+    assert_eq!(sb.lines("ledger"), ["prepared", "undone"]);
+}
+
+const SITE_DOWN: &str = r#"name: site-down
+inputs:
+  site: { type: string, required: true }
+triggers:
+  - webhook: alertmanager
+    match: { alertname: SiteDown }
+    inputs: { site: "{{alert.labels.site}}" }
+    cancel_on_resolve: true
+steps:
+  fence:
+    uses: shell
+    with: { command: [sh, -c, "echo fencing >> ledger; sleep 5; echo fenced >> ledger"] }
+  gate:
+    needs: [fence]
+    uses: approval
+    with: { approvers: [bob] }
+"#;
+
+/// `cancel_on_resolve`: an alert that resolves before the run has passed
+/// its first approval gate cancels it, also while the gate is still ahead.
+#[test]
+fn a_resolved_alert_cancels_a_run_that_has_not_reached_its_gate() {
+    let sb = people_sandbox("people-resolve")
+        .config("[hooks.alertmanager]\nformat = \"alertmanager\"\nbearer_token_env = \"LIFEBOAT_HOOK_TOKEN\"\n")
+        .env("LIFEBOAT_HOOK_TOKEN", "hook-token");
+    workflow(&sb, "site-down", SITE_DOWN);
+    let api = Api::start(&sb);
+    let labels = json!({"alertname": "SiteDown", "site": "dc07"});
+    let firing = crate::util::alertmanager_payload("firing", &[("fp-7", labels.clone())]);
+    let reply = api.post("/hooks/alertmanager", Some("hook-token"), &firing);
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let run = reply.body["runs"][0].as_str().expect("a run").to_string();
+    assert!(eventually(Duration::from_secs(15), || sb.lines("ledger") == ["fencing"]));
+    let resolved = crate::util::alertmanager_payload("resolved", &[("fp-7", labels)]);
+    let reply = api.post("/hooks/alertmanager", Some("hook-token"), &resolved);
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert_eq!(reply.body["cancelled"], json!([run]), "{reply:?}");
+    let doc = sb.wait_finished(&run, Duration::from_secs(20));
+    assert_eq!(status(&doc), "cancelled", "{doc:#}");
+    assert_eq!(sb.lines("ledger"), ["fencing"], "the running step was stopped");
+}
+
 const API_GATE: &str = r#"name: api-gate
 steps:
   gate:
     uses: approval
-    with: { approvers: [bob, alice] }
+    with: { approvers: [bob, alice], exclude_requester: true }
 "#;
 
 #[test]
@@ -680,7 +751,7 @@ fn over_the_api_only_an_allowed_approver_with_the_approver_role_decides() {
     let sb = people_sandbox("people-api");
     workflow(&sb, "api-gate", API_GATE);
     let api = Api::start(&sb);
-    let created = api.post("/api/v1/workflows/api-gate/runs", Some("olga-token"), &json!({}));
+    let created = api.post("/api/v1/workflows/api-gate/runs", Some("alice-token"), &json!({}));
     assert_eq!(created.status, 201, "{created:?}");
     let run = created.body["id"].as_str().expect("run id").to_string();
     api.wait_run("olga-token", &run, Duration::from_secs(30), |d| {
@@ -694,6 +765,9 @@ fn over_the_api_only_an_allowed_approver_with_the_approver_role_decides() {
         assert_eq!(reply.status, 403, "{token}: {reply:?}");
         assert!(reply.message().contains("approver"), "{reply:?}");
     }
+    let reply = api.post(&path, Some("alice-token"), &body);
+    assert_eq!(reply.status, 403, "alice started the run: {reply:?}");
+    assert!(reply.message().contains("alice started this run"), "{reply:?}");
     let reply = api.post(&path, Some("dave-token"), &body);
     assert_eq!(reply.status, 403, "dave has the role but is not listed: {reply:?}");
     assert!(reply.message().contains("not among the approvers"), "{reply:?}");
@@ -915,8 +989,22 @@ fn escalation_pages_tiers_in_time_repeats_updates_and_stops_on_ack() {
     );
     let actions: Vec<&str> = pd_bodies.iter().filter_map(|b| b["event_action"].as_str()).collect();
     assert_eq!(actions.first(), Some(&"trigger"), "{pd_bodies:#?}");
-    assert_eq!(actions.last(), Some(&"acknowledge"), "{actions:?}");
     assert_eq!(actions.iter().filter(|a| **a == "acknowledge").count(), 1, "{actions:?}");
+    // The run's end resolves the incident (ack and resolve may be sent together).
+    assert_eq!(actions.iter().filter(|a| **a == "resolve").count(), 1, "{actions:?}");
+    let n = actions.len();
+    let mut tail = actions[n - 2..].to_vec();
+    tail.sort();
+    assert_eq!(
+        tail,
+        ["acknowledge", "resolve"],
+        "nothing after the ack but the resolve: {actions:?}"
+    );
+    let ack = pd_bodies.iter().find(|b| b["event_action"] == "acknowledge").unwrap();
+    assert_eq!(
+        *ack,
+        json!({"routing_key": "pd-key-1", "event_action": "acknowledge", "dedup_key": run})
+    );
     assert!(pd_bodies[0]["payload"]["summary"].as_str().unwrap_or("").contains("tier 2"));
     assert_eq!(pd_bodies[0]["payload"]["severity"], "error", "P1 by default");
 
@@ -964,7 +1052,7 @@ fn kill_9_loses_no_notification_sends_none_twice_and_keeps_gates_and_timers() {
 
     // Tier 1 paged, the hook refusing (503) and being retried, the gate waiting.
     tier1.wait_requests(1, Duration::from_secs(20));
-    hook.wait_requests(6, Duration::from_secs(20));
+    hook.wait_requests(3, Duration::from_secs(20));
     wait_step(&sb, &run, "gate", "waiting");
     // Between two retry rounds (none in flight), then kill -9.
     let last = hook.requests().last().unwrap().at;
@@ -1036,4 +1124,32 @@ fn kill_9_loses_no_notification_sends_none_twice_and_keeps_gates_and_timers() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(before, (hook.requests().len(), tier1.requests().len(), tier2.requests().len()));
     assert_eq!(outbox(&sb, &run).len(), rows.len());
+}
+
+// --- known bugs ------------------------------------------------------------------
+
+const VERBATIM: &str = r#"name: verbatim
+inputs:
+  note: { type: string }
+steps:
+  tell:
+    uses: notify
+    with: { channels: [hook], subject: "note: {{inputs.note}}", body: "said: {{inputs.note}}" }
+"#;
+
+/// A notify step's `subject`/`body` are rendered when the step starts (like
+/// every `with` string) and then rendered AGAIN as templates when queued
+/// (`notify_inline` -> `Templates::render_inline`): a value with `{{` (an
+/// alert label, an input) is evaluated as a template, or breaks the message.
+#[test]
+fn a_notify_step_sends_rendered_values_verbatim() {
+    let hook = Receiver::start();
+    let sb = Sandbox::new("people-verbatim").config(&webhook_channel("hook", &hook.url("/h")));
+    sb.write("verbatim.yaml", VERBATIM);
+    let (code, doc) = sb.run_wait("verbatim.yaml", &["note={{run.id}} {{#if"]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    let got = hook.wait_requests(1, Duration::from_secs(10));
+    let body = got[0].json();
+    assert_eq!(body["subject"], "note: {{run.id}} {{#if", "{body:#}");
+    assert_eq!(body["text"], "said: {{run.id}} {{#if", "{body:#}");
 }

@@ -466,7 +466,7 @@ fn serve_resolved_alert_cancels_the_run_waiting_at_its_first_approval() {
     let resolved = alert(&api, "resolved", "fp-r", "dc11");
     assert_eq!(resolved.status, 202, "{resolved:?}");
     assert_eq!(resolved.body["runs"], json!([]), "a resolved alert starts nothing");
-    assert_eq!(ids(&resolved.body["cancelled"]), [run.clone()]);
+    assert_eq!(ids(&resolved.body["cancelled"]), [run.as_str()]);
     api.wait_run(VIC, &run, Duration::from_secs(30), |d| d["status"] == "cancelled");
     let again = alert(&api, "firing", "fp-r", "dc11");
     assert_eq!(ids(&again.body["runs"]).len(), 1, "the alert firing again starts a new run");
@@ -584,4 +584,28 @@ fn serve_refuses_to_start_with_a_missing_secret_naming_its_owner() {
     assert!(err.contains("hook `alertmanager`") && err.contains("LIFEBOAT_HOOK_TOKEN"), "{err}");
     assert!(err.contains("hook `signed`") && err.contains("LIFEBOAT_HOOK_SECRET"), "{err}");
     assert!(!err.contains("user `alice`"), "alice's token is set: {err}");
+}
+
+#[test]
+fn serve_stops_gracefully_on_sigterm_and_logs_json_when_asked() {
+    let sb = sandbox("serve-sigterm");
+    let api = Api::start_with(&sb, &["--log-format", "json", "serve"]);
+    assert_eq!(alert(&api, "firing", "t1", "dc12").status, 202);
+    let pid = api.serve.pid();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    assert!(
+        crate::util::eventually(Duration::from_secs(20), || !crate::util::pid_alive(pid)),
+        "serve did not stop on SIGTERM:\n{}",
+        api.log_text()
+    );
+    let log = api.log_text();
+    assert!(log.contains("lifeboat serve: stopped"), "{log}");
+    assert!(api.client().get(api.url("/healthz")).send().is_err(), "no longer listening");
+    let json_lines: Vec<Value> =
+        log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    assert!(
+        json_lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("catalog"))),
+        "tracing logs are JSON objects with --log-format json:\n{log}"
+    );
 }

@@ -503,12 +503,17 @@ impl Api {
     /// Starts `lifeboat serve` in `sb` listening on a fresh port, and waits
     /// (up to 30 s) until `/healthz` answers.
     pub fn start(sb: &Sandbox) -> Api {
+        Api::start_with(sb, &["serve"])
+    }
+
+    /// `start`, with `args` instead of just `serve` (global flags first).
+    pub fn start_with(sb: &Sandbox, args: &[&str]) -> Api {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = sb.path(&format!("serve-http-{port}.log"));
         let file = std::fs::File::create(&log).expect("serve log");
         let child = sb
-            .command(&["serve"])
+            .command(args)
             .env("LIFEBOAT_SERVER__LISTEN", &addr)
             .env("LIFEBOAT_LOG", "warn,lifeboat_orchestrator=info")
             .stdin(Stdio::null())

@@ -25,9 +25,9 @@
 //! Which optional values are guaranteed per event (templates may use them
 //! without `{{#if}}` for that event; [`Context::minimal`] is the check):
 //! `step` for `step_failed`, `approval_requested`, `needs_human`;
-//! `approval` for `approval_requested`; `escalation` and `ack_url` for
-//! `escalated`; `escalation` for `acknowledged`. Everything else marked `?`
-//! must be guarded with `{{#if}}`.
+//! `escalation` for `escalated` and `acknowledged`. Everything else marked
+//! `?` must be guarded with `{{#if}}` — `approval` and `ack_url` too: the
+//! one-click links exist only when `[server] link_secret_env` names a key.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -233,15 +233,12 @@ impl Context {
                 finished_at: None,
                 ..s
             }),
-            approval: full
-                .approval
-                .filter(|_| event == "approval_requested")
-                .map(|a| Approval { expires_at: None, ..a }),
+            approval: None,
             escalation: full
                 .escalation
                 .filter(|_| matches!(event, "escalated" | "acknowledged"))
                 .map(|e| Escalation { ack_within: None, acked_by: None, ..e }),
-            ack_url: full.ack_url.filter(|_| event == "escalated"),
+            ack_url: None,
             message: None,
             ..full
         }

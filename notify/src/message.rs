@@ -25,8 +25,9 @@ pub struct Message {
     /// HTML body (email alternative part); `None` sends text only.
     #[serde(default)]
     pub html: Option<String>,
-    /// The run event this message is about.
-    pub event: Event,
+    /// The event this message is about: a run event (`failed`, …), or
+    /// `notify` (a notify step), `acknowledged`, `resolved` (see [`crate::context::EVENTS`]).
+    pub event: String,
     /// PagerDuty `event_action`; other channels say it in words.
     #[serde(default)]
     pub action: Action,
@@ -60,7 +61,7 @@ impl Message {
     /// context names a step and `:<tier>` for escalations; the orchestrator
     /// should replace it with its outbox key when one event can repeat
     /// (e.g. `repeat_every` status updates).
-    pub fn new(context: &Context, event: Event, rendered: Rendered) -> Message {
+    pub fn new(context: &Context, rendered: Rendered) -> Message {
         let mut idempotency_key = format!("{}:{}", context.run.id, context.event);
         if let Some(step) = &context.step {
             idempotency_key.push(':');
@@ -79,8 +80,8 @@ impl Message {
             subject: rendered.subject,
             text: rendered.text,
             html: rendered.html,
-            event,
-            action: Action::default_for(event),
+            event: context.event.clone(),
+            action: Action::for_event(&context.event),
             run_id: context.run.id.clone(),
             workflow: context.run.workflow.clone(),
             severity: context.incident.severity,
@@ -111,8 +112,15 @@ impl Action {
     /// (`succeeded`, `cancelled`), `trigger` otherwise. Acknowledgement is
     /// a human act, so the orchestrator sets [`Action::Acknowledge`] itself.
     pub fn default_for(event: Event) -> Action {
+        Action::for_event(event.name())
+    }
+
+    /// [`Action::default_for`] by event name; `acknowledged` acknowledges
+    /// and `resolved` resolves.
+    pub fn for_event(event: &str) -> Action {
         match event {
-            Event::Succeeded | Event::Cancelled => Action::Resolve,
+            "succeeded" | "cancelled" | "resolved" => Action::Resolve,
+            "acknowledged" => Action::Acknowledge,
             _ => Action::Trigger,
         }
     }
@@ -252,7 +260,7 @@ mod tests {
         let ctx = Context::sample("step_failed");
         let rendered =
             Rendered { subject: "s".into(), text: "t".into(), html: Some("<p>h</p>".into()) };
-        let msg = Message::new(&ctx, Event::StepFailed, rendered);
+        let msg = Message::new(&ctx, rendered);
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), msg);
         assert_eq!(msg.dedup_key, ctx.run.id);

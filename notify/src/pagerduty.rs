@@ -49,9 +49,9 @@ pub fn payload(routing_key: &str, msg: &Message) -> Value {
             "severity": msg.severity.pagerduty(),
             "source": source,
             "component": msg.workflow,
-            "class": msg.event.name(),
+            "class": msg.event.as_str(),
             "custom_details": {
-                "event": msg.event.name(),
+                "event": msg.event.as_str(),
                 "run_id": msg.run_id,
                 "workflow": msg.workflow,
                 "severity": msg.severity.as_str(),

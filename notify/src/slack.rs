@@ -40,7 +40,7 @@ pub fn payload(msg: &Message) -> Value {
         json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", msg.severity)}),
         json!({"type": "mrkdwn", "text": format!("*Workflow*\n{}", escape(&msg.workflow))}),
         json!({"type": "mrkdwn", "text": format!("*Run*\n{run}")}),
-        json!({"type": "mrkdwn", "text": format!("*Event*\n{}", msg.event.name())}),
+        json!({"type": "mrkdwn", "text": format!("*Event*\n{}", msg.event.as_str())}),
     ];
     match msg.action {
         Action::Trigger => {}

@@ -46,7 +46,7 @@ impl Channel for Webhook {
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", &msg.idempotency_key)
-            .header("X-Lifeboat-Event", msg.event.name());
+            .header("X-Lifeboat-Event", msg.event.as_str());
         if let Some(secret) = &self.secret {
             let now = chrono::Utc::now().timestamp();
             request =

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 pub fn message(event: Event) -> Message {
     let ctx = Context::sample(event.name());
     let rendered = Templates::load(None).unwrap().render("incident", &ctx).unwrap();
-    Message::new(&ctx, event, rendered)
+    Message::new(&ctx, rendered)
 }
 
 #[derive(Debug, Clone)]

@@ -21,8 +21,12 @@ use crate::store::{OutboxOutcome, OutboxRecord, Store, now_ms};
 
 /// Attempts before a message is given up as failed.
 pub const MAX_ATTEMPTS: u32 = 8;
-/// How long a claimed row is ours before another dispatcher may take it.
-const CLAIM_LEASE_MS: i64 = 60_000;
+/// How long a claimed row is ours before another dispatcher may take it
+/// (a dispatcher killed mid-send delays that message by at most this).
+const CLAIM_LEASE_MS: i64 = 20_000;
+/// One delivery attempt may take this long; well under the claim, so a
+/// live dispatcher always records its outcome before anyone else may send.
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 const BATCH: usize = 32;
 
 pub struct Dispatcher {
@@ -145,5 +149,10 @@ async fn deliver(
     let channel = channel.map_err(SendError::Permanent)?;
     let message: Message = serde_json::from_value(row.message.clone())
         .map_err(|e| SendError::Permanent(format!("stored message is unreadable: {e}")))?;
-    channel.send(&message).await.map(|d| d.detail)
+    match tokio::time::timeout(SEND_TIMEOUT, channel.send(&message)).await {
+        Ok(result) => result.map(|d| d.detail),
+        Err(_) => {
+            Err(SendError::retryable(format!("no answer within {}s", SEND_TIMEOUT.as_secs())))
+        }
+    }
 }

@@ -875,7 +875,7 @@ impl Driver {
                     (_, subject, Some(body)) => self.notify_inline(
                         &step.id,
                         &n.channels,
-                        subject.as_deref().unwrap_or("[lifeboat] {{run.workflow}}: {{step.id}}"),
+                        subject.as_deref(),
                         body,
                         data,
                         &disc,

@@ -200,18 +200,27 @@ pub async fn cancel_on_resolve(
     if run.status.is_terminal() {
         return Ok(false);
     }
-    let steps = store.steps(run_id).await?;
-    let gate_passed = steps.iter().any(|s| {
-        s.state.as_ref().and_then(|st| st.get("awaiting")).and_then(Value::as_str)
-            == Some("approval")
-            && s.status == StepStatus::Succeeded
-    });
-    let at_gate = steps.iter().any(|s| {
-        s.status == StepStatus::Waiting
-            && s.state.as_ref().and_then(|st| st.get("awaiting")).and_then(Value::as_str)
+    // The approval steps of the definition the run is pinned to: a gate not
+    // reached yet has no state that would tell it is one.
+    let approvals: Option<Vec<String>> =
+        store.definition(&run.definition_hash).await?.and_then(|def| {
+            let wf = crate::compile::compile(&def.file, &def.source, Default::default()).ok()?;
+            let kind = crate::exec::StepKind::Native(crate::exec::NativeKind::Approval);
+            Some(wf.steps.iter().filter(|s| s.body.kind == kind).map(|s| s.id.clone()).collect())
+        });
+    let is_approval = |s: &crate::store::StepRecord| match &approvals {
+        Some(ids) => ids.contains(&s.step_id),
+        None => {
+            s.state.as_ref().and_then(|st| st.get("awaiting")).and_then(Value::as_str)
                 == Some("approval")
-    });
-    if gate_passed || !at_gate {
+        }
+    };
+    let steps = store.steps(run_id).await?;
+    let gate_passed = steps.iter().any(|s| is_approval(s) && s.status == StepStatus::Succeeded);
+    let gate_ahead = steps
+        .iter()
+        .any(|s| is_approval(s) && matches!(s.status, StepStatus::Pending | StepStatus::Waiting));
+    if gate_passed || !gate_ahead {
         return Ok(false);
     }
     store

@@ -102,14 +102,14 @@ async fn observe(req: Request, next: Next) -> Response {
 /// Tasks that run beside the workers and the HTTP server until `shutdown`:
 /// the scheduler, and the notification dispatcher.
 pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(crate::triggers::schedule::run(
-        app.engine.clone(),
-        app.catalog.clone(),
-        app.shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(app.ctx.dispatcher(&app.engine).run(app.shutdown.clone())));
-    tasks
+    vec![
+        tokio::spawn(crate::triggers::schedule::run(
+            app.engine.clone(),
+            app.catalog.clone(),
+            app.shutdown.clone(),
+        )),
+        tokio::spawn(app.ctx.dispatcher(&app.engine).run(app.shutdown.clone())),
+    ]
 }
 
 /// `[server] listen` as an address, or an error saying what is expected.

@@ -449,24 +449,27 @@ async fn the_outbox_is_written_with_its_transition_and_delivered_once() {
         store.create_run(new_run("r1", None, false)).await.unwrap();
         let now = now_ms();
         store.claim("w1", lease(now), 10, None).await.unwrap();
-        let notify = |key: &str| {
+        let notify = |key: &str, channel: &str| {
             Change::Notify(NewNotification {
                 dedupe_key: key.into(),
                 step_id: Some("a".into()),
                 event: "failed".into(),
-                channel: "pager".into(),
+                channel: channel.into(),
                 message: json!({"subject": "s"}),
                 at: now,
             })
         };
-        store.commit("w1", "r1", &[notify("k1"), notify("k2")]).await.unwrap();
+        let first = [notify("k1", "pager"), notify("k2", "mail"), notify("k3", "pager")];
+        store.commit("w1", "r1", &first).await.unwrap();
         // The same key again (a replayed transition) is ignored.
-        store.commit("w1", "r1", &[notify("k1")]).await.unwrap();
-        assert_eq!(store.outbox("r1").await.unwrap().len(), 2, "{name}");
+        store.commit("w1", "r1", &[notify("k1", "pager")]).await.unwrap();
+        assert_eq!(store.outbox("r1").await.unwrap().len(), 3, "{name}");
         store.release("w1", "r1", Some(i64::MAX / 4)).await.unwrap();
 
+        // k3 waits behind k1: one incident's messages go out in order.
         let claimed = store.outbox_claim("d1", now, 60_000, 10).await.unwrap();
-        assert_eq!(claimed.len(), 2, "{name}");
+        let keys: Vec<&str> = claimed.iter().map(|r| r.dedupe_key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"], "{name}");
         assert!(claimed.iter().all(|r| r.attempts == 1), "{name}");
         // Claimed rows are not handed to another dispatcher until the claim runs out.
         assert!(store.outbox_claim("d2", now, 60_000, 10).await.unwrap().is_empty(), "{name}");
@@ -485,6 +488,12 @@ async fn the_outbox_is_written_with_its_transition_and_delivered_once() {
             .outbox_finish(again[0].id, OutboxOutcome::Failed { error: "400".into() })
             .await
             .unwrap();
+        // k1 is final: k3 may go now.
+        let next = store.outbox_claim("d2", now + 10, 60_000, 10).await.unwrap();
+        let keys: Vec<&str> = next.iter().map(|r| r.dedupe_key.as_str()).collect();
+        assert_eq!(keys, ["k3"], "{name}");
+        let done = OutboxOutcome::Delivered { detail: "ok".into() };
+        store.outbox_finish(next[0].id, done).await.unwrap();
         let rows = store.outbox("r1").await.unwrap();
         let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
         assert!(

@@ -91,7 +91,9 @@ pub trait Store: Send + Sync {
     async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
 
     /// Claims up to `limit` due outbox rows for `lease_ms` (another
-    /// dispatcher may take a row over once that passes).
+    /// dispatcher may take a row over once that passes). Per run and
+    /// channel only the oldest pending row is claimable, so one incident's
+    /// messages (trigger, acknowledge, resolve) arrive in order.
     async fn outbox_claim(
         &self,
         worker: &str,

@@ -838,8 +838,10 @@ impl Store for PostgresStore {
         retrying(|| async {
             let rows = sqlx::query(
                 "UPDATE outbox SET next_at = $1, claimed_by = $2, attempts = attempts + 1 WHERE id IN ( \
-                   SELECT id FROM outbox WHERE status = 'pending' AND next_at <= $3 \
-                   ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                   SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_at <= $3 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.run_id = o.run_id \
+                       AND e.channel = o.channel AND e.status = 'pending' AND e.id < o.id) \
+                   ORDER BY o.next_at, o.id LIMIT $4 FOR UPDATE SKIP LOCKED) \
                  RETURNING *",
             )
             .bind(now + lease_ms)

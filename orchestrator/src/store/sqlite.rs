@@ -36,6 +36,29 @@ const GROUP_COMMIT_MAX: usize = 512;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
+/// Applies the migrations. SQLite has no migration lock in sqlx: two
+/// processes opening a fresh file together race to create the tables, and
+/// the loser fails ("already exists", "locked"). The winner's work is then
+/// applied, so the loser retries until it sees it.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if tries < 50 && {
+                    let text = e.to_string();
+                    text.contains("already exists") || text.contains("locked")
+                } =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl SqliteStore {
     pub async fn open(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -45,7 +68,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        MIGRATOR.run(&pool).await?;
+        migrate(&pool).await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let (commits, jobs) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(group_committer(pool.clone(), write_lock.clone(), jobs));
@@ -639,7 +662,10 @@ impl Store for SqliteStore {
         let (_guard, mut tx) = self.write().await?;
         let rows = sqlx::query(
             "UPDATE outbox SET next_at = ?1, claimed_by = ?2, attempts = attempts + 1 WHERE id IN ( \
-               SELECT id FROM outbox WHERE status = 'pending' AND next_at <= ?3 ORDER BY next_at, id LIMIT ?4) \
+               SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_at <= ?3 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.run_id = o.run_id AND e.channel = o.channel \
+                   AND e.status = 'pending' AND e.id < o.id) \
+               ORDER BY o.next_at, o.id LIMIT ?4) \
              RETURNING *",
         )
         .bind(now + lease_ms)

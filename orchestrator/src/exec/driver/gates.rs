@@ -113,7 +113,7 @@ impl Gate {
 }
 
 impl Driver {
-    fn gate(&self, i: usize) -> Option<Gate> {
+    pub(super) fn gate(&self, i: usize) -> Option<Gate> {
         self.steps[i].state.clone().and_then(|s| serde_json::from_value(s).ok())
     }
 
@@ -156,6 +156,29 @@ impl Driver {
             planned: config.escalate.as_ref().map(Escalation::plan),
             ..Default::default()
         };
+        // A gate that can never pass fails now, not after its timeout (or never).
+        let eligible = people.iter().filter(|p| gate.requester.as_ref() != Some(*p)).count();
+        if (eligible as u32) < config.min_approvals.max(1) {
+            let error = format!(
+                "`min_approvals: {}` can never be met: only {eligible} of the approvers ({}) may approve{}",
+                config.min_approvals,
+                people.join(", "),
+                if eligible < people.len() { " (the requester is excluded)" } else { "" }
+            );
+            let state = json!(gate);
+            return vec![
+                self.step_change(i, |s| {
+                    s.status = StepStatus::Failed;
+                    s.started_at = Some(now);
+                    s.finished_at = Some(now);
+                    s.wake_at = None;
+                    s.state = Some(state);
+                    s.outputs = Some(json!({"approved_by": []}));
+                    s.error = Some(error.clone());
+                }),
+                Self::event("step_failed", Some(&id), Some(json!({"error": error}))),
+            ];
+        }
         let mut changes = vec![self.gate_change(i, &gate, Some(now))];
         changes.push(Self::event(
             "approval_requested",

@@ -88,31 +88,34 @@ impl Driver {
         )
     }
 
-    /// The notify step's inline `subject`/`body`.
-    #[allow(clippy::too_many_arguments)]
+    /// The notify step's `subject`/`body`, already rendered with the step's
+    /// `with` (rendering them again would treat `{{` in a value as a template).
     pub(super) fn notify_inline(
         &self,
         step: &str,
         channels: &[String],
-        subject: &str,
+        subject: Option<&str>,
         body: &str,
         data: Value,
         discriminator: &str,
     ) -> Vec<Change> {
+        let subject = match subject {
+            Some(s) => s
+                .split(['\r', '\n'])
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => format!("[lifeboat] {}: {step}", self.run.workflow),
+        };
+        let rendered = lifeboat_notify::Rendered { subject, text: body.to_string(), html: None };
         self.notify_rendered(
             "notify",
             Some(step),
             channels,
             Action::Trigger,
             discriminator,
-            |ctx| {
-                self.engine
-                    .opts
-                    .notifier
-                    .templates
-                    .render_inline(subject, body, ctx)
-                    .map_err(|e| e.to_string())
-            },
+            |_| Ok(rendered.clone()),
             data,
         )
     }
@@ -143,7 +146,6 @@ impl Driver {
             ),
             html: None,
         });
-        let notify_event = Event::ALL.into_iter().find(|e| e.name() == event);
         let mut out = Vec::new();
         for channel in channels {
             let dedupe_key = format!(
@@ -151,8 +153,7 @@ impl Driver {
                 self.run.id,
                 step.unwrap_or("-")
             );
-            let mut message =
-                Message::new(&ctx, notify_event.unwrap_or(Event::Started), rendered.clone());
+            let mut message = Message::new(&ctx, rendered.clone());
             message.action = action;
             message.idempotency_key = dedupe_key.clone();
             let message = self.redact(serde_json::to_value(&message).unwrap_or(Value::Null));
@@ -246,7 +247,11 @@ impl Driver {
             let token = signer.token(&run.id, step, decision, now_ms() / 1000);
             Some(format!("{base}/confirm/{token}"))
         };
-        let approval = (event == "approval_requested")
+        // An approval that escalated is still decided by approve/reject, not ack.
+        let awaiting = step_index.and_then(|i| self.gate(i)).map(|g| g.awaiting);
+        let approval_gate = event == "approval_requested"
+            || (event == "escalated" && awaiting.as_deref() == Some("approval"));
+        let approval = approval_gate
             .then(|| {
                 Some(Approval {
                     approve_url: link(Decision::Approve)?,
@@ -293,7 +298,9 @@ impl Driver {
             steps: (0..self.steps.len()).map(|i| self.step_info(i)).collect(),
             step: step_index.map(|i| self.step_info(i)),
             approval,
-            ack_url: (event == "escalated").then(|| link(Decision::Ack)).flatten(),
+            ack_url: (event == "escalated" && awaiting.as_deref() == Some("ack"))
+                .then(|| link(Decision::Ack))
+                .flatten(),
             escalation,
             message: data.get("message").and_then(Value::as_str).map(String::from),
         }
