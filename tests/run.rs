@@ -706,7 +706,10 @@ fn secrets_in_a_notify_message_are_not_stored() {
 
 #[test]
 fn secrets_in_an_approval_message_are_not_stored() {
-    let sb = Sandbox::new("run-redact-approval").env("LIFEBOAT_SECRET_TOKEN", SECRET).config(ALICE);
+    let sb = Sandbox::new("run-redact-approval")
+        .env("LIFEBOAT_SECRET_TOKEN", SECRET)
+        .env("LIFEBOAT_TOKEN_ALICE", "alice-token")
+        .config(ALICE);
     let file = sb.write(
         "approval.yaml",
         "name: approval\nsteps:\n  ok:\n    uses: approval\n    with: { approvers: [alice], message: \"token {{secrets.TOKEN}}\" }\n",

@@ -403,10 +403,12 @@ impl Sandbox {
             .expect("tokio runtime");
         runtime.block_on(async {
             let done = if self.url.starts_with("sqlite:") {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
                 sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
             } else {
-                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
+                let mut conn =
+                    sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
                 sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
             };
             done.unwrap_or_else(|e| panic!("{statement}: {e}"))

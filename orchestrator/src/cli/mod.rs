@@ -7,6 +7,7 @@ mod graph;
 mod init;
 pub(crate) mod inspect;
 mod people;
+mod plan;
 mod progress;
 mod run;
 mod schedules;
@@ -58,6 +59,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Draw a workflow's dependency graph (mermaid, dot or svg).
     Graph(graph::Args),
+    /// Waves, worst-case critical path vs the RTO, people, unprotected mutations.
+    Plan(plan::Args),
     /// Print the JSON Schema of the workflow format.
     Schema(schema::Args),
     /// Scaffold a lifeboat.toml and a starter workflow.
@@ -127,6 +130,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&global, args),
         Command::Graph(args) => graph::run(&global, args),
+        Command::Plan(args) => plan::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Init(args) => init::run(args),
         command => async_main(global, command),
@@ -179,7 +183,11 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
                 println!("migrations applied to {}", serve::redact_url(&ctx.database_url));
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Validate(_) | Command::Graph(_) | Command::Schema(_) | Command::Init(_) => {
+            Command::Validate(_)
+            | Command::Graph(_)
+            | Command::Plan(_)
+            | Command::Schema(_)
+            | Command::Init(_) => {
                 unreachable!("handled synchronously")
             }
         }

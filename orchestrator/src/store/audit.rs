@@ -21,30 +21,22 @@ pub fn payload_text(payload: &serde_json::Value) -> String {
     payload.to_string()
 }
 
-/// The hash of one entry. Fields are length-prefixed so no two different
-/// entries can serialize to the same bytes.
-pub fn entry_hash(
-    prev_hash: &str,
-    id: i64,
-    at: i64,
-    actor: &str,
-    action: &str,
-    run_id: Option<&str>,
-    step_id: Option<&str>,
-    payload_sha256: &str,
-) -> String {
+/// The hash of one entry: every field but `hash` itself (the payload by
+/// its digest), length-prefixed so no two different entries serialize to
+/// the same bytes.
+pub fn entry_hash(e: &AuditRecord) -> String {
     let mut hasher = Sha256::new();
-    let id = id.to_string();
-    let at = at.to_string();
+    let id = e.id.to_string();
+    let at = e.at.to_string();
     for field in [
-        prev_hash,
+        e.prev_hash.as_str(),
         &id,
         &at,
-        actor,
-        action,
-        run_id.unwrap_or(""),
-        step_id.unwrap_or(""),
-        payload_sha256,
+        &e.actor,
+        &e.action,
+        e.run_id.as_deref().unwrap_or(""),
+        e.step_id.as_deref().unwrap_or(""),
+        &e.payload_sha256,
     ] {
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field.as_bytes());
@@ -59,29 +51,20 @@ pub fn next_record(last: Option<(i64, String)>, entry: NewAudit, at: i64) -> Aud
         Some((id, hash)) => (id + 1, hash),
         None => (1, GENESIS.to_string()),
     };
-    let payload_sha256 = sha256_hex(payload_text(&entry.payload).as_bytes());
-    let hash = entry_hash(
-        &prev_hash,
-        id,
-        at,
-        &entry.actor,
-        &entry.action,
-        entry.run_id.as_deref(),
-        entry.step_id.as_deref(),
-        &payload_sha256,
-    );
-    AuditRecord {
+    let mut record = AuditRecord {
         id,
         at,
         actor: entry.actor,
         action: entry.action,
         run_id: entry.run_id,
         step_id: entry.step_id,
+        payload_sha256: sha256_hex(payload_text(&entry.payload).as_bytes()),
         payload: entry.payload,
-        payload_sha256,
         prev_hash,
-        hash,
-    }
+        hash: String::new(),
+    };
+    record.hash = entry_hash(&record);
+    record
 }
 
 /// Where the chain breaks, and why.
@@ -121,16 +104,7 @@ pub fn verify_chain(
                     .into(),
             });
         }
-        let hash = entry_hash(
-            &e.prev_hash,
-            e.id,
-            e.at,
-            &e.actor,
-            &e.action,
-            e.run_id.as_deref(),
-            e.step_id.as_deref(),
-            &e.payload_sha256,
-        );
+        let hash = entry_hash(e);
         if hash != e.hash {
             return Err(AuditBreak { id: e.id, reason: "fields were edited".into() });
         }
@@ -150,17 +124,7 @@ mod tests {
             .map(|id| {
                 let payload = serde_json::json!({ "n": id });
                 let payload_sha256 = sha256_hex(payload_text(&payload).as_bytes());
-                let hash = entry_hash(
-                    &prev,
-                    id,
-                    id * 10,
-                    "alice",
-                    "cancel",
-                    Some("r"),
-                    None,
-                    &payload_sha256,
-                );
-                let e = AuditRecord {
+                let mut e = AuditRecord {
                     id,
                     at: id * 10,
                     actor: "alice".into(),
@@ -170,8 +134,10 @@ mod tests {
                     payload,
                     payload_sha256,
                     prev_hash: prev.clone(),
-                    hash: hash.clone(),
+                    hash: String::new(),
                 };
+                e.hash = entry_hash(&e);
+                let hash = e.hash.clone();
                 prev = hash;
                 e
             })

@@ -412,6 +412,7 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
             })?;
         match created {
             Created::Run(run) => {
+                crate::metrics::schedule_fired(&wf.name);
                 tracing::info!(schedule = %entry.id, workflow = %wf.name, tick = %at, run = %run, "Schedule fired.");
                 let audit = NewAudit {
                     actor: format!("schedule:{}", entry.id),

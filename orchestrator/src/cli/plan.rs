@@ -1,0 +1,237 @@
+//! `lifeboat plan FILE`: what a runbook will do before the bad day — its
+//! waves, the worst-case critical path against the RTO (every retry and
+//! timeout spent), the steps that wait for people, and every mutating step
+//! that can neither be rolled back nor is marked `irreversible`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use lifeboat_steps::ActionKind;
+
+use crate::compile::{CompiledBody, CompiledWorkflow};
+use crate::exec::{KindConfig, StepKind, backoff, escalate};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The longest a step can take, in ms; `None`: no bound (no timeout, a
+/// person, a child workflow).
+fn worst_case(body: &CompiledBody, poll: Option<&crate::model::Poll>) -> Option<u64> {
+    let escalation = |e: &escalate::Config| e.tiers.iter().map(|t| t.ack_within.as_millis()).sum();
+    match (&body.kind, &body.config) {
+        (StepKind::Action(ActionKind::Set | ActionKind::Assert), _) => Some(0),
+        (StepKind::Action(_), _) => {
+            let per_attempt = match poll {
+                Some(p) => p.timeout.as_millis(),
+                None => body.timeout?.as_millis(),
+            };
+            let retry = &body.retry;
+            let waits: u64 = (1..retry.attempts)
+                .map(|n| backoff::delay_after(retry, n, 1.0).as_millis() as u64)
+                .sum();
+            Some(per_attempt * u64::from(retry.attempts.max(1)) + waits)
+        }
+        (_, KindConfig::Wait(w)) => w.duration.map(|d| d.as_millis()),
+        (_, KindConfig::Approval(a)) => {
+            let timeout = a.timeout?.as_millis();
+            Some(timeout + a.escalate.as_ref().map_or(0, escalation))
+        }
+        (_, KindConfig::Escalate(e)) => Some(escalation(e)),
+        (_, KindConfig::Notify(_)) => Some(0),
+        _ => None,
+    }
+}
+
+/// Whether a step may change the world: reads (`GET`/`HEAD`, `SELECT`)
+/// and pure steps do not; a program might.
+fn changes_the_world(body: &CompiledBody) -> bool {
+    use lifeboat_steps::ActionConfig;
+    match &body.config {
+        KindConfig::Action(ActionConfig::Http(h)) => !matches!(
+            h.method,
+            lifeboat_steps::http::Method::Get | lifeboat_steps::http::Method::Head
+        ),
+        KindConfig::Action(ActionConfig::Sql(q)) => {
+            let first = q.query.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            !matches!(first.as_str(), "select" | "with" | "show" | "explain")
+        }
+        _ => body.kind.mutates(),
+    }
+}
+
+fn human(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => crate::model::Duration::from_millis(ms).to_string(),
+        None => "unbounded".into(),
+    }
+}
+
+/// The plan as JSON (the text output is drawn from it).
+pub fn plan(wf: &CompiledWorkflow) -> Value {
+    let n = wf.steps.len();
+    let bound: Vec<Option<u64>> =
+        wf.steps.iter().map(|s| worst_case(&s.body, s.definition.poll.as_ref())).collect();
+    // Longest path by worst case; an unbounded step makes its successors unbounded.
+    let mut finish: Vec<Option<u64>> = vec![Some(0); n];
+    let mut via: Vec<Option<usize>> = vec![None; n];
+    for &i in &wf.topological_order {
+        let mut start = Some(0u64);
+        for &need in &wf.steps[i].needs {
+            let longer = match (finish[need], start) {
+                (None, Some(_)) => true,
+                (Some(a), Some(b)) => a > b || via[i].is_none(),
+                (Some(_), None) => false,
+                (None, None) => via[i].is_none(),
+            };
+            if longer {
+                start = finish[need];
+                via[i] = Some(need);
+            }
+        }
+        finish[i] = start.zip(bound[i]).map(|(a, b)| a + b);
+    }
+    let end = (0..n).max_by_key(|&i| finish[i].map_or(u64::MAX, |f| f));
+    let mut path = Vec::new();
+    let mut at = end;
+    while let Some(i) = at {
+        path.push(wf.steps[i].id.clone());
+        at = via[i];
+    }
+    path.reverse();
+    let total = end.and_then(|i| finish[i]);
+    let rto = wf.definition.objectives.as_ref().and_then(|o| o.rto).map(|d| d.as_millis());
+    let people: Vec<Value> = wf
+        .steps
+        .iter()
+        .filter(|s| matches!(s.body.config, KindConfig::Approval(_) | KindConfig::Escalate(_)))
+        .map(|s| json!({"step": s.id, "kind": s.body.kind.name(), "worst_case": human(bound[s.index])}))
+        .collect();
+    let unprotected: Vec<Value> = wf
+        .steps
+        .iter()
+        .filter(|s| {
+            changes_the_world(&s.body) && s.rollback.is_none() && !s.definition.irreversible
+        })
+        .map(|s| json!({"step": s.id, "kind": s.body.kind.name()}))
+        .collect();
+    json!({
+        "workflow": wf.name,
+        "file": wf.file,
+        "steps": n,
+        "waves": wf.waves.iter().map(|w| w.iter().map(|&i| wf.steps[i].id.clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "critical_path": path,
+        "worst_case": human(total),
+        "worst_case_ms": total,
+        "rto": rto.map(|r| human(Some(r))),
+        "within_rto": match (total, rto) { (Some(t), Some(r)) => Some(t <= r), (None, Some(_)) => Some(false), _ => None },
+        "people": people,
+        "steps_worst_case": wf.steps.iter().map(|s| json!({"step": s.id, "kind": s.body.kind.name(), "worst_case": human(bound[s.index])})).collect::<Vec<_>>(),
+        "mutating_without_rollback": unprotected,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let outcome = super::validate::compile_files(std::slice::from_ref(&args.file), None);
+    let Some(wf) = outcome.compiled.into_iter().next() else {
+        for report in &outcome.reports {
+            eprint!("{}", report.render(super::stderr_is_terminal()));
+        }
+        return Ok(ExitCode::from(1));
+    };
+    let p = plan(&wf);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    println!(
+        "plan of {} ({}): {} steps in {} waves{}",
+        wf.name,
+        wf.file,
+        wf.steps.len(),
+        wf.waves.len(),
+        p["rto"].as_str().map(|r| format!("; RTO {r}")).unwrap_or_default()
+    );
+    for (k, wave) in p["waves"].as_array().into_iter().flatten().enumerate() {
+        println!("  wave {:>2}: {}", k + 1, list(wave));
+    }
+    let verdict = match p["within_rto"].as_bool() {
+        Some(true) => "  (within the RTO)".to_string(),
+        Some(false) => format!("  ⚠ may exceed the RTO of {}", p["rto"].as_str().unwrap_or("?")),
+        None => String::new(),
+    };
+    println!(
+        "critical path, worst case (every retry and timeout spent): {}{verdict}\n  {}",
+        p["worst_case"].as_str().unwrap_or(""),
+        p["critical_path"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(" → "))
+            .unwrap_or_default()
+    );
+    for person in p["people"].as_array().into_iter().flatten() {
+        println!(
+            "waits for people: {} ({}, up to {})",
+            person["step"].as_str().unwrap_or(""),
+            person["kind"].as_str().unwrap_or(""),
+            person["worst_case"].as_str().unwrap_or("")
+        );
+    }
+    let unprotected = p["mutating_without_rollback"].as_array().cloned().unwrap_or_default();
+    if unprotected.is_empty() {
+        println!("every mutating step has a rollback or is marked irreversible");
+    } else {
+        println!("⚠ mutating steps with neither `rollback` nor `irreversible: true`:");
+        for s in &unprotected {
+            println!(
+                "  {} ({})",
+                s["step"].as_str().unwrap_or(""),
+                s["kind"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    fn compile(text: &str) -> crate::compile::CompiledWorkflow {
+        crate::compile::compile("t.yaml", text, Default::default())
+            .map_err(|r| r.render(false))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_critical_path_is_the_longest_worst_case_chain() {
+        let wf = compile(
+            "name: t\nobjectives: { rto: 1m }\nsteps:\n  a: { uses: shell, timeout: 10s, with: { command: [x] } }\n  b: { needs: [a], uses: shell, timeout: 20s, retry: { attempts: 2, delay: 1s }, with: { command: [x] }, irreversible: true }\n  c: { needs: [a], uses: shell, timeout: 5s, with: { command: [x] }, rollback: { uses: shell, with: { command: [y] } } }\n  d: { needs: [b, c], uses: set, with: { x: y } }\n",
+        );
+        let p = super::plan(&wf);
+        assert_eq!(p["critical_path"], serde_json::json!(["a", "b", "d"]));
+        // The retry delay with its worst jitter (+20%).
+        assert_eq!(p["worst_case_ms"], 10_000 + 2 * 20_000 + 1_200);
+        assert_eq!(p["within_rto"], true);
+        assert_eq!(p["mutating_without_rollback"].as_array().unwrap().len(), 1, "{p}");
+        assert_eq!(p["mutating_without_rollback"][0]["step"], "a");
+    }
+
+    #[test]
+    fn a_person_without_a_timeout_makes_the_path_unbounded() {
+        let wf = compile(
+            "name: t\nobjectives: { rto: 1m }\nsteps:\n  ok: { uses: approval, with: { approvers: [alice] } }\n  go: { needs: [ok], uses: set, with: { x: y } }\n",
+        );
+        let p = super::plan(&wf);
+        assert_eq!(p["worst_case"], "unbounded");
+        assert_eq!(p["within_rto"], false);
+        assert_eq!(p["people"][0]["step"], "ok");
+    }
+}
