@@ -62,6 +62,8 @@ pub struct SubmitKeys {
     pub dedupe_key: Option<String>,
     /// `(schedule, tick ms)`: at most one run per tick, ever.
     pub schedule_tick: Option<(String, i64)>,
+    /// The audit entry of this trigger or manual run, written with the run.
+    pub audit: Option<crate::store::NewAudit>,
 }
 
 pub fn new_worker_id() -> String {
@@ -142,15 +144,24 @@ impl Engine {
         drive_here: bool,
         keys: SubmitKeys,
     ) -> anyhow::Result<Created> {
-        self.store
-            .put_definition(&Definition {
-                hash: wf.hash.clone(),
-                workflow: wf.name.clone(),
-                file: wf.file.clone(),
-                source: wf.source.clone(),
-            })
-            .await?;
-        self.definitions.lock().expect("poisoned").insert(wf.hash.clone(), Arc::new(wf.clone()));
+        // Definitions are immutable and never deleted: stored once per process is enough.
+        let known = self.definitions.lock().expect("poisoned").contains_key(&wf.hash);
+        if !known {
+            self.store
+                .put_definition(&Definition {
+                    hash: wf.hash.clone(),
+                    workflow: wf.name.clone(),
+                    file: wf.file.clone(),
+                    source: wf.source.clone(),
+                })
+                .await?;
+        }
+        if !known {
+            self.definitions
+                .lock()
+                .expect("poisoned")
+                .insert(wf.hash.clone(), Arc::new(wf.clone()));
+        }
         let id = uuid::Uuid::now_v7().to_string();
         let context =
             serde_json::json!({ "inputs": inputs, "run": { "id": id, "workflow": wf.name } });
@@ -186,6 +197,7 @@ impl Engine {
                 lease_to: drive_here.then(|| (self.opts.worker_id.clone(), self.lease())),
                 dedupe_key: keys.dedupe_key,
                 schedule_tick: keys.schedule_tick,
+                audit: keys.audit,
             })
             .await?;
         if matches!(created, Created::Run(_)) {

@@ -350,6 +350,20 @@ async fn start(
         "fingerprint": ev.fingerprint,
         "payload": ev.payload,
     });
+    // The audit entry is written in the run's own transaction (one commit per alert).
+    let audit = NewAudit {
+        actor: actor.to_string(),
+        action: "trigger".to_string(),
+        run_id: None,
+        step_id: None,
+        payload: json!({
+            "hook": hook,
+            "workflow": wf.name,
+            "trigger": t.id(),
+            "dedupe_key": key,
+            "fingerprint": ev.fingerprint,
+        }),
+    };
     let created = app
         .engine
         .submit_with(
@@ -358,7 +372,7 @@ async fn start(
             trigger,
             None,
             false,
-            SubmitKeys { dedupe_key: key.clone(), ..Default::default() },
+            SubmitKeys { dedupe_key: key.clone(), audit: Some(audit), ..Default::default() },
         )
         .await?;
     let (outcome, run_id) = match &created {
@@ -366,23 +380,6 @@ async fn start(
         Created::Duplicate { existing } => ("deduplicated", existing),
         Created::Skipped { active } => ("skipped", active),
     };
-    app.ctx
-        .store
-        .audit_append(NewAudit {
-            actor: actor.to_string(),
-            action: "trigger".to_string(),
-            run_id: Some(run_id.clone()),
-            step_id: None,
-            payload: json!({
-                "outcome": outcome,
-                "hook": hook,
-                "workflow": wf.name,
-                "trigger": t.id(),
-                "dedupe_key": key,
-                "fingerprint": ev.fingerprint,
-            }),
-        })
-        .await?;
     tracing::info!(hook, workflow = %wf.name, run = %run_id, outcome, "Webhook trigger.");
     Ok(Ok(created))
 }

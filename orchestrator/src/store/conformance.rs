@@ -53,6 +53,7 @@ pub(super) fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
         lease_to: None,
         dedupe_key: None,
         schedule_tick: None,
+        audit: None,
     }
 }
 

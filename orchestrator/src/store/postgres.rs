@@ -179,6 +179,149 @@ fn count(n: i64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} {n} out of range")))
 }
 
+/// Creates a run (in the caller's transaction) unless its concurrency key,
+/// dedupe key or schedule tick says it exists already; writes nothing then.
+async fn insert_run(tx: &mut Transaction<'static, Postgres>, run: &NewRun) -> Result<Created> {
+    if let Some(key) = &run.concurrency_key {
+        // Serializes every creation with this key across replicas until commit;
+        // READ COMMITTED gives the check below a snapshot taken after the lock.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(CONCURRENCY_LOCK_SPACE)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+        if run.skip_on_conflict {
+            let active: Option<String> = sqlx::query_scalar(concat!(
+                "SELECT id FROM runs WHERE concurrency_key = $1 AND status IN ",
+                active!(),
+                " ORDER BY id LIMIT 1"
+            ))
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(active) = active {
+                                    return Ok(Created::Skipped { active });
+            }
+        }
+    }
+    if let Some(key) = &run.dedupe_key {
+        // As the concurrency key: creations with one dedupe key queue here.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(DEDUPE_LOCK_SPACE)
+            .bind(format!("{}\n{key}", run.workflow))
+            .execute(&mut **tx)
+            .await?;
+        let active: Option<String> = sqlx::query_scalar(concat!(
+            "SELECT id FROM runs WHERE workflow = $1 AND dedupe_key = $2 AND status IN ",
+            active!(),
+            " LIMIT 1"
+        ))
+        .bind(&run.workflow)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(existing) = active {
+                            return Ok(Created::Duplicate { existing });
+        }
+    }
+    if let Some((schedule, tick)) = &run.schedule_tick {
+        // A replica firing the same tick waits on the primary key, then sees it.
+        let inserted = sqlx::query(
+            "INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(schedule)
+        .bind(tick)
+        .bind(&run.id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            let existing: String = sqlx::query_scalar(
+                "SELECT run_id FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2",
+            )
+            .bind(schedule)
+            .bind(tick)
+            .fetch_one(&mut **tx)
+            .await?;
+                            return Ok(Created::Duplicate { existing });
+        }
+    }
+    let now = now_ms();
+    let (owner, expires) = match &run.lease_to {
+        Some((worker, lease)) => (Some(worker.as_str()), Some(lease.now + lease.duration_ms)),
+        None => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
+         parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&run.id)
+    .bind(&run.workflow)
+    .bind(&run.definition_hash)
+    .bind(json(&run.inputs))
+    .bind(json(&run.trigger))
+    .bind(&run.concurrency_key)
+    .bind(run.parent.as_ref().map(|p| &p.0))
+    .bind(run.parent.as_ref().map(|p| &p.1))
+    .bind(run.root.as_ref().unwrap_or(&run.id))
+    .bind(now)
+    .bind(owner)
+    .bind(expires)
+    .bind(&run.dedupe_key)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO steps (run_id, step_id, status) \
+         SELECT $1, s, 'pending' FROM UNNEST($2::text[]) AS s",
+    )
+    .bind(&run.id)
+    .bind(&run.step_ids)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES ($1, $2, 'queued', $3)")
+        .bind(&run.id)
+        .bind(now)
+        .bind(json(&run.trigger))
+        .execute(&mut **tx)
+        .await?;
+    Ok(Created::Run(run.id.clone()))
+}
+
+/// The next audit entry, under the lock that serializes appends (held to commit).
+async fn next_audit(tx: &mut Transaction<'static, Postgres>, entry: NewAudit) -> Result<AuditRecord> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK).execute(&mut **tx).await?;
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let mut clean = entry;
+    clean.actor = text(&clean.actor).into_owned();
+    clean.action = text(&clean.action).into_owned();
+    Ok(audit::next_record(last, clean, now_ms()))
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Postgres>, record: &AuditRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(record.id)
+    .bind(record.at)
+    .bind(&record.actor)
+    .bind(&record.action)
+    .bind(opt_text(&record.run_id))
+    .bind(opt_text(&record.step_id))
+    .bind(audit::payload_text(&record.payload))
+    .bind(&record.payload_sha256)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn outbox_row(row: &PgRow) -> Result<OutboxRecord> {
     let status: String = row.try_get("status")?;
     Ok(OutboxRecord {
@@ -283,115 +426,13 @@ fn request_row(row: &PgRow) -> Result<RequestRecord> {
 impl PostgresStore {
     async fn create_run_once(&self, run: &NewRun) -> Result<Created> {
         let mut tx = self.pool.begin().await?;
-        if let Some(key) = &run.concurrency_key {
-            // Serializes every creation with this key across replicas until commit;
-            // READ COMMITTED gives the check below a snapshot taken after the lock.
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind(CONCURRENCY_LOCK_SPACE)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            if run.skip_on_conflict {
-                let active: Option<String> = sqlx::query_scalar(concat!(
-                    "SELECT id FROM runs WHERE concurrency_key = $1 AND status IN ",
-                    active!(),
-                    " ORDER BY id LIMIT 1"
-                ))
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(active) = active {
-                    tx.rollback().await?;
-                    return Ok(Created::Skipped { active });
-                }
-            }
+        let created = insert_run(&mut tx, run).await?;
+        if let Some(entry) = run.audit.clone() {
+            let record = next_audit(&mut tx, entry.about(&created)).await?;
+            insert_audit(&mut tx, &record).await?;
         }
-        if let Some(key) = &run.dedupe_key {
-            // As the concurrency key: creations with one dedupe key queue here.
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind(DEDUPE_LOCK_SPACE)
-                .bind(format!("{}\n{key}", run.workflow))
-                .execute(&mut *tx)
-                .await?;
-            let active: Option<String> = sqlx::query_scalar(concat!(
-                "SELECT id FROM runs WHERE workflow = $1 AND dedupe_key = $2 AND status IN ",
-                active!(),
-                " LIMIT 1"
-            ))
-            .bind(&run.workflow)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(existing) = active {
-                tx.rollback().await?;
-                return Ok(Created::Duplicate { existing });
-            }
-        }
-        if let Some((schedule, tick)) = &run.schedule_tick {
-            // A replica firing the same tick waits on the primary key, then sees it.
-            let inserted = sqlx::query(
-                "INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(schedule)
-            .bind(tick)
-            .bind(&run.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                let existing: String = sqlx::query_scalar(
-                    "SELECT run_id FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2",
-                )
-                .bind(schedule)
-                .bind(tick)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.rollback().await?;
-                return Ok(Created::Duplicate { existing });
-            }
-        }
-        let now = now_ms();
-        let (owner, expires) = match &run.lease_to {
-            Some((worker, lease)) => (Some(worker.as_str()), Some(lease.now + lease.duration_ms)),
-            None => (None, None),
-        };
-        sqlx::query(
-            "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&run.id)
-        .bind(&run.workflow)
-        .bind(&run.definition_hash)
-        .bind(json(&run.inputs))
-        .bind(json(&run.trigger))
-        .bind(&run.concurrency_key)
-        .bind(run.parent.as_ref().map(|p| &p.0))
-        .bind(run.parent.as_ref().map(|p| &p.1))
-        .bind(run.root.as_ref().unwrap_or(&run.id))
-        .bind(now)
-        .bind(owner)
-        .bind(expires)
-        .bind(&run.dedupe_key)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO steps (run_id, step_id, status) \
-             SELECT $1, s, 'pending' FROM UNNEST($2::text[]) AS s",
-        )
-        .bind(&run.id)
-        .bind(&run.step_ids)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES ($1, $2, 'queued', $3)")
-            .bind(&run.id)
-            .bind(now)
-            .bind(json(&run.trigger))
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(Created::Run(run.id.clone()))
+        Ok(created)
     }
 
     async fn claim_once(
@@ -738,34 +779,8 @@ impl Store for PostgresStore {
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         retrying(|| async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(AUDIT_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            let last: Option<(i64, String)> =
-                sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let mut clean = entry.clone();
-            clean.actor = text(&entry.actor).into_owned();
-            clean.action = text(&entry.action).into_owned();
-            let record = audit::next_record(last, clean, now_ms());
-            sqlx::query(
-                "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(record.id)
-            .bind(record.at)
-            .bind(&record.actor)
-            .bind(&record.action)
-            .bind(opt_text(&record.run_id))
-            .bind(opt_text(&record.step_id))
-            .bind(audit::payload_text(&record.payload))
-            .bind(&record.payload_sha256)
-            .bind(&record.prev_hash)
-            .bind(&record.hash)
-            .execute(&mut *tx)
-            .await?;
+            let record = next_audit(&mut tx, entry.clone()).await?;
+            insert_audit(&mut tx, &record).await?;
             tx.commit().await?;
             Ok(record)
         })

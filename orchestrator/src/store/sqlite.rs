@@ -95,6 +95,111 @@ fn parse_json(text: Option<String>) -> Result<Option<Value>> {
     .transpose()
 }
 
+/// Creates a run (in the caller's transaction) unless its concurrency key,
+/// dedupe key or schedule tick says it exists already; writes nothing then.
+async fn insert_run(tx: &mut Transaction<'static, Sqlite>, run: &NewRun) -> Result<Created> {
+    if let (Some(key), true) = (&run.concurrency_key, run.skip_on_conflict) {
+        let active: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1"
+        ))
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(active) = active {
+            return Ok(Created::Skipped { active });
+        }
+    }
+    if let Some(key) = &run.dedupe_key {
+        let active: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM runs WHERE workflow = ? AND dedupe_key = ? AND status IN {ACTIVE_SQL} LIMIT 1"
+        ))
+        .bind(&run.workflow)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(existing) = active {
+            return Ok(Created::Duplicate { existing });
+        }
+    }
+    if let Some((schedule, tick)) = &run.schedule_tick {
+        let fired: Option<String> = sqlx::query_scalar(
+            "SELECT run_id FROM schedule_ticks WHERE schedule = ? AND tick_at = ?",
+        )
+        .bind(schedule)
+        .bind(tick)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(existing) = fired {
+            return Ok(Created::Duplicate { existing });
+        }
+        sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES (?, ?, ?)")
+            .bind(schedule)
+            .bind(tick)
+            .bind(&run.id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let now = now_ms();
+    let (owner, expires) = match &run.lease_to {
+        Some((worker, lease)) => (Some(worker.clone()), Some(lease.now + lease.duration_ms)),
+        None => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
+         parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&run.id)
+    .bind(&run.workflow)
+    .bind(&run.definition_hash)
+    .bind(run.inputs.to_string())
+    .bind(run.trigger.to_string())
+    .bind(&run.concurrency_key)
+    .bind(run.parent.as_ref().map(|p| &p.0))
+    .bind(run.parent.as_ref().map(|p| &p.1))
+    .bind(run.root.clone().unwrap_or_else(|| run.id.clone()))
+    .bind(now)
+    .bind(owner)
+    .bind(expires)
+    .bind(&run.dedupe_key)
+    .execute(&mut **tx)
+    .await?;
+    for step in &run.step_ids {
+        sqlx::query("INSERT INTO steps (run_id, step_id, status) VALUES (?, ?, 'pending')")
+            .bind(&run.id)
+            .bind(step)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)")
+        .bind(&run.id)
+        .bind(now)
+        .bind(run.trigger.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(Created::Run(run.id.clone()))
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, record: &AuditRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(record.id)
+    .bind(record.at)
+    .bind(&record.actor)
+    .bind(&record.action)
+    .bind(&record.run_id)
+    .bind(&record.step_id)
+    .bind(audit::payload_text(&record.payload))
+    .bind(&record.payload_sha256)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn outbox_row(row: &SqliteRow) -> Result<OutboxRecord> {
     let status: String = row.try_get("status")?;
     Ok(OutboxRecord {
@@ -218,90 +323,16 @@ impl Store for SqliteStore {
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         let (_guard, mut tx) = self.write().await?;
-        if let (Some(key), true) = (&run.concurrency_key, run.skip_on_conflict) {
-            let active: Option<String> = sqlx::query_scalar(&format!(
-                "SELECT id FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1"
-            ))
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(active) = active {
-                tx.rollback().await?;
-                return Ok(Created::Skipped { active });
-            }
+        let created = insert_run(&mut tx, &run).await?;
+        if let Some(entry) = run.audit.clone() {
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            insert_audit(&mut tx, &audit::next_record(last, entry.about(&created), now_ms())).await?;
         }
-        if let Some(key) = &run.dedupe_key {
-            let active: Option<String> = sqlx::query_scalar(&format!(
-                "SELECT id FROM runs WHERE workflow = ? AND dedupe_key = ? AND status IN {ACTIVE_SQL} LIMIT 1"
-            ))
-            .bind(&run.workflow)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(existing) = active {
-                tx.rollback().await?;
-                return Ok(Created::Duplicate { existing });
-            }
-        }
-        if let Some((schedule, tick)) = &run.schedule_tick {
-            let fired: Option<String> = sqlx::query_scalar(
-                "SELECT run_id FROM schedule_ticks WHERE schedule = ? AND tick_at = ?",
-            )
-            .bind(schedule)
-            .bind(tick)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(existing) = fired {
-                tx.rollback().await?;
-                return Ok(Created::Duplicate { existing });
-            }
-            sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES (?, ?, ?)")
-                .bind(schedule)
-                .bind(tick)
-                .bind(&run.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let now = now_ms();
-        let (owner, expires) = match &run.lease_to {
-            Some((worker, lease)) => (Some(worker.clone()), Some(lease.now + lease.duration_ms)),
-            None => (None, None),
-        };
-        sqlx::query(
-            "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&run.id)
-        .bind(&run.workflow)
-        .bind(&run.definition_hash)
-        .bind(run.inputs.to_string())
-        .bind(run.trigger.to_string())
-        .bind(&run.concurrency_key)
-        .bind(run.parent.as_ref().map(|p| &p.0))
-        .bind(run.parent.as_ref().map(|p| &p.1))
-        .bind(run.root.clone().unwrap_or_else(|| run.id.clone()))
-        .bind(now)
-        .bind(owner)
-        .bind(expires)
-        .bind(&run.dedupe_key)
-        .execute(&mut *tx)
-        .await?;
-        for step in &run.step_ids {
-            sqlx::query("INSERT INTO steps (run_id, step_id, status) VALUES (?, ?, 'pending')")
-                .bind(&run.id)
-                .bind(step)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)")
-            .bind(&run.id)
-            .bind(now)
-            .bind(run.trigger.to_string())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(Created::Run(run.id))
+        Ok(created)
     }
 
     async fn claim(
@@ -579,22 +610,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let record = audit::next_record(last, entry, now_ms());
-        sqlx::query(
-            "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(record.id)
-        .bind(record.at)
-        .bind(&record.actor)
-        .bind(&record.action)
-        .bind(&record.run_id)
-        .bind(&record.step_id)
-        .bind(audit::payload_text(&record.payload))
-        .bind(&record.payload_sha256)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await?;
+        insert_audit(&mut tx, &record).await?;
         tx.commit().await?;
         Ok(record)
     }

@@ -144,6 +144,9 @@ pub struct NewRun {
     pub dedupe_key: Option<String>,
     /// A schedule tick `(schedule, tick ms)`: at most one run ever, created with the run.
     pub schedule_tick: Option<(String, i64)>,
+    /// Appended to the audit log in the same transaction, naming the run
+    /// (created or existing) and the outcome (see `NewAudit::about`).
+    pub audit: Option<NewAudit>,
     /// Create it already leased to this worker (`run --wait` drives it at once).
     pub lease_to: Option<(String, Lease)>,
 }
@@ -367,6 +370,23 @@ pub struct NewAudit {
     pub run_id: Option<String>,
     pub step_id: Option<String>,
     pub payload: Value,
+}
+
+impl NewAudit {
+    /// The entry for a run creation that ended as `created`: its run id,
+    /// and `outcome` (`started`, `deduplicated`, `skipped`) in the payload.
+    pub fn about(mut self, created: &Created) -> NewAudit {
+        let (outcome, run) = match created {
+            Created::Run(id) => ("started", id),
+            Created::Duplicate { existing } => ("deduplicated", existing),
+            Created::Skipped { active } => ("skipped", active),
+        };
+        self.run_id = Some(run.clone());
+        if let Some(map) = self.payload.as_object_mut() {
+            map.insert("outcome".into(), Value::String(outcome.into()));
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
