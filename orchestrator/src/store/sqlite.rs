@@ -20,15 +20,59 @@ pub struct SqliteStore {
     /// One writer at a time inside this process: SQLite has one write lock,
     /// and waiting on a mutex is cheaper than SQLite's sleeping busy handler.
     write_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Group commit: concurrent `commit` calls share one transaction.
-    commits: tokio::sync::mpsc::UnboundedSender<CommitJob>,
+    /// Group commit: concurrent `commit` and `create_run` calls share one
+    /// transaction (and one fsync).
+    commits: tokio::sync::mpsc::UnboundedSender<Job>,
 }
 
-struct CommitJob {
-    worker: String,
-    run_id: String,
-    changes: Vec<Change>,
-    reply: tokio::sync::oneshot::Sender<Result<()>>,
+/// One write for the group committer, with where to send its result.
+enum Job {
+    Commit {
+        worker: String,
+        run_id: String,
+        changes: Vec<Change>,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+    Create {
+        run: Box<NewRun>,
+        reply: tokio::sync::oneshot::Sender<Result<Created>>,
+    },
+}
+
+/// A job's result on its way back.
+enum Done {
+    Commit(Result<()>),
+    Create(Result<Created>),
+}
+
+impl Job {
+    fn answer(self, done: Done) {
+        match (self, done) {
+            (Job::Commit { reply, .. }, Done::Commit(r)) => {
+                let _ = reply.send(r);
+            }
+            (Job::Create { reply, .. }, Done::Create(r)) => {
+                let _ = reply.send(r);
+            }
+            (job, _) => job.fail("internal: mismatched job result"),
+        }
+    }
+
+    fn fail(self, message: &str) {
+        let error = || StoreError::Conflict(message.to_string());
+        match self {
+            Job::Commit { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Job::Create { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+        }
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Conflict("the store's writer has stopped".into())
 }
 
 /// Most commits merged into one transaction.
@@ -322,17 +366,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
-        let (_guard, mut tx) = self.write().await?;
-        let created = insert_run(&mut tx, &run).await?;
-        if let Some(entry) = run.audit.clone() {
-            let last: Option<(i64, String)> =
-                sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            insert_audit(&mut tx, &audit::next_record(last, entry.about(&created), now_ms())).await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.commits.send(Job::Create { run: Box::new(run), reply }).is_err() {
+            return Err(writer_stopped());
         }
-        tx.commit().await?;
-        Ok(created)
+        answer.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
     async fn claim(
@@ -404,18 +442,16 @@ impl Store for SqliteStore {
 
     async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = CommitJob {
+        let job = Job::Commit {
             worker: worker.into(),
             run_id: run_id.into(),
             changes: changes.to_vec(),
             reply,
         };
         if self.commits.send(job).is_err() {
-            return Err(StoreError::Conflict("the store's writer has stopped".into()));
+            return Err(writer_stopped());
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Conflict("the store's writer has stopped".into())))
+        answer.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
@@ -753,7 +789,7 @@ impl Store for SqliteStore {
 async fn group_committer(
     pool: SqlitePool,
     write_lock: Arc<tokio::sync::Mutex<()>>,
-    mut jobs: tokio::sync::mpsc::UnboundedReceiver<CommitJob>,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -764,55 +800,76 @@ async fn group_committer(
             }
         }
         let _guard = write_lock.lock().await;
-        let results = commit_batch(&pool, &batch).await;
-        match results {
+        match commit_batch(&pool, &batch).await {
             Ok(results) => {
                 for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(result);
+                    job.answer(result);
                 }
             }
             Err(e) => {
-                let message = e.to_string();
+                let message = format!("commit failed: {e}");
                 for job in batch {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Conflict(format!("commit failed: {message}"))));
+                    job.fail(&message);
                 }
             }
         }
     }
 }
 
-async fn commit_batch(pool: &SqlitePool, batch: &[CommitJob]) -> Result<Vec<Result<()>>> {
+/// One transaction for the whole batch; each job in a savepoint, so one
+/// job's failure (a lost lease) does not undo the others.
+async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> Result<Vec<Done>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
-        let result = commit_one(&mut tx, job).await;
-        if result.is_ok() {
-            sqlx::query("RELEASE job").execute(&mut *tx).await?;
-        } else {
+        let done = match job {
+            Job::Commit { worker, run_id, changes, .. } => {
+                Done::Commit(commit_one(&mut tx, worker, run_id, changes).await)
+            }
+            Job::Create { run, .. } => Done::Create(create_one(&mut tx, run).await),
+        };
+        let ok = matches!(&done, Done::Commit(Ok(_)) | Done::Create(Ok(_)));
+        if !ok {
             sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
-            sqlx::query("RELEASE job").execute(&mut *tx).await?;
         }
-        results.push(result);
+        sqlx::query("RELEASE job").execute(&mut *tx).await?;
+        results.push(done);
     }
     tx.commit().await?;
     Ok(results)
 }
 
-async fn commit_one(tx: &mut Transaction<'static, Sqlite>, job: &CommitJob) -> Result<()> {
+async fn commit_one(
+    tx: &mut Transaction<'static, Sqlite>,
+    worker: &str,
+    run_id: &str,
+    changes: &[Change],
+) -> Result<()> {
     let owner: Option<Option<String>> =
         sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
-            .bind(&job.run_id)
+            .bind(run_id)
             .fetch_optional(&mut **tx)
             .await?;
     match owner {
-        None => return Err(StoreError::RunNotFound(job.run_id.clone())),
-        Some(Some(o)) if o == job.worker => {}
-        Some(_) => return Err(StoreError::LeaseLost(job.run_id.clone())),
+        None => return Err(StoreError::RunNotFound(run_id.to_string())),
+        Some(Some(o)) if o == worker => {}
+        Some(_) => return Err(StoreError::LeaseLost(run_id.to_string())),
     }
-    apply_all(tx, &job.run_id, &job.changes).await
+    apply_all(tx, run_id, changes).await
+}
+
+/// A run and, with it, its audit entry.
+async fn create_one(tx: &mut Transaction<'static, Sqlite>, run: &NewRun) -> Result<Created> {
+    let created = insert_run(tx, run).await?;
+    if let Some(entry) = run.audit.clone() {
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        insert_audit(tx, &audit::next_record(last, entry.about(&created), now_ms())).await?;
+    }
+    Ok(created)
 }
 
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values).

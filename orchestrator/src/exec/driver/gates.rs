@@ -121,7 +121,8 @@ impl Driver {
     /// `started`: the step starts waiting now.
     fn gate_change(&self, i: usize, gate: &Gate, started: Option<i64>) -> Change {
         let wake = gate.wake_at();
-        let state = json!(gate);
+        // Messages are rendered templates: a secret in one never reaches the store.
+        let state = self.redact(json!(gate));
         self.step_change(i, |s| {
             if let Some(now) = started {
                 s.status = StepStatus::Waiting;
