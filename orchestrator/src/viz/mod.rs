@@ -27,6 +27,15 @@ pub fn svg(wf: &CompiledWorkflow) -> String {
     svg::render(wf)
 }
 
+/// `svg`, with each step coloured by its status in a run (step id ->
+/// `succeeded`, `waiting`, …; a step not in the map is `pending`).
+pub fn svg_with_status(
+    wf: &CompiledWorkflow,
+    status: &std::collections::HashMap<String, String>,
+) -> String {
+    svg::render_with_status(wf, status)
+}
+
 /// What a picture marks on a step, whatever the format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Marks {

@@ -3,6 +3,7 @@
 //! arrowheads, and a legend of the marks in use. No scripts, no external
 //! fonts; the same workflow always gives the same bytes.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::layout::{self, Rect, Size};
@@ -42,8 +43,28 @@ const BAND_PAD: f64 = 14.0;
 const TAG_WRAP: f64 = 170.0;
 
 pub(super) fn render(wf: &CompiledWorkflow) -> String {
-    let nodes: Vec<Node> =
-        wf.steps.iter().map(|s| Node::new(&s.id, s.body.kind.name(), Marks::of(s))).collect();
+    draw(wf, None)
+}
+
+/// `render`, each box filled with the colour of its step's status in
+/// `status` (step id -> `succeeded`, `waiting`, …) and the status written
+/// after the kind, so the picture does not speak by colour alone.
+pub(super) fn render_with_status(
+    wf: &CompiledWorkflow,
+    status: &HashMap<String, String>,
+) -> String {
+    draw(wf, Some(status))
+}
+
+fn draw(wf: &CompiledWorkflow, status: Option<&HashMap<String, String>>) -> String {
+    let nodes: Vec<Node> = wf
+        .steps
+        .iter()
+        .map(|s| {
+            let state = status.map(|m| m.get(&s.id).map_or("pending", String::as_str));
+            Node::new(&s.id, s.body.kind.name(), Marks::of(s)).with_status(state)
+        })
+        .collect();
     let sizes: Vec<Size> = nodes.iter().map(|n| Size { w: n.w, h: n.h }).collect();
     let needs: Vec<Vec<usize>> = wf.steps.iter().map(|s| s.needs.clone()).collect();
     let graph = layout::layout(&wf.waves, &needs, &sizes);
@@ -167,10 +188,13 @@ pub(super) fn render(wf: &CompiledWorkflow) -> String {
     for (i, (node, step)) in nodes.iter().zip(&wf.steps).enumerate() {
         let b = graph.boxes[i];
         let b = Rect { x: b.x + graph_left, y: b.y + graph_top, ..b };
-        let tooltip = match &step.definition.description {
+        let mut tooltip = match &step.definition.description {
             Some(d) => format!("{} ({}): {}", step.id, node.kind, one_line(d, 500)),
             None => format!("{} ({})", step.id, node.kind),
         };
+        if let Some(s) = &node.status {
+            let _ = write!(tooltip, " — {s}");
+        }
         node.draw(&mut out, b, &tooltip);
     }
     out.push_str("</g>\n");
@@ -184,6 +208,8 @@ struct Node {
     id: String,
     kind: &'static str,
     marks: Marks,
+    /// The step's status in a run, when the picture shows one.
+    status: Option<String>,
     /// Tags by row, each with its x offset inside the box.
     rows: Vec<Vec<(f64, Tag)>>,
     w: f64,
@@ -212,23 +238,62 @@ impl Node {
             .fold(0.0, f64::max);
         let w = (id_w.max(kind_w).max(rows_w) + 2.0 * PAD_X).max(84.0).ceil();
         let h = if rows.is_empty() { 44.0 } else { TAGS_TOP + rows.len() as f64 * TAG_ROW + 4.0 };
-        Node { id: id.to_string(), kind, marks, rows, w, h }
+        Node { id: id.to_string(), kind, marks, status: None, rows, w, h }
+    }
+
+    /// Shows `status` after the kind (widening the box to fit) and in the
+    /// box's colours.
+    fn with_status(mut self, status: Option<&str>) -> Node {
+        if let Some(s) = status {
+            let extra = mono_width(&format!(" · {s}"), KIND_SIZE);
+            let kind_w = mono_width(self.kind, KIND_SIZE)
+                + if self.marks.people { ICON_W } else { 0.0 }
+                + extra;
+            self.w = self.w.max((kind_w + 2.0 * PAD_X).ceil());
+            self.status = Some(s.to_string());
+        }
+        self
+    }
+
+    /// The second line: the kind, and the status when there is one.
+    fn kind_line(&self) -> String {
+        match &self.status {
+            Some(s) => format!("{} · {s}", self.kind),
+            None => self.kind.to_string(),
+        }
     }
 
     fn draw(&self, out: &mut String, b: Rect, tooltip: &str) {
         let m = &self.marks;
-        let (fill, mut stroke) = if m.people {
+        let (fill, mut stroke) = if let Some(s) = &self.status {
+            status_colors(s)
+        } else if m.people {
             (palette::PEOPLE_FILL, palette::PEOPLE_STROKE)
         } else {
             (palette::BOX_FILL, palette::BOX_STROKE)
         };
         let mut stroke_w = 1.3;
         if m.irreversible {
-            stroke = palette::IRREVERSIBLE_STROKE;
+            if self.status.is_none() {
+                stroke = palette::IRREVERSIBLE_STROKE;
+            }
             stroke_w = 2.6;
         }
         let dash = if m.conditional { " stroke-dasharray=\"6 3\"" } else { "" };
-        let _ = writeln!(out, "<g class=\"lb-step\" id=\"lb-step-{}\">", xml_escape(&self.id));
+        match &self.status {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    "<g class=\"lb-step lb-status-{s}\" id=\"lb-step-{}\" data-status=\"{s}\">",
+                    xml_escape(&self.id),
+                    s = xml_escape(s)
+                );
+            }
+            None => {
+                let _ =
+                    writeln!(out, "<g class=\"lb-step\" id=\"lb-step-{}\">", xml_escape(&self.id));
+            }
+        }
         let _ = writeln!(out, "<title>{}</title>", xml_escape(tooltip));
         if m.for_each {
             let _ = writeln!(
@@ -267,7 +332,7 @@ impl Node {
             "<text class=\"lb-kind\" x=\"{}\" y=\"{}\">{}</text>",
             num(kind_x),
             num(b.y + KIND_BASELINE),
-            xml_escape(self.kind)
+            xml_escape(&self.kind_line())
         );
         for (r, row) in self.rows.iter().enumerate() {
             let top = b.y + TAGS_TOP + r as f64 * TAG_ROW;
@@ -276,6 +341,22 @@ impl Node {
             }
         }
         out.push_str("</g>\n");
+    }
+}
+
+/// (fill, stroke) of a box whose step has `status`; unknown statuses look pending.
+fn status_colors(status: &str) -> (&'static str, &'static str) {
+    match status {
+        "succeeded" => ("#dcfce7", "#15803d"),
+        "running" => ("#dbeafe", "#1d4ed8"),
+        "retry_wait" => ("#e0e7ff", "#4338ca"),
+        "waiting" => ("#fef3c7", "#b45309"),
+        "needs_human" => ("#ffedd5", "#c2410c"),
+        "failed" => ("#fee2e2", "#b91c1c"),
+        "rolled_back" => ("#f3e8ff", "#7e22ce"),
+        "skipped" => ("#f1f5f9", "#94a3b8"),
+        "cancelled" => ("#e5e7eb", "#6b7280"),
+        _ => (palette::BOX_FILL, palette::BOX_STROKE),
     }
 }
 
@@ -663,6 +744,27 @@ mod tests {
         assert!(long.w >= mono_width("promote_database_replica_in_dc02", ID_SIZE) + 2.0 * PAD_X);
         let short = Node::new("a", "set", Marks::of(&compiled(DEMO).steps[0]));
         assert!(short.w < long.w);
+    }
+
+    #[test]
+    fn status_colours_each_step_and_leaves_the_plain_picture_alone() {
+        let wf = compiled(DEMO);
+        let status: HashMap<String, String> =
+            [("a", "succeeded"), ("c", "waiting"), ("b", "fai<led")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let out = render_with_status(&wf, &status);
+        assert_well_formed(&out);
+        assert!(out.contains(
+            "<g class=\"lb-step lb-status-succeeded\" id=\"lb-step-a\" data-status=\"succeeded\">"
+        ));
+        assert!(out.contains("fill=\"#dcfce7\" stroke=\"#15803d\""), "succeeded is green");
+        assert!(out.contains("fill=\"#fef3c7\" stroke=\"#b45309\""), "waiting is amber");
+        assert!(out.contains(">set · succeeded</text>"));
+        assert!(out.contains("data-status=\"pending\""), "a step without a row is pending");
+        assert!(out.contains("fai&lt;led"));
+        assert!(!render(&wf).contains("data-status"));
     }
 
     #[test]
