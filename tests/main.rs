@@ -13,5 +13,6 @@ mod runbooks;
 mod schedules;
 mod serve;
 mod shared;
+mod ui;
 mod util;
 mod validate;

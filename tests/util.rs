@@ -952,3 +952,54 @@ impl Sandbox {
         })
     }
 }
+
+// ---------------------------------------------------------------------------
+// Pages (tests/ui.rs): HTML and SVG answers with their headers.
+
+/// A response read as text, with its headers.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Page {
+    /// A header's value, or "" without it.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+impl Api {
+    /// Sends a request built by `build` and reads the reply as text.
+    pub fn page(&self, request: reqwest::blocking::RequestBuilder) -> Page {
+        let response = request.send().expect("HTTP request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        Page { status, headers, text: response.text().unwrap_or_default() }
+    }
+
+    /// `POST path` with an `application/x-www-form-urlencoded` body of `fields`.
+    pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let encode = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                        (b as char).to_string()
+                    }
+                    b' ' => "+".to_string(),
+                    b => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let body: Vec<String> =
+            fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        self.page(
+            self.client
+                .post(self.url(path))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body.join("&")),
+        )
+    }
+}

@@ -28,8 +28,7 @@ use crate::store::{RunRecord, StepRecord, StepStatus};
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Pages load nothing, post only to this server, and cannot be framed.
-pub const CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// An HTML answer: a status, a title and already-escaped body markup.
 pub struct Page {
@@ -223,20 +222,22 @@ fn facts(run: &RunRecord, step: &StepRecord) -> String {
         .unwrap_or_default();
     if state.get("awaiting").and_then(Value::as_str) == Some("approval") {
         let min = state.get("min").and_then(Value::as_u64).unwrap_or(1).max(1);
-        let so_far = if approvals.is_empty() {
-            "none yet".to_string()
-        } else {
-            approvals.join(", ")
-        };
+        let so_far =
+            if approvals.is_empty() { "none yet".to_string() } else { approvals.join(", ") };
         rows.push(("Approvals", escape(&format!("{} of {min} needed: {so_far}", approvals.len()))));
     }
     if let Some(requester) = state.get("requester").and_then(Value::as_str) {
         rows.push(("Started by", escape(&format!("{requester} (may not decide)"))));
     }
-    if let Some(deadline) =
-        state.get("deadline").and_then(Value::as_i64).and_then(chrono::DateTime::from_timestamp_millis)
+    if let Some(deadline) = state
+        .get("deadline")
+        .and_then(Value::as_i64)
+        .and_then(chrono::DateTime::from_timestamp_millis)
     {
-        rows.push(("Decide before", escape(&deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))));
+        rows.push((
+            "Decide before",
+            escape(&deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ));
     }
     let mut out = String::from("<dl>\n");
     for (k, v) in rows {
@@ -355,7 +356,10 @@ async fn read_form(headers: &HeaderMap, body: Body) -> Result<Form, Page> {
         Page::message(
             StatusCode::PAYLOAD_TOO_LARGE,
             "The form is too large",
-            &format!("The form may hold at most {} KiB; shorten the comment.", MAX_FORM_BYTES / 1024),
+            &format!(
+                "The form may hold at most {} KiB; shorten the comment.",
+                MAX_FORM_BYTES / 1024
+            ),
         )
     };
     let declared = headers
@@ -424,9 +428,15 @@ pub async fn submit(
         }
     };
     let decision = target.decision;
-    let outcome =
-        decide(app.ctx.store.as_ref(), &target.run_id, &target.step_id, &user, decision, form.comment)
-            .await;
+    let outcome = decide(
+        app.ctx.store.as_ref(),
+        &target.run_id,
+        &target.step_id,
+        &user,
+        decision,
+        form.comment,
+    )
+    .await;
     let (run_id, step) = (&target.run_id, &target.step_id);
     match outcome {
         Ok(_) => {
@@ -441,9 +451,11 @@ pub async fn submit(
             );
             Page { status: StatusCode::OK, title, body }
         }
-        Err(DecideError::Forbidden(why)) => {
-            Page::message(StatusCode::FORBIDDEN, "Not allowed", &format!("Nothing was decided: {why}."))
-        }
+        Err(DecideError::Forbidden(why)) => Page::message(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            &format!("Nothing was decided: {why}."),
+        ),
         Err(DecideError::NotWaiting(why)) => Page::message(
             StatusCode::CONFLICT,
             "Nothing to decide any more",

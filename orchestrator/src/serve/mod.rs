@@ -1,6 +1,7 @@
 //! The HTTP side of `lifeboat serve`: webhooks (`hooks`), the REST API
 //! (`api`, `sse`), health and metrics (`health`), with authentication
-//! (`auth`) and one JSON error shape (`error`).
+//! (`auth`) and one JSON error shape (`error`); the web UI (`ui`) and the
+//! pages one-click links in notifications open (`confirm`).
 //!
 //! Everything a request changes goes through the store (runs, requests,
 //! audit entries); the server holds only the catalog of workflows and the
@@ -8,10 +9,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod confirm;
 pub mod error;
 pub mod health;
 pub mod hooks;
 pub mod sse;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +64,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/runs/{id}/steps/{step}/approve", post(api::approve))
         .route("/api/v1/runs/{id}/steps/{step}/reject", post(api::reject))
         .route("/api/v1/runs/{id}/steps/{step}/ack", post(api::ack))
+        .route("/api/v1/runs/{id}/graph.svg", get(ui::graph_svg))
+        .route("/", get(ui::index))
+        .route("/runs/{id}", get(ui::index))
+        .route("/confirm/{token}", get(confirm::page).post(confirm::submit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -1,0 +1,254 @@
+"use strict";
+// lifeboat web UI: runs, a run's live DAG and steps, and people's decisions,
+// all through the JSON API with the user's bearer token. No framework; every
+// value from the server reaches the page as text (textContent), never markup.
+(function () {
+  const TOKEN_KEY = "lifeboat.token";
+  const TERMINAL = ["succeeded", "failed", "rolled_back", "rollback_failed", "cancelled"];
+  const $ = (id) => document.getElementById(id);
+  let timer = null;
+  let view = null; // {kind: "runs"} or {kind: "run", id, kinds, graphKey, graphUrl}
+
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  class HttpError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path, options) {
+    const opts = Object.assign({ headers: {} }, options || {});
+    opts.headers.Authorization = "Bearer " + token();
+    const res = await fetch(path, opts);
+    if (res.status === 401) { signOut("Your token was refused (401). Enter a valid API token."); throw new HttpError(401, "unauthorized"); }
+    if (!res.ok) {
+      let message = res.status + " " + res.statusText;
+      try { const body = await res.json(); if (body && body.error) message = body.error.message; } catch (e) { /* not JSON */ }
+      throw new HttpError(res.status, message);
+    }
+    return res;
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+    return node;
+  }
+
+  const badge = (status) => el("span", { class: "badge s-" + status }, status || "");
+  const shortId = (id) => (id || "").slice(0, 13);
+  const when = (t) => (t ? new Date(t).toLocaleString() : "");
+
+  function duration(start, end) {
+    if (!start) return "";
+    const ms = (end ? new Date(end) : new Date()) - new Date(start);
+    if (ms < 1000) return ms + " ms";
+    const s = Math.round(ms / 1000);
+    if (s < 60) return s + " s";
+    const m = Math.floor(s / 60);
+    return m < 60 ? m + " m " + (s % 60) + " s" : Math.floor(m / 60) + " h " + (m % 60) + " m";
+  }
+
+  function schedule(fn, ms) { clearTimeout(timer); timer = setTimeout(fn, ms); }
+
+  function show(section) {
+    for (const id of ["login", "runs", "run"]) $(id).hidden = id !== section;
+    $("signout").hidden = section === "login";
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    clearTimeout(timer);
+    view = null;
+    show("login");
+    $("login-error").textContent = message || "";
+    $("token").focus();
+  }
+
+  function route() {
+    if (!token()) { signOut(); return; }
+    const m = location.pathname.match(/^\/runs\/([^/]+)$/);
+    if (m) openRun(decodeURIComponent(m[1])); else openRuns();
+  }
+
+  function go(path) { history.pushState(null, "", path); route(); }
+
+  // ----- runs list -----------------------------------------------------------
+
+  function openRuns() {
+    view = { kind: "runs" };
+    show("runs");
+    document.title = "Runs · lifeboat";
+    refreshRuns();
+  }
+
+  async function refreshRuns() {
+    if (!view || view.kind !== "runs") return;
+    const q = new URLSearchParams({ limit: "100" });
+    if ($("status").value) q.set("status", $("status").value);
+    if ($("workflow").value.trim()) q.set("workflow", $("workflow").value.trim());
+    try {
+      const runs = await (await api("/api/v1/runs?" + q)).json();
+      if (!view || view.kind !== "runs") return;
+      runs.sort((a, b) => (b.created_at || "").localeCompare(a.created_at || ""));
+      $("runs-body").replaceChildren(...runs.map((r) => el("tr", {},
+        el("td", { class: "mono" }, el("a", { href: "/runs/" + encodeURIComponent(r.id), title: r.id, onclick: (e) => { e.preventDefault(); go("/runs/" + encodeURIComponent(r.id)); } }, shortId(r.id))),
+        el("td", {}, r.workflow),
+        el("td", {}, badge(r.status)),
+        el("td", {}, when(r.created_at)),
+        el("td", {}, duration(r.started_at, r.finished_at)),
+        el("td", { class: "err" }, r.error || ""))));
+      $("runs-note").textContent = runs.length ? "" : "No runs match.";
+      $("live").textContent = "updated " + new Date().toLocaleTimeString();
+    } catch (e) {
+      if (e.status !== 401) $("runs-note").textContent = "Cannot list runs: " + e.message;
+    }
+    if (view && view.kind === "runs") schedule(refreshRuns, 5000);
+  }
+
+  // ----- one run -------------------------------------------------------------
+
+  function openRun(id) {
+    view = { kind: "run", id: id, kinds: null, graphKey: null, graphUrl: null };
+    show("run");
+    $("run-title").textContent = "Run " + shortId(id);
+    $("run-message").textContent = "";
+    $("run-facts").replaceChildren();
+    $("steps-body").replaceChildren();
+    $("notes-body").replaceChildren();
+    $("dag-img").removeAttribute("src");
+    refreshRun();
+  }
+
+  // Step kinds from the workflow, to offer only the decisions a step takes.
+  async function loadKinds(workflow) {
+    try {
+      const wf = await (await api("/api/v1/workflows/" + encodeURIComponent(workflow))).json();
+      const kinds = {};
+      for (const n of wf.graph.nodes) kinds[n.id] = n.kind;
+      return kinds;
+    } catch (e) { return {}; }
+  }
+
+  function decisionsFor(kind) {
+    if (kind === "approval") return ["approve", "reject"];
+    if (kind === "escalate") return ["ack"];
+    if (kind === undefined) return ["approve", "reject", "ack"];
+    return [];
+  }
+
+  async function decide(run, step, decision) {
+    const label = { approve: "Approve", reject: "Reject", ack: "Acknowledge" }[decision];
+    const comment = window.prompt(label + " step “" + step + "”. Comment (optional):", "");
+    if (comment === null) return;
+    const msg = $("run-message");
+    try {
+      const res = await api("/api/v1/runs/" + encodeURIComponent(run) + "/steps/" + encodeURIComponent(step) + "/" + decision, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(comment.trim() ? { comment: comment.trim() } : {}),
+      });
+      const body = await res.json();
+      msg.className = "ok";
+      const done = { approve: "approved", reject: "rejected", ack: "acknowledged" }[body.decision] || body.decision;
+      msg.textContent = "Step " + step + ": " + done + " by " + body.by + ".";
+    } catch (e) {
+      msg.className = "bad";
+      msg.textContent = "Step " + step + ": " + (e.status ? e.status + " — " : "") + e.message;
+    }
+    refreshRun();
+  }
+
+  function fact(k, v) { return [el("dt", {}, k), el("dd", {}, v)]; }
+
+  async function refreshGraph(doc) {
+    const key = doc.steps.map((s) => s.id + ":" + s.status).join(",");
+    if (key === view.graphKey) return;
+    try {
+      const blob = await (await api("/api/v1/runs/" + encodeURIComponent(doc.id) + "/graph.svg")).blob();
+      if (!view || view.id !== doc.id) return;
+      const url = URL.createObjectURL(blob);
+      $("dag-img").src = url;
+      $("dag-img").alt = "Graph of " + doc.workflow + ": " + doc.steps.map((s) => s.id + " " + s.status).join(", ");
+      if (view.graphUrl) URL.revokeObjectURL(view.graphUrl);
+      view.graphUrl = url;
+      view.graphKey = key;
+    } catch (e) { /* the table still shows every status */ }
+  }
+
+  async function refreshRun() {
+    if (!view || view.kind !== "run") return;
+    const id = view.id;
+    let doc;
+    try {
+      doc = await (await api("/api/v1/runs/" + encodeURIComponent(id))).json();
+    } catch (e) {
+      if (e.status !== 401) { $("run-message").className = "bad"; $("run-message").textContent = "Cannot load run " + id + ": " + e.message; schedule(refreshRun, 3000); }
+      return;
+    }
+    if (!view || view.id !== id) return;
+    if (view.kinds === null) view.kinds = await loadKinds(doc.workflow);
+    document.title = doc.workflow + " " + doc.status + " · lifeboat";
+    $("run-title").replaceChildren("Run " + shortId(doc.id) + " of " + doc.workflow + " ", badge(doc.status));
+    $("run-facts").replaceChildren(
+      ...fact("Id", el("code", {}, doc.id)),
+      ...fact("Created", when(doc.created_at)),
+      ...fact("Duration", duration(doc.started_at, doc.finished_at)),
+      ...fact("Trigger", doc.trigger ? (doc.trigger.kind || "") + (doc.trigger.by ? " by " + doc.trigger.by : "") : ""),
+      ...(doc.error ? fact("Error", doc.error) : []));
+    const active = !TERMINAL.includes(doc.status);
+    $("steps-body").replaceChildren(...doc.steps.map((s) => {
+      const forward = (s.attempts || []).filter((a) => a.phase !== "rollback");
+      const buttons = s.status === "waiting" && active
+        ? decisionsFor(view.kinds[s.id]).map((d) => el("button", { type: "button", class: d, "aria-label": d + " step " + s.id, onclick: () => decide(doc.id, s.id, d) }, d === "ack" ? "Ack" : d[0].toUpperCase() + d.slice(1)))
+        : [];
+      const error = s.error || (forward.length ? forward[forward.length - 1].error : "") || "";
+      return el("tr", {},
+        el("td", { class: "mono" }, s.id),
+        el("td", {}, badge(s.status)),
+        el("td", {}, String(forward.length)),
+        el("td", {}, duration(s.started_at, s.finished_at)),
+        el("td", { class: "err" }, error),
+        el("td", {}, el("div", { class: "decide" }, ...buttons)));
+    }));
+    const notes = doc.notifications || [];
+    if (!notes.length) $("notes-body").replaceChildren(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "None for this run.")));
+    else $("notes-body").replaceChildren(...notes.map((n) => el("tr", {},
+      el("td", {}, when(n.queued_at)),
+      el("td", {}, n.event),
+      el("td", { class: "mono" }, n.step || ""),
+      el("td", {}, n.channel),
+      el("td", {}, badge(n.status)),
+      el("td", {}, n.subject || ""),
+      el("td", { class: "err" }, n.error || ""))));
+    await refreshGraph(doc);
+    $("live").textContent = active ? "live · updated " + new Date().toLocaleTimeString() : "run finished";
+    if (active && view && view.id === id) schedule(refreshRun, 1000);
+  }
+
+  // ----- wiring --------------------------------------------------------------
+
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const t = $("token").value.trim();
+    if (!t) return;
+    sessionStorage.setItem(TOKEN_KEY, t);
+    try {
+      await api("/api/v1/runs?limit=1");
+      $("token").value = "";
+      $("login-error").textContent = "";
+      route();
+    } catch (err) {
+      if (err.status !== 401) $("login-error").textContent = "Cannot reach the API: " + err.message;
+    }
+  });
+  $("signout").addEventListener("click", () => signOut());
+  $("back").addEventListener("click", (e) => { e.preventDefault(); go("/"); });
+  $("status").addEventListener("change", refreshRuns);
+  $("workflow").addEventListener("input", () => schedule(refreshRuns, 300));
+  $("filter").addEventListener("submit", (e) => e.preventDefault());
+  window.addEventListener("popstate", route);
+  route();
+})();

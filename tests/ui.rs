@@ -1,0 +1,284 @@
+//! The web UI and one-click confirmation links, over real HTTP on loopback:
+//! `GET /confirm/{token}` only shows a form, its `POST` decides as the
+//! person whose API token it carries; `/` serves the app; the run's graph
+//! comes coloured by step status. SQLite, or Postgres with
+//! LIFEBOAT_E2E_BACKEND=postgres.
+
+use std::time::Duration;
+
+use lifeboat_orchestrator::exec::links::{LINK_VALIDITY_SECS, LinkSigner};
+use lifeboat_orchestrator::exec::people::Decision;
+use serde_json::{Value, json};
+
+use crate::util::{Api, Page, Sandbox};
+
+const LINK_SECRET: &str = "link-secret-for-tests";
+
+const CONFIG: &str = r#"
+[[users]]
+name = "alice"
+token_env = "LIFEBOAT_TOKEN_ALICE"
+roles = ["operator"]
+[[users]]
+name = "bob"
+token_env = "LIFEBOAT_TOKEN_BOB"
+roles = ["approver"]
+[[users]]
+name = "carol"
+token_env = "LIFEBOAT_TOKEN_CAROL"
+roles = ["approver"]
+[[users]]
+name = "vic"
+token_env = "LIFEBOAT_TOKEN_VIC"
+roles = ["viewer"]
+"#;
+
+/// Prepares, waits for bob's approval, then finishes.
+const FAILOVER: &str = r#"name: failover
+steps:
+  prepare:
+    uses: set
+    with: { ready: "yes" }
+  approve:
+    needs: [prepare]
+    uses: approval
+    with: { approvers: [bob], message: "promote <dc02> & fence dc01" }
+  done:
+    needs: [approve]
+    uses: set
+    with: { ok: "yes" }
+"#;
+
+/// A sandbox with the users and the workflow; `links`: with a link secret.
+fn sandbox(name: &str, links: bool) -> Sandbox {
+    let mut sb = Sandbox::new(name)
+        .config(CONFIG)
+        .env("LIFEBOAT_TOKEN_ALICE", "alice-token")
+        .env("LIFEBOAT_TOKEN_BOB", "bob-token")
+        .env("LIFEBOAT_TOKEN_CAROL", "carol-token")
+        .env("LIFEBOAT_TOKEN_VIC", "vic-token");
+    if links {
+        sb = sb.env("LIFEBOAT_LINK_SECRET", LINK_SECRET);
+    }
+    std::fs::create_dir_all(sb.path("workflows")).expect("workflows dir");
+    sb.write("workflows/failover.yaml", FAILOVER);
+    sb
+}
+
+/// A run of `failover` started by alice, once its gate waits.
+fn waiting_run(api: &Api) -> String {
+    let created = api.post("/api/v1/workflows/failover/runs", Some("alice-token"), &json!({}));
+    assert_eq!(created.status, 201, "{created:?}");
+    let run = created.body["id"].as_str().expect("run id").to_string();
+    api.wait_run("vic-token", &run, Duration::from_secs(30), |d| {
+        Api::step_status(d, "approve") == "waiting"
+    });
+    run
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn link(run: &str, decision: Decision, at: i64) -> String {
+    format!(
+        "/confirm/{}",
+        LinkSigner::new(LINK_SECRET.as_bytes()).token(run, "approve", decision, at)
+    )
+}
+
+fn gate_status(api: &Api, run: &str) -> String {
+    let doc = api.get(&format!("/api/v1/runs/{run}"), Some("vic-token"));
+    Api::step_status(&doc.body, "approve").to_string()
+}
+
+/// An HTML page with the headers every confirmation page carries.
+fn assert_html_page(page: &Page) {
+    assert!(page.header("content-type").starts_with("text/html"), "{page:?}");
+    let csp = page.header("content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("style-src 'unsafe-inline'")
+            && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert_eq!(page.header("referrer-policy"), "no-referrer");
+    assert!(page.text.starts_with("<!doctype html>"), "{}", page.text);
+}
+
+#[test]
+fn a_confirmation_link_decides_only_when_an_allowed_approver_posts_its_form() {
+    let sb = sandbox("ui-confirm", true);
+    let api = Api::start(&sb);
+    let run = waiting_run(&api);
+    let path = link(&run, Decision::Approve, now());
+
+    for _ in 0..3 {
+        let page = api.page(api.client().get(api.url(&path)));
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert_html_page(&page);
+        let text = &page.text;
+        assert!(
+            text.contains(&format!(
+                "Approve step <code>approve</code> of run <code>{run}</code> (failover)?"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("<dt>Step status</dt><dd>waiting</dd>"), "{text}");
+        assert!(text.contains("promote &lt;dc02&gt; &amp; fence dc01"), "escaped: {text}");
+        assert!(text.contains(&format!("<form method=\"post\" action=\"{path}\">")), "{text}");
+        assert!(text.contains("type=\"password\""), "{text}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gate_status(&api, &run), "waiting", "a GET never decides");
+
+    let page = api.post_form(&path, &[("api_token", "not-a-token"), ("comment", "x")]);
+    assert_eq!(page.status, 401, "{}", page.text);
+    assert_html_page(&page);
+    assert!(page.text.contains("not valid"), "{}", page.text);
+
+    let page = api.post_form(&path, &[("api_token", "carol-token")]);
+    assert_eq!(page.status, 403, "{}", page.text);
+    assert!(page.text.contains("carol is not among the approvers (bob)"), "{}", page.text);
+    let page = api.post_form(&path, &[("api_token", "vic-token")]);
+    assert_eq!(page.status, 403, "{}", page.text);
+    assert!(page.text.contains("approver or admin"), "{}", page.text);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gate_status(&api, &run), "waiting", "refused posts decide nothing");
+
+    let page = api.post_form(&path, &[("api_token", "bob-token"), ("comment", "ship it <now>")]);
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_html_page(&page);
+    assert!(page.text.contains("Approved by bob"), "{}", page.text);
+    let doc =
+        api.wait_run("vic-token", &run, Duration::from_secs(30), |d| d["status"] == "succeeded");
+    let gate = doc["steps"].as_array().unwrap().iter().find(|s| s["id"] == "approve").unwrap();
+    assert_eq!(gate["outputs"]["approved_by"], json!(["bob"]), "{doc:#}");
+    assert_eq!(gate["outputs"]["comment"], "ship it <now>");
+
+    let out = sb.ok(&["audit", "list", "--json", "--run", &run]);
+    let entries: Vec<Value> = serde_json::from_slice(&out.stdout).expect("audit list --json");
+    let approvals: Vec<&Value> = entries.iter().filter(|e| e["action"] == "approve").collect();
+    assert_eq!(approvals.len(), 1, "{entries:#?}");
+    assert_eq!(approvals[0]["actor"], "bob");
+    assert_eq!(approvals[0]["step_id"], "approve");
+    assert_eq!(approvals[0]["payload"]["comment"], "ship it <now>");
+
+    let again = api.post_form(&path, &[("api_token", "bob-token")]);
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert!(again.text.contains("already ended"), "{}", again.text);
+    let page = api.page(api.client().get(api.url(&path)));
+    assert_eq!(page.status, 409, "{}", page.text);
+    assert!(!page.text.contains("<form"), "no form once decided: {}", page.text);
+}
+
+#[test]
+fn expired_forged_and_oversized_confirmations_are_refused() {
+    let sb = sandbox("ui-refused", true);
+    let api = Api::start(&sb);
+    let run = waiting_run(&api);
+
+    let expired = link(&run, Decision::Approve, now() - LINK_VALIDITY_SECS - 60);
+    let page = api.page(api.client().get(api.url(&expired)));
+    assert!(matches!(page.status, 400 | 410), "{}", page.text);
+    assert_html_page(&page);
+    assert!(page.text.contains("This link has expired"), "{}", page.text);
+    let page = api.post_form(&expired, &[("api_token", "bob-token")]);
+    assert!(matches!(page.status, 400 | 410), "{}", page.text);
+
+    let other = LinkSigner::new(b"another-secret").token(&run, "approve", Decision::Approve, now());
+    let valid =
+        LinkSigner::new(LINK_SECRET.as_bytes()).token(&run, "approve", Decision::Reject, now());
+    // The same signature over another decision: forged.
+    let (_, signature) = valid.split_once('.').unwrap();
+    let approve_payload: String =
+        format!("{run}\napprove\napprove").bytes().map(|b| format!("{b:02x}")).collect();
+    let tampered = format!("{approve_payload}.{signature}");
+    for token in
+        [other.as_str(), tampered.as_str(), "garbage", "%3Cscript%3Ealert(1)%3C%2Fscript%3E"]
+    {
+        let path = format!("/confirm/{token}");
+        let page = api.page(api.client().get(api.url(&path)));
+        assert_eq!(page.status, 400, "{token}: {}", page.text);
+        assert_html_page(&page);
+        assert!(page.text.contains("This link is not valid"), "{}", page.text);
+        assert!(!page.text.contains("<script>"), "{}", page.text);
+        let page = api.post_form(&path, &[("api_token", "bob-token")]);
+        assert_eq!(page.status, 400, "{token}: {}", page.text);
+    }
+
+    let path = link(&run, Decision::Approve, now());
+    let big = "x".repeat(20 * 1024);
+    let page = api.post_form(&path, &[("api_token", "bob-token"), ("comment", &big)]);
+    assert_eq!(page.status, 413, "{}", page.text);
+    let page = api.send(api.client().post(api.url(&path)).json(&json!({"api_token": "bob-token"})));
+    assert_eq!(page.status, 415, "{page:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gate_status(&api, &run), "waiting");
+}
+
+#[test]
+fn without_a_link_secret_confirmation_pages_say_links_are_off() {
+    let sb = sandbox("ui-nolinks", false);
+    let api = Api::start(&sb);
+    let token =
+        LinkSigner::new(LINK_SECRET.as_bytes()).token("r", "approve", Decision::Approve, now());
+    let page = api.page(api.client().get(api.url(&format!("/confirm/{token}"))));
+    assert_eq!(page.status, 404, "{}", page.text);
+    assert_html_page(&page);
+    assert!(page.text.contains("not enabled"), "{}", page.text);
+    assert!(page.text.contains("LIFEBOAT_LINK_SECRET"), "{}", page.text);
+    let page = api.post_form(&format!("/confirm/{token}"), &[("api_token", "bob-token")]);
+    assert_eq!(page.status, 404, "{}", page.text);
+}
+
+/// The fill of the first shape after step `id`'s group in an SVG.
+fn fill_of<'a>(svg: &'a str, id: &str) -> &'a str {
+    let at = svg.find(&format!("id=\"lb-step-{id}\"")).unwrap_or_else(|| panic!("no {id}: {svg}"));
+    let rest = &svg[at..];
+    let start = rest.find("fill=\"").expect("a fill") + 6;
+    &rest[start..start + rest[start..].find('"').unwrap()]
+}
+
+#[test]
+fn the_web_ui_is_served_and_the_run_graph_is_coloured_by_step_status() {
+    let sb = sandbox("ui-app", true);
+    let api = Api::start(&sb);
+
+    let page = api.page(api.client().get(api.url("/")));
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.header("content-type").starts_with("text/html"), "{page:?}");
+    assert!(page.text.contains("<title>lifeboat</title>"));
+    assert!(page.text.contains("/api/v1/runs"), "the app reads the API");
+    assert!(page.text.contains("graph.svg") && page.text.contains("sessionStorage"));
+    assert!(!page.text.contains("src=\"http") && !page.text.contains("href=\"http"), "no CDN");
+    assert!(page.header("content-security-policy").contains("script-src 'sha256-"), "{page:?}");
+
+    let run = waiting_run(&api);
+    let linked = api.page(api.client().get(api.url(&format!("/runs/{run}"))));
+    assert_eq!(linked.status, 200, "run links in notifications open the app");
+    assert_eq!(linked.text, page.text);
+
+    let graph = format!("/api/v1/runs/{run}/graph.svg");
+    let anonymous = api.get(&graph, None);
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    assert_eq!(anonymous.body["error"]["code"], "unauthorized");
+    let missing =
+        api.get("/api/v1/runs/00000000-0000-0000-0000-000000000000/graph.svg", Some("vic-token"));
+    assert_eq!(missing.status, 404, "{missing:?}");
+    assert_eq!(missing.body["error"]["code"], "not_found");
+
+    let svg = api.page(api.client().get(api.url(&graph)).bearer_auth("vic-token"));
+    assert_eq!(svg.status, 200, "{}", svg.text);
+    assert!(svg.header("content-type").starts_with("image/svg+xml"), "{svg:?}");
+    assert!(svg.text.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.text.contains("id=\"lb-step-prepare\" data-status=\"succeeded\""), "{}", svg.text);
+    assert!(svg.text.contains("id=\"lb-step-approve\" data-status=\"waiting\""), "{}", svg.text);
+    assert!(svg.text.contains("id=\"lb-step-done\" data-status=\"pending\""), "{}", svg.text);
+    let (succeeded, waiting, pending) =
+        (fill_of(&svg.text, "prepare"), fill_of(&svg.text, "approve"), fill_of(&svg.text, "done"));
+    assert!(
+        succeeded != waiting && waiting != pending && succeeded != pending,
+        "{succeeded} {waiting} {pending}"
+    );
+}
