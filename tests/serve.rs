@@ -178,6 +178,19 @@ fn serve_api_refuses_missing_or_wrong_tokens_and_too_low_roles() {
 }
 
 #[test]
+fn serve_throttles_token_guessing_but_not_valid_tokens() {
+    let sb = sandbox("serve-guessing");
+    let api = Api::start(&sb);
+    let codes: Vec<u16> =
+        (0..60).map(|i| api.get("/api/v1/runs", Some(&format!("guess-{i}"))).status).collect();
+    assert!(codes[..50].iter().all(|&c| c == 401), "{codes:?}");
+    let limited = api.get("/api/v1/runs", Some("guess-again"));
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    assert_eq!(api.get("/api/v1/runs", Some(VIC)).status, 200, "a valid token still works");
+}
+
+#[test]
 fn serve_api_lists_workflows_starts_shows_and_pages_runs() {
     let sb = sandbox("serve-api-runs");
     let api = Api::start(&sb);

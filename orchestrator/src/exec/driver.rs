@@ -197,6 +197,7 @@ impl Driver {
         if self.staged.is_empty() {
             return Ok(());
         }
+        self.stage_waiting_or_running();
         let changes = std::mem::take(&mut self.staged);
         // A database blip (restart, dropped connection) is retried while the
         // lease is safely ours; a lost lease or a long outage ends the drive.
@@ -229,6 +230,21 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// A started run is `waiting` while nothing runs and some step waits (for
+    /// a person, a timer or a child run), `running` otherwise.
+    fn stage_waiting_or_running(&mut self) {
+        if !matches!(self.run.status, RunStatus::Running | RunStatus::Waiting) {
+            return;
+        }
+        let running = self.steps.iter().any(|s| s.status == StepStatus::Running)
+            || !self.in_flight.is_empty();
+        let waiting = self.steps.iter().any(|s| s.status == StepStatus::Waiting);
+        let status = if waiting && !running { RunStatus::Waiting } else { RunStatus::Running };
+        if status != self.run.status {
+            self.stage(vec![Change::Run(RunUpdate { status: Some(status), ..Default::default() })]);
+        }
     }
 
     /// Prometheus counters for committed transitions: runs that ended,

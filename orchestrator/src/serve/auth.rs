@@ -198,7 +198,8 @@ impl Identities {
                 found = Some(u);
             }
         }
-        let user = found.ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
+        let user = found
+            .ok_or_else(|| refused(ApiError::unauthorized("the bearer token is not valid")))?;
         if !user.may(need) {
             return Err(ApiError::forbidden(format!(
                 "user `{}` may not do this: it needs the role {}",
@@ -208,6 +209,33 @@ impl Identities {
         }
         Ok(user)
     }
+}
+
+/// Failed authentications allowed per window, process-wide: past them,
+/// wrong tokens get 429 (guessing is throttled; a valid token still works).
+const FAILURES_PER_WINDOW: u32 = 50;
+const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+static FAILURES: std::sync::Mutex<Option<(std::time::Instant, u32)>> = std::sync::Mutex::new(None);
+
+/// Counts a refused authentication; 429 instead once the window's budget is spent.
+fn refused(error: ApiError) -> ApiError {
+    let mut window = FAILURES.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    let (start, count) = match *window {
+        Some((start, count)) if now.duration_since(start) < FAILURE_WINDOW => (start, count + 1),
+        _ => (now, 1),
+    };
+    *window = Some((start, count));
+    if count > FAILURES_PER_WINDOW {
+        let wait = FAILURE_WINDOW.saturating_sub(now.duration_since(start)).as_secs().max(1);
+        return ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many failed authentications; try again in {wait}s"),
+        );
+    }
+    error
 }
 
 /// The token of an `Authorization: Bearer …` header.
@@ -220,6 +248,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 impl Hook {
     /// Checks the caller: the bearer token, or the signature of `body`.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+        self.check(headers, body).map_err(refused)
+    }
+
+    fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
         match &self.auth {
             HookAuth::Bearer(expected) => {
                 let token = bearer(headers).ok_or_else(|| {

@@ -200,7 +200,7 @@ async fn insert_run(tx: &mut Transaction<'static, Postgres>, run: &NewRun) -> Re
             .fetch_optional(&mut **tx)
             .await?;
             if let Some(active) = active {
-                                    return Ok(Created::Skipped { active });
+                return Ok(Created::Skipped { active });
             }
         }
     }
@@ -221,7 +221,7 @@ async fn insert_run(tx: &mut Transaction<'static, Postgres>, run: &NewRun) -> Re
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(existing) = active {
-                            return Ok(Created::Duplicate { existing });
+            return Ok(Created::Duplicate { existing });
         }
     }
     if let Some((schedule, tick)) = &run.schedule_tick {
@@ -244,7 +244,7 @@ async fn insert_run(tx: &mut Transaction<'static, Postgres>, run: &NewRun) -> Re
             .bind(tick)
             .fetch_one(&mut **tx)
             .await?;
-                            return Ok(Created::Duplicate { existing });
+            return Ok(Created::Duplicate { existing });
         }
     }
     let now = now_ms();
@@ -290,7 +290,10 @@ async fn insert_run(tx: &mut Transaction<'static, Postgres>, run: &NewRun) -> Re
 }
 
 /// The next audit entry, under the lock that serializes appends (held to commit).
-async fn next_audit(tx: &mut Transaction<'static, Postgres>, entry: NewAudit) -> Result<AuditRecord> {
+async fn next_audit(
+    tx: &mut Transaction<'static, Postgres>,
+    entry: NewAudit,
+) -> Result<AuditRecord> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK).execute(&mut **tx).await?;
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
