@@ -93,3 +93,18 @@ fn usage_errors_exit_2() {
     assert_eq!(lifeboat(&["validate", "--no-such-flag"]).status.code(), Some(2));
     assert_eq!(lifeboat(&["validate", "does/not/exist.yaml"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_broken_notification_template_fails_validation_naming_its_file_and_line() {
+    // `templates_dir` is `templates` by default; the sandbox has a lifeboat.toml.
+    let sb = crate::util::Sandbox::new("validate-templates");
+    std::fs::create_dir_all(sb.path("workflows")).unwrap();
+    std::fs::create_dir_all(sb.path("templates")).unwrap();
+    sb.write("workflows/ok.yaml", "name: ok\nsteps:\n  a: { uses: set, with: { x: y } }\n");
+    sb.write("templates/incident.subject.hbs", "Hi {{run.wrokflow}}\n");
+    sb.write("templates/incident.text.hbs", "body {{run.id}}\n");
+    let out = sb.lifeboat(&["validate", "workflows"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("incident.subject.hbs:1:4") && err.contains("run.wrokflow"), "{err}");
+}

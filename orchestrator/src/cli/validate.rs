@@ -53,7 +53,18 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no workflow files (*.yaml, *.yml) found in {}", display_list(&paths));
     }
     let outcome = compile_files(&files, known.as_ref());
-    let valid = outcome.reports.iter().all(|r| !r.has_errors());
+    // With a config, its notification templates are checked too: every
+    // user template renders against every event's context.
+    let templates = match loaded.from_file {
+        true => crate::exec::notifier::Notifier::from_config(&loaded.config, &loaded.base)
+            .err()
+            .map(|e| format!("error: notification templates: {e:#}")),
+        false => None,
+    };
+    if let Some(problem) = &templates {
+        eprintln!("{problem}");
+    }
+    let valid = outcome.reports.iter().all(|r| !r.has_errors()) && templates.is_none();
 
     if args.json {
         let mut out: Vec<JsonFile> = Vec::new();

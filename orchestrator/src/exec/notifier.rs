@@ -47,7 +47,7 @@ impl Notifier {
     pub fn from_config(config: &crate::config::Config, base: &Path) -> anyhow::Result<Self> {
         let dir = base.join(&config.templates_dir);
         let templates = Templates::load(dir.is_dir().then_some(dir.as_path()))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let channel_kinds = config
             .channels
             .iter()
