@@ -126,6 +126,17 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// `run_counts` rows `(status, count)` as domain values.
+fn parse_counts(rows: Vec<(String, i64)>) -> Result<Vec<(RunStatus, i64)>> {
+    rows.into_iter()
+        .map(|(s, n)| {
+            RunStatus::parse(&s)
+                .map(|s| (s, n))
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown run status `{s}`")))
+        })
+        .collect()
+}
+
 /// `ping`'s verdict: every migration this binary knows is applied.
 fn check_migrations(applied: i64, known: usize) -> Result<()> {
     if (applied as usize) < known {

@@ -695,13 +695,7 @@ impl Store for SqliteStore {
             sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|(s, n)| {
-                RunStatus::parse(&s)
-                    .map(|s| (s, n))
-                    .ok_or_else(|| StoreError::Corrupt(format!("unknown run status `{s}`")))
-            })
-            .collect()
+        parse_counts(rows)
     }
 
     async fn outbox_claim(

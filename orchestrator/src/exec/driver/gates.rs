@@ -228,17 +228,39 @@ impl Driver {
         let template = esc.template.clone();
         let message = esc.message.clone().or_else(|| gate.message.clone());
         let data = json!({"tier": tier + 1, "channels": channels, "message": message, "ack_within_ms": esc.tiers[tier].ack_within});
-        let mut changes = vec![Self::event("escalated", Some(&id), Some(data.clone()))];
-        changes.extend(self.notify_channels(
+        let mut changes = self.page(
+            &id,
             "escalated",
-            Some(&id),
             &channels,
             template.as_deref(),
             data,
-            Action::Trigger,
             &format!("tier{}", tier + 1),
-        ));
+        );
         changes.push(self.gate_change(i, &gate, starting.then_some(now)));
+        changes
+    }
+
+    /// Records `event` on step `id` and pages `channels` about it (as an
+    /// `escalated` notification; `discriminator` tells repeats apart).
+    fn page(
+        &self,
+        id: &str,
+        event: &str,
+        channels: &[String],
+        template: Option<&str>,
+        data: Value,
+        discriminator: &str,
+    ) -> Vec<Change> {
+        let mut changes = vec![Self::event(event, Some(id), Some(data.clone()))];
+        changes.extend(self.notify_channels(
+            "escalated",
+            Some(id),
+            channels,
+            template,
+            data,
+            Action::Trigger,
+            discriminator,
+        ));
         changes
     }
 
@@ -302,16 +324,14 @@ impl Driver {
         let template = esc_mut.template.clone();
         let message = esc_mut.message.clone().or_else(|| gate.message.clone());
         let data = json!({"tier": esc.tier + 1, "update": updates, "message": message});
-        let mut changes = vec![Self::event("status_update", Some(&id), Some(data.clone()))];
-        changes.extend(self.notify_channels(
-            "escalated",
-            Some(&id),
+        let mut changes = self.page(
+            &id,
+            "status_update",
             &channels,
             template.as_deref(),
             data,
-            Action::Trigger,
             &format!("update{updates}"),
-        ));
+        );
         changes.push(self.gate_change(i, &gate, None));
         Some(changes)
     }
