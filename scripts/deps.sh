@@ -22,5 +22,6 @@ fi
 
 if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     echo "deps.sh: installing aiosmtpd (pip)" >&2
-    python3 -m pip install --quiet aiosmtpd >&2
+    python3 -m pip install --quiet aiosmtpd >&2 \
+        || python3 -m pip install --quiet --break-system-packages aiosmtpd >&2
 fi
