@@ -80,6 +80,29 @@ const GROUP_COMMIT_MAX: usize = 512;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
+/// Whether SQLite answered "busy" (another process holds the write lock),
+/// or lost a race to create the schema.
+fn is_busy(e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    text.contains("database is locked") || text.contains("already exists")
+}
+
+/// Opens the pool. Setting up a connection (`journal_mode`) can meet another
+/// process's write before the busy timeout applies: that is retried.
+async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool> {
+    let mut tries = 0;
+    loop {
+        match SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if tries < 100 && is_busy(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Applies the migrations. SQLite has no migration lock in sqlx: two
 /// processes opening a fresh file together race to create the tables, and
 /// the loser fails ("already exists", "locked"). The winner's work is then
@@ -89,12 +112,7 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     loop {
         match MIGRATOR.run(pool).await {
             Ok(()) => return Ok(()),
-            Err(e)
-                if tries < 50 && {
-                    let text = e.to_string();
-                    text.contains("already exists") || text.contains("locked")
-                } =>
-            {
+            Err(e) if tries < 50 && is_busy(&e) => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -111,7 +129,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = connect(options).await?;
         migrate(&pool).await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let (commits, jobs) = tokio::sync::mpsc::unbounded_channel();
