@@ -158,13 +158,21 @@ async fn wait_and_report(
     let status = engine.run_to_end(run_id).await?;
     let grace = std::time::Instant::now();
     while grace.elapsed() < std::time::Duration::from_secs(10) {
-        // Each message gets its first attempt here; retries are `serve`'s.
-        let pending = ctx
-            .store
-            .outbox(run_id)
-            .await?
+        // Each message gets its first attempt here; retries are `serve`'s,
+        // and so is what waits behind a retry on its channel (in order).
+        let rows = ctx.store.outbox(run_id).await?;
+        let open =
+            |r: &&crate::store::OutboxRecord| r.status == crate::store::OutboxStatus::Pending;
+        let retrying: std::collections::HashSet<&str> = rows
             .iter()
-            .any(|r| r.status == crate::store::OutboxStatus::Pending && r.attempts == 0);
+            .filter(open)
+            .filter(|r| r.attempts > 0)
+            .map(|r| r.channel.as_str())
+            .collect();
+        let pending = rows
+            .iter()
+            .filter(open)
+            .any(|r| r.attempts == 0 && !retrying.contains(r.channel.as_str()));
         if !pending {
             break;
         }
