@@ -166,7 +166,7 @@ async fn wait_and_report(
         let retrying: std::collections::HashSet<&str> = rows
             .iter()
             .filter(open)
-            .filter(|r| r.attempts > 0)
+            .filter(|r| r.last_error.is_some())
             .map(|r| r.channel.as_str())
             .collect();
         let pending = rows
