@@ -974,3 +974,28 @@ fn the_database_url_from_the_environment_is_used_without_a_config_file() {
     assert!(db.exists(), "LIFEBOAT_DATABASE_URL was ignored");
     assert!(!sb.path("lifeboat.db").exists(), "the default database was used instead");
 }
+
+#[test]
+fn report_draws_a_timeline_of_every_attempt_against_the_rto() {
+    let sb = Sandbox::new("run-report");
+    let file = sb.write(
+        "timed.yaml",
+        "name: timed\nobjectives: { rto: 1m }\nsteps:\n  flaky:\n    uses: shell\n    retry: { attempts: 2, delay: 100ms }\n    with: { script: \"test -f marker || { touch marker; exit 1; }\" }\n  after:\n    needs: [flaky]\n    uses: set\n    with: { ok: \"yes\" }\n",
+    );
+    let (code, doc) = sb.run_wait(file.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    let id = doc["id"].as_str().unwrap();
+    let html = sb.path("report.html");
+    let out = sb.ok(&["report", id, "--html", html.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(text.contains("within the RTO of 1m00s"), "{text}");
+    assert!(
+        text.contains("flaky #1") && text.contains("flaky #2"),
+        "every attempt is a bar: {text}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("flaky #2") && page.contains("RTO 1m00s"),
+        "{page}"
+    );
+}

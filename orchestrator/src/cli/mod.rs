@@ -9,6 +9,7 @@ pub(crate) mod inspect;
 mod people;
 mod plan;
 mod progress;
+mod report;
 mod run;
 mod schedules;
 mod schema;
@@ -73,6 +74,8 @@ pub enum Command {
     Runs(inspect::RunsArgs),
     /// A run and its steps (status, attempts, durations).
     Show(inspect::ShowArgs),
+    /// A run's timeline against its RTO (`--html FILE`: a page with an SVG timeline).
+    Report(report::Args),
     /// Events and output of a run or one step.
     Logs(inspect::LogsArgs),
     /// Steps waiting for people (needs_human, approvals).
@@ -165,6 +168,7 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             Command::Retry(args) => run::retry(&ctx, args).await,
             Command::Runs(args) => inspect::runs(&ctx, args).await,
             Command::Show(args) => inspect::show(&ctx, args).await,
+            Command::Report(args) => report::run(&ctx, args).await,
             Command::Logs(args) => inspect::logs(&ctx, args).await,
             Command::Pending(args) => inspect::pending(&ctx, args).await,
             Command::Workers(args) => inspect::workers(&ctx, args).await,
