@@ -885,7 +885,7 @@ impl Driver {
                 ));
             }
             (NativeKind::Notify, KindConfig::Notify(n)) => {
-                let data = Self::notify_step_data(None);
+                let data = json!({ "message": null });
                 let disc = format!("a{}", self.steps[i].attempts + 1);
                 let queued = match (&n.template, &n.subject, &n.body) {
                     (_, subject, Some(body)) => self.notify_inline(

@@ -305,6 +305,16 @@ async fn next_audit(
     Ok(audit::next_record(last, clean, now_ms()))
 }
 
+/// Appends the next audit entry in `tx`, under the append lock.
+async fn append_audit(
+    tx: &mut Transaction<'static, Postgres>,
+    entry: NewAudit,
+) -> Result<AuditRecord> {
+    let record = next_audit(tx, entry).await?;
+    insert_audit(tx, &record).await?;
+    Ok(record)
+}
+
 async fn insert_audit(tx: &mut Transaction<'static, Postgres>, record: &AuditRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
@@ -431,8 +441,7 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         let created = insert_run(&mut tx, run).await?;
         if let Some(entry) = run.audit.clone() {
-            let record = next_audit(&mut tx, entry.about(&created)).await?;
-            insert_audit(&mut tx, &record).await?;
+            append_audit(&mut tx, entry.about(&created)).await?;
         }
         tx.commit().await?;
         Ok(created)
@@ -782,8 +791,7 @@ impl Store for PostgresStore {
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         retrying(|| async {
             let mut tx = self.pool.begin().await?;
-            let record = next_audit(&mut tx, entry.clone()).await?;
-            insert_audit(&mut tx, &record).await?;
+            let record = append_audit(&mut tx, entry.clone()).await?;
             tx.commit().await?;
             Ok(record)
         })

@@ -242,7 +242,16 @@ async fn insert_run(tx: &mut Transaction<'static, Sqlite>, run: &NewRun) -> Resu
     Ok(Created::Run(run.id.clone()))
 }
 
-async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, record: &AuditRecord) -> Result<()> {
+/// Appends the next audit entry in `tx` (the write lock serializes appends).
+async fn append_audit(
+    tx: &mut Transaction<'static, Sqlite>,
+    entry: NewAudit,
+) -> Result<AuditRecord> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let record = audit::next_record(last, entry, now_ms());
     sqlx::query(
         "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -259,7 +268,7 @@ async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, record: &AuditRecor
     .bind(&record.hash)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(record)
 }
 
 fn outbox_row(row: &SqliteRow) -> Result<OutboxRecord> {
@@ -659,12 +668,7 @@ impl Store for SqliteStore {
 
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         let (_guard, mut tx) = self.write().await?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let record = audit::next_record(last, entry, now_ms());
-        insert_audit(&mut tx, &record).await?;
+        let record = append_audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -875,11 +879,7 @@ async fn commit_one(
 async fn create_one(tx: &mut Transaction<'static, Sqlite>, run: &NewRun) -> Result<Created> {
     let created = insert_run(tx, run).await?;
     if let Some(entry) = run.audit.clone() {
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?;
-        insert_audit(tx, &audit::next_record(last, entry.about(&created), now_ms())).await?;
+        append_audit(tx, entry.about(&created)).await?;
     }
     Ok(created)
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Driver;
+use crate::exec::approval::{self, OnTimeout};
+use crate::exec::escalate;
 use crate::exec::people::{Decision, refusal};
-use crate::exec::{approval, escalate};
 use crate::store::{Change, RequestRecord, StepStatus, now_ms};
 use lifeboat_notify::Action;
 
@@ -29,7 +30,7 @@ pub(super) struct Gate {
     /// Approval deadline (`timeout`).
     pub deadline: Option<i64>,
     #[serde(default)]
-    pub on_timeout: String,
+    pub on_timeout: OnTimeout,
     pub message: Option<String>,
     /// Tiers being paged now.
     pub escalation: Option<Escalation>,
@@ -152,7 +153,7 @@ impl Driver {
             min: config.min_approvals,
             requester,
             deadline: config.timeout.map(|t| now + t.as_millis() as i64),
-            on_timeout: format!("{:?}", config.on_timeout).to_lowercase(),
+            on_timeout: config.on_timeout,
             message: config.message.clone(),
             planned: config.escalate.as_ref().map(Escalation::plan),
             ..Default::default()
@@ -275,15 +276,15 @@ impl Driver {
         let Some(esc) = gate.escalation.clone() else {
             // The approval deadline passed.
             let after = self.steps[i].started_at.map(|s| (now - s) / 1000).unwrap_or(0);
-            return Some(match gate.on_timeout.as_str() {
-                "approve" => self.gate_done(
+            return Some(match gate.on_timeout {
+                OnTimeout::Approve => self.gate_done(
                     i,
                     true,
                     json!({"approved_by": [], "timed_out": true, "comment": null}),
                     None,
                     "approval_timed_out",
                 ),
-                "escalate" if gate.planned.is_some() => {
+                OnTimeout::Escalate if gate.planned.is_some() => {
                     gate.escalation = gate.planned.take();
                     let mut changes = vec![Self::event(
                         "approval_timed_out",

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use lifeboat_notify::context::{Approval, Escalation, Incident, RunInfo, StepInfo};
 use lifeboat_notify::{Action, Event, Message, Severity};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Driver;
 use crate::exec::people::Decision;
@@ -304,10 +304,5 @@ impl Driver {
             escalation,
             message: data.get("message").and_then(Value::as_str).map(String::from),
         }
-    }
-
-    /// Data for a `notify` step's event.
-    pub(super) fn notify_step_data(message: Option<&str>) -> Value {
-        json!({ "message": message })
     }
 }
