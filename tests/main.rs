@@ -3,6 +3,8 @@
 
 mod alertmanager;
 mod audit;
+mod big_files;
+mod children;
 mod crash;
 mod ha;
 mod hostile;

@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let outcome = super::validate::compile_files(std::slice::from_ref(&args.file), None);
+    let outcome = crate::catalog::files::compile_files(std::slice::from_ref(&args.file), None);
     let _ = global;
     let Some(wf) = outcome.compiled.into_iter().next() else {
         for report in &outcome.reports {

@@ -288,6 +288,7 @@ impl Ctx {
                 max_runs: exec.max_runs.max(1),
                 connections,
                 workflows_dir: self.workflows_dir.clone(),
+                known: self.known.clone(),
                 people: std::sync::Arc::new(crate::exec::people::Directory::from_config(
                     &self.config,
                 )),

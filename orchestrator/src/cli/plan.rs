@@ -137,7 +137,7 @@ pub fn plan(wf: &CompiledWorkflow) -> Value {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let outcome = super::validate::compile_files(std::slice::from_ref(&args.file), None);
+    let outcome = crate::catalog::files::compile_files(std::slice::from_ref(&args.file), None);
     let Some(wf) = outcome.compiled.into_iter().next() else {
         for report in &outcome.reports {
             eprint!("{}", report.render(super::stderr_is_terminal()));

@@ -66,7 +66,7 @@ pub fn load_workflow(ctx: &Ctx, which: &str) -> anyhow::Result<CompiledWorkflow>
             }
         }
     };
-    let source = super::validate::read_source(&path).map_err(|d| input_error(d.message))?;
+    let source = crate::catalog::files::read_source(&path).map_err(|d| input_error(d.message))?;
     crate::compile::compile(
         &path.display().to_string(),
         &source,

@@ -18,7 +18,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     // The same view of the directory `serve` schedules from.
-    let catalog = crate::catalog::Catalog::new(ctx.workflows_dir.clone(), ctx.known.clone());
+    let catalog = crate::catalog::Catalog::load(ctx.workflows_dir.clone(), ctx.known.clone());
     let snapshot = catalog.snapshot();
     for (file, _) in &snapshot.invalid {
         eprintln!(

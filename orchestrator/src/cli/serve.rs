@@ -38,8 +38,12 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
             ctx.workflows_dir.display()
         );
     }
-    let catalog = crate::catalog::Catalog::new(&ctx.workflows_dir, ctx.known.clone());
+    let catalog = {
+        let (dir, known) = (ctx.workflows_dir.clone(), ctx.known.clone());
+        tokio::task::spawn_blocking(move || crate::catalog::Catalog::load(dir, known)).await?
+    };
     let engine = ctx.engine();
+    engine.use_catalog(catalog.clone());
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

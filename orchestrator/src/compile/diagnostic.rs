@@ -54,6 +54,7 @@ codes! {
     DuplicateWorkflow = "LB024": "duplicate workflow name",
     Structure = "LB025": "not a workflow",
     Io = "LB026": "file cannot be read",
+    TooLarge = "LB027": "workflow over a size limit",
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -104,11 +105,38 @@ impl Diagnostic {
 
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let offset = floor_char_boundary(source, offset.min(source.len()));
-    let before = &source[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, source[line_start..offset].chars().count() + 1)
+    LineIndex::new(source).line_col(offset)
+}
+
+/// Where each line starts, found once per file: a file with thousands of
+/// diagnostics must not rescan its text for each one.
+#[derive(Debug)]
+pub struct LineIndex<'a> {
+    source: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(source: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(source.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
+        LineIndex { source, starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(self.source, offset.min(self.source.len()));
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, self.source[start..offset].chars().count() + 1)
+    }
+
+    /// The byte range of 1-based `line`, without its newline.
+    fn line_range(&self, line: usize) -> std::ops::Range<usize> {
+        let start = self.starts[line - 1];
+        let end = self.starts.get(line).map_or(self.source.len(), |&next| next - 1);
+        start..end.max(start)
+    }
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -142,15 +170,12 @@ impl FileReport {
         self.diagnostics.iter().any(|d| d.severity == Severity::Error)
     }
 
-    pub fn position(&self, d: &Diagnostic) -> Option<(usize, usize)> {
-        d.span.map(|s| line_col(&self.source, s.start))
-    }
-
     pub fn to_json(&self) -> Vec<JsonDiagnostic<'_>> {
+        let lines = LineIndex::new(&self.source);
         self.diagnostics
             .iter()
             .map(|d| {
-                let pos = self.position(d);
+                let pos = d.span.map(|s| lines.line_col(s.start));
                 JsonDiagnostic {
                     file: &self.file,
                     line: pos.map(|p| p.0),
@@ -167,6 +192,7 @@ impl FileReport {
     /// rustc-style text: header with file:line:column, caret snippet, help.
     pub fn render(&self, color: bool) -> String {
         let renderer = if color { Renderer::styled() } else { Renderer::plain() };
+        let lines = LineIndex::new(&self.source);
         let mut out = String::new();
         for d in &self.diagnostics {
             let level = match d.severity {
@@ -185,12 +211,19 @@ impl FileReport {
                     if let Some(nl) = self.source[start..end].find('\n') {
                         end = start + nl;
                     }
-                    let mut annotation = AnnotationKind::Primary.span(start..end.max(start));
+                    // Only the span's line goes to the renderer, so each
+                    // diagnostic costs its line, not the whole file.
+                    let (line, _) = lines.line_col(start);
+                    let window = lines.line_range(line);
+                    let end = end.max(start).min(window.end);
+                    let mut annotation = AnnotationKind::Primary
+                        .span(start - window.start..end.max(start) - window.start);
                     if let Some(label) = &d.label {
                         annotation = annotation.label(label.as_str());
                     }
                     group = group.element(
-                        Snippet::source(self.source.as_str())
+                        Snippet::source(&self.source[window])
+                            .line_start(line)
                             .path(self.file.as_str())
                             .annotation(annotation),
                     );

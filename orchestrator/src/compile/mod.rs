@@ -7,6 +7,7 @@
 pub mod de;
 pub mod diagnostic;
 pub mod graph;
+pub mod limits;
 pub mod pass;
 pub mod suggest;
 pub mod templates;
@@ -54,8 +55,8 @@ pub struct CompiledWorkflow {
     pub graph: StepGraph,
     pub topological_order: Vec<usize>,
     pub waves: Vec<Vec<usize>>,
-    /// `ancestors[i][j]`: step j always finishes before step i starts.
-    pub ancestors: Vec<Vec<bool>>,
+    /// `ancestors.contains(i, j)`: step j always finishes before step i starts.
+    pub ancestors: graph::Ancestors,
     /// Templates outside steps, keyed by field path (`outputs.promoted`, `concurrency.key`).
     pub templates: IndexMap<String, templates::Parsed>,
     /// `workflow` steps' targets, checked against the other files of a directory.
@@ -114,6 +115,33 @@ impl Default for EffectiveRetry {
             jitter: true,
         }
     }
+}
+
+/// Stack for [`isolated`]: far more than any accepted file needs (every
+/// graph algorithm is iterative and YAML nesting is capped at 64), so a
+/// recursion we missed costs a failed compile, not the process.
+const ISOLATED_STACK: usize = 64 * 1024 * 1024;
+
+/// Runs `f` (a compile) on a thread of its own with a large stack, and turns
+/// a panic into an error naming it. Blocks the caller: from async code, call
+/// it inside `spawn_blocking`. `serve` compiles files and stored runs only
+/// through here, so no workflow can take the process down.
+pub fn isolated<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("lifeboat-compile".into())
+            .stack_size(ISOLATED_STACK)
+            .spawn_scoped(scope, f)
+            .map_err(|e| format!("cannot start a compile thread: {e}"))?;
+        handle.join().map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            format!("the compiler panicked: {what}")
+        })
+    })
 }
 
 /// Checks that `workflow` steps name workflows that exist among `all`.

@@ -6,8 +6,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::de::{DeError, DeErrorKind, deserialize_recovering, one_of};
-use super::diagnostic::{Code, Diagnostic, FileReport, line_col};
+use super::diagnostic::{Code, Diagnostic, FileReport, LineIndex};
 use super::graph::StepGraph;
+use super::limits::{MAX_DIAGNOSTICS, MAX_NEEDS, MAX_STEPS, MAX_TEMPLATES};
 use super::templates::{self, Parsed, Scope, StepNames};
 use super::yaml::{self, Node, NodeKind};
 use super::{CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, EffectiveRetry, suggest};
@@ -22,6 +23,8 @@ struct Pass<'a> {
     /// Parsed templates by text: parsing is the costly part, and the same
     /// text (`{{inputs.site}}`) appears again and again.
     parsed: std::collections::HashMap<String, Parsed>,
+    /// Templated strings seen, against `limits::MAX_TEMPLATES`.
+    templates_seen: usize,
 }
 
 /// Compiles one workflow file. `file` is only used in messages.
@@ -30,12 +33,32 @@ pub fn compile(
     source: &str,
     env: CompileEnv<'_>,
 ) -> Result<CompiledWorkflow, FileReport> {
-    let mut pass = Pass { source, env, diagnostics: Vec::new(), parsed: Default::default() };
-    let result = pass.run(file);
+    let mut pass = Pass {
+        source,
+        env,
+        diagnostics: Vec::new(),
+        parsed: Default::default(),
+        templates_seen: 0,
+    };
+    let result = suggest::with_budget(suggest::BUDGET, || pass.run(file));
     match result {
         Some(wf) if pass.diagnostics.is_empty() => Ok(wf),
         _ => {
             pass.diagnostics.sort_by_key(|d| d.span.map_or(0, |s| s.start));
+            if pass.diagnostics.len() > MAX_DIAGNOSTICS {
+                let more = pass.diagnostics.len() - MAX_DIAGNOSTICS;
+                pass.diagnostics.truncate(MAX_DIAGNOSTICS);
+                pass.diagnostics.push(
+                    Diagnostic::error(
+                        Code::TooLarge,
+                        format!("{more} more problems in this file are not shown"),
+                        None,
+                    )
+                    .help(format!(
+                        "the first {MAX_DIAGNOSTICS} are above; fix them and validate again"
+                    )),
+                );
+            }
             Err(FileReport {
                 file: file.to_string(),
                 source: source.to_string(),
@@ -65,8 +88,9 @@ impl<'a> Pass<'a> {
                 return None;
             }
         };
+        let lines = LineIndex::new(self.source);
         for dup in &parsed.duplicates {
-            let (first_line, _) = line_col(self.source, dup.first.start);
+            let (first_line, _) = lines.line_col(dup.first.start);
             let what = if dup.path == ["steps"] { "step id" } else { "key" };
             self.error(
                 Code::DuplicateKey,
@@ -126,6 +150,16 @@ impl<'a> Pass<'a> {
         self.check_inputs(root, &header.inputs);
 
         let steps_node = steps_node?;
+        if steps_node.entries().len() > MAX_STEPS {
+            let count = steps_node.entries().len();
+            self.error(
+                Code::TooLarge,
+                format!("the workflow has {count} steps; at most {MAX_STEPS} are allowed"),
+                root.key_node("steps").map(|n| n.span),
+            )
+            .help("split it into child workflows (`uses: workflow`), each under the limit");
+            return None;
+        }
         let ids: Vec<String> = steps_node.entries().iter().map(|(k, _)| k.key_text()).collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let step_names = StepNames::new(&id_refs);
@@ -139,6 +173,19 @@ impl<'a> Pass<'a> {
             let (step, errors) = deserialize_recovering(node, false, |d| Step::deserialize(d));
             self.report_de_errors(&errors, &format!("step `{id}`"), "");
             parsed_steps.push(step);
+        }
+
+        let edges: usize = parsed_steps.iter().flatten().map(|s| s.needs.len()).sum();
+        if edges > MAX_NEEDS {
+            self.error(
+                Code::TooLarge,
+                format!(
+                    "the steps have {edges} `needs` entries in all; at most {MAX_NEEDS} are allowed"
+                ),
+                root.key_node("steps").map(|n| n.span),
+            )
+            .help("a step needs only its direct prerequisites: what they need is implied");
+            return None;
         }
 
         // The graph.
@@ -200,7 +247,7 @@ impl<'a> Pass<'a> {
             let scope = Scope {
                 inputs: &input_names,
                 steps: &step_names,
-                visible_steps: Some(&ancestors[i]),
+                visible_steps: Some(ancestors.of(i)),
                 place: &place,
                 own_step: Some(i),
                 stored: false,
@@ -251,8 +298,8 @@ impl<'a> Pass<'a> {
             let rollback = match (&step.rollback, node.get("rollback")) {
                 (Some(rb), Some(rb_node)) => {
                     // A rollback may read its own step's results.
-                    let mut rb_visible = ancestors[i].clone();
-                    rb_visible[i] = true;
+                    let mut rb_visible = ancestors.of(i).clone();
+                    rb_visible.insert(i);
                     let rb_place = format!("the rollback of step `{id}`");
                     let rb_scope = Scope {
                         visible_steps: Some(&rb_visible),
@@ -282,7 +329,18 @@ impl<'a> Pass<'a> {
             }
             if let KindConfig::Workflow(c) = &body.config {
                 let span = node.at_path(&["with", "workflow"]).map(|n| n.span);
-                child_workflows.push((c.workflow.clone(), span.unwrap_or(key.span)));
+                if is_valid_name(&c.workflow) {
+                    child_workflows.push((c.workflow.clone(), span.unwrap_or(key.span)));
+                } else {
+                    // Never a path or a template: a child is resolved by name
+                    // through the catalog and pinned when the run starts.
+                    self.error(
+                        Code::BadName,
+                        format!("{place}: `{}` is not a workflow name", c.workflow),
+                        span,
+                    )
+                    .help("name a workflow of the workflows directory by its `name:` (e.g. `restore-test`); paths and templates are not allowed");
+                }
             }
             compiled_steps.push(CompiledStep {
                 id: id.clone(),
@@ -579,6 +637,18 @@ impl<'a> Pass<'a> {
         text: &Located<String>,
         scope: &Scope<'_>,
     ) {
+        self.templates_seen += 1;
+        if self.templates_seen > MAX_TEMPLATES {
+            if self.templates_seen == MAX_TEMPLATES + 1 {
+                self.error(
+                    Code::TooLarge,
+                    format!("the file has more than {MAX_TEMPLATES} templated strings; the rest are not checked"),
+                    text.span,
+                )
+                .help("move repeated logic into child workflows or `set` steps whose outputs are reused");
+            }
+            return;
+        }
         let parsed = match self.parsed.get(&text.value) {
             Some(t) => t.clone(),
             None => match templates::parse(&text.value) {
@@ -773,7 +843,8 @@ impl<'a> Pass<'a> {
                 );
             }
         }
-        let everything = vec![true; steps.ids.len()];
+        let mut everything = fixedbitset::FixedBitSet::with_capacity(steps.ids.len());
+        everything.insert_range(..);
         let outputs_scope = Scope {
             inputs,
             steps,

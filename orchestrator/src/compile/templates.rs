@@ -35,7 +35,7 @@ pub struct Scope<'a> {
     /// Steps whose results exist when the template renders; `None` when no
     /// step has run yet (concurrency key, trigger inputs).
     /// `visible_steps[i]`: step `i` has finished when this renders.
-    pub visible_steps: Option<&'a [bool]>,
+    pub visible_steps: Option<&'a fixedbitset::FixedBitSet>,
     /// Where this template is rendered, for messages ("step `x`").
     pub place: &'a str,
     /// The step the template belongs to, if any.
@@ -268,7 +268,7 @@ fn check_segments(
                     format!("`{raw}`: a step cannot read its own results before it has run"),
                     Some("to test the step's result while polling, use `outputs.*` in `poll.until`".into()),
                 ));
-            } else if !visible[index] {
+            } else if !visible.contains(index) {
                 out.push(problem(
                     Code::NotAncestor,
                     format!("`{raw}` reads step `{step}`, which is not an ancestor of {}", scope.place),
@@ -345,7 +345,7 @@ mod tests {
 
     const STEPS: &[&str] = &["check", "fence", "promote"];
 
-    fn scope<'a>(names: &'a StepNames<'a>, visible: &'a [bool]) -> Scope<'a> {
+    fn scope<'a>(names: &'a StepNames<'a>, visible: &'a fixedbitset::FixedBitSet) -> Scope<'a> {
         Scope {
             inputs: &["site", "severity"],
             steps: names,
@@ -363,7 +363,8 @@ mod tests {
 
     fn problems(text: &str) -> Vec<Problem> {
         let names = StepNames::new(STEPS);
-        check(text, &scope(&names, &[true, false, false])).err().unwrap_or_default()
+        let visible: fixedbitset::FixedBitSet = [0usize].into_iter().collect();
+        check(text, &scope(&names, &visible)).err().unwrap_or_default()
     }
 
     #[test]

@@ -652,7 +652,7 @@ impl Driver {
         }
         if let Some(f) = from_index {
             for (i, r) in reset.iter_mut().enumerate() {
-                if i == f || self.wf.ancestors[i][f] {
+                if i == f || self.wf.ancestors.contains(i, f) {
                     *r = true;
                 }
             }
@@ -958,30 +958,40 @@ impl Driver {
         now: i64,
     ) -> anyhow::Result<()> {
         let step_id = self.wf.steps[i].id.clone();
-        let dir = &self.engine.opts.workflows_dir;
-        let file = ["yaml", "yml"]
-            .iter()
-            .map(|ext| dir.join(format!("{}.{ext}", c.workflow)))
-            .find(|p| p.exists());
-        let child = match file.map(|p| {
-            let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
-            crate::compile::compile(&p.display().to_string(), &text, Default::default())
-                .map_err(|r| r.render(false))
-        }) {
-            Some(Ok(wf)) => wf,
-            Some(Err(e)) => {
-                return self
-                    .fail_step(i, format!("child workflow `{}` does not compile:\n{e}", c.workflow))
-                    .await;
-            }
-            None => {
-                return self
-                    .fail_step(
-                        i,
-                        format!("child workflow `{}` not found in {}", c.workflow, dir.display()),
-                    )
-                    .await;
-            }
+        // The child is the definition pinned when the run tree started, by
+        // its declared name; never a path, never what the directory holds now.
+        let child = match &self.run.pins {
+            Some(pins) => match pins.get(&c.workflow) {
+                Some(hash) => self.engine.definition(hash).await?,
+                None => {
+                    let dir = self.engine.opts.workflows_dir.display();
+                    return self
+                        .fail_step(
+                            i,
+                            format!(
+                                "child workflow `{}` was not a valid workflow of {dir} when this run started, so it was not pinned; fix it (`lifeboat validate`) and start the run again",
+                                c.workflow
+                            ),
+                        )
+                        .await;
+                }
+            },
+            // A run created before pinning existed: resolve the name now.
+            None => match self.engine.catalog().await?.get(&c.workflow) {
+                Some(wf) => wf,
+                None => {
+                    let dir = self.engine.opts.workflows_dir.display();
+                    return self
+                        .fail_step(
+                            i,
+                            format!(
+                                "child workflow `{}` is not a valid workflow of {dir}",
+                                c.workflow
+                            ),
+                        )
+                        .await;
+                }
+            },
         };
         let given: serde_json::Map<String, Value> = c.inputs.clone().into_iter().collect();
         let inputs = match super::inputs::resolve(given, &child.definition.inputs) {
@@ -994,7 +1004,12 @@ impl Driver {
         // them, and this keeps a value that slipped through out of the store.
         let inputs = self.redact(inputs);
         let trigger = json!({"kind": "workflow", "parent": self.run.id, "step": step_id});
-        let parent = Some((self.run.id.clone(), step_id.clone(), self.run.root_run_id.clone()));
+        let parent = Some(super::engine::Parent {
+            run: self.run.id.clone(),
+            step: step_id.clone(),
+            root: self.run.root_run_id.clone(),
+            pins: self.run.pins.clone().unwrap_or_default(),
+        });
         let created = self.engine.submit(&child, inputs, trigger, parent, false).await?;
         let child_id = match created {
             crate::store::Created::Run(id) => id,
@@ -1563,7 +1578,7 @@ impl Driver {
                 continue;
             }
             let dependents_done = (0..self.steps.len())
-                .filter(|&d| self.wf.ancestors[d][i])
+                .filter(|&d| self.wf.ancestors.contains(d, i))
                 .all(|d| !self.rollback_pending(d));
             if dependents_done {
                 self.start_attempt(i, Phase::Rollback).await?;

@@ -14,7 +14,8 @@ use tracing::Instrument;
 use super::driver::{DriveEnd, Driver};
 use crate::compile::{CompileEnv, CompiledWorkflow};
 use crate::store::{
-    Created, Definition, EventRecord, Lease, NewRun, RunStatus, Store, WorkerRecord, now_ms,
+    Change, Created, Definition, EventRecord, Lease, NewRun, Pins, RunStatus, RunUpdate, Store,
+    WorkerRecord, now_ms,
 };
 
 /// How a worker behaves; defaults suit production, tests shorten the lease.
@@ -29,8 +30,11 @@ pub struct EngineOptions {
     pub poll: Duration,
     /// Named SQL connections: name -> URL.
     pub connections: HashMap<String, String>,
-    /// Where `workflow` steps find their child workflows.
+    /// Where `workflow` steps find their child workflows (by declared name,
+    /// through a catalog of this directory compiled with `known`).
     pub workflows_dir: std::path::PathBuf,
+    /// Names from `lifeboat.toml`, for compiling child workflows.
+    pub known: Option<crate::compile::KnownNames>,
     /// Runs driven at once by this worker.
     pub max_runs: usize,
     /// Users and groups, for approvers.
@@ -48,11 +52,23 @@ impl Default for EngineOptions {
             poll: Duration::from_millis(500),
             connections: HashMap::new(),
             workflows_dir: "workflows".into(),
+            known: None,
             max_runs: 64,
             people: Arc::default(),
             notifier: Arc::default(),
         }
     }
+}
+
+/// The run and step that start a child run, and what the child inherits.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    pub run: String,
+    pub step: String,
+    /// The top of the run tree.
+    pub root: String,
+    /// The tree's pinned child workflows.
+    pub pins: Pins,
 }
 
 /// What makes a submission a duplicate (see `NewRun`).
@@ -64,6 +80,23 @@ pub struct SubmitKeys {
     pub schedule_tick: Option<(String, i64)>,
     /// The audit entry of this trigger or manual run, written with the run.
     pub audit: Option<crate::store::NewAudit>,
+}
+
+/// A run that can never be driven: failed with this reason instead of
+/// being handed back to be claimed again.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct Quarantine {
+    pub reason: String,
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 pub fn new_worker_id() -> String {
@@ -96,6 +129,9 @@ pub struct Engine {
     /// database keeps going for half a lease, then stops its steps, well
     /// before another worker may take its runs over.
     last_renewed: Mutex<std::time::Instant>,
+    /// The workflows directory by declared name, for child workflows:
+    /// `serve`'s own catalog, or loaded on first need.
+    catalog: tokio::sync::OnceCell<Arc<crate::catalog::Catalog>>,
 }
 
 impl Engine {
@@ -114,7 +150,67 @@ impl Engine {
             driving: Mutex::new(HashMap::new()),
             draining: CancellationToken::new(),
             last_renewed: Mutex::new(std::time::Instant::now()),
+            catalog: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Shares `serve`'s catalog (kept current by its watcher) instead of
+    /// loading one of our own. Call before the first run is submitted.
+    pub fn use_catalog(&self, catalog: Arc<crate::catalog::Catalog>) {
+        let _ = self.catalog.set(catalog);
+    }
+
+    /// The catalog child workflows are resolved through.
+    pub async fn catalog(&self) -> anyhow::Result<Arc<crate::catalog::Catalog>> {
+        let catalog = self
+            .catalog
+            .get_or_try_init(|| async {
+                let (dir, known) = (self.opts.workflows_dir.clone(), self.opts.known.clone());
+                tokio::task::spawn_blocking(move || crate::catalog::Catalog::load(dir, known)).await
+            })
+            .await?;
+        Ok(catalog.clone())
+    }
+
+    /// Pins every child workflow `wf` may start, transitively, to the
+    /// definition the catalog holds now, storing each definition. A name
+    /// the catalog lacks is left out: the step that starts it fails then,
+    /// saying so (it may never run, behind a `when`). `None`: `wf` starts
+    /// no child.
+    async fn pin_children(&self, wf: &CompiledWorkflow) -> anyhow::Result<Option<Pins>> {
+        let mut pins = Pins::new();
+        if wf.child_workflows.is_empty() {
+            return Ok(None);
+        }
+        let snapshot = self.catalog().await?.snapshot();
+        let mut queue: Vec<String> = wf.child_workflows.iter().map(|(n, _)| n.clone()).collect();
+        while let Some(name) = queue.pop() {
+            if pins.contains_key(&name) {
+                continue;
+            }
+            let Some(child) = snapshot.get(&name) else { continue };
+            self.store_definition(child).await?;
+            pins.insert(name, child.hash.clone());
+            queue.extend(child.child_workflows.iter().map(|(n, _)| n.clone()));
+        }
+        Ok(Some(pins))
+    }
+
+    /// Stores a definition by hash (immutable: once per process is enough).
+    async fn store_definition(&self, wf: &CompiledWorkflow) -> anyhow::Result<()> {
+        if self.definitions.lock().expect("poisoned").contains_key(&wf.hash) {
+            return Ok(());
+        }
+        self.store
+            .put_definition(&Definition {
+                hash: wf.hash.clone(),
+                workflow: wf.name.clone(),
+                file: wf.file.clone(),
+                source: wf.source.clone(),
+            })
+            .await?;
+        self.definitions.lock().expect("poisoned").insert(wf.hash.clone(), Arc::new(wf.clone()));
+        Ok(())
     }
 
     pub fn lease(&self) -> Lease {
@@ -128,7 +224,7 @@ impl Engine {
         wf: &CompiledWorkflow,
         inputs: Value,
         trigger: Value,
-        parent: Option<(String, String, String)>,
+        parent: Option<Parent>,
         drive_here: bool,
     ) -> anyhow::Result<Created> {
         self.submit_with(wf, inputs, trigger, parent, drive_here, SubmitKeys::default()).await
@@ -140,28 +236,16 @@ impl Engine {
         wf: &CompiledWorkflow,
         inputs: Value,
         trigger: Value,
-        parent: Option<(String, String, String)>,
+        parent: Option<Parent>,
         drive_here: bool,
         keys: SubmitKeys,
     ) -> anyhow::Result<Created> {
-        // Definitions are immutable and never deleted: stored once per process is enough.
-        let known = self.definitions.lock().expect("poisoned").contains_key(&wf.hash);
-        if !known {
-            self.store
-                .put_definition(&Definition {
-                    hash: wf.hash.clone(),
-                    workflow: wf.name.clone(),
-                    file: wf.file.clone(),
-                    source: wf.source.clone(),
-                })
-                .await?;
-        }
-        if !known {
-            self.definitions
-                .lock()
-                .expect("poisoned")
-                .insert(wf.hash.clone(), Arc::new(wf.clone()));
-        }
+        self.store_definition(wf).await?;
+        // A tree's children are pinned once, when its top run starts.
+        let pins = match &parent {
+            Some(p) => Some(p.pins.clone()),
+            None => self.pin_children(wf).await?,
+        };
         let id = uuid::Uuid::now_v7().to_string();
         let context =
             serde_json::json!({ "inputs": inputs, "run": { "id": id, "workflow": wf.name } });
@@ -191,13 +275,14 @@ impl Engine {
                 trigger,
                 concurrency_key,
                 skip_on_conflict: skip,
-                parent: parent.as_ref().map(|(run, step, _)| (run.clone(), step.clone())),
-                root: parent.map(|(_, _, root)| root),
+                parent: parent.as_ref().map(|p| (p.run.clone(), p.step.clone())),
+                root: parent.map(|p| p.root),
                 step_ids: wf.steps.iter().map(|s| s.id.clone()).collect(),
                 lease_to: drive_here.then(|| (self.opts.worker_id.clone(), self.lease())),
                 dedupe_key: keys.dedupe_key,
                 schedule_tick: keys.schedule_tick,
                 audit: keys.audit,
+                pins,
             })
             .await?;
         if matches!(created, Created::Run(_)) {
@@ -216,37 +301,73 @@ impl Engine {
             .definition(hash)
             .await?
             .ok_or_else(|| anyhow::anyhow!("definition {hash} is missing from the store"))?;
-        let wf = crate::compile::compile(&def.file, &def.source, CompileEnv::default()).map_err(
-            |report| {
-                anyhow::anyhow!(
-                    "stored definition of `{}` no longer compiles:\n{}",
-                    def.workflow,
-                    report.render(false)
-                )
-            },
-        )?;
-        let wf = Arc::new(wf);
+        // Off the runtime, on a thread of its own: a stored file is input too,
+        // and nothing in it may stall the workers or take the process down.
+        let workflow = def.workflow.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            crate::compile::isolated(|| {
+                crate::compile::compile(&def.file, &def.source, CompileEnv::default())
+                    .map_err(|report| report.render(false))
+            })
+        })
+        .await?;
+        let wf = match compiled {
+            Ok(Ok(wf)) => Arc::new(wf),
+            Ok(Err(rendered)) => {
+                return Err(Quarantine {
+                    reason: format!(
+                        "the stored definition of `{workflow}` does not compile:\n{rendered}"
+                    ),
+                }
+                .into());
+            }
+            Err(problem) => {
+                return Err(Quarantine {
+                    reason: format!("compiling the stored definition of `{workflow}`: {problem}"),
+                }
+                .into());
+            }
+        };
         self.definitions.lock().expect("poisoned").insert(hash.to_string(), wf.clone());
         Ok(wf)
     }
 
-    /// Drives one claimed run until it finishes or suspends.
+    /// Drives one claimed run until it finishes or suspends. A run that can
+    /// never be driven (its definition does not compile, or driving it
+    /// panicked) is quarantined: failed with the reason, so it is not
+    /// claimed again and again, and the worker goes on with the others.
     pub async fn drive(self: &Arc<Self>, run_id: &str) -> anyhow::Result<DriveEnd> {
+        use futures_util::FutureExt;
         let stop = CancellationToken::new();
         self.driving
             .lock()
             .expect("poisoned")
             .insert(run_id.to_string(), (stop.clone(), std::time::Instant::now()));
         let span = tracing::info_span!("run", run_id = %run_id);
-        let result = async {
-            match Driver::load(self.clone(), run_id, stop).await {
-                Ok(mut driver) => driver.drive().await,
-                Err(e) => Err(e),
+        let result = std::panic::AssertUnwindSafe(
+            async {
+                match Driver::load(self.clone(), run_id, stop).await {
+                    Ok(mut driver) => driver.drive().await,
+                    Err(e) => Err(e),
+                }
+            }
+            .instrument(span),
+        )
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(Quarantine { reason: format!("driving the run panicked: {}", panic_text(&*panic)) }
+                .into())
+        });
+        self.driving.lock().expect("poisoned").remove(run_id);
+        if let Err(e) = &result
+            && let Some(q) = e.downcast_ref::<Quarantine>()
+        {
+            tracing::error!(run = %run_id, reason = %q.reason, "Run quarantined: it is failed and will not be driven again.");
+            if let Err(e) = self.quarantine(run_id, &q.reason).await {
+                tracing::warn!(run = %run_id, error = %e, "Could not record the quarantine; the run will be tried again.");
             }
         }
-        .instrument(span)
-        .await;
-        self.driving.lock().expect("poisoned").remove(run_id);
         if !matches!(result, Ok(DriveEnd::Finished(_) | DriveEnd::Suspended { .. })) {
             // Stopped or failed: hand the run back at once if it is still ours
             // (a no-op when another worker holds it), so it is never stranded
@@ -256,6 +377,32 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// Fails a run that cannot be driven, with the reason, and hands it back
+    /// in the same commit (under this worker's lease, like any transition).
+    async fn quarantine(&self, run_id: &str, reason: &str) -> anyhow::Result<()> {
+        let now = now_ms();
+        let changes = [
+            Change::Run(RunUpdate {
+                status: Some(RunStatus::Failed),
+                finished_at: Some(now),
+                error: Some(format!("quarantined: {reason}")),
+                ..RunUpdate::default()
+            }),
+            Change::Event {
+                at: now,
+                kind: "quarantined".into(),
+                step_id: None,
+                data: Some(serde_json::json!({ "reason": reason })),
+            },
+            Change::Release { wake_at: None },
+        ];
+        self.store.commit(&self.opts.worker_id, run_id, &changes).await?;
+        if let Some(run) = self.store.run(run_id).await? {
+            crate::metrics::run_finished(&run.workflow, RunStatus::Failed);
+        }
+        Ok(())
     }
 
     /// Renews leases; stops drivers of runs no longer held.

@@ -107,9 +107,12 @@ async fn observe(req: Request, next: Next) -> Response {
 }
 
 /// Tasks that run beside the workers and the HTTP server until `shutdown`:
-/// the scheduler, and the notification dispatcher.
+/// the catalog's reloads, the scheduler, and the notification dispatcher.
 pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
     vec![
+        tokio::spawn(
+            app.catalog.clone().watch(crate::catalog::DEFAULT_CHECK_EVERY, app.shutdown.clone()),
+        ),
         tokio::spawn(crate::triggers::schedule::run(
             app.engine.clone(),
             app.catalog.clone(),

@@ -54,6 +54,7 @@ pub(super) fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
         dedupe_key: None,
         schedule_tick: None,
         audit: None,
+        pins: None,
     }
 }
 
@@ -92,6 +93,26 @@ async fn a_new_run_is_queued_with_pending_steps_and_an_event() {
         );
         assert_eq!(store.events("r1", 0).await.unwrap()[0].kind, "queued", "{name}");
         assert_eq!(store.resolve_run_id("r").await.unwrap(), "r1", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_run_keeps_the_child_workflows_pinned_when_it_was_created() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let pins = Pins::from([("restore".to_string(), "abc123".to_string())]);
+        store
+            .create_run(NewRun { pins: Some(pins.clone()), ..new_run("r1", None, false) })
+            .await
+            .unwrap();
+        store
+            .create_run(NewRun { pins: Some(Pins::new()), ..new_run("r2", None, false) })
+            .await
+            .unwrap();
+        store.create_run(new_run("r3", None, false)).await.unwrap();
+        assert_eq!(store.run("r1").await.unwrap().unwrap().pins, Some(pins), "{name}");
+        assert_eq!(store.run("r2").await.unwrap().unwrap().pins, Some(Pins::new()), "{name}");
+        assert_eq!(store.run("r3").await.unwrap().unwrap().pins, None, "{name}: none stored");
     }
 }
 

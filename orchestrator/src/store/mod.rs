@@ -138,6 +138,12 @@ fn parse_counts(rows: Vec<(String, i64)>) -> Result<Vec<(RunStatus, i64)>> {
 }
 
 /// `ping`'s verdict: every migration this binary knows is applied.
+/// Decodes stored pins, naming what is wrong with corrupt ones.
+fn pins_from_json(value: serde_json::Value) -> Result<Pins> {
+    serde_json::from_value(value)
+        .map_err(|e| StoreError::Corrupt(format!("run pins are not a map of names to hashes: {e}")))
+}
+
 fn check_migrations(applied: i64, known: usize) -> Result<()> {
     if (applied as usize) < known {
         return Err(StoreError::Conflict(format!(

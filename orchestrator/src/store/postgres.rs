@@ -252,10 +252,11 @@ async fn insert_run(tx: &mut Transaction<'static, Postgres>, run: &NewRun) -> Re
         Some((worker, lease)) => (Some(worker.as_str()), Some(lease.now + lease.duration_ms)),
         None => (None, None),
     };
+    let pins = run.pins.as_ref().map(|p| serde_json::to_value(p).expect("a map of strings"));
     sqlx::query(
         "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-         parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins) \
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&run.id)
     .bind(&run.workflow)
@@ -270,6 +271,7 @@ async fn insert_run(tx: &mut Transaction<'static, Postgres>, run: &NewRun) -> Re
     .bind(owner)
     .bind(expires)
     .bind(&run.dedupe_key)
+    .bind(pins.as_ref().map(json))
     .execute(&mut **tx)
     .await?;
     sqlx::query(
@@ -380,6 +382,7 @@ fn run_row(row: &PgRow) -> Result<RunRecord> {
         wake_at: row.try_get("wake_at")?,
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
+        pins: row.try_get::<Option<Value>, _>("pins")?.map(super::pins_from_json).transpose()?,
     })
 }
 

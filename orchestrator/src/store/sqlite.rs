@@ -150,6 +150,10 @@ fn json(value: &Option<Value>) -> Option<String> {
     value.as_ref().map(|v| v.to_string())
 }
 
+fn pins_text(pins: &Option<super::Pins>) -> Option<String> {
+    pins.as_ref().map(|p| serde_json::to_string(p).expect("a map of strings"))
+}
+
 fn parse_json(text: Option<String>) -> Result<Option<Value>> {
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
@@ -208,8 +212,8 @@ async fn insert_run(tx: &mut Transaction<'static, Sqlite>, run: &NewRun) -> Resu
     };
     sqlx::query(
         "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-         parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key) \
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins) \
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&run.id)
     .bind(&run.workflow)
@@ -224,6 +228,7 @@ async fn insert_run(tx: &mut Transaction<'static, Sqlite>, run: &NewRun) -> Resu
     .bind(owner)
     .bind(expires)
     .bind(&run.dedupe_key)
+    .bind(pins_text(&run.pins))
     .execute(&mut **tx)
     .await?;
     for step in &run.step_ids {
@@ -316,6 +321,7 @@ fn run_row(row: &SqliteRow) -> Result<RunRecord> {
         wake_at: row.try_get("wake_at")?,
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
+        pins: parse_json(row.try_get("pins")?)?.map(super::pins_from_json).transpose()?,
     })
 }
 

@@ -149,7 +149,15 @@ pub struct NewRun {
     pub audit: Option<NewAudit>,
     /// Create it already leased to this worker (`run --wait` drives it at once).
     pub lease_to: Option<(String, Lease)>,
+    /// The child workflows the run tree may start: name -> definition hash
+    /// (`None`: the workflow starts none).
+    pub pins: Option<Pins>,
 }
+
+/// Child workflows pinned when a run tree starts: name -> definition hash.
+/// A `workflow` step starts exactly this definition, whatever the
+/// workflows directory holds by then.
+pub type Pins = std::collections::BTreeMap<String, String>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -193,6 +201,8 @@ pub struct RunRecord {
     pub wake_at: Option<i64>,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<i64>,
+    /// `None` for runs created before pinning existed.
+    pub pins: Option<Pins>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

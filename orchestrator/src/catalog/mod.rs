@@ -2,16 +2,26 @@
 //! and indexed by name with its triggers, reloaded when the files change.
 //!
 //! `lifeboat serve` asks it which workflows a webhook starts, the API lists
-//! it, and the scheduler reads its cron triggers. Compiling goes through
-//! `cli::validate::compile_files`, the same code `lifeboat validate` uses, so
-//! a file the catalog refuses is one `validate` reports. A file that stops
-//! compiling drops out of the catalog (with a warning) until it is fixed;
-//! runs already started are pinned to their stored definition and go on.
+//! it, the scheduler reads its cron triggers and `workflow` steps find their
+//! children in it. Compiling goes through `files::compile_files`, the same
+//! code `lifeboat validate` uses, so a file the catalog refuses is one
+//! `validate` reports. A file that stops compiling drops out of the catalog
+//! (with a warning) until it is fixed; runs already started are pinned to
+//! their stored definitions and go on.
+//!
+//! Asking is never blocked by compiling: `snapshot` hands out the current
+//! view, and a reload compiles the new one on a thread of its own (see
+//! `compile::isolated`) before swapping it in. `serve` reloads from
+//! [`Catalog::watch`], off the async runtime.
+
+pub mod files;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::compile::{CompiledWorkflow, KnownNames};
 use crate::model::{Schedule, Trigger};
@@ -84,18 +94,15 @@ impl Snapshot {
 /// What a file looked like when last compiled: its length and modification time.
 type Stamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
-struct Inner {
-    snapshot: Arc<Snapshot>,
-    stamp: Stamp,
-    checked: Option<Instant>,
-}
-
 /// The workflows directory, compiled; cheap to ask, reloaded when files change.
 pub struct Catalog {
     dir: PathBuf,
     known: Option<KnownNames>,
-    check_every: Duration,
-    inner: Mutex<Inner>,
+    /// The current view. Held only to clone or swap the `Arc`, never while
+    /// compiling.
+    current: RwLock<Arc<Snapshot>>,
+    /// The files behind `current`; the lock also keeps reloads one at a time.
+    stamp: Mutex<Option<Stamp>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -106,19 +113,16 @@ impl std::fmt::Debug for Catalog {
 
 impl Catalog {
     /// A catalog of `dir`, compiled with `known` names (from `lifeboat.toml`,
-    /// if one was read). Loads the directory now.
-    pub fn new(dir: impl Into<PathBuf>, known: Option<KnownNames>) -> Arc<Catalog> {
+    /// if one was read). Compiles the directory now, on the calling thread:
+    /// from async code, call it inside `spawn_blocking`.
+    pub fn load(dir: impl Into<PathBuf>, known: Option<KnownNames>) -> Arc<Catalog> {
         let catalog = Catalog {
             dir: dir.into(),
             known,
-            check_every: DEFAULT_CHECK_EVERY,
-            inner: Mutex::new(Inner {
-                snapshot: Arc::new(Snapshot::default()),
-                stamp: Vec::new(),
-                checked: None,
-            }),
+            current: RwLock::new(Arc::new(Snapshot::default())),
+            stamp: Mutex::new(None),
         };
-        catalog.snapshot();
+        catalog.reload();
         Arc::new(catalog)
     }
 
@@ -126,26 +130,9 @@ impl Catalog {
         &self.dir
     }
 
-    /// The current view; looks at the directory first if it was last looked
-    /// at more than a second ago, and recompiles it if any file changed.
+    /// The current view. Never compiles, never waits for a reload.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        let mut inner = self.inner.lock().expect("catalog lock poisoned");
-        if inner.checked.is_some_and(|t| t.elapsed() < self.check_every) {
-            return inner.snapshot.clone();
-        }
-        inner.checked = Some(Instant::now());
-        let stamp = stamp(&self.dir);
-        if stamp != inner.stamp {
-            let files: Vec<PathBuf> = stamp.iter().map(|(p, _, _)| p.clone()).collect();
-            inner.snapshot = Arc::new(self.compile(&files));
-            inner.stamp = stamp;
-        }
-        inner.snapshot.clone()
-    }
-
-    /// Forgets when the directory was last looked at: the next `snapshot` reloads.
-    pub fn invalidate(&self) {
-        self.inner.lock().expect("catalog lock poisoned").checked = None;
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A workflow by name, from the current view.
@@ -153,8 +140,46 @@ impl Catalog {
         self.snapshot().get(name).cloned()
     }
 
+    /// Looks at the directory and, if any file changed, compiles it and
+    /// swaps the new view in. Blocking; true when the view changed.
+    pub fn reload(&self) -> bool {
+        let mut stamp = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        let now = stamp_of(&self.dir);
+        if stamp.as_ref() == Some(&now) {
+            return false;
+        }
+        let files: Vec<PathBuf> = now.iter().map(|(p, _, _)| p.clone()).collect();
+        let snapshot = match crate::compile::isolated(|| self.compile(&files)) {
+            Ok(snapshot) => snapshot,
+            Err(problem) => {
+                // Keep serving the last good view; try again when files change.
+                tracing::error!(dir = %self.dir.display(), problem = %problem, "Compiling the workflows directory failed; the previous catalog stays in use.");
+                *stamp = Some(now);
+                return false;
+            }
+        };
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *stamp = Some(now);
+        true
+    }
+
+    /// Reloads every `every` until `shutdown`, each time on a blocking
+    /// thread, so requests and workers never wait for a compile.
+    pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let catalog = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || catalog.reload()).await {
+                tracing::error!(error = %e, "The catalog reload task failed.");
+            }
+        }
+    }
+
     fn compile(&self, files: &[PathBuf]) -> Snapshot {
-        let outcome = crate::cli::validate::compile_files(files, self.known.as_ref());
+        let outcome = files::compile_files(files, self.known.as_ref());
         let mut snapshot = Snapshot::default();
         for report in &outcome.reports {
             let rendered = report.render(false);
@@ -190,7 +215,7 @@ impl crate::triggers::WorkflowSource for Catalog {
 }
 
 /// `*.yaml`/`*.yml` files directly in `dir`, sorted, with length and mtime.
-fn stamp(dir: &Path) -> Stamp {
+fn stamp_of(dir: &Path) -> Stamp {
     let mut out: Stamp = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -216,9 +241,7 @@ mod tests {
     const HOOKED: &str = "name: hooked\ntriggers:\n  - webhook: am\n    match: { alertname: SiteDown }\n  - schedule: { cron: \"0 2 * * *\" }\nsteps:\n  a: { uses: set }\n";
 
     fn catalog(dir: &Path) -> Arc<Catalog> {
-        let c = Catalog::new(dir, None);
-        c.invalidate();
-        c
+        Catalog::load(dir, None)
     }
 
     #[test]
@@ -246,11 +269,12 @@ mod tests {
         let c = catalog(dir.path());
         assert!(c.get("hooked").is_some());
         std::fs::write(&file, HOOKED.replace("name: hooked", "name: renamed-it")).unwrap();
-        c.invalidate();
+        assert!(c.reload());
         assert!(c.get("hooked").is_none());
         assert!(c.get("renamed-it").is_some());
+        assert!(!c.reload(), "nothing changed");
         std::fs::remove_file(&file).unwrap();
-        c.invalidate();
+        assert!(c.reload());
         assert!(c.snapshot().workflows.is_empty());
     }
 }
