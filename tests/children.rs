@@ -62,3 +62,22 @@ fn a_child_missing_when_the_parent_started_fails_its_step_saying_so() {
         "{error}"
     );
 }
+
+#[test]
+fn the_cli_finds_a_workflow_by_its_declared_name_like_the_api() {
+    let sb = Sandbox::new("children-cli-name");
+    let dir = sb.path("workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("chain.yaml"), "name: crashchain\nsteps:\n  a: { uses: set }\n")
+        .unwrap();
+    let (code, doc) = sb.run_wait("crashchain", &[]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(doc["workflow"], "crashchain");
+    let out = sb.lifeboat(&["run", "chain"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::util::stderr(&out);
+    assert!(err.contains("no workflow `chain`") && err.contains("crashchain"), "{err}");
+    // A path still works.
+    let out = sb.lifeboat(&["run", dir.join("chain.yaml").to_str().unwrap(), "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::util::stderr(&out));
+}

@@ -1,18 +1,20 @@
 //! `lifeboat run` and `lifeboat retry`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use serde_json::json;
 
 use super::{Ctx, input_error};
 use crate::compile::{CompileEnv, CompiledWorkflow};
+use crate::exec::engine::Engine;
 use crate::exec::inputs;
 use crate::store::{Created, NewRequest, RequestKind, RunStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A workflow name (in the workflows directory) or a file.
+    /// A workflow's declared name (in the workflows directory) or a file.
     pub workflow: String,
     /// An input, `key=value`; repeat for more.
     #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
@@ -37,36 +39,46 @@ pub struct RetryArgs {
     pub wait: bool,
 }
 
-/// Finds and compiles a workflow by file path or by name.
-pub fn load_workflow(ctx: &Ctx, which: &str) -> anyhow::Result<CompiledWorkflow> {
+/// A workflow by file path, or by its declared `name:` in the workflows
+/// directory: the same lookup the API, webhooks and child workflows use
+/// (the catalog), so a file `chain.yaml` declaring `name: crashchain` is
+/// `crashchain` everywhere.
+pub async fn load_workflow(
+    ctx: &Ctx,
+    engine: &Engine,
+    which: &str,
+) -> anyhow::Result<Arc<CompiledWorkflow>> {
     let as_path = Path::new(which);
-    let path: PathBuf = if as_path.is_file() {
-        as_path.to_path_buf()
-    } else {
-        let found = ["yaml", "yml"]
-            .iter()
-            .map(|ext| ctx.workflows_dir.join(format!("{which}.{ext}")))
-            .find(|p| p.is_file());
-        match found {
-            Some(p) => p,
-            None => {
-                let names = workflow_names(&ctx.workflows_dir);
-                let hint =
-                    crate::compile::suggest::did_you_mean(which, names.iter().map(String::as_str))
-                        .unwrap_or_else(|| {
-                            format!(
-                                "workflows there: {}",
-                                if names.is_empty() { "none".into() } else { names.join(", ") }
-                            )
-                        });
-                return Err(input_error(format!(
-                    "no workflow `{which}`: not a file, and not in {} ({hint})",
-                    ctx.workflows_dir.display()
-                )));
-            }
+    if as_path.is_file() {
+        return compile_file(ctx, as_path).map(Arc::new);
+    }
+    let snapshot = engine.catalog().await?.snapshot();
+    if let Some(wf) = snapshot.get(which) {
+        return Ok(wf.clone());
+    }
+    // A file named after it that does not compile: show why.
+    for ext in ["yaml", "yml"] {
+        let file = ctx.workflows_dir.join(format!("{which}.{ext}")).display().to_string();
+        if let Some((_, rendered)) = snapshot.invalid.iter().find(|(f, _)| *f == file) {
+            return Err(input_error(format!("{file} is invalid:\n{rendered}")));
         }
-    };
-    let source = crate::catalog::files::read_source(&path).map_err(|d| input_error(d.message))?;
+    }
+    let names: Vec<&str> = snapshot.workflows.keys().map(String::as_str).collect();
+    let hint =
+        crate::compile::suggest::did_you_mean(which, names.iter().copied()).unwrap_or_else(|| {
+            format!(
+                "workflows there: {}",
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            )
+        });
+    Err(input_error(format!(
+        "no workflow `{which}`: not a file, and no workflow declares that name in {} ({hint})",
+        ctx.workflows_dir.display()
+    )))
+}
+
+fn compile_file(ctx: &Ctx, path: &Path) -> anyhow::Result<CompiledWorkflow> {
+    let source = crate::catalog::files::read_source(path).map_err(|d| input_error(d.message))?;
     crate::compile::compile(
         &path.display().to_string(),
         &source,
@@ -81,31 +93,13 @@ pub fn load_workflow(ctx: &Ctx, which: &str) -> anyhow::Result<CompiledWorkflow>
     })
 }
 
-fn workflow_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_suffix(".yaml")
-                        .or_else(|| name.strip_suffix(".yml"))
-                        .map(String::from)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let wf = load_workflow(ctx, &args.workflow)?;
+    let engine = ctx.engine();
+    let wf = load_workflow(ctx, &engine, &args.workflow).await?;
     let given = inputs::parse_pairs(&args.inputs, &wf.definition.inputs).map_err(input_error)?;
     let values = inputs::resolve(given, &wf.definition.inputs).map_err(|errors| {
         input_error(format!("inputs of `{}`:\n  {}", wf.name, errors.join("\n  ")))
     })?;
-    let engine = ctx.engine();
     let trigger = json!({"kind": "manual", "by": ctx.actor()});
     let audit = json!({"workflow": wf.name, "file": wf.file, "inputs": values, "wait": args.wait});
     let run_id = match engine.submit(&wf, values, trigger, None, args.wait).await? {
