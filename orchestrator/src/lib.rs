@@ -2,7 +2,8 @@
 //!
 //! `model` is the workflow file as types, `compile` turns a file into a
 //! graph or diagnostics, `exec` holds the executor's step kinds, `viz`
-//! draws graphs, `cli` is the command line.
+//! draws graphs, `cli` is the command line, `text` makes outside text safe
+//! to print.
 
 pub mod catalog;
 pub mod cli;
@@ -14,5 +15,6 @@ pub mod model;
 pub mod schema;
 pub mod serve;
 pub mod store;
+pub mod text;
 pub mod triggers;
 pub mod viz;
