@@ -5,6 +5,7 @@
 //! draws graphs, `cli` is the command line, `text` makes outside text safe
 //! to print.
 
+pub mod audit_anchor;
 pub mod catalog;
 pub mod cli;
 pub mod compile;
