@@ -177,6 +177,12 @@ fn print_anchors(path: &std::path::Path, r: &anchors::Report, last_id: i64) {
             r.matched + r.failures.len()
         );
     }
+    if !r.failures.is_empty() {
+        println!(
+            "audit log TAMPERED or damaged: the anchors above disagree with it (a deleted tail, a rewrite, or a forged anchor)"
+        );
+        return;
+    }
     let covered = r.covered.unwrap_or(0);
     if last_id > covered {
         println!(
