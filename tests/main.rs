@@ -9,6 +9,7 @@ mod crash;
 mod ha;
 mod hostile;
 mod init;
+mod injection;
 mod people;
 mod run;
 mod runbooks;

@@ -1,7 +1,8 @@
 //! The web UI and one-click confirmation links, over real HTTP on loopback:
 //! `GET /confirm/{token}` only shows a form, its `POST` decides as the
 //! person whose API token it carries; `/` serves the app; the run's graph
-//! comes coloured by step status. SQLite, or Postgres with
+//! comes coloured by step status; the page shows control characters from
+//! step output visibly (its script run in Node). SQLite, or Postgres with
 //! LIFEBOAT_E2E_BACKEND=postgres.
 
 use std::time::Duration;
@@ -281,4 +282,88 @@ fn the_web_ui_is_served_and_the_run_graph_is_coloured_by_step_status() {
         succeeded != waiting && waiting != pending && succeeded != pending,
         "{succeeded} {waiting} {pending}"
     );
+}
+
+/// Fails (after a successful API call) with its last stderr line quoted in
+/// the step's error: ESC sequences, a carriage return, DEL, the 8-bit CSI
+/// (U+009B) and a right-to-left override.
+const HOSTILE: &str = r#"name: hostile
+steps:
+  noisy:
+    uses: shell
+    with:
+      script: |
+        printf 'last words \033]0;pwned\007 \033[2J over\rwrite \177 \302\23331m \342\200\256gnp.exe\n' >&2
+        exit 1
+"#;
+
+#[test]
+fn the_web_ui_shows_control_characters_from_step_output_visibly() {
+    let sb = sandbox("ui-inject", false);
+    sb.write("workflows/hostile.yaml", HOSTILE);
+    let api = Api::start(&sb);
+    let created = api.post("/api/v1/workflows/hostile/runs", Some("alice-token"), &json!({}));
+    assert_eq!(created.status, 201, "{created:?}");
+    let run = created.body["id"].as_str().expect("run id").to_string();
+    api.wait_run("vic-token", &run, Duration::from_secs(30), |d| d["status"] == "failed");
+
+    // The API returns the real text; JSON escapes C0 controls (ESC, BEL, CR).
+    let raw = api
+        .page(api.client().get(api.url(&format!("/api/v1/runs/{run}"))).bearer_auth("vic-token"));
+    assert_eq!(raw.status, 200, "{}", raw.text);
+    assert!(!raw.text.contains(['\x1b', '\x07', '\r']), "{}", raw.text);
+    assert!(raw.text.contains("\\u001b]0;pwned\\u0007"), "{}", raw.text);
+    let doc: Value = serde_json::from_str(&raw.text).expect("run JSON");
+    let error = doc["steps"][0]["error"].as_str().expect("step error").to_string();
+    assert_eq!(
+        error,
+        "exit status 1: last words \x1b]0;pwned\x07 \x1b[2J over\rwrite \x7f \u{9b}31m \u{202e}gnp.exe"
+    );
+
+    // The page's own script, run against this API, shows it escaped by
+    // the same rule as the terminal.
+    let Some(page) = render_run_page(&api, "vic-token", &run) else { return };
+    assert_eq!(page["errors"], json!([]), "{page:#}");
+    let steps = page["text"]["steps-body"].as_str().expect("steps table");
+    let shown = lifeboat_orchestrator::text::visible(&error);
+    assert!(steps.contains(shown.as_ref()), "{shown} not in {steps:?}");
+    assert!(
+        shown
+            .contains("\\x1b]0;pwned\\x07 \\x1b[2J over\\rwrite \\x7f \\u{9b}31m \\u{202e}gnp.exe"),
+        "{shown}"
+    );
+    let mut every = vec![page["title"].as_str().unwrap_or("").to_string()];
+    every.extend(
+        page["text"].as_object().unwrap().values().filter_map(|v| v.as_str()).map(String::from),
+    );
+    every.extend(
+        page["attributes"].as_array().unwrap().iter().filter_map(|v| v.as_str()).map(String::from),
+    );
+    for text in &every {
+        assert_eq!(
+            lifeboat_orchestrator::text::visible(text),
+            *text,
+            "raw control characters on the page"
+        );
+    }
+}
+
+/// What `ui/app.js` shows for run `run` (tests/fixtures/ui/render.js runs
+/// it in Node with a minimal DOM against `api`); `None` without Node.
+fn render_run_page(api: &Api, token: &str, run: &str) -> Option<Value> {
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        eprintln!(
+            "node is not installed: the page's script was not run (only the API was checked)"
+        );
+        return None;
+    }
+    let root = crate::util::root();
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(root.join("tests/fixtures/ui/render.js"))
+        .arg(root.join("orchestrator/src/serve/ui/app.js"))
+        .arg(api.url(""))
+        .args([token, run]);
+    let out = crate::util::output_within(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "render.js: {}", crate::util::stderr(&out));
+    Some(serde_json::from_slice(&out.stdout).expect("render.js prints JSON"))
 }

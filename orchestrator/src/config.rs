@@ -31,6 +31,43 @@ pub struct Config {
     pub connections: IndexMap<String, ConnectionConfig>,
     #[serde(default)]
     pub executor: ExecutorConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Anchors of the audit log (`crate::audit_anchor`): signed checkpoints of
+/// its head, appended to a file outside the database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The append-only JSON-lines file anchors go to (relative to the
+    /// configuration file). Unset: `serve` does not anchor.
+    #[serde(default)]
+    pub anchor_file: Option<PathBuf>,
+    /// Env variable holding the HMAC-SHA256 key anchors are signed with.
+    #[serde(default = "default_anchor_key_env")]
+    pub anchor_key_env: String,
+    /// How often `serve` anchors the head when it has moved.
+    #[serde(default = "default_anchor_every")]
+    pub anchor_every: crate::model::Duration,
+}
+
+fn default_anchor_key_env() -> String {
+    "LIFEBOAT_AUDIT_ANCHOR_KEY".into()
+}
+
+fn default_anchor_every() -> crate::model::Duration {
+    crate::model::Duration::from_millis(5 * 60 * 1000)
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            anchor_file: None,
+            anchor_key_env: default_anchor_key_env(),
+            anchor_every: default_anchor_every(),
+        }
+    }
 }
 
 /// How workers hold and renew runs.
@@ -69,6 +106,7 @@ impl Default for Config {
             channels: IndexMap::new(),
             connections: IndexMap::new(),
             executor: ExecutorConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -151,6 +189,9 @@ const ENV_KEYS: &[&str] = &[
     "executor.heartbeat",
     "executor.poll",
     "executor.max_runs",
+    "audit.anchor_file",
+    "audit.anchor_key_env",
+    "audit.anchor_every",
 ];
 
 impl Config {

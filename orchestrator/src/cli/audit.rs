@@ -1,13 +1,18 @@
-//! `lifeboat audit verify|list`, and `record`, which every operator command
-//! calls to append its entry to the hash-chained audit log.
+//! `lifeboat audit verify|anchor|list`, and `record`, which every operator
+//! command calls to append its entry to the hash-chained audit log.
+//! `verify --anchors FILE` also holds the log against the signed
+//! checkpoints of its head that `anchor` (and `serve`) append to a file
+//! outside the database (`crate::audit_anchor`).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use super::Ctx;
-use crate::store::audit::{AuditBreak, GENESIS, verify_chain};
+use super::{Ctx, input_error};
+use crate::audit_anchor::{self as anchors, AnchorKey, Checkpointer, Sink};
+use crate::store::audit::walk;
 use crate::store::{AuditRecord, NewAudit};
 
 /// Entries read per query.
@@ -15,14 +20,31 @@ const PAGE: usize = 1000;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Check the hash chain of the whole audit log (exit 1 if broken).
+    /// Check the hash chain of the whole audit log, and with --anchors the
+    /// signed checkpoints of its head (exit 1 if anything fails).
     Verify(VerifyArgs),
+    /// Append a signed checkpoint of the log's head to the anchor file.
+    Anchor(AnchorArgs),
     /// List audit entries, oldest first.
     List(ListArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
+    /// A file of anchors (JSON lines, as `audit anchor` and `serve` write
+    /// them): detects a deleted tail and rewrites up to the newest anchor.
+    /// The key comes from `[audit] anchor_key_env`.
+    #[arg(long, value_name = "FILE")]
+    pub anchors: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AnchorArgs {
+    /// The anchor file (default: `[audit] anchor_file`).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -42,6 +64,7 @@ pub struct ListArgs {
 pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Verify(args) => verify(ctx, args).await,
+        Command::Anchor(args) => anchor(ctx, args).await,
         Command::List(args) => list(ctx, args).await,
     }
 }
@@ -69,55 +92,129 @@ pub async fn record(
     Ok(())
 }
 
+/// The anchor key of `[audit] anchor_key_env`, or an error saying how to set it.
+fn anchor_key(ctx: &Ctx) -> anyhow::Result<AnchorKey> {
+    AnchorKey::from_env(&ctx.config.audit.anchor_key_env).map_err(input_error)
+}
+
 async fn verify(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let mut prev = GENESIS.to_string();
-    let mut expected = 1;
-    let mut after = 0;
-    let mut checked = 0usize;
-    let broken: Option<AuditBreak> = loop {
-        let page = ctx.store.audit_list(after, PAGE).await?;
-        let Some(last) = page.last() else { break None };
-        after = last.id;
-        match verify_chain(&page, prev.clone(), expected) {
-            Ok((hash, next)) => {
-                checked += page.len();
-                prev = hash;
-                expected = next;
-            }
-            Err(b) => {
-                // Entries of this page before the break verified.
-                checked += page.iter().position(|e| e.id == b.id).unwrap_or(0);
-                break Some(b);
-            }
+    // Anchors are read (and the key found) first: a wrong path fails fast.
+    let anchor_file = match &args.anchors {
+        Some(path) => {
+            let key = anchor_key(ctx)?;
+            let lines = anchors::read(path).map_err(|e| {
+                input_error(format!("cannot read the anchor file {}: {e}", path.display()))
+            })?;
+            Some((path, key, lines))
         }
+        None => None,
     };
-    match broken {
-        None => {
-            if args.json {
-                println!("{}", json!({"intact": true, "entries": checked, "head": prev}));
-            } else {
-                println!("audit log intact: {checked} entries");
-                // Kept elsewhere, the head hash also reveals a truncated tail.
-                println!("head hash: {prev}");
-            }
-            Ok(ExitCode::SUCCESS)
+    let wanted = anchor_file.as_ref().map(|(_, _, l)| anchors::anchored_ids(l)).unwrap_or_default();
+    let walked = walk(&*ctx.store, None, &wanted).await?;
+    let head = walked.head.as_ref().map_or(crate::store::audit::GENESIS, |(_, h)| h.as_str());
+    let report = anchor_file
+        .as_ref()
+        .map(|(_, key, lines)| anchors::check(lines, key, walked.last_id, &walked.hashes));
+    let anchors_ok = report.as_ref().is_none_or(|r| r.failures.is_empty() && r.signed > 0);
+    let intact = walked.broken.is_none() && anchors_ok;
+    if args.json {
+        let mut doc = json!({"intact": intact, "entries": walked.verified});
+        match &walked.broken {
+            None => doc["head"] = json!(head),
+            Some(b) => doc["broken"] = json!({"id": b.id, "reason": b.reason}),
         }
-        Some(b) => {
-            if args.json {
-                println!(
-                    "{}",
-                    json!({"intact": false, "entries": checked, "broken": {"id": b.id, "reason": b.reason}})
-                );
-            } else {
+        if let (Some((path, _, _)), Some(r)) = (&anchor_file, &report) {
+            doc["anchors"] = json!({
+                "file": path.display().to_string(),
+                "signed": r.signed,
+                "matched": r.matched,
+                "covered": r.covered,
+                "unanchored": walked.last_id - r.covered.unwrap_or(0),
+                "failures": r.failures.iter().map(|f| json!({
+                    "line": f.line,
+                    "id": f.anchor.as_ref().map(|a| a.id),
+                    "kind": f.kind(),
+                    "message": f.to_string(),
+                })).collect::<Vec<_>>(),
+            });
+        }
+        println!("{doc}");
+    } else {
+        match &walked.broken {
+            None => {
+                println!("audit log intact: {} entries", walked.verified);
+                // Kept elsewhere, the head hash also reveals a truncated tail.
+                println!("head hash: {head}");
+            }
+            Some(b) => {
                 println!("audit log BROKEN at entry {}: {}", b.id, b.reason);
                 println!(
                     "entries before {} are intact; from there on the log was tampered with or damaged",
                     b.id
                 );
             }
-            Ok(ExitCode::from(1))
+        }
+        if let (Some((path, _, _)), Some(r)) = (&anchor_file, &report) {
+            print_anchors(path, r, walked.last_id);
         }
     }
+    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_anchors(path: &std::path::Path, r: &anchors::Report, last_id: i64) {
+    let file = path.display();
+    for f in &r.failures {
+        println!("anchor FAILED, {file} {f}");
+    }
+    if r.signed == 0 && r.failures.is_empty() {
+        println!("anchors FAILED: {file} holds no anchor, so nothing vouches for the log's tail");
+    } else if r.failures.is_empty() {
+        println!("anchors: {} in {file}, all match the log", r.matched);
+    } else {
+        println!(
+            "anchors: {} of {} lines in {file} match the log",
+            r.matched,
+            r.matched + r.failures.len()
+        );
+    }
+    if !r.failures.is_empty() {
+        println!(
+            "audit log TAMPERED or damaged: the anchors above disagree with it (a deleted tail, a rewrite, or a forged anchor)"
+        );
+        return;
+    }
+    let covered = r.covered.unwrap_or(0);
+    if last_id > covered {
+        println!(
+            "entries {}..{last_id} are newer than the newest matching anchor: their deletion or rewrite could not be detected",
+            covered + 1
+        );
+    }
+}
+
+async fn anchor(ctx: &Ctx, args: AnchorArgs) -> anyhow::Result<ExitCode> {
+    let file = match (args.file, &ctx.config.audit.anchor_file) {
+        (Some(f), _) => f,
+        (None, Some(f)) => ctx.base.join(f),
+        (None, None) => {
+            return Err(input_error(
+                "no anchor file: pass --file FILE or set [audit] anchor_file in lifeboat.toml",
+            ));
+        }
+    };
+    let sink = Sink { file: file.clone(), key: anchor_key(ctx)? };
+    let checkpointer = Checkpointer::new(ctx.store.clone(), sink, format!("cli {}", ctx.actor()));
+    let anchor = match checkpointer.checkpoint().await {
+        Ok(a) => a.expect("the first checkpoint of a process always anchors"),
+        Err(e @ anchors::AnchorError::Broken(_)) => return Err(input_error(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", json!({"file": file.display().to_string(), "anchor": anchor}));
+    } else {
+        println!("anchored entry {} (hash {}) to {}", anchor.id, anchor.hash, file.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<ExitCode> {

@@ -1,4 +1,6 @@
 //! Read commands: `runs`, `show`, `logs`, `pending`. `--json` prints one document.
+//! Text that steps or channels produced is printed through `crate::text`:
+//! control characters visible, captured output behind a gutter.
 
 use std::process::ExitCode;
 
@@ -7,6 +9,7 @@ use serde_json::{Value, json};
 use super::progress::human_ms;
 use super::{Ctx, input_error};
 use crate::store::{AttemptRecord, RunFilter, RunRecord, RunStatus, StepRecord};
+use crate::text::inline;
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
@@ -221,7 +224,7 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
     };
     println!("\nrun {} of {}: {}{took}", run.id, run.workflow, run.status);
     if let Some(e) = &run.error {
-        println!("  error: {e}");
+        println!("  error: {}", inline(e));
     }
     println!("  {:<24} {:<12} {:>8} {:>10}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
     for s in &steps {
@@ -233,13 +236,13 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
             (Some(a), Some(b)) => human_ms(b - a),
             _ => "-".into(),
         };
-        let note = s.error.as_deref().unwrap_or("").lines().next().unwrap_or("");
+        let note = inline(s.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
         println!("  {:<24} {:<12} {:>8} {:>10}  {note}", s.step_id, s.status.as_str(), n, duration);
     }
     if let Some(outputs) =
         run.outputs.as_ref().filter(|o| o.as_object().is_some_and(|m| !m.is_empty()))
     {
-        println!("  outputs: {outputs}");
+        println!("  outputs: {}", inline(&outputs.to_string()));
     }
     let notifications = ctx.store.outbox(run_id).await?;
     if !notifications.is_empty() {
@@ -251,11 +254,12 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
                 _ => String::new(),
             };
             println!(
-                "    {:<20} {:<18} {:<10} {:>2}x  {how}",
+                "    {:<20} {:<18} {:<10} {:>2}x  {}",
                 n.event,
                 n.channel,
                 n.status.as_str(),
-                n.attempts
+                n.attempts,
+                inline(&how)
             );
         }
     }
@@ -274,12 +278,13 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
             let at = rfc3339(Some(e.at));
             let data = e.data.as_ref().map(|d| format!(" {d}")).unwrap_or_default();
-            println!(
+            let line = format!(
                 "{} {:<20} {}{data}",
                 at.as_str().unwrap_or(""),
                 e.kind,
                 e.step_id.as_deref().unwrap_or("-")
             );
+            println!("{}", inline(&line));
         }
         for a in ctx.store.attempts(&run_id).await? {
             if args.step.as_deref().is_some_and(|s| a.step_id != s) || a.finished_at.is_none() {
@@ -290,11 +295,9 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
             for (name, text) in [("stdout", &a.stdout), ("stderr", &a.stderr)] {
                 if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
+                    // Only lifeboat's headers start a line; output is behind the gutter.
                     println!("--- {} attempt {} ({}) {name}", a.step_id, a.n, a.phase);
-                    print!("{text}");
-                    if !text.ends_with('\n') {
-                        println!();
-                    }
+                    print!("{}", crate::text::gutter(text));
                 }
             }
         }
@@ -335,9 +338,15 @@ pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
             .and_then(|s| s.get("awaiting"))
             .and_then(Value::as_str)
             .unwrap_or("a decision");
-        println!("{}  {:<18} {:<20} waiting for {what}", run.id, run.workflow, step.step_id);
+        println!(
+            "{}  {:<18} {:<20} waiting for {}",
+            run.id,
+            run.workflow,
+            step.step_id,
+            inline(what)
+        );
         if let Some(e) = &step.error {
-            println!("    {e}");
+            println!("    {}", inline(e));
         }
     }
     Ok(ExitCode::SUCCESS)

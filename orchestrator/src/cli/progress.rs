@@ -21,7 +21,8 @@ pub async fn print_live(mut events: broadcast::Receiver<EventRecord>, started: i
             Err(broadcast::error::RecvError::Closed) => return,
         };
         if let Some(line) = format_event(&event, started, &mut step_started) {
-            println!("{line}");
+            // Errors quote step output: shown, never obeyed by the terminal.
+            println!("{}", crate::text::inline(&line));
             let _ = std::io::stdout().flush();
         }
     }

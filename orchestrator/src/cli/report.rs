@@ -77,8 +77,14 @@ fn colour(status: &str) -> &'static str {
     }
 }
 
+/// Text for HTML: markup characters escaped, control characters made
+/// visible (an XML parser refuses them in the SVG, a page hides them).
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    crate::text::visible(text)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The SVG timeline: a row per bar, the RTO as a red line.
@@ -162,19 +168,24 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let bars = bars(&doc, now);
     let status = doc["status"].as_str().unwrap_or("");
     let workflow = doc["workflow"].as_str().unwrap_or("");
-    println!("run {run_id} of {workflow}: {status} in {}, {verdict}", human_ms(took));
+    println!(
+        "run {run_id} of {}: {} in {}, {verdict}",
+        crate::text::inline(workflow),
+        crate::text::inline(status),
+        human_ms(took)
+    );
     let scale = |t: i64| ((t - origin) as f64 / took.max(1) as f64 * 40.0).round() as usize;
     for b in &bars {
         let (a, z) = (scale(b.start).min(40), scale(b.end).clamp(scale(b.start) + 1, 41));
         println!(
             "  {:<28} {:>8} +{:<8} |{}{}{}| {}",
-            b.label,
+            crate::text::inline(&b.label),
             human_ms(b.end - b.start),
             human_ms(b.start - origin),
             " ".repeat(a),
             "█".repeat(z - a),
             " ".repeat(41usize.saturating_sub(z)),
-            b.status
+            crate::text::inline(&b.status)
         );
     }
     if let Some(path) = args.html {

@@ -1,8 +1,8 @@
 //! `lifeboat serve`: the workers that execute runs, the HTTP API and
 //! webhooks (`crate::serve`), and the background tasks (scheduler,
-//! notifications), until SIGTERM or Ctrl-C. Then the server stops accepting,
-//! event streams end, workers stop claiming and let steps in flight finish
-//! or hand them back.
+//! notifications, audit anchors), until SIGTERM or Ctrl-C. Then the server
+//! stops accepting, event streams end, workers stop claiming and let steps
+//! in flight finish or hand them back; the audit head is anchored last.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, input_error};
+use crate::audit_anchor::{Checkpointer, Sink};
 use crate::serve::{self as server, App};
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +26,8 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
             problems.join("\n  ")
         ))
     })?;
+    let anchors = Sink::from_config(&ctx.config.audit, &ctx.base)
+        .map_err(|e| input_error(format!("[audit] anchor_file is set but {e}")))?;
     let addr =
         server::listen_addr(&ctx.config.server.listen).map_err(|e| input_error(e.to_string()))?;
     let shutdown = CancellationToken::new();
@@ -73,6 +76,15 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         ctx.workflows_dir.display()
     );
     let background = server::spawn_background(&app);
+    // Checkpoints of the audit head: now, every `anchor_every`, and last
+    // after everything else stopped.
+    let anchoring = anchors.map(|sink| {
+        let by = format!("serve {}", engine.opts.worker_id);
+        let checkpointer = Arc::new(Checkpointer::new(ctx.store.clone(), sink, by));
+        let every = ctx.config.audit.anchor_every.0.max(std::time::Duration::from_secs(1));
+        let task = tokio::spawn(checkpointer.clone().run(every, shutdown.clone()));
+        (checkpointer, task)
+    });
     let http = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -96,6 +108,10 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     }
     for task in background {
         let _ = task.await;
+    }
+    if let Some((checkpointer, task)) = anchoring {
+        let _ = task.await;
+        checkpointer.checkpoint_logged().await;
     }
     eprintln!("lifeboat serve: stopped");
     Ok(ExitCode::SUCCESS)

@@ -79,10 +79,11 @@ label{display:block;margin-top:1rem;font-weight:600}input,textarea{width:100%;bo
 button{margin-top:1.2rem;font:inherit;font-weight:600;padding:.5rem 1.2rem;border-radius:6px;border:1px solid #1e3a8a;background:#1d4ed8;color:#fff;cursor:pointer}\
 button.reject{background:#b91c1c;border-color:#7f1d1d}.note{color:#475569;font-size:.9rem}";
 
-/// Escapes text for HTML content and quoted attribute values.
+/// Escapes text for HTML content and quoted attribute values; control
+/// characters (a message may quote step output) are made visible.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in crate::text::visible(text).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -489,5 +490,6 @@ mod tests {
     #[test]
     fn escape_covers_markup_and_quotes() {
         assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(escape("\x1b]0;<t>\x07"), "\\x1b]0;&lt;t&gt;\\x07");
     }
 }

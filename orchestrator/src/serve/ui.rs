@@ -2,7 +2,10 @@
 //! and `ui/app.js` inlined, embedded in the binary, no external assets)
 //! served at `/` and at `/runs/{id}` (the run links in notifications). The
 //! page holds no data: it asks for the user's API token and reads and acts
-//! through the JSON API like any client. Also `GET
+//! through the JSON API like any client, inserting every value as text with
+//! its control characters made visible (`visible()` in `ui/app.js`, the
+//! rule of `crate::text`; tests/ui.rs runs the script against the API and
+//! checks the two agree). Also `GET
 //! /api/v1/runs/{id}/graph.svg`, the run's DAG coloured by step status,
 //! which the page polls while the run is active.
 

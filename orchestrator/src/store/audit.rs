@@ -1,11 +1,19 @@
 //! The audit log's hash chain: each entry's hash covers the previous entry's
 //! hash, so editing, deleting or reordering any entry breaks every hash after
 //! it. Both backends compute hashes here, and `lifeboat audit verify` checks
-//! them here: one rule, one place.
+//! them here: one rule, one place. [`walk`] reads the log through any
+//! backend and checks it, for `audit verify`, `audit anchor` and the
+//! checkpoints of `serve` (`crate::audit_anchor`, which catch what a chain
+//! alone cannot: a deleted tail, or a rewrite with the chain recomputed).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::{AuditRecord, NewAudit};
+use super::{AuditRecord, NewAudit, Store, StoreError};
+
+/// Entries read per query by [`walk`].
+const PAGE: usize = 1000;
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -112,6 +120,64 @@ pub fn verify_chain(
         expected_id += 1;
     }
     Ok((prev, expected_id))
+}
+
+/// What [`walk`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walk {
+    /// Entries whose chain was checked and holds (those before the break).
+    pub verified: usize,
+    /// The newest entry of the unbroken chain (id, hash); `from` when no
+    /// entry followed it, `None` for an empty log.
+    pub head: Option<(i64, String)>,
+    /// Where the chain breaks, if it does.
+    pub broken: Option<AuditBreak>,
+    /// The id of the newest stored entry, chained or not (0: none).
+    pub last_id: i64,
+    /// The stored hash of each entry named in `wanted`, chained or not.
+    pub hashes: BTreeMap<i64, String>,
+}
+
+/// Reads the log after `from` (the id and hash of an entry already checked;
+/// `None`: from the first entry) oldest first, and checks its chain. After
+/// a break it goes on reading, only to learn the newest id and the hashes
+/// stored at the `wanted` ids.
+pub async fn walk(
+    store: &dyn Store,
+    from: Option<(i64, String)>,
+    wanted: &BTreeSet<i64>,
+) -> Result<Walk, StoreError> {
+    let (mut after, mut prev) = from.clone().unwrap_or((0, GENESIS.to_string()));
+    let mut walk = Walk { head: from, last_id: after, ..Walk::default() };
+    loop {
+        let page = store.audit_list(after, PAGE).await?;
+        let Some(last) = page.last() else { return Ok(walk) };
+        after = last.id;
+        walk.last_id = last.id;
+        for e in page.iter().filter(|e| wanted.contains(&e.id)) {
+            walk.hashes.insert(e.id, e.hash.clone());
+        }
+        if walk.broken.is_some() {
+            continue;
+        }
+        let expected = walk.head.as_ref().map_or(1, |(id, _)| id + 1);
+        match verify_chain(&page, prev.clone(), expected) {
+            Ok((hash, _)) => {
+                walk.verified += page.len();
+                walk.head = Some((last.id, hash.clone()));
+                prev = hash;
+            }
+            Err(b) => {
+                // Entries of this page before the break verified.
+                let good = page.iter().position(|e| e.id == b.id).unwrap_or(0);
+                walk.verified += good;
+                if let Some(e) = good.checked_sub(1).map(|i| &page[i]) {
+                    walk.head = Some((e.id, e.hash.clone()));
+                }
+                walk.broken = Some(b);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

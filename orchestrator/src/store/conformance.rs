@@ -465,6 +465,56 @@ async fn the_audit_log_chains_every_entry() {
 }
 
 #[tokio::test]
+async fn walking_the_audit_log_finds_its_head_and_checkpoints_anchor_only_a_moved_head() {
+    use crate::audit_anchor::{self as anchors, AnchorKey, Checkpointer, Sink};
+    let append = |store: Arc<dyn Store>, i: i64| async move {
+        let entry = NewAudit {
+            actor: "alice".into(),
+            action: "run".into(),
+            run_id: Some(format!("r{i}")),
+            step_id: None,
+            payload: json!({ "i": i }),
+        };
+        store.audit_append(entry).await.unwrap()
+    };
+    for (name, store, _dir) in backends().await {
+        let empty = audit::walk(&*store, None, &Default::default()).await.unwrap();
+        assert_eq!((empty.head, empty.last_id, empty.verified), (None, 0, 0), "{name}");
+        let mut hashes = Vec::new();
+        for i in 1..=3 {
+            hashes.push(append(store.clone(), i).await.hash);
+        }
+        let walked = audit::walk(&*store, None, &[2, 9].into()).await.unwrap();
+        assert_eq!(walked.head, Some((3, hashes[2].clone())), "{name}");
+        assert_eq!((walked.verified, walked.last_id, walked.broken), (3, 3, None), "{name}");
+        assert_eq!(walked.hashes, [(2, hashes[1].clone())].into(), "{name}");
+        // From a checked head, only what follows it is read.
+        hashes.push(append(store.clone(), 4).await.hash);
+        let more = audit::walk(&*store, walked.head.clone(), &Default::default()).await.unwrap();
+        assert_eq!((more.verified, more.head), (1, Some((4, hashes[3].clone()))), "{name}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = AnchorKey::new(b"conformance-anchor-key-32-bytes!").unwrap();
+        let sink = Sink { file: dir.path().join("anchors.jsonl"), key: key.clone() };
+        let checkpointer = Checkpointer::new(store.clone(), sink.clone(), "test".into());
+        let first = checkpointer.checkpoint().await.unwrap().expect("first checkpoint anchors");
+        assert_eq!((first.id, first.hash.as_str()), (4, hashes[3].as_str()), "{name}");
+        assert_eq!(checkpointer.checkpoint().await.unwrap(), None, "{name}: head unchanged");
+        append(store.clone(), 5).await;
+        assert_eq!(checkpointer.checkpoint().await.unwrap().map(|a| a.id), Some(5), "{name}");
+
+        let lines = anchors::read(&sink.file).unwrap();
+        let walked = audit::walk(&*store, None, &anchors::anchored_ids(&lines)).await.unwrap();
+        let report = anchors::check(&lines, &key, walked.last_id, &walked.hashes);
+        assert_eq!(
+            (report.failures, report.matched, report.covered),
+            (vec![], 2, Some(5)),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_outbox_is_written_with_its_transition_and_delivered_once() {
     for (name, store, _dir) in backends().await {
         with_definition(&*store).await;

@@ -1,7 +1,8 @@
 "use strict";
 // lifeboat web UI: runs, a run's live DAG and steps, and people's decisions,
 // all through the JSON API with the user's bearer token. No framework; every
-// value from the server reaches the page as text (textContent), never markup.
+// value from the server reaches the page as text (text nodes, textContent),
+// never markup, and passes through visible() first.
 (function () {
   const TOKEN_KEY = "lifeboat.token";
   const TERMINAL = ["succeeded", "failed", "rolled_back", "rollback_failed", "cancelled"];
@@ -10,6 +11,22 @@
   let view = null; // {kind: "runs"} or {kind: "run", id, kinds, graphKey, graphUrl}
 
   const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  // Control characters made visible: the rule of orchestrator/src/text.rs
+  // (`visible`), mirrored here; tests/ui.rs checks that the two agree. A
+  // step's output quoted in an error may hold ESC sequences, carriage
+  // returns or bidirectional overrides; the page shows them as \x1b, \r,
+  // \u{202e} instead of hiding them or letting them reorder the text.
+  const HIDDEN = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+  function visible(value) {
+    return String(value == null ? "" : value).replace(HIDDEN, (c) => {
+      if (c === "\r") return "\\r";
+      const code = c.charCodeAt(0);
+      return code < 0x80 ? "\\x" + code.toString(16).padStart(2, "0") : "\\u{" + code.toString(16) + "}";
+    });
+  }
+  // Every text the page shows goes through here.
+  const setText = (node, value) => { node.textContent = visible(value); };
 
   class HttpError extends Error {
     constructor(status, message) { super(message); this.status = status; }
@@ -31,9 +48,9 @@
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+      if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, visible(v));
     }
-    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(visible(c)));
     return node;
   }
 
@@ -63,7 +80,7 @@
     clearTimeout(timer);
     view = null;
     show("login");
-    $("login-error").textContent = message || "";
+    setText($("login-error"), message || "");
     $("token").focus();
   }
 
@@ -100,10 +117,10 @@
         el("td", {}, when(r.created_at)),
         el("td", {}, duration(r.started_at, r.finished_at)),
         el("td", { class: "err" }, r.error || ""))));
-      $("runs-note").textContent = runs.length ? "" : "No runs match.";
-      $("live").textContent = "updated " + new Date().toLocaleTimeString();
+      setText($("runs-note"), runs.length ? "" : "No runs match.");
+      setText($("live"), "updated " + new Date().toLocaleTimeString());
     } catch (e) {
-      if (e.status !== 401) $("runs-note").textContent = "Cannot list runs: " + e.message;
+      if (e.status !== 401) setText($("runs-note"), "Cannot list runs: " + e.message);
     }
     if (view && view.kind === "runs") schedule(refreshRuns, 5000);
   }
@@ -113,8 +130,8 @@
   function openRun(id) {
     view = { kind: "run", id: id, kinds: null, graphKey: null, graphUrl: null };
     show("run");
-    $("run-title").textContent = "Run " + shortId(id);
-    $("run-message").textContent = "";
+    setText($("run-title"), "Run " + shortId(id));
+    setText($("run-message"), "");
     $("run-facts").replaceChildren();
     $("steps-body").replaceChildren();
     $("notes-body").replaceChildren();
@@ -141,7 +158,7 @@
 
   async function decide(run, step, decision) {
     const label = { approve: "Approve", reject: "Reject", ack: "Acknowledge" }[decision];
-    const comment = window.prompt(label + " step “" + step + "”. Comment (optional):", "");
+    const comment = window.prompt(visible(label + " step “" + step + "”. Comment (optional):"), "");
     if (comment === null) return;
     const msg = $("run-message");
     try {
@@ -153,10 +170,10 @@
       const body = await res.json();
       msg.className = "ok";
       const done = { approve: "approved", reject: "rejected", ack: "acknowledged" }[body.decision] || body.decision;
-      msg.textContent = "Step " + step + ": " + done + " by " + body.by + ".";
+      setText(msg, "Step " + step + ": " + done + " by " + body.by + ".");
     } catch (e) {
       msg.className = "bad";
-      msg.textContent = "Step " + step + ": " + (e.status ? e.status + " — " : "") + e.message;
+      setText(msg, "Step " + step + ": " + (e.status ? e.status + " — " : "") + e.message);
     }
     refreshRun();
   }
@@ -171,7 +188,7 @@
       if (!view || view.id !== doc.id) return;
       const url = URL.createObjectURL(blob);
       $("dag-img").src = url;
-      $("dag-img").alt = "Graph of " + doc.workflow + ": " + doc.steps.map((s) => s.id + " " + s.status).join(", ");
+      $("dag-img").alt = visible("Graph of " + doc.workflow + ": " + doc.steps.map((s) => s.id + " " + s.status).join(", "));
       if (view.graphUrl) URL.revokeObjectURL(view.graphUrl);
       view.graphUrl = url;
       view.graphKey = key;
@@ -185,13 +202,13 @@
     try {
       doc = await (await api("/api/v1/runs/" + encodeURIComponent(id))).json();
     } catch (e) {
-      if (e.status !== 401) { $("run-message").className = "bad"; $("run-message").textContent = "Cannot load run " + id + ": " + e.message; schedule(refreshRun, 3000); }
+      if (e.status !== 401) { $("run-message").className = "bad"; setText($("run-message"), "Cannot load run " + id + ": " + e.message); schedule(refreshRun, 3000); }
       return;
     }
     if (!view || view.id !== id) return;
     if (view.kinds === null) view.kinds = await loadKinds(doc.workflow);
-    document.title = doc.workflow + " " + doc.status + " · lifeboat";
-    $("run-title").replaceChildren("Run " + shortId(doc.id) + " of " + doc.workflow + " ", badge(doc.status));
+    document.title = visible(doc.workflow + " " + doc.status + " · lifeboat");
+    $("run-title").replaceChildren(visible("Run " + shortId(doc.id) + " of " + doc.workflow + " "), badge(doc.status));
     $("run-facts").replaceChildren(
       ...fact("Id", el("code", {}, doc.id)),
       ...fact("Created", when(doc.created_at)),
@@ -224,7 +241,7 @@
       el("td", {}, n.subject || ""),
       el("td", { class: "err" }, n.error || ""))));
     await refreshGraph(doc);
-    $("live").textContent = active ? "live · updated " + new Date().toLocaleTimeString() : "run finished";
+    setText($("live"), active ? "live · updated " + new Date().toLocaleTimeString() : "run finished");
     if (active && view && view.id === id) schedule(refreshRun, 1000);
   }
 
@@ -238,10 +255,10 @@
     try {
       await api("/api/v1/runs?limit=1");
       $("token").value = "";
-      $("login-error").textContent = "";
+      setText($("login-error"), "");
       route();
     } catch (err) {
-      if (err.status !== 401) $("login-error").textContent = "Cannot reach the API: " + err.message;
+      if (err.status !== 401) setText($("login-error"), "Cannot reach the API: " + err.message);
     }
   });
   $("signout").addEventListener("click", () => signOut());
