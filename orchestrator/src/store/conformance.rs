@@ -537,3 +537,43 @@ async fn counts_pagination_and_ping() {
         assert_eq!(second, ["r1"], "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_webhook_signature_is_accepted_once_until_it_expires() {
+    for (name, store, _dir) in backends().await {
+        let first = store.remember_signature("signed", "aa", 1_000, 2_000).await.unwrap();
+        assert_eq!(first, Remembered { replay: false, pruned: 0 }, "{name}");
+        let again = store.remember_signature("signed", "aa", 1_500, 2_500).await.unwrap();
+        assert!(again.replay, "{name}: the same signature within its window is a replay");
+        let other_hook = store.remember_signature("other", "aa", 1_500, 2_500).await.unwrap();
+        assert!(!other_hook.replay, "{name}: signatures are remembered per hook");
+        store.remember_signature("signed", "bb", 1_500, 9_000).await.unwrap();
+        // At 2_000 the first has expired (pruned), the others have not.
+        let later = store.remember_signature("signed", "aa", 2_000, 3_000).await.unwrap();
+        assert_eq!(later, Remembered { replay: false, pruned: 1 }, "{name}");
+        let much_later = store.remember_signature("signed", "cc", 5_000, 6_000).await.unwrap();
+        assert_eq!(much_later.pruned, 2, "{name}: `other`'s and the renewed `aa` expired");
+        assert!(store.remember_signature("signed", "bb", 5_000, 6_000).await.unwrap().replay);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_copies_of_a_signed_request_are_accepted_once() {
+    for (name, store, _dir) in backends().await {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.remember_signature("signed", "dd", 1_000, 301_000).await.unwrap()
+                })
+            })
+            .collect();
+        let mut first = 0;
+        for t in tasks {
+            if !t.await.unwrap().replay {
+                first += 1;
+            }
+        }
+        assert_eq!(first, 1, "{name}: exactly one copy is not a replay");
+    }
+}

@@ -83,6 +83,16 @@ pub trait Store: Send + Sync {
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord>;
     /// Entries with `id > after`, oldest first.
     async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// Remembers a webhook signature accepted at `now` until `expires_at`
+    /// (unix ms), atomically across replicas: `replay` if it was already
+    /// remembered. Expired signatures (of every hook) are pruned first.
+    async fn remember_signature(
+        &self,
+        hook: &str,
+        signature: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Remembered>;
     /// The newest tick that fired for `schedule`.
     async fn last_tick(&self, schedule: &str) -> Result<Option<i64>>;
     /// The database answers and its schema is current.

@@ -697,6 +697,33 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn remember_signature(
+        &self,
+        hook: &str,
+        signature: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Remembered> {
+        let (_guard, mut tx) = self.write().await?;
+        let pruned = sqlx::query("DELETE FROM webhook_signatures WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_signatures (hook, signature, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (hook, signature) DO NOTHING",
+        )
+        .bind(hook)
+        .bind(signature)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Remembered { replay: inserted == 0, pruned })
+    }
+
     async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = ?")
             .bind(schedule)

@@ -444,3 +444,12 @@ pub enum OutboxOutcome {
     Retry { error: String, at: i64 },
     Failed { error: String },
 }
+
+/// What `Store::remember_signature` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remembered {
+    /// The signature was already remembered: the request is a replay.
+    pub replay: bool,
+    /// Expired signatures removed on the way.
+    pub pruned: u64,
+}
