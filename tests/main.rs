@@ -4,6 +4,7 @@
 mod alertmanager;
 mod audit;
 mod crash;
+mod front_door;
 mod ha;
 mod hostile;
 mod init;

@@ -313,7 +313,13 @@ fn serve_api_cancels_retries_and_takes_decisions() {
             (e["actor"].as_str().unwrap_or("").into(), e["action"].as_str().unwrap_or("").into())
         })
         .collect();
-    for want in [("alice", "run"), ("bob", "approve"), ("alice", "retry"), ("alice", "cancel")] {
+    for want in [
+        ("alice", "run"),
+        ("bob", "approve_requested"),
+        ("bob", "approve_applied"),
+        ("alice", "retry"),
+        ("alice", "cancel"),
+    ] {
         assert!(
             seen.iter().any(|(a, b)| a == want.0 && b == want.1),
             "no audit entry {want:?} in {seen:?}"
@@ -554,7 +560,8 @@ fn serve_signed_json_hooks_check_the_hmac_and_its_timestamp() {
     assert_eq!(run.len(), 1);
     let doc = api.get(&format!("/api/v1/runs/{}", run[0]), Some(VIC)).body;
     assert_eq!(doc["inputs"]["service"], "db");
-    let dup = signed(&api, &body, now(), HMAC_SECRET);
+    // Signed anew (the same second would be the same signature: a replay).
+    let dup = signed(&api, &body, now() - 1, HMAC_SECRET);
     assert_eq!(ids(&dup.body["deduplicated"]), run, "same event id: deduplicated");
 
     let forged = signed(&api, &body, now(), "wrong-secret");

@@ -260,10 +260,9 @@ impl Identities {
 /// `[server]` limits that cannot work as written, each naming its key.
 fn server_problems(server: &crate::config::ServerConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    for (key, value) in [
-        ("header_read_timeout", server.header_read_timeout),
-        ("idle_timeout", server.idle_timeout),
-    ] {
+    for (key, value) in
+        [("header_read_timeout", server.header_read_timeout), ("idle_timeout", server.idle_timeout)]
+    {
         if value.as_millis() == 0 {
             problems.push(format!(
                 "[server] {key} = \"{value}\" would close every connection at once: give it a duration such as \"10s\""
@@ -275,7 +274,8 @@ fn server_problems(server: &crate::config::ServerConfig) -> Vec<String> {
         ("max_streams_per_user", server.max_streams_per_user),
     ] {
         if value == 0 {
-            problems.push(format!("[server] {key} = 0 would refuse everyone: it must be at least 1"));
+            problems
+                .push(format!("[server] {key} = 0 would refuse everyone: it must be at least 1"));
         }
     }
     problems

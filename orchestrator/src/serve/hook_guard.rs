@@ -100,7 +100,8 @@ impl HookGuard {
                 Some(n)
             }
             None => {
-                audits.insert((hook.to_string(), why), AuditWindow { written_at: now, unaudited: 0 });
+                audits
+                    .insert((hook.to_string(), why), AuditWindow { written_at: now, unaudited: 0 });
                 Some(0)
             }
         }

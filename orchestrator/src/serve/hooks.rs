@@ -24,11 +24,11 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, parse_json, read_body, require_json};
+use super::hook_guard::Refusal;
 use crate::catalog::TriggerRef;
 use crate::config::HookFormat;
 use crate::exec::engine::SubmitKeys;
 use crate::model::AlertStatus;
-use super::hook_guard::Refusal;
 use crate::store::{Created, NewAudit, RunFilter, RunStatus, now_ms};
 
 /// Alertmanager's webhook payload, version 4 (fields we use; others ignored).
@@ -149,7 +149,9 @@ async fn handle(
     if let Err(wait) = app.hook_guard.take(hook, std::time::Instant::now()) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let detail = json!({"rate_per_minute": hook.rate_per_minute, "burst": hook.burst});
-        app.hook_guard.refused(app.ctx.store.as_ref(), &hook.name, Refusal::RateLimited, detail).await;
+        app.hook_guard
+            .refused(app.ctx.store.as_ref(), &hook.name, Refusal::RateLimited, detail)
+            .await;
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -165,7 +167,9 @@ async fn handle(
     let incoming = parse(hook.format, &bytes)?;
     if incoming.len() > hook.max_alerts {
         let detail = json!({"alerts": incoming.len(), "max_alerts": hook.max_alerts});
-        app.hook_guard.refused(app.ctx.store.as_ref(), &hook.name, Refusal::TooManyAlerts, detail).await;
+        app.hook_guard
+            .refused(app.ctx.store.as_ref(), &hook.name, Refusal::TooManyAlerts, detail)
+            .await;
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_alerts",

@@ -288,10 +288,7 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -391,12 +388,8 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_connection_is_timed_by_idle_timeout_and_a_started_head_by_header_read_timeout()
-    {
-        let a = Activity {
-            origin: Instant::now() - Duration::from_secs(30),
-            ..Activity::new()
-        };
+    fn an_idle_connection_is_timed_by_idle_timeout_and_a_started_head_by_header_read_timeout() {
+        let a = Activity { origin: Instant::now() - Duration::from_secs(30), ..Activity::new() };
         // Idle for 30s of 60.
         match a.verdict(&limits()) {
             Verdict::Wait(d) => assert!(d <= Duration::from_secs(30), "{d:?}"),
@@ -412,10 +405,14 @@ mod tests {
         }
         // A head that started 11s ago and is not complete: closed.
         a.reading_since.store(a.now() - 11_000, Ordering::Relaxed);
-        assert!(matches!(a.verdict(&limits()), Verdict::Close(why) if why.contains("header_read_timeout")));
+        assert!(
+            matches!(a.verdict(&limits()), Verdict::Close(why) if why.contains("header_read_timeout"))
+        );
         // Idle past 60s: closed.
         let idle = Activity { origin: Instant::now() - Duration::from_secs(61), ..Activity::new() };
-        assert!(matches!(idle.verdict(&limits()), Verdict::Close(why) if why.contains("idle_timeout")));
+        assert!(
+            matches!(idle.verdict(&limits()), Verdict::Close(why) if why.contains("idle_timeout"))
+        );
     }
 
     #[test]

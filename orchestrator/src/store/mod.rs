@@ -147,6 +147,19 @@ fn parse_counts(rows: Vec<(String, i64)>) -> Result<Vec<(RunStatus, i64)>> {
         .collect()
 }
 
+/// An insert into `requests` refused by `requests_one_open_decision` (a
+/// person's decision on a step is queued once) as the conflict it is.
+fn decision_conflict(e: sqlx::Error, req: &NewRequest) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+            "{} already has a decision on step `{}` queued that the run's worker has not applied yet",
+            req.actor,
+            req.step_id.as_deref().unwrap_or("?")
+        )),
+        _ => e.into(),
+    }
+}
+
 /// `ping`'s verdict: every migration this binary knows is applied.
 fn check_migrations(applied: i64, known: usize) -> Result<()> {
     if (applied as usize) < known {

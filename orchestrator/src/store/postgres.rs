@@ -548,7 +548,8 @@ impl PostgresStore {
         .bind(text(&req.actor))
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| decision_conflict(e, req))?;
         let data =
             serde_json::json!({"kind": req.kind.as_str(), "actor": req.actor, "data": req.data});
         sqlx::query(
@@ -842,9 +843,9 @@ impl Store for PostgresStore {
                   FOR UPDATE SKIP LOCKED)",
             )
             .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             // A concurrent insert of the same key waits for the other
             // transaction, then does nothing: exactly one of them is first.
             let inserted = sqlx::query(
@@ -1083,6 +1084,10 @@ async fn apply_all(
     }) {
         apply(tx, run_id, change).await?;
     }
+    // Last: the audit append lock is always the last lock a commit takes.
+    for change in changes.iter().filter(|c| matches!(c, Change::Audit(_))) {
+        apply(tx, run_id, change).await?;
+    }
     Ok(())
 }
 
@@ -1189,6 +1194,9 @@ async fn apply(
             .bind(n.at)
             .execute(&mut **tx)
             .await?;
+        }
+        Change::Audit(entry) => {
+            append_audit(tx, entry.clone()).await?;
         }
         Change::Step(_) | Change::AttemptStarted(_) | Change::Event { .. } => {
             unreachable!("apply_all writes steps, new attempts and events in batches")

@@ -568,7 +568,8 @@ impl Store for SqliteStore {
         .bind(&req.actor)
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| decision_conflict(e, &req))?;
         // Due now; a finished run asked to retry becomes claimable again.
         let reopen = if req.kind == RequestKind::Retry {
             ", status = 'queued', finished_at = NULL"
@@ -1013,6 +1014,10 @@ async fn apply_all(
     }) {
         apply(tx, run_id, change).await?;
     }
+    // Last: the audit append lock is always the last lock a commit takes.
+    for change in changes.iter().filter(|c| matches!(c, Change::Audit(_))) {
+        apply(tx, run_id, change).await?;
+    }
     Ok(())
 }
 
@@ -1161,6 +1166,9 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
             .bind(n.at)
             .execute(&mut **tx)
             .await?;
+        }
+        Change::Audit(entry) => {
+            append_audit(tx, entry.clone()).await?;
         }
     }
     Ok(())

@@ -361,6 +361,9 @@ pub enum Change {
     },
     /// Queues a notification in the outbox (ignored if its dedupe key exists).
     Notify(NewNotification),
+    /// Appends an audit entry with the transition that it records (applied
+    /// after every other change of the commit).
+    Audit(NewAudit),
 }
 
 #[derive(Debug, Clone, PartialEq)]
