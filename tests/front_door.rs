@@ -494,24 +494,26 @@ fn a_replayed_signed_request_is_refused_409_on_any_replica_and_audited() {
     assert_eq!(refused[0]["payload"]["timestamp"], now);
 }
 
-/// A `serve` that answers the API but runs nothing (`max_runs = 0`), so
-/// decisions stay queued while the test looks.
-fn api_only(sb: &Sandbox) -> Api {
-    let text = std::fs::read_to_string(sb.path("lifeboat.toml")).expect("config");
-    sb.write("api-only.toml", &text.replace("[executor]\n", "[executor]\nmax_runs = 0\n"));
-    Api::start_with(sb, &["--config", "api-only.toml", "serve"])
+/// Holds `run`'s lease as a stuck worker would (once its own worker has
+/// released it), so decisions stay queued while the test looks.
+fn hold_lease(sb: &Sandbox, run: &str) {
+    let far = chrono::Utc::now().timestamp_millis() + 600_000;
+    let hold = format!(
+        "UPDATE runs SET lease_owner = 'stuck-worker', lease_expires_at = {far} \
+         WHERE id = '{run}' AND lease_owner IS NULL"
+    );
+    assert!(
+        crate::util::eventually(Duration::from_secs(30), || sb.sql(&hold) == 1),
+        "the worker never released run {run}"
+    );
 }
 
 #[test]
 fn a_decision_that_cannot_take_effect_is_refused_409_and_the_audit_shows_request_then_outcome() {
     let sb = sandbox("front-decisions", "");
-    let run = {
-        let worker = Api::start(&sb);
-        let run = gated_run(&worker);
-        drop(worker); // killed: its lease lapses
-        run
-    };
-    let api = api_only(&sb);
+    let api = Api::start(&sb);
+    let run = gated_run(&api);
+    hold_lease(&sb, &run);
     let approve = format!("/api/v1/runs/{run}/steps/gate/approve");
     let reject = format!("/api/v1/runs/{run}/steps/gate/reject");
     let first = api.post(&approve, Some(BOB), &json!({"comment": "looks right"}));
@@ -540,7 +542,9 @@ fn a_decision_that_cannot_take_effect_is_refused_409_and_the_audit_shows_request
     assert_eq!(sb.sql(&forged), 1);
     assert!(audit(&sb, "approve_applied").is_empty(), "nothing applied yet");
 
-    let _worker = Api::start(&sb);
+    let release =
+        format!("UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = '{run}'");
+    assert_eq!(sb.sql(&release), 1);
     let doc = api.wait_run(ALICE, &run, Duration::from_secs(60), |d| d["status"] == "succeeded");
     let gate = doc["steps"].as_array().unwrap().iter().find(|s| s["id"] == "gate").unwrap();
     assert_eq!(gate["outputs"]["approved_by"], json!(["bob", "carol"]), "{doc:#}");
