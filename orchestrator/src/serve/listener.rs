@@ -45,8 +45,9 @@ pub const DRAIN: Duration = Duration::from_secs(30);
 /// it a connection over the cap is closed without an answer.
 const REFUSING_AT_ONCE: usize = 64;
 
-/// How long a refused connection is given to read its 503.
-const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+/// How long a refused connection is given to send its request head and
+/// read the 503 (an answer sent before the request confuses clients).
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// The limits of `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -145,12 +146,21 @@ fn refuse(stream: TcpStream, max: usize, refusing: &Arc<Semaphore>) {
         let mut stream = stream;
         let _ = tokio::time::timeout(REFUSAL_LINGER, async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // The request head first (up to 8 KiB), so the answer follows it.
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&chunk[..n]);
+            }
             stream.write_all(answer.as_bytes()).await?;
             stream.shutdown().await?;
-            // Read what the client sent, so closing does not reset the
+            // Read what else the client sent, so closing does not reset the
             // connection before it reads the answer.
-            let mut sink = [0u8; 4096];
-            while stream.read(&mut sink).await? > 0 {}
+            while stream.read(&mut chunk).await? > 0 {}
             Ok::<_, std::io::Error>(())
         })
         .await;
