@@ -159,8 +159,10 @@ fn a_confirmation_link_decides_only_when_an_allowed_approver_posts_its_form() {
 
     let out = sb.ok(&["audit", "list", "--json", "--run", &run]);
     let entries: Vec<Value> = serde_json::from_slice(&out.stdout).expect("audit list --json");
-    let approvals: Vec<&Value> = entries.iter().filter(|e| e["action"] == "approve").collect();
+    let approvals: Vec<&Value> =
+        entries.iter().filter(|e| e["action"] == "approve_requested").collect();
     assert_eq!(approvals.len(), 1, "{entries:#?}");
+    assert!(entries.iter().any(|e| e["action"] == "approve_applied"), "{entries:#?}");
     assert_eq!(approvals[0]["actor"], "bob");
     assert_eq!(approvals[0]["step_id"], "approve");
     assert_eq!(approvals[0]["payload"]["comment"], "ship it <now>");

@@ -63,6 +63,28 @@ pub fn verify(
     now: i64,
     window_secs: i64,
 ) -> Result<(), SignatureError> {
+    verify_signed(secret, header, body, now, window_secs).map(|_| ())
+}
+
+/// What a valid signature proved, for a receiver that refuses replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The signed timestamp (unix seconds): the request may be replayed
+    /// until `timestamp + window_secs`.
+    pub timestamp: i64,
+    /// The lowercase hex MAC of this timestamp and body, as computed here:
+    /// the same for every spelling of the header that verifies.
+    pub mac: String,
+}
+
+/// [`verify`], returning what the signature proved.
+pub fn verify_signed(
+    secret: &[u8],
+    header: &str,
+    body: &[u8],
+    now: i64,
+    window_secs: i64,
+) -> Result<Verified, SignatureError> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
@@ -100,7 +122,7 @@ pub fn verify(
     let expected = mac(secret, timestamp, body);
     // `verify_slice` compares in constant time; clone the keyed state per try.
     if signatures.iter().any(|sig| expected.clone().verify_slice(sig).is_ok()) {
-        Ok(())
+        Ok(Verified { timestamp, mac: to_hex(&expected.finalize().into_bytes()) })
     } else {
         Err(SignatureError::Mismatch)
     }
@@ -140,6 +162,17 @@ mod tests {
         let header = sign(SECRET, NOW, b"{\"a\":1}");
         assert!(header.starts_with(&format!("t={NOW},v1=")));
         assert_eq!(verify(SECRET, &header, b"{\"a\":1}", NOW + 10, 300), Ok(()));
+    }
+
+    #[test]
+    fn every_spelling_of_a_valid_header_proves_the_same_mac() {
+        let header = sign(SECRET, NOW, b"x");
+        let mac = header.split_once("v1=").unwrap().1.to_string();
+        let respelled = format!(" v1={} , t={NOW}, v1={}", mac.to_uppercase(), "0".repeat(64));
+        let a = verify_signed(SECRET, &header, b"x", NOW, 300).unwrap();
+        let b = verify_signed(SECRET, &respelled, b"x", NOW, 300).unwrap();
+        assert_eq!(a, Verified { timestamp: NOW, mac: mac.clone() });
+        assert_eq!(a, b);
     }
 
     #[test]

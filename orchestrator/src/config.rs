@@ -119,10 +119,43 @@ pub struct ServerConfig {
     /// Env variable holding the key that signs one-click approve/ack links.
     #[serde(default = "default_link_secret_env")]
     pub link_secret_env: String,
+    /// Env variable holding the bearer token `/metrics` requires (unset: open).
+    #[serde(default)]
+    pub metrics_token_env: Option<String>,
+    /// A client must send a request's whole head (request line and headers)
+    /// within this long once it started sending it.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: crate::model::Duration,
+    /// A connection with no request in flight and nothing sent is closed
+    /// after this long (a new connection, or keep-alive between requests).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: crate::model::Duration,
+    /// Open connections at most; past it a new connection is answered 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Event streams (`/api/v1/runs/{id}/events`) one user may hold open at once.
+    #[serde(default = "default_max_streams_per_user")]
+    pub max_streams_per_user: usize,
 }
 
 fn default_link_secret_env() -> String {
     "LIFEBOAT_LINK_SECRET".into()
+}
+
+fn default_header_read_timeout() -> crate::model::Duration {
+    crate::model::Duration::from_millis(10_000)
+}
+
+fn default_idle_timeout() -> crate::model::Duration {
+    crate::model::Duration::from_millis(60_000)
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_streams_per_user() -> usize {
+    16
 }
 
 impl Default for ServerConfig {
@@ -131,6 +164,11 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             public_url: "http://127.0.0.1:8080".into(),
             link_secret_env: default_link_secret_env(),
+            metrics_token_env: None,
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_streams_per_user: default_max_streams_per_user(),
         }
     }
 }
@@ -161,6 +199,40 @@ pub struct HookConfig {
     pub format: HookFormat,
     pub bearer_token_env: Option<String>,
     pub hmac_secret_env: Option<String>,
+    /// Alerts (Alertmanager) one payload may carry; more is refused with 413.
+    #[serde(default = "default_max_alerts")]
+    pub max_alerts: usize,
+    /// Sustained requests per minute (token bucket, per replica); past it, 429.
+    #[serde(default = "default_rate_per_minute")]
+    pub rate_per_minute: u32,
+    /// Requests allowed at once above the sustained rate (the bucket's size).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+impl Default for HookConfig {
+    fn default() -> Self {
+        HookConfig {
+            format: HookFormat::default(),
+            bearer_token_env: None,
+            hmac_secret_env: None,
+            max_alerts: default_max_alerts(),
+            rate_per_minute: default_rate_per_minute(),
+            burst: default_burst(),
+        }
+    }
+}
+
+fn default_max_alerts() -> usize {
+    50
+}
+
+fn default_rate_per_minute() -> u32 {
+    600
+}
+
+fn default_burst() -> u32 {
+    100
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -185,6 +257,11 @@ const ENV_KEYS: &[&str] = &[
     "templates_dir",
     "server.listen",
     "server.public_url",
+    "server.metrics_token_env",
+    "server.header_read_timeout",
+    "server.idle_timeout",
+    "server.max_connections",
+    "server.max_streams_per_user",
     "executor.lease",
     "executor.heartbeat",
     "executor.poll",

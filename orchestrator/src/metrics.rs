@@ -52,6 +52,11 @@ struct ChannelLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     route: String,
@@ -72,6 +77,7 @@ struct Metrics {
     notifications: Family<ChannelLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<HttpLabels>,
+    connections_closed: Family<ReasonLabel, Counter>,
 }
 
 fn step_buckets() -> Histogram {
@@ -98,6 +104,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         notifications: Family::default(),
         http_requests: Family::default(),
         http_duration: Family::new_with_constructor(http_buckets),
+        connections_closed: Family::default(),
     };
     registry.register("runs_started", "Runs created, by workflow", m.runs_started.clone());
     registry.register(
@@ -122,7 +129,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "webhook_requests",
-        "Webhook requests by hook and outcome (started, deduplicated, ignored, unauthorized, rejected, error)",
+        "Webhook requests by hook and outcome (started, deduplicated, ignored, unauthorized, rejected, replayed, rate_limited, too_many_alerts, error)",
         m.webhooks.clone(),
     );
     registry.register(
@@ -144,6 +151,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "http_request_duration_seconds",
         "HTTP request latency, by method, route and status code",
         m.http_duration.clone(),
+    );
+    registry.register(
+        "http_connections_closed",
+        "Connections the server closed itself, by reason (refused: over [server] max_connections; timed_out: header_read_timeout or idle_timeout)",
+        m.connections_closed.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -201,6 +213,16 @@ pub fn http_request(method: &str, route: &str, code: u16, secs: f64) {
     let labels = HttpLabels { method: method.into(), route: route.into(), code: code.to_string() };
     METRICS.http_requests.get_or_create(&labels).inc();
     METRICS.http_duration.get_or_create(&labels).observe(secs);
+}
+
+/// A connection was refused: `[server] max_connections` were open.
+pub fn connection_refused() {
+    METRICS.connections_closed.get_or_create(&ReasonLabel { reason: "refused".into() }).inc();
+}
+
+/// A connection was closed by `[server] header_read_timeout` or `idle_timeout`.
+pub fn connection_timed_out() {
+    METRICS.connections_closed.get_or_create(&ReasonLabel { reason: "timed_out".into() }).inc();
 }
 
 /// Sets the run-count gauges; statuses absent from `counts` are set to 0.

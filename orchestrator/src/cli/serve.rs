@@ -30,6 +30,7 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| input_error(format!("[audit] anchor_file is set but {e}")))?;
     let addr =
         server::listen_addr(&ctx.config.server.listen).map_err(|e| input_error(e.to_string()))?;
+    server::exposure_check(addr, &ctx.config, &ids).map_err(input_error)?;
     let shutdown = CancellationToken::new();
     let listener = match server::bind_now(addr).await {
         Ok(l) => l,
@@ -60,13 +61,7 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
             shutdown.cancel();
         });
     }
-    let app = Arc::new(App {
-        ctx: ctx.clone(),
-        engine: engine.clone(),
-        catalog,
-        ids,
-        shutdown: shutdown.clone(),
-    });
+    let app = Arc::new(App::new(ctx.clone(), engine.clone(), catalog, ids, shutdown.clone()));
     eprintln!(
         "lifeboat serve: worker {} on {}; {} workflow{} in {}",
         engine.opts.worker_id,

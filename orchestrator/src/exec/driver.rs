@@ -617,13 +617,14 @@ impl Driver {
                 }
                 RequestKind::Retry => self.plan_retry(&req, &mut changes, now),
                 RequestKind::Approve | RequestKind::Reject | RequestKind::Ack => {
-                    if let Some(i) = step {
-                        let decision = match req.kind {
-                            RequestKind::Approve => Decision::Approve,
-                            RequestKind::Reject => Decision::Reject,
-                            _ => Decision::Ack,
-                        };
-                        changes.extend(self.apply_decision(i, &req, decision));
+                    let decision = Decision::of(req.kind).expect("a decision kind");
+                    match step {
+                        Some(i) => changes.extend(self.apply_decision(i, &req, decision)),
+                        None => changes.push(crate::exec::people::outcome_audit(
+                            &req,
+                            decision,
+                            Some("the workflow has no such step"),
+                        )),
                     }
                 }
                 _ => {}

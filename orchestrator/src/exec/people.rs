@@ -2,13 +2,21 @@
 //! step, and the one entry point (CLI, API, links) through which they do.
 //!
 //! A decision is checked twice: here, so the person gets a precise answer at
-//! once (403, 409), and again by the run's driver when it applies the queued
-//! request, because the step may have moved on in between.
+//! once (403, 409) — counting decisions queued but not applied yet, so a
+//! duplicate or a contradiction is refused now, not acknowledged and dropped
+//! later — and again by the run's driver when it applies the queued request,
+//! because the step may have moved on in between.
+//!
+//! The audit log follows the same two stages: `<decision>_requested` when the
+//! request is queued, then `<decision>_applied` or `<decision>_refused` (with
+//! the reason) in the commit of the driver that took it up.
 
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use crate::store::{NewAudit, NewRequest, RequestKind, StepStatus, Store, StoreError};
+use crate::store::{
+    Change, NewAudit, NewRequest, RequestKind, RequestRecord, StepStatus, Store, StoreError,
+};
 
 /// Users and groups from lifeboat.toml, to expand `approvers`.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +60,15 @@ impl Decision {
         }
     }
 
+    /// "approval", "rejection", "acknowledgement".
+    pub fn noun(self) -> &'static str {
+        match self {
+            Decision::Approve => "approval",
+            Decision::Reject => "rejection",
+            Decision::Ack => "acknowledgement",
+        }
+    }
+
     fn request(self) -> RequestKind {
         match self {
             Decision::Approve => RequestKind::Approve,
@@ -59,6 +76,81 @@ impl Decision {
             Decision::Ack => RequestKind::Ack,
         }
     }
+
+    /// The decision a queued request carries, if it is one.
+    pub fn of(kind: RequestKind) -> Option<Decision> {
+        match kind {
+            RequestKind::Approve => Some(Decision::Approve),
+            RequestKind::Reject => Some(Decision::Reject),
+            RequestKind::Ack => Some(Decision::Ack),
+            _ => None,
+        }
+    }
+}
+
+/// The audit entry of a queued decision's outcome, written by the driver in
+/// the commit that applies (`refused: None`) or refuses it.
+pub fn outcome_audit(req: &RequestRecord, decision: Decision, refused: Option<&str>) -> Change {
+    let stage = if refused.is_some() { "refused" } else { "applied" };
+    Change::Audit(NewAudit {
+        actor: req.actor.clone(),
+        action: format!("{}_{stage}", decision.name()),
+        run_id: Some(req.run_id.clone()),
+        step_id: req.step_id.clone(),
+        payload: json!({"request": req.id, "reason": refused}),
+    })
+}
+
+/// Why `actor`'s `decision` on `step` cannot take effect given the
+/// decisions `queued` (actor, decision) before it, oldest first: their own
+/// earlier one (a duplicate or a contradiction), a queued rejection or
+/// acknowledgement that closes the step, or enough queued approvals to pass it.
+pub fn queued_conflict(
+    state: &Value,
+    queued: &[(String, Decision)],
+    step: &str,
+    actor: &str,
+    decision: Decision,
+) -> Option<String> {
+    if let Some((_, mine)) = queued.iter().find(|(by, _)| by == actor) {
+        return Some(if *mine == decision {
+            format!(
+                "{actor}'s {} of step `{step}` is already queued (the run's worker has not applied it yet); it counts once",
+                mine.noun()
+            )
+        } else {
+            format!(
+                "{actor} already asked to {} step `{step}` and the run's worker has not applied it yet; a contradictory {} is refused (decide again once it is applied)",
+                mine.name(),
+                decision.noun()
+            )
+        });
+    }
+    if let Some((by, closing)) =
+        queued.iter().find(|(_, d)| matches!(d, Decision::Reject | Decision::Ack))
+    {
+        return Some(format!(
+            "step `{step}` is being closed: {by}'s {} is queued ahead of this",
+            closing.noun()
+        ));
+    }
+    if decision != Decision::Ack {
+        let min = state.get("min").and_then(Value::as_u64).unwrap_or(1).max(1) as usize;
+        let approved = state.get("approvals").and_then(Value::as_array).map_or(0, Vec::len);
+        let waiting: Vec<&str> = queued
+            .iter()
+            .filter(|(_, d)| *d == Decision::Approve)
+            .map(|(by, _)| by.as_str())
+            .collect();
+        if !waiting.is_empty() && approved + waiting.len() >= min {
+            return Some(format!(
+                "step `{step}` already has the approval{} it needs queued (by {}); nothing is left to decide",
+                if min == 1 { "" } else { "s" },
+                waiting.join(", ")
+            ));
+        }
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +257,19 @@ pub async fn decide(
             DecideError::NotWaiting(why)
         });
     }
+    // Decisions queued and not applied yet count as if they were.
+    let queued: Vec<(String, Decision)> = store
+        .open_requests(&run_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.step_id.as_deref() == Some(step))
+        .filter_map(|r| Decision::of(r.kind).map(|d| (r.actor, d)))
+        .collect();
+    if let Some(why) = queued_conflict(&state, &queued, step, actor, decision) {
+        return Err(DecideError::NotWaiting(why));
+    }
     let data = json!({ "comment": comment });
-    store
+    let request = store
         .request(NewRequest {
             run_id: run_id.clone(),
             kind: decision.request(),
@@ -174,14 +277,19 @@ pub async fn decide(
             data: Some(data.clone()),
             actor: actor.into(),
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Another request of this person's won the race (another replica).
+            StoreError::Conflict(why) => DecideError::NotWaiting(why),
+            other => DecideError::Store(other),
+        })?;
     store
         .audit_append(NewAudit {
             actor: actor.into(),
-            action: decision.name().into(),
+            action: format!("{}_requested", decision.name()),
             run_id: Some(run_id.clone()),
             step_id: Some(step.into()),
-            payload: data,
+            payload: json!({"comment": comment, "request": request}),
         })
         .await?;
     Ok(run_id)
@@ -270,5 +378,31 @@ mod tests {
         assert!(refusal(&state, "alice", Decision::Ack).unwrap().contains("approval"));
         let ack = json!({"awaiting": "ack"});
         assert_eq!(refusal(&ack, "anyone", Decision::Ack), None);
+    }
+
+    #[test]
+    fn queued_decisions_count_before_they_are_applied() {
+        let gate = json!({"awaiting": "approval", "min": 2, "approvals": []});
+        let q = |list: &[(&str, Decision)]| -> Vec<(String, Decision)> {
+            list.iter().map(|(a, d)| (a.to_string(), *d)).collect()
+        };
+        let conflict = |queued: &[(&str, Decision)], actor: &str, d: Decision| {
+            queued_conflict(&gate, &q(queued), "gate", actor, d)
+        };
+        let twice = conflict(&[("bob", Decision::Approve)], "bob", Decision::Approve).unwrap();
+        assert!(twice.contains("already queued") && twice.contains("counts once"), "{twice}");
+        let turned = conflict(&[("bob", Decision::Approve)], "bob", Decision::Reject).unwrap();
+        assert!(turned.contains("contradictory rejection"), "{turned}");
+        assert_eq!(conflict(&[("bob", Decision::Approve)], "carol", Decision::Approve), None);
+        let closing = conflict(&[("bob", Decision::Reject)], "carol", Decision::Approve).unwrap();
+        assert!(closing.contains("bob's rejection is queued"), "{closing}");
+        let enough = conflict(
+            &[("bob", Decision::Approve), ("carol", Decision::Approve)],
+            "dave",
+            Decision::Reject,
+        )
+        .unwrap();
+        assert!(enough.contains("by bob, carol"), "{enough}");
+        assert_eq!(conflict(&[], "bob", Decision::Approve), None);
     }
 }

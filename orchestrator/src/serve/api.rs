@@ -361,7 +361,11 @@ async fn decide(
         DecideError::Forbidden(m) => ApiError::forbidden(m),
         DecideError::Store(e) => ApiError::from(e),
     })?;
-    Ok(Json(json!({"id": run_id, "step": step, "decision": decision.name(), "by": user})))
+    // Queued: the run's worker applies it (the audit log then says
+    // `<decision>_applied`, or `_refused` if the step moved on meanwhile).
+    Ok(Json(json!({
+        "id": run_id, "step": step, "decision": decision.name(), "by": user, "status": "queued"
+    })))
 }
 
 pub async fn approve(

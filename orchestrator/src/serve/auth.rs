@@ -69,6 +69,11 @@ pub struct Hook {
     pub name: String,
     pub format: HookFormat,
     pub auth: HookAuth,
+    /// `[hooks.NAME] max_alerts`.
+    pub max_alerts: usize,
+    /// `[hooks.NAME] rate_per_minute` and `burst`.
+    pub rate_per_minute: u32,
+    pub burst: u32,
 }
 
 impl std::fmt::Debug for Hook {
@@ -86,10 +91,22 @@ impl std::fmt::Debug for Hook {
 }
 
 /// Users and hooks with their secrets, read from the environment.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Identities {
     pub users: Vec<User>,
     pub hooks: indexmap::IndexMap<String, Hook>,
+    /// Digest of the token `/metrics` requires (`[server] metrics_token_env`).
+    metrics: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identities")
+            .field("users", &self.users)
+            .field("hooks", &self.hooks)
+            .field("metrics_token", &self.metrics.is_some())
+            .finish()
+    }
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -152,8 +169,28 @@ impl Identities {
                 )),
             }
         }
+        if let Some(var) = &config.server.metrics_token_env {
+            match secret(env, var) {
+                Ok(token) => out.metrics = Some(digest(token.trim().as_bytes())),
+                Err(why) => problems.push(format!(
+                    "[server] metrics_token_env variable {var} {why}; export it, or remove `metrics_token_env` to leave /metrics open"
+                )),
+            }
+        }
+        problems.extend(server_problems(&config.server));
         for (name, h) in &config.hooks {
             let who = format!("hook `{name}`");
+            for (key, value) in [
+                ("max_alerts", h.max_alerts as u64),
+                ("rate_per_minute", u64::from(h.rate_per_minute)),
+                ("burst", u64::from(h.burst)),
+            ] {
+                if value == 0 {
+                    problems.push(format!(
+                        "[hooks.{name}] {key} = 0 would refuse every request: it must be at least 1"
+                    ));
+                }
+            }
             let auth = match (&h.bearer_token_env, &h.hmac_secret_env) {
                 (Some(_), Some(_)) => {
                     problems.push(format!(
@@ -176,8 +213,17 @@ impl Identities {
             };
             match auth {
                 Ok(auth) => {
-                    out.hooks
-                        .insert(name.clone(), Hook { name: name.clone(), format: h.format, auth });
+                    out.hooks.insert(
+                        name.clone(),
+                        Hook {
+                            name: name.clone(),
+                            format: h.format,
+                            auth,
+                            max_alerts: h.max_alerts,
+                            rate_per_minute: h.rate_per_minute,
+                            burst: h.burst,
+                        },
+                    );
                 }
                 Err(p) => problems.push(p),
             }
@@ -211,6 +257,48 @@ impl Identities {
     }
 }
 
+/// `[server]` limits that cannot work as written, each naming its key.
+fn server_problems(server: &crate::config::ServerConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value) in
+        [("header_read_timeout", server.header_read_timeout), ("idle_timeout", server.idle_timeout)]
+    {
+        if value.as_millis() == 0 {
+            problems.push(format!(
+                "[server] {key} = \"{value}\" would close every connection at once: give it a duration such as \"10s\""
+            ));
+        }
+    }
+    for (key, value) in [
+        ("max_connections", server.max_connections),
+        ("max_streams_per_user", server.max_streams_per_user),
+    ] {
+        if value == 0 {
+            problems
+                .push(format!("[server] {key} = 0 would refuse everyone: it must be at least 1"));
+        }
+    }
+    problems
+}
+
+impl Identities {
+    /// Checks the bearer token `/metrics` requires, if `[server]
+    /// metrics_token_env` names one (constant-time, as API tokens).
+    pub fn authorize_metrics(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.metrics else { return Ok(()) };
+        let token = bearer(headers).ok_or_else(|| {
+            ApiError::unauthorized(
+                "/metrics needs an `Authorization: Bearer <token>` header ([server] metrics_token_env)",
+            )
+        })?;
+        if bool::from(digest(token.as_bytes()).ct_eq(expected)) {
+            Ok(())
+        } else {
+            Err(refused(ApiError::unauthorized("the bearer token is not valid for /metrics")))
+        }
+    }
+}
+
 /// Failed authentications allowed per window, process-wide: past them,
 /// wrong tokens get 429 (guessing is throttled; a valid token still works).
 const FAILURES_PER_WINDOW: u32 = 50;
@@ -233,7 +321,8 @@ fn refused(error: ApiError) -> ApiError {
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!("too many failed authentications; try again in {wait}s"),
-        );
+        )
+        .retry_after(wait);
     }
     error
 }
@@ -246,12 +335,21 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Hook {
-    /// Checks the caller: the bearer token, or the signature of `body`.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    /// Checks the caller: the bearer token, or the signature of `body`
+    /// (then what it proved, for the replay check).
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<lifeboat_notify::signature::Verified>, ApiError> {
         self.check(headers, body).map_err(refused)
     }
 
-    fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<lifeboat_notify::signature::Verified>, ApiError> {
         match &self.auth {
             HookAuth::Bearer(expected) => {
                 let token = bearer(headers).ok_or_else(|| {
@@ -261,7 +359,7 @@ impl Hook {
                     ))
                 })?;
                 if bool::from(digest(token.as_bytes()).ct_eq(expected)) {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(ApiError::unauthorized(format!(
                         "the bearer token is not valid for hook `{}`",
@@ -282,7 +380,8 @@ impl Hook {
                         ))
                     })?;
                 let now = chrono::Utc::now().timestamp();
-                signature::verify(secret, header, body, now, signature::DEFAULT_WINDOW_SECS)
+                signature::verify_signed(secret, header, body, now, signature::DEFAULT_WINDOW_SECS)
+                    .map(Some)
                     .map_err(|e| ApiError::unauthorized(e.to_string()))
             }
         }
@@ -316,7 +415,7 @@ mod tests {
             HookConfig {
                 format: HookFormat::Alertmanager,
                 bearer_token_env: Some("T_HOOK".into()),
-                hmac_secret_env: None,
+                ..Default::default()
             },
         );
         c
@@ -357,11 +456,12 @@ mod tests {
                 format: HookFormat::Json,
                 bearer_token_env: Some("A".into()),
                 hmac_secret_env: Some("B".into()),
+                ..Default::default()
             },
         );
         c.hooks.insert(
             "neither".into(),
-            HookConfig { format: HookFormat::Json, bearer_token_env: None, hmac_secret_env: None },
+            HookConfig { format: HookFormat::Json, ..Default::default() },
         );
         let problems =
             Identities::with_env(&c, &|k| (k != "T_VIC").then(|| env(k)).flatten()).unwrap_err();

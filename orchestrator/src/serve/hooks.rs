@@ -7,6 +7,8 @@
 //! declarations and submits a run with a dedupe key, so a repeated alert
 //! finds its active run instead of starting another (enforced by the store,
 //! also across replicas). Every trigger is audited as `hook:<name>`.
+//! Before any of that, `hook_guard` refuses floods, oversized payloads and
+//! replayed signed requests.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -22,11 +24,12 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, parse_json, read_body, require_json};
+use super::hook_guard::Refusal;
 use crate::catalog::TriggerRef;
 use crate::config::HookFormat;
 use crate::exec::engine::SubmitKeys;
 use crate::model::AlertStatus;
-use crate::store::{Created, NewAudit, RunFilter, RunStatus};
+use crate::store::{Created, NewAudit, RunFilter, RunStatus, now_ms};
 
 /// Alertmanager's webhook payload, version 4 (fields we use; others ignored).
 #[derive(Debug, Deserialize)]
@@ -108,12 +111,10 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Outcome>), ApiError> {
+    // The configured names are not listed: they would tell a caller which
+    // hooks exist to try tokens on.
     let Some(hook) = app.ids.hooks.get(&name) else {
-        let known: Vec<&str> = app.ids.hooks.keys().map(String::as_str).collect();
-        return Err(ApiError::not_found(format!(
-            "no hook `{name}` (configured hooks: {})",
-            if known.is_empty() { "none".into() } else { known.join(", ") }
-        )));
+        return Err(ApiError::not_found(format!("no hook `{name}`")));
     };
     let result = handle(&app, hook, &headers, body).await;
     let outcome = match &result {
@@ -121,6 +122,8 @@ pub async fn receive(
         Ok(o) if !o.deduplicated.is_empty() || !o.skipped.is_empty() => "deduplicated",
         Ok(o) if !o.cancelled.is_empty() => "cancelled",
         Ok(_) => "ignored",
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        Err(e) if matches!(e.code, "too_many_alerts" | "replayed") => e.code,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => "unauthorized",
         Err(e) if e.status.is_client_error() => "rejected",
         Err(_) => "error",
@@ -140,19 +143,96 @@ async fn handle(
     }
     require_json(headers)?;
     let bytes = read_body(headers, body).await?;
-    if hook.needs_body_to_verify() {
-        hook.verify(headers, &bytes)?;
+    let signed = if hook.needs_body_to_verify() { hook.verify(headers, &bytes)? } else { None };
+    // Only authenticated requests spend the hook's rate: strangers cannot
+    // use it up (their failures are throttled in `auth`).
+    if let Err(wait) = app.hook_guard.take(hook, std::time::Instant::now()) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let detail = json!({"rate_per_minute": hook.rate_per_minute, "burst": hook.burst});
+        app.hook_guard
+            .refused(app.ctx.store.as_ref(), &hook.name, Refusal::RateLimited, detail)
+            .await;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "hook `{name}` takes {} requests a minute, {} at once ([hooks.{name}] rate_per_minute, burst); try again in {secs}s",
+                hook.rate_per_minute,
+                hook.burst,
+                name = hook.name
+            ),
+        )
+        .retry_after(secs));
     }
-    let incoming = match hook.format {
-        HookFormat::Alertmanager => alerts(&bytes)?,
+    let incoming = parse(hook.format, &bytes)?;
+    if incoming.len() > hook.max_alerts {
+        let detail = json!({"alerts": incoming.len(), "max_alerts": hook.max_alerts});
+        app.hook_guard
+            .refused(app.ctx.store.as_ref(), &hook.name, Refusal::TooManyAlerts, detail)
+            .await;
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_alerts",
+            format!(
+                "the payload carries {} alerts; hook `{name}` takes at most {} per request ([hooks.{name}] max_alerts); nothing was started",
+                incoming.len(),
+                hook.max_alerts,
+                name = hook.name
+            ),
+        ));
+    }
+    if let Some(proof) = signed {
+        refuse_replay(app, &hook.name, &proof).await?;
+    }
+    process(app, hook, incoming).await
+}
+
+/// A signed request is acted on once: its signature is remembered (in the
+/// store, across replicas) until its timestamp leaves the window.
+async fn refuse_replay(
+    app: &AppState,
+    hook: &str,
+    proof: &lifeboat_notify::signature::Verified,
+) -> Result<(), ApiError> {
+    use lifeboat_notify::signature::DEFAULT_WINDOW_SECS;
+    let expires_at = (proof.timestamp + DEFAULT_WINDOW_SECS + 1).saturating_mul(1000);
+    let seen = app.ctx.store.remember_signature(hook, &proof.mac, now_ms(), expires_at).await?;
+    if !seen.replay {
+        return Ok(());
+    }
+    let detail = json!({"timestamp": proof.timestamp});
+    app.hook_guard.refused(app.ctx.store.as_ref(), hook, Refusal::Replayed, detail).await;
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "replayed",
+        format!(
+            "hook `{hook}` already accepted this signed request (t={}); a replay starts nothing: sign each request with its own timestamp",
+            proof.timestamp
+        ),
+    ))
+}
+
+/// The payload as alerts or one event.
+fn parse(format: HookFormat, bytes: &[u8]) -> Result<Vec<Incoming>, ApiError> {
+    Ok(match format {
+        HookFormat::Alertmanager => alerts(bytes)?,
         HookFormat::Json => {
-            let event: Value = parse_json(&bytes)?;
+            let event: Value = parse_json(bytes)?;
             if !event.is_object() {
                 return Err(ApiError::bad_request("body must be a JSON object"));
             }
             vec![Incoming { status: AlertStatus::Firing, payload: event, fingerprint: None }]
         }
-    };
+    })
+}
+
+/// Matches every alert or event against the hook's triggers and starts,
+/// deduplicates or cancels runs.
+async fn process(
+    app: &AppState,
+    hook: &super::auth::Hook,
+    incoming: Vec<Incoming>,
+) -> Result<Outcome, ApiError> {
     let triggers = app.catalog.snapshot().webhook_triggers(&hook.name);
     let actor = format!("hook:{}", hook.name);
     let mut out = Outcome::default();

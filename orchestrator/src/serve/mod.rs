@@ -1,7 +1,9 @@
-//! The HTTP side of `lifeboat serve`: webhooks (`hooks`), the REST API
-//! (`api`, `sse`), health and metrics (`health`), with authentication
-//! (`auth`) and one JSON error shape (`error`); the web UI (`ui`) and the
-//! pages one-click links in notifications open (`confirm`).
+//! The HTTP side of `lifeboat serve`: webhooks (`hooks`, with what they
+//! refuse before starting anything in `hook_guard`), the REST API (`api`,
+//! `sse`), health and metrics (`health`), with authentication (`auth`) and
+//! one JSON error shape (`error`); the web UI (`ui`) and the pages one-click
+//! links in notifications open (`confirm`); the accept loop with its
+//! connection limits and timeouts (`listener`).
 //!
 //! Everything a request changes goes through the store (runs, requests,
 //! audit entries); the server holds only the catalog of workflows and the
@@ -12,7 +14,9 @@ pub mod auth;
 pub mod confirm;
 pub mod error;
 pub mod health;
+pub mod hook_guard;
 pub mod hooks;
+pub mod listener;
 pub mod sse;
 pub mod ui;
 
@@ -43,6 +47,23 @@ pub struct App {
     pub ids: auth::Identities,
     /// Cancelled on SIGTERM/Ctrl-C: event streams end, `/readyz` says 503.
     pub shutdown: CancellationToken,
+    /// Open event streams per user (`[server] max_streams_per_user`).
+    pub streams: sse::Streams,
+    /// Hook rate limits and the throttled audit of refusals.
+    pub hook_guard: hook_guard::HookGuard,
+}
+
+impl App {
+    pub fn new(
+        ctx: Ctx,
+        engine: Arc<Engine>,
+        catalog: Arc<Catalog>,
+        ids: auth::Identities,
+        shutdown: CancellationToken,
+    ) -> App {
+        let streams = sse::Streams::new(ctx.config.server.max_streams_per_user);
+        App { ctx, engine, catalog, ids, shutdown, streams, hook_guard: Default::default() }
+    }
 }
 
 pub type AppState = Arc<App>;
@@ -129,6 +150,34 @@ pub fn listen_addr(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
     })
 }
 
+/// Refuses to expose the server beyond this machine with nobody configured
+/// to use it: on a non-loopback address, `[[users]]` must say who may call
+/// the API. Warns when `/metrics` would be open to the network.
+pub fn exposure_check(
+    addr: std::net::SocketAddr,
+    config: &crate::config::Config,
+    ids: &auth::Identities,
+) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if ids.users.is_empty() {
+        return Err(format!(
+            "[server] listen = \"{addr}\" is reachable from other machines, but no [[users]] are configured: \
+             nobody could be told apart from anyone else. Add a user whose token is in an environment variable, e.g.\n\n  \
+             [[users]]\n  name = \"alice\"\n  token_env = \"LIFEBOAT_TOKEN_ALICE\"\n  roles = [\"admin\"]\n\n\
+             or listen on loopback only: [server] listen = \"127.0.0.1:{}\"",
+            addr.port()
+        ));
+    }
+    if config.server.metrics_token_env.is_none() {
+        eprintln!(
+            "lifeboat serve: warning: /metrics on {addr} answers anyone who can reach it; set [server] metrics_token_env to require a bearer token"
+        );
+    }
+    Ok(())
+}
+
 /// One attempt to bind `addr`: `None` if the address is taken (then
 /// [`bind`] keeps trying in the background), an error for anything else.
 pub async fn bind_now(
@@ -170,11 +219,11 @@ pub async fn bind(
 }
 
 /// Serves `router` on `listener` until `shutdown`, then lets requests in
-/// flight finish (event streams end at once).
+/// flight finish (event streams end at once), under `[server]`'s
+/// connection limits and timeouts.
 pub async fn serve_http(app: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let shutdown = app.shutdown.clone();
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let limits = listener::Limits::from_config(&app.ctx.config.server);
+    listener::serve(listener, router(app), limits, shutdown).await?;
     Ok(())
 }

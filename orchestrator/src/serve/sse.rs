@@ -3,6 +3,8 @@
 //! the stream shows what any replica committed; `Last-Event-ID` resumes
 //! after the last event a client saw. The stream ends once the run has
 //! finished and its last events are sent, or when the server shuts down.
+//! A user holds at most `[server] max_streams_per_user` streams at once
+//! (429 past it); a stream's slot is freed when it ends or its client leaves.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,7 +21,61 @@ use crate::store::EventRecord;
 
 const POLL: Duration = Duration::from_millis(200);
 
+/// Open event streams per user.
+#[derive(Debug)]
+pub struct Streams {
+    max: usize,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One open stream of one user; its slot is freed when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    user: String,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl Streams {
+    pub fn new(max: usize) -> Streams {
+        Streams { max, open: Default::default() }
+    }
+
+    /// A slot for `user`, or the 429 that says why not.
+    pub fn open(&self, user: &str) -> Result<Slot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(user.to_string()).or_default();
+        if *n >= self.max {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "user `{user}` already has {} event stream{} open ([server] max_streams_per_user = {}); close one first",
+                    *n,
+                    if *n == 1 { "" } else { "s" },
+                    self.max
+                ),
+            )
+            .retry_after(1));
+        }
+        *n += 1;
+        Ok(Slot { user: user.to_string(), open: self.open.clone() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
 struct Cursor {
+    _slot: Slot,
     app: AppState,
     run_id: String,
     after: i64,
@@ -46,14 +102,16 @@ pub async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    app.ids.authorize(&headers, Need::Read)?;
+    let user = app.ids.authorize(&headers, Need::Read)?.name.clone();
     let run_id = super::api::find_run(&app, &id).await?.id;
     let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::parse::<i64>)) {
         None => 0,
         Some(Ok(Ok(n))) => n,
         Some(_) => return Err(ApiError::bad_request("header `Last-Event-ID` is not an event id")),
     };
-    let cursor = Cursor { app, run_id, after, pending: Default::default(), finished: false };
+    let slot = app.streams.open(&user)?;
+    let cursor =
+        Cursor { _slot: slot, app, run_id, after, pending: Default::default(), finished: false };
     let stream = stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.pending.pop_front() {

@@ -608,3 +608,103 @@ async fn counts_pagination_and_ping() {
         assert_eq!(second, ["r1"], "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_webhook_signature_is_accepted_once_until_it_expires() {
+    for (name, store, _dir) in backends().await {
+        let first = store.remember_signature("signed", "aa", 1_000, 2_000).await.unwrap();
+        assert_eq!(first, Remembered { replay: false, pruned: 0 }, "{name}");
+        let again = store.remember_signature("signed", "aa", 1_500, 2_500).await.unwrap();
+        assert!(again.replay, "{name}: the same signature within its window is a replay");
+        let other_hook = store.remember_signature("other", "aa", 1_500, 2_500).await.unwrap();
+        assert!(!other_hook.replay, "{name}: signatures are remembered per hook");
+        store.remember_signature("signed", "bb", 1_500, 9_000).await.unwrap();
+        // At 2_000 the first has expired (pruned), the others have not.
+        let later = store.remember_signature("signed", "aa", 2_000, 3_000).await.unwrap();
+        assert_eq!(later, Remembered { replay: false, pruned: 1 }, "{name}");
+        let much_later = store.remember_signature("signed", "cc", 5_000, 6_000).await.unwrap();
+        assert_eq!(much_later.pruned, 2, "{name}: `other`'s and the renewed `aa` expired");
+        assert!(store.remember_signature("signed", "bb", 5_000, 6_000).await.unwrap().replay);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_copies_of_a_signed_request_are_accepted_once() {
+    for (name, store, _dir) in backends().await {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.remember_signature("signed", "dd", 1_000, 301_000).await.unwrap()
+                })
+            })
+            .collect();
+        let mut first = 0;
+        for t in tasks {
+            if !t.await.unwrap().replay {
+                first += 1;
+            }
+        }
+        assert_eq!(first, 1, "{name}: exactly one copy is not a replay");
+    }
+}
+
+#[tokio::test]
+async fn a_persons_decision_on_a_step_is_queued_once_until_applied() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        let decide = |actor: &str, kind: RequestKind| NewRequest {
+            run_id: "r1".into(),
+            kind,
+            step_id: Some("a".into()),
+            data: None,
+            actor: actor.into(),
+        };
+        let first = store.request(decide("bob", RequestKind::Approve)).await.unwrap();
+        for kind in [RequestKind::Approve, RequestKind::Reject, RequestKind::Ack] {
+            let err = store.request(decide("bob", kind)).await.unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Conflict(m) if m.contains("bob") && m.contains("`a`")),
+                "{name}: {err}"
+            );
+        }
+        store.request(decide("carol", RequestKind::Approve)).await.unwrap();
+        // Other requests are not decisions: any number may wait.
+        store.request(decide("bob", RequestKind::Skip)).await.unwrap();
+        store.request(decide("bob", RequestKind::Skip)).await.unwrap();
+        assert_eq!(store.open_requests("r1").await.unwrap().len(), 4, "{name}");
+        // Applied: bob may decide again (the driver judges it then).
+        store.claim("w1", lease(now_ms()), 10, None).await.unwrap();
+        store.commit("w1", "r1", &[Change::RequestDone { id: first, at: now_ms() }]).await.unwrap();
+        store.request(decide("bob", RequestKind::Reject)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_audit_entry_in_a_commit_lands_with_it_or_not_at_all() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        store.create_run(new_run("r1", None, false)).await.unwrap();
+        let now = now_ms();
+        store.claim("w1", lease(now), 10, None).await.unwrap();
+        let entry = |action: &str| {
+            Change::Audit(NewAudit {
+                actor: "bob".into(),
+                action: action.into(),
+                run_id: Some("r1".into()),
+                step_id: Some("a".into()),
+                payload: json!({"request": 1, "reason": null}),
+            })
+        };
+        let event = Change::Event { at: now, kind: "approved".into(), step_id: None, data: None };
+        store.commit("w1", "r1", &[entry("approve_applied"), event]).await.unwrap();
+        store.claim("w2", lease(now + 5_000), 10, None).await.unwrap();
+        assert!(store.commit("w1", "r1", &[entry("approve_refused")]).await.is_err(), "{name}");
+        let actions: Vec<String> =
+            store.audit_list(0, 10).await.unwrap().into_iter().map(|e| e.action).collect();
+        assert_eq!(actions, ["approve_applied"], "{name}: a fenced-off commit audits nothing");
+        let entries = store.audit_list(0, 10).await.unwrap();
+        assert!(audit::verify_chain(&entries, audit::GENESIS.into(), 1).is_ok(), "{name}");
+    }
+}

@@ -83,6 +83,16 @@ pub trait Store: Send + Sync {
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord>;
     /// Entries with `id > after`, oldest first.
     async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// Remembers a webhook signature accepted at `now` until `expires_at`
+    /// (unix ms), atomically across replicas: `replay` if it was already
+    /// remembered. Expired signatures (of every hook) are pruned first.
+    async fn remember_signature(
+        &self,
+        hook: &str,
+        signature: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Remembered>;
     /// The newest tick that fired for `schedule`.
     async fn last_tick(&self, schedule: &str) -> Result<Option<i64>>;
     /// The database answers and its schema is current.
@@ -135,6 +145,19 @@ fn parse_counts(rows: Vec<(String, i64)>) -> Result<Vec<(RunStatus, i64)>> {
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown run status `{s}`")))
         })
         .collect()
+}
+
+/// An insert into `requests` refused by `requests_one_open_decision` (a
+/// person's decision on a step is queued once) as the conflict it is.
+fn decision_conflict(e: sqlx::Error, req: &NewRequest) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+            "{} already has a decision on step `{}` queued that the run's worker has not applied yet",
+            req.actor,
+            req.step_id.as_deref().unwrap_or("?")
+        )),
+        _ => e.into(),
+    }
 }
 
 /// `ping`'s verdict: every migration this binary knows is applied.

@@ -551,7 +551,8 @@ impl PostgresStore {
         .bind(text(&req.actor))
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| decision_conflict(e, req))?;
         let data =
             serde_json::json!({"kind": req.kind.as_str(), "actor": req.actor, "data": req.data});
         sqlx::query(
@@ -828,6 +829,44 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn remember_signature(
+        &self,
+        hook: &str,
+        signature: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Remembered> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            // SKIP LOCKED: replicas pruning at once never wait on (or
+            // deadlock over) each other's rows.
+            let pruned = sqlx::query(
+                "DELETE FROM webhook_signatures WHERE (hook, signature) IN \
+                 (SELECT hook, signature FROM webhook_signatures WHERE expires_at <= $1 \
+                  FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // A concurrent insert of the same key waits for the other
+            // transaction, then does nothing: exactly one of them is first.
+            let inserted = sqlx::query(
+                "INSERT INTO webhook_signatures (hook, signature, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hook, signature) DO NOTHING",
+            )
+            .bind(text(hook))
+            .bind(text(signature))
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(Remembered { replay: inserted == 0, pruned })
+        })
+        .await
+    }
+
     async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = $1")
             .bind(schedule)
@@ -1048,6 +1087,10 @@ async fn apply_all(
     }) {
         apply(tx, run_id, change).await?;
     }
+    // Last: the audit append lock is always the last lock a commit takes.
+    for change in changes.iter().filter(|c| matches!(c, Change::Audit(_))) {
+        apply(tx, run_id, change).await?;
+    }
     Ok(())
 }
 
@@ -1154,6 +1197,9 @@ async fn apply(
             .bind(n.at)
             .execute(&mut **tx)
             .await?;
+        }
+        Change::Audit(entry) => {
+            append_audit(tx, entry.clone()).await?;
         }
         Change::Step(_) | Change::AttemptStarted(_) | Change::Event { .. } => {
             unreachable!("apply_all writes steps, new attempts and events in batches")

@@ -574,7 +574,8 @@ impl Store for SqliteStore {
         .bind(&req.actor)
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| decision_conflict(e, &req))?;
         // Due now; a finished run asked to retry becomes claimable again.
         let reopen = if req.kind == RequestKind::Retry {
             ", status = 'queued', finished_at = NULL"
@@ -701,6 +702,33 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn remember_signature(
+        &self,
+        hook: &str,
+        signature: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Remembered> {
+        let (_guard, mut tx) = self.write().await?;
+        let pruned = sqlx::query("DELETE FROM webhook_signatures WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_signatures (hook, signature, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (hook, signature) DO NOTHING",
+        )
+        .bind(hook)
+        .bind(signature)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Remembered { replay: inserted == 0, pruned })
     }
 
     async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
@@ -992,6 +1020,10 @@ async fn apply_all(
     }) {
         apply(tx, run_id, change).await?;
     }
+    // Last: the audit append lock is always the last lock a commit takes.
+    for change in changes.iter().filter(|c| matches!(c, Change::Audit(_))) {
+        apply(tx, run_id, change).await?;
+    }
     Ok(())
 }
 
@@ -1140,6 +1172,9 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, run_id: &str, change: &Cha
             .bind(n.at)
             .execute(&mut **tx)
             .await?;
+        }
+        Change::Audit(entry) => {
+            append_audit(tx, entry.clone()).await?;
         }
     }
     Ok(())

@@ -371,6 +371,9 @@ pub enum Change {
     },
     /// Queues a notification in the outbox (ignored if its dedupe key exists).
     Notify(NewNotification),
+    /// Appends an audit entry with the transition that it records (applied
+    /// after every other change of the commit).
+    Audit(NewAudit),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -453,4 +456,13 @@ pub enum OutboxOutcome {
     Delivered { detail: String },
     Retry { error: String, at: i64 },
     Failed { error: String },
+}
+
+/// What `Store::remember_signature` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remembered {
+    /// The signature was already remembered: the request is a replay.
+    pub replay: bool,
+    /// Expired signatures removed on the way.
+    pub pruned: u64,
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::Driver;
 use crate::exec::approval::{self, OnTimeout};
 use crate::exec::escalate;
-use crate::exec::people::{Decision, refusal};
+use crate::exec::people::{Decision, outcome_audit, refusal};
 use crate::store::{Change, RequestRecord, StepStatus, now_ms};
 use lifeboat_notify::Action;
 
@@ -386,13 +386,37 @@ impl Driver {
     }
 
     /// Applies an approve, reject or ack request (checked again: the step
-    /// may have moved on since the person was told yes).
+    /// may have moved on since the person was told yes), with the audit
+    /// entry of its outcome in the same commit.
     pub(super) fn apply_decision(
         &self,
         i: usize,
         req: &RequestRecord,
         decision: Decision,
     ) -> Vec<Change> {
+        match self.decision_changes(i, req, decision) {
+            Ok(mut changes) => {
+                changes.push(outcome_audit(req, decision, None));
+                changes
+            }
+            Err(why) => vec![
+                Self::event(
+                    "decision_refused",
+                    Some(&self.wf.steps[i].id),
+                    Some(json!({"by": req.actor, "decision": decision.name(), "reason": why})),
+                ),
+                outcome_audit(req, decision, Some(&why)),
+            ],
+        }
+    }
+
+    /// The changes a decision makes, or why it is refused.
+    fn decision_changes(
+        &self,
+        i: usize,
+        req: &RequestRecord,
+        decision: Decision,
+    ) -> Result<Vec<Change>, String> {
         let id = self.wf.steps[i].id.clone();
         let comment = req.data.as_ref().and_then(|d| d.get("comment")).and_then(Value::as_str);
         let refused = if self.steps[i].status != StepStatus::Waiting {
@@ -401,13 +425,9 @@ impl Driver {
             refusal(self.steps[i].state.as_ref().unwrap_or(&Value::Null), &req.actor, decision)
         };
         if let Some(why) = refused {
-            return vec![Self::event(
-                "decision_refused",
-                Some(&id),
-                Some(json!({"by": req.actor, "decision": decision.name(), "reason": why})),
-            )];
+            return Err(why);
         }
-        let Some(mut gate) = self.gate(i) else { return Vec::new() };
+        let Some(mut gate) = self.gate(i) else { return Err("the step is not a gate".into()) };
         let now = now_ms();
         match decision {
             Decision::Reject => {
@@ -415,13 +435,13 @@ impl Driver {
                     Some(c) => format!("rejected by {}: {c}", req.actor),
                     None => format!("rejected by {}", req.actor),
                 };
-                self.gate_done(
+                Ok(self.gate_done(
                     i,
                     false,
                     json!({"rejected_by": req.actor, "comment": comment, "approved_by": gate.approvals.iter().map(|a| &a.by).collect::<Vec<_>>()}),
                     Some(error),
                     "rejected",
-                )
+                ))
             }
             Decision::Approve => {
                 gate.approvals.push(Approval {
@@ -438,22 +458,22 @@ impl Driver {
                             a.comment.as_ref().map(|c| json!({"by": a.by, "comment": c}))
                         })
                         .collect();
-                    return self.gate_done(
+                    return Ok(self.gate_done(
                         i,
                         true,
                         json!({"approved_by": by, "comment": comment, "comments": comments}),
                         None,
                         "approved",
-                    );
+                    ));
                 }
-                vec![
+                Ok(vec![
                     Self::event(
                         "approval_recorded",
                         Some(&id),
                         Some(json!({"by": req.actor, "have": by.len(), "need": gate.min})),
                     ),
                     self.gate_change(i, &gate, None),
-                ]
+                ])
             }
             Decision::Ack => {
                 let tier = gate.escalation.as_ref().map_or(0, |e| e.tier + 1);
@@ -477,7 +497,7 @@ impl Driver {
                         "ack",
                     ));
                 }
-                changes
+                Ok(changes)
             }
         }
     }
