@@ -32,9 +32,8 @@ seed() {
         signature)
             printf 't=1700000000,v1=%064d\n{"a":1}' 0 > "$dir/seed-1" ;;
         webhook)
-            find tests/fixtures -name '*.json' -exec cp {} "$dir/" \; 2>/dev/null || true
-            printf '{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"SiteDown"}}]}' > "$dir/seed-am"
-            printf 'J{"site":"dc01"}' > "$dir/seed-json" ;;
+            printf 'A{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"SiteDown","site":"dc01"}}]}' > "$dir/seed-am"
+            printf 'J{"type":"incident","service":"db","id":"7","tags":["a","b"],"details":{"level":3}}' > "$dir/seed-json" ;;
     esac
 }
 

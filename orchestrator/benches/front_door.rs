@@ -11,7 +11,9 @@
 //!   runbooks as a process.
 //!
 //! `LIFEBOAT_BENCH_BIN=/path/to/lifeboat` measures another build instead
-//! (point it at an older release build for a before/after comparison).
+//! (point it at an older release build for a before/after comparison; set
+//! `LIFEBOAT_BENCH_NO_HOOK_LIMITS=1` for a build that predates the hook
+//! rate limit, whose configuration keys it would refuse).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -82,12 +84,15 @@ impl Sandbox {
         let dir = tempfile::tempdir().expect("tempdir");
         let workflows = dir.path().join("workflows");
         std::fs::create_dir_all(&workflows).expect("workflows dir");
-        std::fs::write(
-            dir.path().join("lifeboat.toml"),
+        let mut config = String::from(
             "[[users]]\nname = \"ops\"\ntoken_env = \"LIFEBOAT_BENCH_TOKEN\"\nroles = [\"operator\"]\n\
              [hooks.bench]\nformat = \"json\"\nbearer_token_env = \"LIFEBOAT_BENCH_HOOK\"\n",
-        )
-        .expect("config");
+        );
+        if std::env::var_os("LIFEBOAT_BENCH_NO_HOOK_LIMITS").is_none() {
+            // The benchmark sends far more than a real hook's rate.
+            config.push_str("rate_per_minute = 10000000\nburst = 1000000\n");
+        }
+        std::fs::write(dir.path().join("lifeboat.toml"), config).expect("config");
         std::fs::write(
             workflows.join("hooked.yaml"),
             "name: hooked\ninputs: { service: { type: string } }\ntriggers:\n  - webhook: bench\n    inputs: { service: \"{{event.service}}\" }\nsteps:\n  a: { uses: set, with: { s: \"{{inputs.service}}\" } }\n",

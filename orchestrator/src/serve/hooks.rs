@@ -379,15 +379,34 @@ fn dedupe_key(
     }
 }
 
-/// Renders the trigger's inputs and submits a run. The inner `Err` is a
-/// refusal of this alert's inputs (422), naming the input.
-async fn start(
-    app: &AppState,
+/// What a payload would start, without starting anything: for each alert
+/// or event and each trigger it matches, the checked inputs and dedupe key,
+/// or why the inputs are refused. Pure (no store, no IO), so the webhook
+/// fuzz target drives exactly the code a request runs before `submit`.
+pub fn preview(
+    format: HookFormat,
+    bytes: &[u8],
+    hook: &str,
+    triggers: &[TriggerRef],
+) -> Result<Vec<Result<(Value, Option<String>), String>>, ApiError> {
+    let mut out = Vec::new();
+    for ev in &parse(format, bytes)? {
+        for t in triggers {
+            if matches(t.trigger(), ev) {
+                out.push(prepare(hook, t, ev)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Renders and checks a trigger's inputs and its dedupe key for one alert.
+/// The inner `Err` is a refusal of this alert's inputs (422), naming the input.
+fn prepare(
     hook: &str,
     t: &TriggerRef,
     ev: &Incoming,
-    actor: &str,
-) -> Result<Result<Created, String>, ApiError> {
+) -> Result<Result<(Value, Option<String>), String>, ApiError> {
     let wf = &t.workflow;
     let ctx_value = context(ev);
     let ctx =
@@ -417,9 +436,22 @@ async fn start(
             return Ok(Err(format!("workflow `{}`: {}", wf.name, errors.join("; "))));
         }
     };
-    let key = match dedupe_key(hook, t, ev, &ctx) {
-        Ok(k) => k,
-        Err(e) => return Ok(Err(e)),
+    Ok(dedupe_key(hook, t, ev, &ctx).map(|key| (values, key)))
+}
+
+/// Renders the trigger's inputs and submits a run. The inner `Err` is a
+/// refusal of this alert's inputs (422), naming the input.
+async fn start(
+    app: &AppState,
+    hook: &str,
+    t: &TriggerRef,
+    ev: &Incoming,
+    actor: &str,
+) -> Result<Result<Created, String>, ApiError> {
+    let wf = &t.workflow;
+    let (values, key) = match prepare(hook, t, ev)? {
+        Ok(prepared) => prepared,
+        Err(refusal) => return Ok(Err(refusal)),
     };
     let trigger = json!({
         "kind": "webhook",
