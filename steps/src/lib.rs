@@ -226,6 +226,9 @@ pub struct AttemptContext {
     /// the worker (e.g. the names of `token_env`, `webhook_url_env`, `url_env`
     /// settings). Every inherited `LIFEBOAT_*` variable is removed anyway.
     pub env_remove: Vec<String>,
+    /// The client of `http` steps, with the `[http]` destination policy it
+    /// enforces (default: every destination but cloud metadata addresses).
+    pub http: http::HttpClient,
     /// Called once a shell step's child has started, with its pid, which is
     /// also its process-group id. Record it durably: after a crash, pass it
     /// to [`kill_orphaned_attempt`] so no orphaned group keeps running.
@@ -248,6 +251,7 @@ impl AttemptContext {
             redactor: Arc::default(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             env_remove: Vec::new(),
+            http: http::HttpClient::default(),
             on_spawn: None,
         }
     }
@@ -290,6 +294,7 @@ impl fmt::Debug for AttemptContext {
             .field("redactor", &self.redactor)
             .field("max_output_bytes", &self.max_output_bytes)
             .field("env_remove", &self.env_remove)
+            .field("http", &self.http)
             .field("on_spawn", &self.on_spawn.as_ref().map(|_| "Fn(u32)"))
             .finish()
     }

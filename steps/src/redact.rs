@@ -326,7 +326,10 @@ mod tests {
             // A URL parser leaves `@`, `/`, `+`, `&`, `=` alone in a query.
             "p@ss%20word/+&=%C3%A9".to_string(),
         ] {
-            assert_eq!(redacted(&format!("GET /?k={encoded} failed"), &[secret]), "GET /?k=*** failed");
+            assert_eq!(
+                redacted(&format!("GET /?k={encoded} failed"), &[secret]),
+                "GET /?k=*** failed"
+            );
         }
     }
 
