@@ -1259,6 +1259,7 @@ impl Driver {
         actx.timeout = body.timeout.map(|d| d.0);
         actx.cancel = cancel;
         actx.redactor = self.engine.redactor.clone();
+        actx.http = self.engine.opts.http.clone();
         actx
     }
 

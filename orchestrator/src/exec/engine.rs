@@ -37,6 +37,9 @@ pub struct EngineOptions {
     pub people: Arc<super::people::Directory>,
     /// Templates, channels and links for notifications.
     pub notifier: Arc<super::notifier::Notifier>,
+    /// The client of `http` steps and the `[http]` destination policy it
+    /// enforces, compiled once.
+    pub http: lifeboat_steps::http::HttpClient,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +54,7 @@ impl Default for EngineOptions {
             max_runs: 64,
             people: Arc::default(),
             notifier: Arc::default(),
+            http: Default::default(),
         }
     }
 }

@@ -35,10 +35,11 @@ pub enum Method {
 /// Every request carries `Idempotency-Key` (unless `headers` sets it) and
 /// `X-Lifeboat-Run-Id`, `X-Lifeboat-Step-Id`, `X-Lifeboat-Attempt`.
 /// Redirects are not followed unless `follow_redirects` (then up to 10, to
-/// the same origin unless `allow_cross_origin`). Outputs: `status`, `headers` (lower-case
-/// names; repeated headers joined with `, `), `body` (text, at most
-/// `max_output_bytes`), `body_truncated`, and `json` when the whole body is
-/// JSON. A failed status keeps these outputs, so the operator sees the reply.
+/// the same origin unless `allow_cross_origin`). Outputs: `status`,
+/// `headers` (lower-case names; repeated headers joined with `, `), `body`
+/// (text, at most `max_output_bytes`), `body_truncated`, and `json` when
+/// the whole body is JSON. A failed status keeps these outputs, so the
+/// operator sees the reply.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
