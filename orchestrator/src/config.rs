@@ -225,9 +225,10 @@ mod tests {
     #[test]
     fn the_http_section_is_optional_and_reads_hosts_and_networks() {
         assert_eq!(load("").unwrap().http, Default::default());
-        let config =
-            load("[http]\nallow = [\"*.corp.example\", \"10.0.0.0/8\"]\ndeny = [\"10.9.0.0/16\"]\n")
-                .unwrap();
+        let config = load(
+            "[http]\nallow = [\"*.corp.example\", \"10.0.0.0/8\"]\ndeny = [\"10.9.0.0/16\"]\n",
+        )
+        .unwrap();
         let rules: Vec<String> = config.http.allow.iter().map(ToString::to_string).collect();
         assert_eq!(rules, ["*.corp.example", "10.0.0.0/8"]);
         assert_eq!(config.http.deny[0].to_string(), "10.9.0.0/16");
