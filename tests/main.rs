@@ -13,6 +13,7 @@ mod runbooks;
 mod schedules;
 mod serve;
 mod shared;
+mod ssrf;
 mod ui;
 mod util;
 mod validate;
