@@ -8,6 +8,7 @@ mod ha;
 mod hostile;
 mod init;
 mod people;
+mod redaction;
 mod run;
 mod runbooks;
 mod schedules;
