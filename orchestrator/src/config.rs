@@ -33,6 +33,9 @@ pub struct Config {
     pub executor: ExecutorConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where `http` steps may connect (see `lifeboat_steps::http::policy`).
+    #[serde(default)]
+    pub http: lifeboat_steps::http::PolicyConfig,
 }
 
 /// Anchors of the audit log (`crate::audit_anchor`): signed checkpoints of
@@ -107,6 +110,7 @@ impl Default for Config {
             connections: IndexMap::new(),
             executor: ExecutorConfig::default(),
             audit: AuditConfig::default(),
+            http: Default::default(),
         }
     }
 }
@@ -322,5 +326,37 @@ impl Config {
                 .chain(self.groups.keys().cloned())
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("lifeboat.toml");
+        std::fs::write(&path, toml)?;
+        Config::load(Some(&path)).map(|(config, _)| config)
+    }
+
+    #[test]
+    fn the_http_section_is_optional_and_reads_hosts_and_networks() {
+        assert_eq!(load("").unwrap().http, Default::default());
+        let config = load(
+            "[http]\nallow = [\"*.corp.example\", \"10.0.0.0/8\"]\ndeny = [\"10.9.0.0/16\"]\n",
+        )
+        .unwrap();
+        let rules: Vec<String> = config.http.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(rules, ["*.corp.example", "10.0.0.0/8"]);
+        assert_eq!(config.http.deny[0].to_string(), "10.9.0.0/16");
+    }
+
+    #[test]
+    fn a_bad_http_rule_is_a_configuration_error_naming_it() {
+        let e = format!("{:#}", load("[http]\ndeny = [\"10.0.0.0/33\"]\n").unwrap_err());
+        assert!(e.contains("invalid configuration"), "{e}");
+        assert!(e.contains("`10.0.0.0/33` is not a host, address or network"), "{e}");
+        assert!(e.contains("http.deny"), "{e}");
     }
 }

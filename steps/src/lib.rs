@@ -9,18 +9,21 @@
 pub mod assert;
 pub mod http;
 mod process;
+mod redact;
 pub mod set;
 pub mod shell;
 pub mod sql;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserializer;
 pub use tokio_util::sync::CancellationToken;
 
 pub use process::{kill_orphaned_attempt, kill_process_group};
+pub use redact::{MIN_SECRET_BYTES, REDACTED, Redactor};
 
 /// A problem found in a step's `with` block by a kind's `compile()`.
 ///
@@ -156,8 +159,8 @@ impl ActionConfig {
 }
 
 impl ActionConfig {
-    /// Performs one attempt of this action and redacts `ctx.secrets` from
-    /// everything it returns (outputs and error).
+    /// Performs one attempt of this action and redacts `ctx.redactor`'s
+    /// secrets from everything it returns (outputs and error).
     ///
     /// Every string of the config must already be rendered. The future is
     /// `Send`; dropping it mid-way kills a shell step's process group.
@@ -172,7 +175,7 @@ impl ActionConfig {
             ActionConfig::Set(c) => c.run(ctx).await,
             ActionConfig::Assert(c) => c.run(ctx).await,
         };
-        outcome.redacted(&ctx.secrets)
+        outcome.redacted(&ctx.redactor)
     }
 }
 
@@ -213,9 +216,9 @@ pub struct AttemptContext {
     /// attempt stops (a shell step's process group is killed) and returns
     /// `Failed { retryable: false, .. }` with an error starting "cancelled".
     pub cancel: CancellationToken,
-    /// Secret values (`secrets.*` used by this step) to replace with `***`
-    /// in outputs and errors; values shorter than 4 bytes are ignored.
-    pub secrets: Vec<String>,
+    /// The secret values to replace with `***` in outputs and errors (and
+    /// their encoded forms); built once per set of secrets and shared.
+    pub redactor: Arc<Redactor>,
     /// Bound, in bytes, on each captured stream (stdout, stderr, HTTP body)
     /// and on the JSON of SQL rows.
     pub max_output_bytes: usize,
@@ -223,6 +226,9 @@ pub struct AttemptContext {
     /// the worker (e.g. the names of `token_env`, `webhook_url_env`, `url_env`
     /// settings). Every inherited `LIFEBOAT_*` variable is removed anyway.
     pub env_remove: Vec<String>,
+    /// The client of `http` steps, with the `[http]` destination policy it
+    /// enforces (default: every destination but cloud metadata addresses).
+    pub http: http::HttpClient,
     /// Called once a shell step's child has started, with its pid, which is
     /// also its process-group id. Record it durably: after a crash, pass it
     /// to [`kill_orphaned_attempt`] so no orphaned group keeps running.
@@ -242,9 +248,10 @@ impl AttemptContext {
             attempt,
             timeout: None,
             cancel: CancellationToken::new(),
-            secrets: Vec::new(),
+            redactor: Arc::default(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             env_remove: Vec::new(),
+            http: http::HttpClient::default(),
             on_spawn: None,
         }
     }
@@ -284,9 +291,10 @@ impl fmt::Debug for AttemptContext {
             .field("idempotency_key", &self.idempotency_key)
             .field("timeout", &self.timeout)
             .field("cancelled", &self.cancel.is_cancelled())
-            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field("redactor", &self.redactor)
             .field("max_output_bytes", &self.max_output_bytes)
             .field("env_remove", &self.env_remove)
+            .field("http", &self.http)
             .field("on_spawn", &self.on_spawn.as_ref().map(|_| "Fn(u32)"))
             .finish()
     }
@@ -354,13 +362,16 @@ impl Outcome {
         }
     }
 
-    /// This outcome with every secret value replaced by `***`.
-    pub fn redacted(mut self, secrets: &[String]) -> Self {
+    /// This outcome with every secret value (in any form `redactor` knows)
+    /// replaced by `***`.
+    pub fn redacted(mut self, redactor: &Redactor) -> Self {
         match &mut self {
-            Outcome::Succeeded { outputs } => redact(outputs, secrets),
+            Outcome::Succeeded { outputs } => redactor.redact(outputs),
             Outcome::Failed { error, outputs, .. } => {
-                *error = redact_str(error, secrets);
-                redact(outputs, secrets);
+                if let std::borrow::Cow::Owned(hidden) = redactor.redact_str(error) {
+                    *error = hidden;
+                }
+                redactor.redact(outputs);
             }
         }
         self
@@ -373,64 +384,6 @@ pub trait Step {
     /// Performs one attempt. Never panics on input: every problem becomes
     /// an [`Outcome::Failed`]. Honours `ctx.timeout` and `ctx.cancel`.
     fn run(&self, ctx: &AttemptContext) -> impl Future<Output = Outcome> + Send;
-}
-
-/// The replacement for a secret value.
-pub const REDACTED: &str = "***";
-
-/// Replaces every occurrence of a secret value (of at least 4 bytes) with
-/// `***` in every string of `value`, object keys included.
-pub fn redact(value: &mut serde_json::Value, secrets: &[String]) {
-    let secrets = effective_secrets(secrets);
-    if !secrets.is_empty() {
-        redact_value(value, &secrets);
-    }
-}
-
-/// `s` with every occurrence of a secret value (of at least 4 bytes)
-/// replaced by `***`. Longer secrets are replaced first, so a secret that
-/// contains another is hidden whole.
-pub fn redact_str(s: &str, secrets: &[String]) -> String {
-    replace_secrets(s, &effective_secrets(secrets))
-}
-
-fn effective_secrets(secrets: &[String]) -> Vec<&str> {
-    let mut kept: Vec<&str> = secrets.iter().map(String::as_str).filter(|s| s.len() >= 4).collect();
-    kept.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    kept.dedup();
-    kept
-}
-
-fn replace_secrets(s: &str, secrets: &[&str]) -> String {
-    let mut out = s.to_owned();
-    for secret in secrets {
-        if out.contains(secret) {
-            out = out.replace(secret, REDACTED);
-        }
-    }
-    out
-}
-
-fn redact_value(value: &mut serde_json::Value, secrets: &[&str]) {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => {
-            if secrets.iter().any(|secret| s.contains(secret)) {
-                *s = replace_secrets(s, secrets);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, secrets)),
-        Value::Object(map) => {
-            if map.keys().any(|k| secrets.iter().any(|secret| k.contains(secret))) {
-                let old = std::mem::take(map);
-                for (k, v) in old {
-                    map.insert(replace_secrets(&k, secrets), v);
-                }
-            }
-            map.values_mut().for_each(|v| redact_value(v, secrets));
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
 }
 
 /// `{}`: the outputs of a step that produces none.
@@ -465,40 +418,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn secrets(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn redact_replaces_secrets_in_nested_strings_and_keys() {
-        let mut v = json!({
-            "stdout": "token=hunter22 ok",
-            "nested": [{"deep": ["x hunter22 y", 3, null, true]}],
-            "hunter22": "as a key",
-        });
-        redact(&mut v, &secrets(&["hunter22"]));
-        assert_eq!(
-            v,
-            json!({
-                "stdout": "token=*** ok",
-                "nested": [{"deep": ["x *** y", 3, null, true]}],
-                "***": "as a key",
-            })
-        );
-    }
-
-    #[test]
-    fn redact_ignores_empty_and_short_secrets() {
-        let mut v = json!({"a": "abc and  and 0"});
-        redact(&mut v, &secrets(&["", "abc", "0"]));
-        assert_eq!(v, json!({"a": "abc and  and 0"}));
-    }
-
-    #[test]
-    fn redact_hides_the_longer_of_overlapping_secrets_whole() {
-        assert_eq!(redact_str("pw=secret-long", &secrets(&["secret", "secret-long"])), "pw=***");
-    }
-
     #[test]
     fn outcome_redacted_covers_the_error_too() {
         let o = Outcome::Failed {
@@ -506,7 +425,7 @@ mod tests {
             retryable: true,
             outputs: json!({"body": "s3cr3t"}),
         }
-        .redacted(&secrets(&["s3cr3t"]));
+        .redacted(&Redactor::new(["s3cr3t"]));
         assert_eq!(
             o,
             Outcome::Failed {
@@ -556,7 +475,7 @@ mod tests {
         map.insert("password".to_string(), json!("pa55word"));
         let config = ActionConfig::Set(set::Config(map));
         let mut ctx = AttemptContext::new("r", "s", 1);
-        ctx.secrets = secrets(&["pa55word"]);
+        ctx.redactor = Arc::new(Redactor::new(["pa55word"]));
         assert_eq!(config.run(&ctx).await, Outcome::succeeded(json!({"password": "***"})));
     }
 }

@@ -58,7 +58,7 @@ pub fn compile_files(files: &[PathBuf], known: Option<&KnownNames>) -> Outcome {
             None => reports.push(FileReport {
                 file: wf.file.clone(),
                 source: wf.source.clone(),
-                diagnostics: vec![diagnostic],
+                diagnostics: wf.warnings.iter().cloned().chain([diagnostic]).collect(),
             }),
         }
     }

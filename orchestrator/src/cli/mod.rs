@@ -293,6 +293,9 @@ impl Ctx {
                     &self.config,
                 )),
                 notifier: self.notifier.clone(),
+                http: lifeboat_steps::http::HttpClient::new(lifeboat_steps::http::Policy::new(
+                    &self.config.http,
+                )),
                 ..Default::default()
             },
         )

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::GlobalArgs;
 use crate::catalog::files::compile_files;
-use crate::compile;
+use crate::compile::{self, CompiledWorkflow, FileReport, Severity};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -59,18 +59,31 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     }
     let valid = outcome.reports.iter().all(|r| !r.has_errors()) && templates.is_none();
 
+    // Files that compiled, with their warnings (a file with errors is in `reports`).
+    let passed: Vec<(&CompiledWorkflow, FileReport)> = outcome
+        .compiled
+        .iter()
+        .filter(|wf| !outcome.reports.iter().any(|r| r.file == wf.file))
+        .map(|wf| {
+            let warnings = FileReport {
+                file: wf.file.clone(),
+                source: wf.source.clone(),
+                diagnostics: wf.warnings.clone(),
+            };
+            (wf, warnings)
+        })
+        .collect();
+
     if args.json {
         let mut out: Vec<JsonFile> = Vec::new();
-        for wf in &outcome.compiled {
-            if !outcome.reports.iter().any(|r| r.file == wf.file) {
-                out.push(JsonFile {
-                    file: &wf.file,
-                    valid: true,
-                    workflow: Some(&wf.name),
-                    steps: Some(wf.steps.len()),
-                    diagnostics: Vec::new(),
-                });
-            }
+        for (wf, warnings) in &passed {
+            out.push(JsonFile {
+                file: &wf.file,
+                valid: true,
+                workflow: Some(&wf.name),
+                steps: Some(wf.steps.len()),
+                diagnostics: warnings.to_json(),
+            });
         }
         for report in &outcome.reports {
             out.push(JsonFile {
@@ -85,26 +98,41 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let color = super::stderr_is_terminal();
-        for report in &outcome.reports {
+        for report in outcome.reports.iter().chain(passed.iter().map(|(_, w)| w)) {
             eprint!("{}", report.render(color));
         }
-        for wf in &outcome.compiled {
-            if !outcome.reports.iter().any(|r| r.file == wf.file) {
-                println!(
-                    "ok   {} ({}: {} step{}, {} wave{})",
-                    wf.file,
-                    wf.name,
-                    wf.steps.len(),
-                    plural(wf.steps.len()),
-                    wf.waves.len(),
-                    plural(wf.waves.len())
-                );
-            }
+        for (wf, warnings) in &passed {
+            let warned = match warnings.diagnostics.len() {
+                0 => String::new(),
+                n => format!(", {n} warning{}", plural(n)),
+            };
+            println!(
+                "ok   {} ({}: {} step{}, {} wave{}{warned})",
+                wf.file,
+                wf.name,
+                wf.steps.len(),
+                plural(wf.steps.len()),
+                wf.waves.len(),
+                plural(wf.waves.len())
+            );
         }
-        let errors: usize = outcome.reports.iter().map(|r| r.diagnostics.len()).sum();
+        let count = |severity: Severity| -> usize {
+            outcome
+                .reports
+                .iter()
+                .chain(passed.iter().map(|(_, w)| w))
+                .flat_map(|r| &r.diagnostics)
+                .filter(|d| d.severity == severity)
+                .count()
+        };
+        let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+        let warned = match warnings {
+            0 => String::new(),
+            n => format!(", {n} warning{}", plural(n)),
+        };
         let invalid = outcome.reports.len();
         println!(
-            "{} file{}: {} valid, {} invalid ({} error{})",
+            "{} file{}: {} valid, {} invalid ({} error{}{warned})",
             files.len(),
             plural(files.len()),
             files.len() - invalid,

@@ -55,6 +55,7 @@ codes! {
     Structure = "LB025": "not a workflow",
     Io = "LB026": "file cannot be read",
     TooLarge = "LB027": "workflow over a size limit",
+    Untrusted = "LB028": "untrusted value decides a destination or an option",
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -259,6 +260,17 @@ mod tests {
     fn every_code_is_unique() {
         let mut seen = std::collections::HashSet::new();
         assert!(Code::ALL.iter().all(|c| seen.insert(c.as_str())));
+    }
+
+    #[test]
+    fn every_code_has_a_page_listed_in_the_index() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/errors");
+        let index = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        for code in Code::ALL {
+            let code = code.as_str();
+            assert!(dir.join(format!("{code}.md")).is_file(), "docs/errors/{code}.md is missing");
+            assert!(index.contains(&format!("[{code}]({code}.md)")), "{code} is not in the index");
+        }
     }
 
     #[test]

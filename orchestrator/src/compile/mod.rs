@@ -11,6 +11,7 @@ pub mod limits;
 pub mod pass;
 pub mod suggest;
 pub mod templates;
+pub mod untrusted;
 pub mod yaml;
 
 use indexmap::IndexMap;
@@ -61,6 +62,8 @@ pub struct CompiledWorkflow {
     pub templates: IndexMap<String, templates::Parsed>,
     /// `workflow` steps' targets, checked against the other files of a directory.
     pub child_workflows: Vec<(String, Span)>,
+    /// What compiled but deserves a look (`lifeboat validate` shows them).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl CompiledWorkflow {

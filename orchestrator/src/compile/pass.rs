@@ -6,10 +6,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::de::{DeError, DeErrorKind, deserialize_recovering, one_of};
-use super::diagnostic::{Code, Diagnostic, FileReport, LineIndex};
+use super::diagnostic::{Code, Diagnostic, FileReport, LineIndex, Severity};
 use super::graph::StepGraph;
 use super::limits::{MAX_DIAGNOSTICS, MAX_NEEDS, MAX_STEPS, MAX_TEMPLATES};
 use super::templates::{self, Parsed, Scope, StepNames};
+use super::untrusted;
 use super::yaml::{self, Node, NodeKind};
 use super::{CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, EffectiveRetry, suggest};
 use crate::exec::{KindConfig, StepKind};
@@ -42,7 +43,11 @@ pub fn compile(
     };
     let result = suggest::with_budget(suggest::BUDGET, || pass.run(file));
     match result {
-        Some(wf) if pass.diagnostics.is_empty() => Ok(wf),
+        Some(mut wf) if !pass.has_errors() => {
+            pass.diagnostics.sort_by_key(|d| d.span.map_or(0, |s| s.start));
+            wf.warnings = pass.diagnostics;
+            Ok(wf)
+        }
         _ => {
             pass.diagnostics.sort_by_key(|d| d.span.map_or(0, |s| s.start));
             if pass.diagnostics.len() > MAX_DIAGNOSTICS {
@@ -69,6 +74,22 @@ pub fn compile(
 }
 
 impl<'a> Pass<'a> {
+    fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    fn warning(
+        &mut self,
+        code: Code,
+        message: impl Into<String>,
+        span: Option<Span>,
+    ) -> Building<'_> {
+        let mut diagnostic = Diagnostic::error(code, message, span);
+        diagnostic.severity = Severity::Warning;
+        self.diagnostics.push(diagnostic);
+        Building(self.diagnostics.last_mut().expect("just pushed"))
+    }
+
     fn error(
         &mut self,
         code: Code,
@@ -356,7 +377,7 @@ impl<'a> Pass<'a> {
         let workflow_templates =
             self.check_workflow_level(root, &header, &input_names, &step_names);
 
-        if !self.diagnostics.is_empty() || compiled_steps.len() != ids.len() {
+        if self.has_errors() || compiled_steps.len() != ids.len() {
             return None;
         }
         let topological_order = graph.topological_order()?;
@@ -377,6 +398,7 @@ impl<'a> Pass<'a> {
             ancestors,
             templates: workflow_templates,
             child_workflows,
+            warnings: Vec::new(),
         })
     }
 
@@ -456,6 +478,9 @@ impl<'a> Pass<'a> {
             scope
         };
         self.templates_in(with_node, &mut body_templates, "", kind.untemplated_fields(), scope);
+        if let KindConfig::Action(action) = &config {
+            self.check_untrusted(action, &body_templates, with_node, &header.inputs, place, prefix);
+        }
         let retry = self.effective_retry(header.defaults.retry.as_ref(), parts.retry, node, place);
         Some(CompiledBody {
             kind,
@@ -465,6 +490,84 @@ impl<'a> Pass<'a> {
             retry,
             timeout: parts.timeout.or(header.defaults.timeout),
         })
+    }
+
+    /// LB028: the trigger's payload or a free-form input in the scheme,
+    /// host or port of an `http` URL, or at the start of a `shell` argument.
+    fn check_untrusted(
+        &mut self,
+        action: &lifeboat_steps::ActionConfig,
+        templates: &IndexMap<String, Parsed>,
+        with_node: &Node,
+        inputs: &IndexMap<String, InputSpec>,
+        place: &str,
+        prefix: &str,
+    ) {
+        use lifeboat_steps::ActionConfig;
+        match action {
+            ActionConfig::Http(_) => {
+                let Some(url) = templates.get("url") else { return };
+                let span = with_node.get("url").map(|n| n.span);
+                for read in untrusted::in_url_destination(url, inputs) {
+                    let span = span.map(|s| self.narrow(s, Some(&read.path)));
+                    self.warning(
+                        Code::Untrusted,
+                        format!(
+                            "{place}: `{prefix}with.url`: `{}` ({}) decides where the request goes (scheme, host or port)",
+                            read.path, read.origin
+                        ),
+                        span,
+                    )
+                    .label("whoever sets this value chooses the destination")
+                    .help(format!(
+                        "keep the scheme and host literal and template only the path or query, or {}; `[http]` in lifeboat.toml limits where requests may go",
+                        read.remedy
+                    ));
+                }
+            }
+            ActionConfig::Shell(c) => {
+                let Some(command) = &c.command else { return };
+                let program = command.first().map(String::as_str).unwrap_or("the program");
+                for i in 0..command.len() {
+                    // After `--`, arguments are no longer options.
+                    if command[..i].iter().any(|a| a == "--") {
+                        break;
+                    }
+                    let Some(arg) = templates.get(&format!("command.{i}")) else { continue };
+                    let span =
+                        with_node.at_path(&["command".to_string(), i.to_string()]).map(|n| n.span);
+                    for read in untrusted::at_argument_start(arg, inputs) {
+                        let span = span.map(|s| self.narrow(s, Some(&read.path)));
+                        let (what, help) = if i == 0 {
+                            (
+                                "decides which program runs".to_string(),
+                                format!("name the program literally, or {}", read.remedy),
+                            )
+                        } else {
+                            (
+                                format!(
+                                    "starts an argument of `{program}`, so a value starting with `-` becomes an option"
+                                ),
+                                format!(
+                                    "put `--` before it if `{program}` accepts it, start the argument with literal text (`--target={{{{…}}}}`), or {}",
+                                    read.remedy
+                                ),
+                            )
+                        };
+                        self.warning(
+                            Code::Untrusted,
+                            format!(
+                                "{place}: `{prefix}with.command.{i}`: `{}` ({}) {what}",
+                                read.path, read.origin
+                            ),
+                            span,
+                        )
+                        .help(help);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     fn effective_retry(

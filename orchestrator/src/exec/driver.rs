@@ -797,19 +797,15 @@ impl Driver {
         Context::wraps(ctx).expect("a JSON value is a valid context")
     }
 
-    fn secret_values(&self) -> Vec<String> {
-        self.engine.secrets.iter().map(|(_, v)| v.clone()).collect()
-    }
-
     fn redact(&self, mut v: Value) -> Value {
-        lifeboat_steps::redact(&mut v, &self.secret_values());
+        self.engine.redactor.redact(&mut v);
         v
     }
 
     async fn fail_step(&mut self, i: usize, error: String) -> anyhow::Result<()> {
         let now = now_ms();
         let id = self.wf.steps[i].id.clone();
-        let error = lifeboat_steps::redact_str(&error, &self.secret_values());
+        let error = self.engine.redactor.redact_str(&error).into_owned();
         let changes = vec![
             self.step_change(i, |s| {
                 s.status = StepStatus::Failed;
@@ -1278,7 +1274,8 @@ impl Driver {
         let mut actx = AttemptContext::new(self.run.id.clone(), id.clone(), n);
         actx.timeout = body.timeout.map(|d| d.0);
         actx.cancel = cancel;
-        actx.secrets = self.secret_values();
+        actx.redactor = self.engine.redactor.clone();
+        actx.http = self.engine.opts.http.clone();
         actx
     }
 

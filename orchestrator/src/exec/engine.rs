@@ -41,6 +41,9 @@ pub struct EngineOptions {
     pub people: Arc<super::people::Directory>,
     /// Templates, channels and links for notifications.
     pub notifier: Arc<super::notifier::Notifier>,
+    /// The client of `http` steps and the `[http]` destination policy it
+    /// enforces, compiled once.
+    pub http: lifeboat_steps::http::HttpClient,
 }
 
 impl Default for EngineOptions {
@@ -56,6 +59,7 @@ impl Default for EngineOptions {
             max_runs: 64,
             people: Arc::default(),
             notifier: Arc::default(),
+            http: Default::default(),
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct Engine {
     definitions: Mutex<HashMap<String, Arc<CompiledWorkflow>>>,
     /// Secret values (from `LIFEBOAT_SECRET_*`), by name.
     pub secrets: Vec<(String, String)>,
+    /// `secrets` and their encoded forms, compiled once for every redaction.
+    pub redactor: Arc<lifeboat_steps::Redactor>,
     /// Every event this worker commits, for live progress.
     pub progress: broadcast::Sender<EventRecord>,
     /// Drivers running now, to stop one whose lease is lost.
@@ -136,16 +142,18 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, opts: EngineOptions) -> Arc<Self> {
-        let secrets = std::env::vars()
+        let secrets: Vec<(String, String)> = std::env::vars()
             .filter_map(|(k, v)| k.strip_prefix("LIFEBOAT_SECRET_").map(|n| (n.to_string(), v)))
             .filter(|(_, v)| !v.is_empty())
             .collect();
+        let redactor = Arc::new(lifeboat_steps::Redactor::new(secrets.iter().map(|(_, v)| v)));
         let (progress, _) = broadcast::channel(4096);
         Arc::new(Engine {
             store,
             opts,
             definitions: Mutex::new(HashMap::new()),
             secrets,
+            redactor,
             progress,
             driving: Mutex::new(HashMap::new()),
             draining: CancellationToken::new(),
