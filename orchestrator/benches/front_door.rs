@@ -45,23 +45,16 @@ fn tiny_server() -> u16 {
                 let mut line = String::new();
                 loop {
                     // Headers up to the blank line; GETs carry no body.
-                    let mut ended = false;
                     loop {
                         line.clear();
                         match reader.read_line(&mut line) {
                             Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => {
-                                ended = true;
-                                break;
-                            }
+                            Ok(_) if line == "\r\n" => break,
                             Ok(_) => {}
                         }
                     }
-                    if ended
-                        && out
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
-                            .is_err()
-                    {
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if out.write_all(answer).is_err() {
                         return;
                     }
                 }

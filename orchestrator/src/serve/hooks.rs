@@ -379,6 +379,10 @@ fn dedupe_key(
     }
 }
 
+/// One matched trigger of a payload: its checked inputs and dedupe key, or
+/// why its inputs are refused.
+pub type Prepared = Result<(Value, Option<String>), String>;
+
 /// What a payload would start, without starting anything: for each alert
 /// or event and each trigger it matches, the checked inputs and dedupe key,
 /// or why the inputs are refused. Pure (no store, no IO), so the webhook
@@ -388,7 +392,7 @@ pub fn preview(
     bytes: &[u8],
     hook: &str,
     triggers: &[TriggerRef],
-) -> Result<Vec<Result<(Value, Option<String>), String>>, ApiError> {
+) -> Result<Vec<Prepared>, ApiError> {
     let mut out = Vec::new();
     for ev in &parse(format, bytes)? {
         for t in triggers {
@@ -402,11 +406,7 @@ pub fn preview(
 
 /// Renders and checks a trigger's inputs and its dedupe key for one alert.
 /// The inner `Err` is a refusal of this alert's inputs (422), naming the input.
-fn prepare(
-    hook: &str,
-    t: &TriggerRef,
-    ev: &Incoming,
-) -> Result<Result<(Value, Option<String>), String>, ApiError> {
+fn prepare(hook: &str, t: &TriggerRef, ev: &Incoming) -> Result<Prepared, ApiError> {
     let wf = &t.workflow;
     let ctx_value = context(ev);
     let ctx =
