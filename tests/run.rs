@@ -999,3 +999,17 @@ fn report_draws_a_timeline_of_every_attempt_against_the_rto() {
         "{page}"
     );
 }
+
+#[test]
+fn a_run_over_its_rto_says_so_exactly_once() {
+    let sb = Sandbox::new("run-rto-once");
+    sb.write(
+        "slow.yaml",
+        "name: slow\nobjectives: { rto: 300ms }\nsteps:\n  work:\n    uses: shell\n    with: { command: [sleep, \"1.5\"] }\n",
+    );
+    let out = sb.lifeboat(&["run", "slow.yaml", "--wait", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let logs = stdout(&sb.ok(&["logs", doc["id"].as_str().unwrap()]));
+    assert_eq!(logs.matches("rto_breached").count(), 1, "{logs}");
+}

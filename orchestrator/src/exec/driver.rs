@@ -285,6 +285,25 @@ impl Driver {
         Change::Event { at: now_ms(), kind: kind.into(), step_id: step.map(String::from), data }
     }
 
+    /// The run's one `rto_breached` event, the first time it is asked for
+    /// (while the run goes on, or when it ends late without having said so);
+    /// `None` after that, so nobody is paged twice.
+    fn rto_breached(&mut self) -> Option<Change> {
+        self.rto_due.take()?;
+        let rto = self.wf.definition.objectives.as_ref().and_then(|o| o.rto)?;
+        let elapsed = self.run.started_at.map(|s| now_ms() - s);
+        Some(Self::event(
+            "rto_breached",
+            None,
+            Some(json!({
+                "rto": rto.to_string(),
+                "rto_ms": rto.as_millis(),
+                "elapsed_ms": elapsed,
+                "message": format!("the run has taken longer than its RTO of {rto}"),
+            })),
+        ))
+    }
+
     fn step_change(&self, i: usize, f: impl FnOnce(&mut StepRecord)) -> Change {
         let mut s = self.steps[i].clone();
         f(&mut s);
@@ -345,16 +364,8 @@ impl Driver {
                 && now_ms() >= due
                 && !self.run.status.is_terminal()
             {
-                self.rto_due = None;
-                let rto = self.wf.definition.objectives.as_ref().and_then(|o| o.rto);
-                self.stage(vec![Self::event(
-                    "rto_breached",
-                    None,
-                    Some(json!({"rto": rto.map(|r| r.to_string()), "message": format!(
-                        "the run has taken longer than its RTO of {}",
-                        rto.map(|r| r.to_string()).unwrap_or_default()
-                    )})),
-                )]);
+                let breached = self.rto_breached();
+                self.stage(breached.into_iter().collect());
             }
             if self.run.status == RunStatus::Queued {
                 let now = now_ms();
@@ -1529,14 +1540,8 @@ impl Driver {
                 Some(json!({"outputs": outputs, "duration_ms": elapsed})),
             ),
         ];
-        if let Some(rto) = self.wf.definition.objectives.as_ref().and_then(|o| o.rto)
-            && elapsed > rto.as_millis() as i64
-        {
-            changes.push(Self::event(
-                "rto_breached",
-                None,
-                Some(json!({"rto_ms": rto.as_millis(), "duration_ms": elapsed})),
-            ));
+        if self.rto_due.is_some_and(|due| now > due) {
+            changes.extend(self.rto_breached());
         }
         self.stage(changes);
         self.wake_parent();
