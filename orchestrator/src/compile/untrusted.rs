@@ -161,10 +161,10 @@ fn helper_reads(h: &HelperTemplate, out: &mut Vec<String>) {
 
 fn param_reads(p: &Parameter, out: &mut Vec<String>) {
     match p {
-        Parameter::Path(Path::Relative((segs, raw))) => {
-            if segs.iter().all(|s| matches!(s, PathSeg::Named(_))) {
-                out.push(raw.clone());
-            }
+        Parameter::Path(Path::Relative((segs, raw)))
+            if segs.iter().all(|s| matches!(s, PathSeg::Named(_))) =>
+        {
+            out.push(raw.clone())
         }
         Parameter::Name(name) => out.push(name.clone()),
         Parameter::Subexpression(sub) => {
