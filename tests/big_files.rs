@@ -98,11 +98,7 @@ fn healthz_while(api: &Api, during: impl FnOnce() + Send) -> Vec<Duration> {
 
 #[test]
 fn a_huge_file_dropped_into_the_workflows_directory_neither_stalls_nor_stops_serve() {
-    let sb = Sandbox::new("big-serve-drop")
-        .config(
-            "[[users]]\nname = \"vic\"\ntoken_env = \"LIFEBOAT_TOKEN_VIC\"\nroles = [\"viewer\"]\n",
-        )
-        .env("LIFEBOAT_TOKEN_VIC", "vic-token");
+    let sb = Sandbox::new("big-serve-drop").with_users(&["vic"]);
     let dir = sb.path("workflows");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("small.yaml"), chain("small", 3)).unwrap();

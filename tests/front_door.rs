@@ -18,21 +18,6 @@ const ALICE: &str = "alice-token"; // operator
 const BOB: &str = "bob-token"; // approver
 const CAROL: &str = "carol-token"; // approver
 
-const USERS: &str = r#"
-[[users]]
-name = "alice"
-token_env = "LIFEBOAT_TOKEN_ALICE"
-roles = ["operator"]
-[[users]]
-name = "bob"
-token_env = "LIFEBOAT_TOKEN_BOB"
-roles = ["approver"]
-[[users]]
-name = "carol"
-token_env = "LIFEBOAT_TOKEN_CAROL"
-roles = ["approver"]
-"#;
-
 const HOOKS: &str = r#"
 [hooks.alertmanager]
 format = "alertmanager"
@@ -66,10 +51,8 @@ steps:
 /// A sandbox with users, hooks, the `gated` workflow and `extra` config.
 fn sandbox(name: &str, extra: &str) -> Sandbox {
     let sb = Sandbox::new(name)
-        .config(&format!("{extra}\n{USERS}\n{HOOKS}"))
-        .env("LIFEBOAT_TOKEN_ALICE", ALICE)
-        .env("LIFEBOAT_TOKEN_BOB", BOB)
-        .env("LIFEBOAT_TOKEN_CAROL", CAROL)
+        .config(&format!("{extra}\n{HOOKS}"))
+        .with_users(&["alice", "bob", "carol"])
         .env("LIFEBOAT_HOOK_TOKEN", HOOK_TOKEN)
         .env("LIFEBOAT_HOOK_SECRET", HMAC_SECRET);
     std::fs::create_dir_all(sb.path("workflows")).expect("workflows dir");

@@ -15,25 +15,6 @@ use crate::util::{Api, Page, Sandbox};
 
 const LINK_SECRET: &str = "link-secret-for-tests";
 
-const CONFIG: &str = r#"
-[[users]]
-name = "alice"
-token_env = "LIFEBOAT_TOKEN_ALICE"
-roles = ["operator"]
-[[users]]
-name = "bob"
-token_env = "LIFEBOAT_TOKEN_BOB"
-roles = ["approver"]
-[[users]]
-name = "carol"
-token_env = "LIFEBOAT_TOKEN_CAROL"
-roles = ["approver"]
-[[users]]
-name = "vic"
-token_env = "LIFEBOAT_TOKEN_VIC"
-roles = ["viewer"]
-"#;
-
 /// Prepares, waits for bob's approval, then finishes.
 const FAILOVER: &str = r#"name: failover
 steps:
@@ -52,12 +33,7 @@ steps:
 
 /// A sandbox with the users and the workflow; `links`: with a link secret.
 fn sandbox(name: &str, links: bool) -> Sandbox {
-    let mut sb = Sandbox::new(name)
-        .config(CONFIG)
-        .env("LIFEBOAT_TOKEN_ALICE", "alice-token")
-        .env("LIFEBOAT_TOKEN_BOB", "bob-token")
-        .env("LIFEBOAT_TOKEN_CAROL", "carol-token")
-        .env("LIFEBOAT_TOKEN_VIC", "vic-token");
+    let mut sb = Sandbox::new(name).with_users(&["alice", "bob", "carol", "vic"]);
     if links {
         sb = sb.env("LIFEBOAT_LINK_SECRET", LINK_SECRET);
     }

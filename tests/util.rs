@@ -1003,3 +1003,43 @@ impl Api {
         )
     }
 }
+
+// ---------------------------------------------------------------------------
+// Test users: one place for who exists, their roles and their tokens.
+
+/// `(name, roles)`; each one's token is `<name>-token`, read from
+/// `LIFEBOAT_TOKEN_<NAME>`.
+pub const USERS: &[(&str, &[&str])] = &[
+    ("alice", &["operator"]),
+    ("bob", &["approver"]),
+    ("carol", &["approver"]),
+    ("vic", &["viewer"]),
+    ("root", &["admin"]),
+];
+
+/// `[[users]]` entries for `names` (from [`USERS`]).
+pub fn users_toml(names: &[&str]) -> String {
+    let mut out = String::new();
+    for name in names {
+        let (_, roles) = USERS.iter().find(|(n, _)| n == name).expect("a known test user");
+        let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+        out.push_str(&format!(
+            "[[users]]\nname = \"{name}\"\ntoken_env = \"LIFEBOAT_TOKEN_{}\"\nroles = [{}]\n",
+            name.to_uppercase(),
+            roles.join(", ")
+        ));
+    }
+    out
+}
+
+impl Sandbox {
+    /// Adds the test users `names` to the configuration, with their tokens.
+    pub fn with_users(self, names: &[&str]) -> Sandbox {
+        let mut sb = self.config(&users_toml(names));
+        for name in names {
+            sb = sb
+                .env(&format!("LIFEBOAT_TOKEN_{}", name.to_uppercase()), &format!("{name}-token"));
+        }
+        sb
+    }
+}
