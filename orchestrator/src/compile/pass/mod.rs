@@ -1,6 +1,11 @@
 //! The compile pass: parse, type every part with recovery, then check the
 //! graph, templates, inputs, triggers and names, collecting every problem.
 
+mod header;
+mod names;
+
+pub use header::check_value;
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -492,84 +497,6 @@ impl<'a> Pass<'a> {
         })
     }
 
-    /// LB028: the trigger's payload or a free-form input in the scheme,
-    /// host or port of an `http` URL, or at the start of a `shell` argument.
-    fn check_untrusted(
-        &mut self,
-        action: &lifeboat_steps::ActionConfig,
-        templates: &IndexMap<String, Parsed>,
-        with_node: &Node,
-        inputs: &IndexMap<String, InputSpec>,
-        place: &str,
-        prefix: &str,
-    ) {
-        use lifeboat_steps::ActionConfig;
-        match action {
-            ActionConfig::Http(_) => {
-                let Some(url) = templates.get("url") else { return };
-                let span = with_node.get("url").map(|n| n.span);
-                for read in untrusted::in_url_destination(url, inputs) {
-                    let span = span.map(|s| self.narrow(s, Some(&read.path)));
-                    self.warning(
-                        Code::Untrusted,
-                        format!(
-                            "{place}: `{prefix}with.url`: `{}` ({}) decides where the request goes (scheme, host or port)",
-                            read.path, read.origin
-                        ),
-                        span,
-                    )
-                    .label("whoever sets this value chooses the destination")
-                    .help(format!(
-                        "keep the scheme and host literal and template only the path or query, or {}; `[http]` in lifeboat.toml limits where requests may go",
-                        read.remedy
-                    ));
-                }
-            }
-            ActionConfig::Shell(c) => {
-                let Some(command) = &c.command else { return };
-                let program = command.first().map(String::as_str).unwrap_or("the program");
-                for i in 0..command.len() {
-                    // After `--`, arguments are no longer options.
-                    if command[..i].iter().any(|a| a == "--") {
-                        break;
-                    }
-                    let Some(arg) = templates.get(&format!("command.{i}")) else { continue };
-                    let span =
-                        with_node.at_path(&["command".to_string(), i.to_string()]).map(|n| n.span);
-                    for read in untrusted::at_argument_start(arg, inputs) {
-                        let span = span.map(|s| self.narrow(s, Some(&read.path)));
-                        let (what, help) = if i == 0 {
-                            (
-                                "decides which program runs".to_string(),
-                                format!("name the program literally, or {}", read.remedy),
-                            )
-                        } else {
-                            (
-                                format!(
-                                    "starts an argument of `{program}`, so a value starting with `-` becomes an option"
-                                ),
-                                format!(
-                                    "put `--` before it if `{program}` accepts it, start the argument with literal text (`--target={{{{…}}}}`), or {}",
-                                    read.remedy
-                                ),
-                            )
-                        };
-                        self.warning(
-                            Code::Untrusted,
-                            format!(
-                                "{place}: `{prefix}with.command.{i}`: `{}` ({}) {what}",
-                                read.path, read.origin
-                            ),
-                            span,
-                        )
-                        .help(help);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
     fn effective_retry(
         &mut self,
         defaults: Option<&RetryPolicy>,
@@ -608,96 +535,6 @@ impl<'a> Pass<'a> {
                 .or(defaults.and_then(|r| r.jitter))
                 .unwrap_or(base.jitter),
         }
-    }
-
-    /// Channels, approvers, connections and templates named in parameters.
-    fn check_config_names(&mut self, config: &KindConfig, with_node: &Node, place: &str) {
-        let Some(known) = self.env.known else { return };
-        for (path, channel) in config.channel_refs() {
-            if !known.channels.iter().any(|c| c == channel) {
-                let span = with_node.at_path(&path).map(|n| n.span);
-                self.unknown_name(
-                    Code::UnknownChannel,
-                    place,
-                    "channel",
-                    channel,
-                    &known.channels,
-                    span,
-                );
-            }
-        }
-        let template = match config {
-            KindConfig::Notify(c) => c.template.as_deref().map(|t| (t, vec!["template"])),
-            KindConfig::Escalate(c) => c.template.as_deref().map(|t| (t, vec!["template"])),
-            KindConfig::Approval(c) => c
-                .escalate
-                .as_ref()
-                .and_then(|e| e.template.as_deref())
-                .map(|t| (t, vec!["escalate", "template"])),
-            _ => None,
-        };
-        if let Some((t, path)) = template
-            && !known.templates.iter().any(|k| k == t)
-        {
-            let span = with_node.at_path(&path).map(|n| n.span);
-            self.unknown_name(Code::UnknownTemplate, place, "template", t, &known.templates, span);
-        }
-        if let KindConfig::Approval(c) = config {
-            for (i, approver) in c.approvers.iter().enumerate() {
-                if !known.principals.iter().any(|p| p == approver) {
-                    let span = with_node
-                        .at_path(&["approvers".to_string(), i.to_string()])
-                        .map(|n| n.span);
-                    self.unknown_name(
-                        Code::UnknownReference,
-                        place,
-                        "user or group",
-                        approver,
-                        &known.principals,
-                        span,
-                    );
-                }
-            }
-        }
-        if let KindConfig::Action(lifeboat_steps::ActionConfig::Sql(c)) = config
-            && let Some(conn) = &c.connection
-            && !known.connections.iter().any(|k| k == conn)
-        {
-            let span = with_node.get("connection").map(|n| n.span);
-            self.unknown_name(
-                Code::UnknownReference,
-                place,
-                "connection",
-                conn,
-                &known.connections,
-                span,
-            );
-        }
-    }
-
-    fn unknown_name(
-        &mut self,
-        code: Code,
-        place: &str,
-        what: &str,
-        name: &str,
-        known: &[String],
-        span: Option<Span>,
-    ) {
-        let help = suggest::did_you_mean(name, known.iter().map(String::as_str)).or_else(|| {
-            // Templates come from the built-ins and `templates_dir`, the rest from lifeboat.toml.
-            let source = if what == "template" {
-                "built in or in templates_dir"
-            } else {
-                "defined in lifeboat.toml"
-            };
-            Some(if known.is_empty() {
-                format!("no {what}s are {}", source.trim_start_matches("defined "))
-            } else {
-                format!("{source}: {}", known.join(", "))
-            })
-        });
-        self.error(code, format!("{place}: unknown {what} `{name}`"), span).maybe_help(help);
     }
 
     /// Parses and checks every templated string below `node`.
@@ -785,196 +622,6 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn check_inputs(&mut self, root: &Node, inputs: &IndexMap<String, InputSpec>) {
-        let inputs_node = root.get("inputs");
-        for (name, spec) in inputs {
-            let key_span = inputs_node.and_then(|n| n.key_node(name)).map(|n| n.span);
-            let identifier = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if !identifier {
-                self.error(Code::BadName, format!("input name `{name}` is invalid"), key_span)
-                    .help("use lower case letters, digits and `_`, starting with a letter (templates read it as `inputs.NAME`)");
-            }
-            if let Some(default) = &spec.default
-                && let Err(why) = check_value(spec, &default.value)
-            {
-                self.error(
-                    Code::BadDefault,
-                    format!("input `{name}`: default {why}"),
-                    default.span,
-                );
-            }
-            if let Some(allowed) = &spec.allowed {
-                for (i, value) in allowed.iter().enumerate() {
-                    if let Err(why) = check_type(spec.ty, value) {
-                        let span = inputs_node
-                            .and_then(|n| n.at_path(&[name.as_str(), "enum", &i.to_string()]))
-                            .map(|n| n.span);
-                        self.error(
-                            Code::BadDefault,
-                            format!("input `{name}`: enum value {why}"),
-                            span,
-                        );
-                    }
-                }
-            }
-            if spec.pattern.is_some() && spec.ty != InputType::String {
-                let span = inputs_node
-                    .and_then(|n| n.at_path(&[name.as_str(), "pattern"]))
-                    .map(|n| n.span);
-                self.error(
-                    Code::InvalidValue,
-                    format!("input `{name}`: `pattern` applies only to `type: string`"),
-                    span,
-                );
-            }
-        }
-    }
-
-    /// Triggers, notify rules, outputs and the concurrency key.
-    fn check_workflow_level(
-        &mut self,
-        root: &Node,
-        wf: &Workflow,
-        inputs: &[&str],
-        steps: &StepNames<'_>,
-    ) -> IndexMap<String, Parsed> {
-        let mut out = IndexMap::new();
-        let known = self.env.known;
-        for (i, trigger) in wf.triggers.iter().enumerate() {
-            let node = root.at_path(&["triggers".to_string(), i.to_string()]);
-            let span = node.map(|n| n.span);
-            // Read the shape from the file, not the parsed value: a schedule
-            // with a bad cron was already reported and removed.
-            let written = |f: &str| node.and_then(|n| n.get(f)).is_some();
-            let (webhook, schedule) = (written("webhook"), written("schedule"));
-            if webhook == schedule {
-                self.error(
-                    Code::Trigger,
-                    "a trigger needs exactly one of `webhook` or `schedule`",
-                    span,
-                );
-            } else if schedule {
-                let webhook_only: Vec<&str> = ["match", "cancel_on_resolve", "dedupe", "on"]
-                    .into_iter()
-                    .filter(|f| written(f))
-                    .collect();
-                if !webhook_only.is_empty() {
-                    self.error(
-                        Code::Trigger,
-                        format!(
-                            "a schedule trigger cannot have {}: only webhook triggers receive alerts",
-                            one_of(&webhook_only)
-                        ),
-                        span,
-                    );
-                }
-            } else if let (Some(hook), Some(known)) = (&trigger.webhook, known)
-                && !known.hooks.contains(&hook.value)
-            {
-                self.unknown_name(
-                    Code::UnknownHook,
-                    "trigger",
-                    "webhook",
-                    &hook.value,
-                    &known.hooks,
-                    hook.span,
-                );
-            }
-            let place = format!("trigger {}", i + 1);
-            let scope = Scope {
-                inputs,
-                steps,
-                visible_steps: None,
-                place: &place,
-                own_step: None,
-                stored: true,
-                allow_outputs: false,
-                allow_item: false,
-                allow_trigger_payload: true,
-                schedule_payload: trigger.schedule.is_some(),
-                allow_inputs: false,
-            };
-            for (name, value) in &trigger.inputs {
-                if !inputs.contains(&name.as_str()) {
-                    let key_span = node
-                        .and_then(|n| n.get("inputs"))
-                        .and_then(|n| n.key_node(name))
-                        .map(|n| n.span);
-                    self.error(
-                        Code::UndeclaredInput,
-                        format!(
-                            "{place} sets input `{name}`, which is not declared under `inputs`"
-                        ),
-                        key_span,
-                    )
-                    .maybe_help(suggest::did_you_mean(name, inputs.iter().copied()));
-                }
-                self.template(&mut out, &format!("triggers.{i}.inputs.{name}"), value, &scope);
-            }
-            if let Some(dedupe) = &trigger.dedupe {
-                self.template(&mut out, &format!("triggers.{i}.dedupe"), dedupe, &scope);
-            }
-        }
-        for rule in &wf.notify {
-            let Some(known) = known else { break };
-            for channel in &rule.channels {
-                if !known.channels.contains(&channel.value) {
-                    self.unknown_name(
-                        Code::UnknownChannel,
-                        "notify",
-                        "channel",
-                        &channel.value,
-                        &known.channels,
-                        channel.span,
-                    );
-                }
-            }
-            if let Some(t) = &rule.template
-                && !known.templates.contains(&t.value)
-            {
-                self.unknown_name(
-                    Code::UnknownTemplate,
-                    "notify",
-                    "template",
-                    &t.value,
-                    &known.templates,
-                    t.span,
-                );
-            }
-        }
-        let mut everything = fixedbitset::FixedBitSet::with_capacity(steps.ids.len());
-        everything.insert_range(..);
-        let outputs_scope = Scope {
-            inputs,
-            steps,
-            visible_steps: Some(&everything),
-            place: "the workflow outputs",
-            own_step: None,
-            stored: true,
-            allow_outputs: false,
-            allow_item: false,
-            allow_trigger_payload: wf.triggers.iter().any(|t| t.webhook.is_some()),
-            schedule_payload: false,
-            allow_inputs: true,
-        };
-        for (name, value) in &wf.outputs {
-            self.template(&mut out, &format!("outputs.{name}"), value, &outputs_scope);
-        }
-        if let Some(c) = &wf.concurrency {
-            let scope = Scope {
-                visible_steps: None,
-                place: "the concurrency key",
-                ..outputs_scope.clone()
-            };
-            self.template(&mut out, "concurrency.key", &c.key, &scope);
-        }
-        out
-    }
-
     fn report_de_errors(&mut self, errors: &[DeError], place: &str, prefix: &str) {
         for e in errors {
             let path = format!("{prefix}{}", e.path.join(".")).trim_end_matches('.').to_string();
@@ -1049,46 +696,8 @@ struct BodyParts<'b> {
     timeout: Option<crate::model::Duration>,
 }
 
-/// Checks a value against an input declaration (type, enum, pattern).
-pub fn check_value(spec: &InputSpec, value: &serde_json::Value) -> Result<(), String> {
-    check_type(spec.ty, value)?;
-    if let Some(allowed) = &spec.allowed
-        && !allowed.contains(value)
-    {
-        let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
-        return Err(format!("{value} is not one of [{}]", list.join(", ")));
-    }
-    if let (Some(pattern), serde_json::Value::String(s)) = (&spec.pattern, value)
-        && !pattern.0.is_match(s)
-    {
-        return Err(format!("\"{s}\" does not match the pattern `{}`", pattern.as_str()));
-    }
-    Ok(())
-}
-
-fn check_type(ty: InputType, value: &serde_json::Value) -> Result<(), String> {
-    use serde_json::Value as V;
-    let ok = match ty {
-        InputType::String => value.is_string(),
-        InputType::Integer => value.is_i64() || value.is_u64(),
-        InputType::Number => value.is_number(),
-        InputType::Boolean => value.is_boolean(),
-        InputType::List => value.is_array(),
-        InputType::Object => value.is_object(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        let found = match value {
-            V::Null => "null",
-            V::Bool(_) => "a boolean",
-            V::Number(_) => "a number",
-            V::String(_) => "a string",
-            V::Array(_) => "a list",
-            V::Object(_) => "an object",
-        };
-        Err(format!("{value} is {found}, not {}", ty.name()))
-    }
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn node_to_json(node: &Node) -> serde_json::Value {
@@ -1104,8 +713,4 @@ fn node_to_json(node: &Node) -> serde_json::Value {
             V::Object(entries.iter().map(|(k, v)| (k.key_text(), node_to_json(v))).collect())
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
