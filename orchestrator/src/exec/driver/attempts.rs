@@ -1,0 +1,340 @@
+//! Action attempts: recorded before they start, run in a task, finished in
+//! one commit with the step's new state (retries, for_each, poll).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Driver {
+    /// Records a new attempt, then runs the action in a task.
+    pub(super) async fn start_attempt(&mut self, i: usize, phase: Phase) -> anyhow::Result<()> {
+        let step = self.wf.steps[i].clone();
+        let body = self.body(i, phase).clone();
+        let now = now_ms();
+        // The context is built only when something needs rendering: it is
+        // the costly part of starting a step in a large workflow.
+        let needs_context = !body.templates.is_empty()
+            || (phase == Phase::Forward
+                && (step.definition.for_each.is_some() || step.definition.poll.is_some()));
+        let ctx = needs_context.then(|| self.context(None, None));
+        let items: Option<Vec<Value>> =
+            if phase == Phase::Forward && step.definition.for_each.is_some() {
+                match self.for_each_items(i, ctx.as_ref().expect("built for for_each")) {
+                    Ok(items) => Some(items),
+                    Err(e) => return self.fail_step(i, e).await,
+                }
+            } else {
+                None
+            };
+        // A `for_each` body is rendered per item, in the attempt task.
+        let config = if items.is_some() {
+            None
+        } else {
+            let prepared = match &ctx {
+                None => prepare_config(&body, None, &self.engine.opts.connections),
+                Some(ctx) => prepare_config(&body, Some(ctx), &self.engine.opts.connections),
+            };
+            match prepared {
+                Ok(c) => Some(c),
+                Err(e) if phase == Phase::Forward => return self.fail_step(i, e).await,
+                Err(e) => return self.finish_rollback(i, 0, Err((e, false))).await,
+            }
+        };
+        let n = match phase {
+            Phase::Forward => self.steps[i].attempts + 1,
+            Phase::Rollback => self.rollbacks[i].as_ref().map_or(0, |r| r.attempts) + 1,
+        };
+        let mut changes = vec![Change::AttemptStarted(AttemptRecord {
+            run_id: self.run.id.clone(),
+            step_id: step.id.clone(),
+            phase,
+            n,
+            status: AttemptStatus::Running,
+            worker: self.worker().to_string(),
+            pgid: None,
+            started_at: now,
+            finished_at: None,
+            error: None,
+            stdout: None,
+            stderr: None,
+        })];
+        match phase {
+            Phase::Forward => {
+                changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::Running;
+                    s.attempts = n;
+                    s.started_at.get_or_insert(now);
+                    s.wake_at = None;
+                }));
+                changes.push(Self::event(
+                    "step_started",
+                    Some(&step.id),
+                    Some(json!({"attempt": n})),
+                ));
+            }
+            Phase::Rollback => {
+                let mut rb = self.rollbacks[i].clone().unwrap_or_default();
+                rb.status = "running".into();
+                rb.attempts = n;
+                rb.wake_at = None;
+                changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+                changes.push(Self::event(
+                    "rollback_started",
+                    Some(&step.id),
+                    Some(json!({"attempt": n})),
+                ));
+            }
+        }
+        // Pure kinds have no side effect to protect: their start and end share one commit.
+        let pure = matches!(config, Some(ActionConfig::Set(_) | ActionConfig::Assert(_)))
+            && items.is_none()
+            && step.definition.poll.is_none();
+        let token = CancellationToken::new();
+        let actx = self.attempt_context(i, n, &body, token.clone());
+        if let (true, Some(config)) = (pure, &config) {
+            let outcome = config.run(&actx).await;
+            // Apply the start to the local copy so the finish builds on it.
+            if let Some(Change::Step(started)) =
+                changes.iter().find(|c| matches!(c, Change::Step(_)))
+            {
+                self.steps[i] = started.clone();
+            }
+            let mut all = changes;
+            let finish = self.finish_changes(i, phase, n, &outcome);
+            // Start and finish of a pure attempt: one row, one event.
+            if let (
+                Some(Change::AttemptStarted(a)),
+                Some(Change::AttemptFinished { status, finished_at, error, .. }),
+            ) = (all.first_mut(), finish.first())
+            {
+                a.status = *status;
+                a.finished_at = Some(*finished_at);
+                a.error.clone_from(error);
+            }
+            all.retain(|c| !matches!(c, Change::Event { kind, .. } if kind == "step_started"));
+            all.extend(finish.into_iter().skip(1));
+            self.stage(all);
+            return Ok(());
+        }
+        self.commit(changes).await?;
+        self.in_flight.insert((i, phase), token);
+        let tx = self.tx.clone();
+        let poll = if phase == Phase::Forward {
+            step.definition.poll.clone().zip(step.templates.get("poll.until").cloned())
+        } else {
+            None
+        };
+        let base_ctx =
+            if items.is_some() || poll.is_some() { self.context_value() } else { Value::Null };
+        let for_each =
+            items.map(|items| (items, body.clone(), self.engine.opts.connections.clone()));
+        let engine = self.engine.clone();
+        let run_id = self.run.id.clone();
+        let step_id = step.id.clone();
+        let span = tracing::info_span!("attempt", run_id = %run_id, step_id = %step_id, attempt = n, phase = %phase);
+        tokio::spawn(
+            async move {
+                let outcome = run_action(
+                    &engine, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
+                )
+                .await;
+                let _ = tx.send(Finished { index: i, phase, n, outcome });
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    pub(super) fn attempt_context(
+        &self,
+        i: usize,
+        n: u32,
+        body: &CompiledBody,
+        cancel: CancellationToken,
+    ) -> AttemptContext {
+        let id = &self.wf.steps[i].id;
+        let mut actx = AttemptContext::new(self.run.id.clone(), id.clone(), n);
+        actx.timeout = body.timeout.map(|d| d.0);
+        actx.cancel = cancel;
+        actx.redactor = self.engine.redactor.clone();
+        actx.http = self.engine.opts.http.clone();
+        actx
+    }
+
+    pub(super) fn for_each_items(&self, i: usize, ctx: &Context) -> Result<Vec<Value>, String> {
+        let step = &self.wf.steps[i];
+        let raw = step.definition.for_each.as_ref().map(|f| f.value.clone()).unwrap_or(Value::Null);
+        match &raw {
+            Value::String(_) => {
+                let t = step.templates.get("for_each").ok_or("`for_each` template missing")?;
+                let text = render(t, ctx).map_err(|e| format!("`for_each`: {e}"))?;
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Array(items)) => Ok(items),
+                    _ => Err(format!("`for_each` rendered `{text}`, which is not a JSON list")),
+                }
+            }
+            Value::Array(_) => match render_value(&raw, &step.templates, "for_each", ctx)? {
+                Value::Array(items) => Ok(items),
+                _ => Err("`for_each` is not a list".into()),
+            },
+            _ => Err("`for_each` must be a list".into()),
+        }
+    }
+
+    /// The changes that record an attempt's outcome (forward phase).
+    pub(super) fn finish_changes(
+        &self,
+        i: usize,
+        phase: Phase,
+        n: u32,
+        outcome: &Outcome,
+    ) -> Vec<Change> {
+        let id = self.wf.steps[i].id.clone();
+        let now = now_ms();
+        let outputs = self.redact(outcome.outputs().clone());
+        let (stdout, stderr) = (
+            outputs.get("stdout").and_then(Value::as_str).map(String::from),
+            outputs.get("stderr").and_then(Value::as_str).map(String::from),
+        );
+        let (status, error, retryable) = match outcome {
+            Outcome::Succeeded { .. } => (AttemptStatus::Succeeded, None, false),
+            Outcome::Failed { error, retryable, .. } => {
+                (AttemptStatus::Failed, Some(error.clone()), *retryable)
+            }
+        };
+        let mut changes = vec![Change::AttemptFinished {
+            step_id: id.clone(),
+            phase,
+            n,
+            status,
+            finished_at: now,
+            error: error.clone(),
+            stdout,
+            stderr,
+        }];
+        if phase == Phase::Rollback {
+            return changes; // the caller adds the rollback state
+        }
+        let body = &self.wf.steps[i].body;
+        let base = self.steps[i]
+            .state
+            .as_ref()
+            .and_then(|s| s.get("attempt_base"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u32;
+        match (status, error) {
+            (AttemptStatus::Succeeded, _) => {
+                changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::Succeeded;
+                    s.outputs = Some(outputs.clone());
+                    s.error = None;
+                    s.finished_at = Some(now);
+                }));
+                changes.push(Self::event("step_succeeded", Some(&id), Some(json!({"attempt": n}))));
+            }
+            (_, error) if retryable && n - base < body.retry.attempts => {
+                let delay = backoff::delay_after(&body.retry, n - base, fastrand::f64());
+                let wake = now + delay.as_millis() as i64;
+                changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::RetryWait;
+                    s.outputs = Some(outputs.clone());
+                    s.error = error.clone();
+                    s.wake_at = Some(wake);
+                }));
+                changes.push(Self::event(
+                    "step_retrying",
+                    Some(&id),
+                    Some(
+                        json!({"attempt": n, "error": error, "delay_ms": delay.as_millis() as u64}),
+                    ),
+                ));
+            }
+            (_, error) => {
+                changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::Failed;
+                    s.outputs = Some(outputs.clone());
+                    s.error = error.clone();
+                    s.finished_at = Some(now);
+                }));
+                changes.push(Self::event(
+                    "step_failed",
+                    Some(&id),
+                    Some(json!({"attempt": n, "error": error})),
+                ));
+            }
+        }
+        changes
+    }
+
+    pub(super) async fn on_finished(&mut self, done: Finished) -> anyhow::Result<()> {
+        let i = done.index;
+        // A result for a step no longer running (skipped or cancelled meanwhile) is recorded, not applied.
+        let current = match done.phase {
+            Phase::Forward => {
+                self.steps[i].status == StepStatus::Running && self.steps[i].attempts == done.n
+            }
+            Phase::Rollback => self.rollbacks[i]
+                .as_ref()
+                .is_some_and(|r| r.status == "running" && r.attempts == done.n),
+        };
+        let mut changes = self.finish_changes(i, done.phase, done.n, &done.outcome);
+        if !current {
+            changes.truncate(1);
+            return self.commit(changes).await;
+        }
+        if done.phase == Phase::Rollback {
+            let result = match &done.outcome {
+                Outcome::Succeeded { .. } => Ok(()),
+                Outcome::Failed { error, retryable, .. } => Err((error.clone(), *retryable)),
+            };
+            self.commit(changes).await?;
+            return self.finish_rollback(i, done.n, result).await;
+        }
+        self.commit(changes).await
+    }
+}
+
+/// Renders a body's `with` (when it has templates), types it into the
+/// action's config, and resolves a named SQL connection to its URL.
+pub(super) fn prepare_config(
+    body: &CompiledBody,
+    ctx: Option<&Context>,
+    connections: &HashMap<String, String>,
+) -> Result<ActionConfig, String> {
+    let rendered = match ctx {
+        Some(ctx) if !body.templates.is_empty() => {
+            render_value(&body.with, &body.templates, "", ctx)?
+        }
+        _ => body.with.clone(),
+    };
+    let mut config = match crate::exec::render::typed_config(body.kind, &rendered)? {
+        KindConfig::Action(c) => c,
+        _ => return Err("step parameters do not match its kind".into()),
+    };
+    if let ActionConfig::Sql(sql) = &mut config
+        && sql.url.is_none()
+        && let Some(name) = &sql.connection
+    {
+        sql.url = connections.get(name).cloned();
+    }
+    Ok(config)
+}
+
+/// The last result of a poll, short enough for an error line: `json`
+/// when the action printed one, else the outputs without bulky fields.
+pub(super) fn last_outputs_summary(outputs: &Value) -> String {
+    let shown = match outputs.get("json") {
+        Some(j) if !j.is_null() => j.clone(),
+        _ => {
+            let mut o = outputs.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("headers");
+            }
+            o
+        }
+    };
+    let text = shown.to_string();
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}

@@ -1,0 +1,146 @@
+//! Finishing a run: its final status, outputs and events, and waking its
+//! parent, in the commit that releases the lease.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Driver {
+    /// Ends the run when nothing is left to do. Returns true if the status changed.
+    pub(super) async fn try_finish(&mut self) -> anyhow::Result<bool> {
+        let now = now_ms();
+        if self.run.status == RunStatus::RollingBack {
+            let open = (0..self.steps.len()).any(|i| self.rollback_pending(i));
+            if open {
+                return Ok(false);
+            }
+            let failed = self.rollbacks.iter().flatten().any(|r| r.status == "failed");
+            let status = if self.run.cancelled_by.is_some() {
+                RunStatus::Cancelled
+            } else if failed {
+                RunStatus::RollbackFailed
+            } else {
+                RunStatus::RolledBack
+            };
+            self.stage(vec![
+                Change::Run(RunUpdate {
+                    status: Some(status),
+                    finished_at: Some(now),
+                    ..Default::default()
+                }),
+                Self::event(status.as_str(), None, None),
+            ]);
+            self.wake_parent();
+            return Ok(true);
+        }
+        if self.blocking_failure() {
+            let mut changes = Vec::new();
+            for i in 0..self.steps.len() {
+                if matches!(
+                    self.steps[i].status,
+                    StepStatus::Pending | StepStatus::RetryWait | StepStatus::Waiting
+                ) {
+                    changes.push(self.step_change(i, |s| {
+                        s.status = StepStatus::Cancelled;
+                        s.wake_at = None;
+                        s.error = Some("not run: the run failed".into());
+                    }));
+                }
+            }
+            let failed: Vec<&str> = (0..self.steps.len())
+                .filter(|&i| {
+                    self.steps[i].status == StepStatus::Failed
+                        && !self.wf.steps[i].definition.continue_on_failure
+                })
+                .map(|i| self.wf.steps[i].id.as_str())
+                .collect();
+            let error = format!(
+                "step{} {} failed",
+                if failed.len() > 1 { "s" } else { "" },
+                failed.join(", ")
+            );
+            let rollback =
+                self.wf.definition.on_failure == OnFailure::Rollback && self.has_rollback_work();
+            changes.push(Self::event("failed", None, Some(json!({"error": error}))));
+            if rollback {
+                changes.push(Change::Run(RunUpdate {
+                    status: Some(RunStatus::RollingBack),
+                    error: Some(error),
+                    ..Default::default()
+                }));
+                changes.push(Self::event("rolling_back", None, None));
+            } else {
+                changes.push(Change::Run(RunUpdate {
+                    status: Some(RunStatus::Failed),
+                    error: Some(error),
+                    finished_at: Some(now),
+                    ..Default::default()
+                }));
+            }
+            self.stage(changes);
+            if !rollback {
+                self.wake_parent();
+            }
+            return Ok(true);
+        }
+        let all_done = self.steps.iter().all(|s| s.status.is_settled());
+        if !all_done {
+            return Ok(false);
+        }
+        let ctx = self.context(None, None);
+        let outputs = match render_value(
+            &serde_json::to_value(
+                self.wf
+                    .definition
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
+                    .collect::<serde_json::Map<_, _>>(),
+            )?,
+            &self.wf.templates,
+            "outputs",
+            &ctx,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stage(vec![
+                    Change::Run(RunUpdate {
+                        status: Some(RunStatus::Failed),
+                        error: Some(format!("outputs: {e}")),
+                        finished_at: Some(now),
+                        ..Default::default()
+                    }),
+                    Self::event("failed", None, Some(json!({"error": format!("outputs: {e}")}))),
+                ]);
+                self.wake_parent();
+                return Ok(true);
+            }
+        };
+        let elapsed = now - self.run.started_at.unwrap_or(now);
+        let mut changes = vec![
+            Change::Run(RunUpdate {
+                status: Some(RunStatus::Succeeded),
+                outputs: Some(outputs.clone()),
+                finished_at: Some(now),
+                ..Default::default()
+            }),
+            Self::event(
+                "succeeded",
+                None,
+                Some(json!({"outputs": outputs, "duration_ms": elapsed})),
+            ),
+        ];
+        if self.rto_due.is_some_and(|due| now > due) {
+            changes.extend(self.rto_breached());
+        }
+        self.stage(changes);
+        self.wake_parent();
+        Ok(true)
+    }
+
+    /// A finished child makes its parent due (committed with the child's end).
+    pub(super) fn wake_parent(&mut self) {
+        if let Some(parent) = self.run.parent_run_id.clone() {
+            self.stage(vec![Change::WakeRun { run_id: parent }]);
+        }
+    }
+}

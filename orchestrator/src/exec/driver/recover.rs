@@ -1,0 +1,100 @@
+//! Crash recovery: a step still `running` when its worker died is
+//! interrupted (its process group killed) and retried, or handed to a human
+//! when it is not idempotent.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Driver {
+    /// Attempts that were in flight when their worker died.
+    pub(super) async fn recover(&mut self) -> anyhow::Result<()> {
+        let interrupted: Vec<usize> = (0..self.steps.len())
+            .filter(|&i| self.steps[i].status == StepStatus::Running)
+            .collect();
+        let rollback_interrupted: Vec<usize> = (0..self.steps.len())
+            .filter(|&i| self.rollbacks[i].as_ref().is_some_and(|r| r.status == "running"))
+            .collect();
+        if interrupted.is_empty() && rollback_interrupted.is_empty() {
+            return Ok(());
+        }
+        let attempts = self.engine.store.attempts(&self.run.id).await?;
+        let now = now_ms();
+        let mut changes = Vec::new();
+        if attempts.iter().any(|a| a.status == AttemptStatus::Running && a.worker != self.worker())
+        {
+            crate::metrics::lease_takeover();
+        }
+        let kill = |a: &AttemptRecord| {
+            if let Some(pgid) = a.pgid {
+                lifeboat_steps::kill_orphaned_attempt(pgid, &a.run_id, &a.step_id, a.n);
+            }
+        };
+        for i in interrupted {
+            let id = self.wf.steps[i].id.clone();
+            let n = self.steps[i].attempts;
+            if let Some(a) =
+                attempts.iter().find(|a| a.step_id == id && a.phase == Phase::Forward && a.n == n)
+            {
+                kill(a);
+            }
+            changes.push(Change::AttemptFinished {
+                step_id: id.clone(),
+                phase: Phase::Forward,
+                n,
+                status: AttemptStatus::Interrupted,
+                finished_at: now,
+                error: Some("interrupted: the worker running it stopped".into()),
+                stdout: None,
+                stderr: None,
+            });
+            let step = &self.wf.steps[i];
+            let run = self.run.id.clone();
+            if !step.definition.idempotent {
+                changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::NeedsHuman;
+                    s.wake_at = None;
+                    s.error = Some(format!(
+                        "attempt {n} was interrupted and the step is `idempotent: false`: a person decides \
+                         (lifeboat retry {run} --from {id} | skip {run} {id} | mark {run} {id} succeeded|failed)"
+                    ));
+                }));
+                changes.push(Self::event("needs_human", Some(&id), Some(json!({"attempt": n}))));
+            } else {
+                changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::RetryWait;
+                    s.wake_at = Some(now);
+                    s.error = Some(format!("attempt {n} was interrupted; retrying"));
+                }));
+                changes.push(Self::event(
+                    "step_interrupted",
+                    Some(&id),
+                    Some(json!({"attempt": n})),
+                ));
+            }
+        }
+        for i in rollback_interrupted {
+            let id = self.wf.steps[i].id.clone();
+            let mut rb = self.rollbacks[i].clone().unwrap_or_default();
+            if let Some(a) = attempts
+                .iter()
+                .find(|a| a.step_id == id && a.phase == Phase::Rollback && a.n == rb.attempts)
+            {
+                kill(a);
+            }
+            changes.push(Change::AttemptFinished {
+                step_id: id.clone(),
+                phase: Phase::Rollback,
+                n: rb.attempts,
+                status: AttemptStatus::Interrupted,
+                finished_at: now,
+                error: Some("interrupted: the worker running it stopped".into()),
+                stdout: None,
+                stderr: None,
+            });
+            rb.status = "retry_wait".into();
+            rb.wake_at = Some(now);
+            changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+        }
+        self.commit(changes).await
+    }
+}

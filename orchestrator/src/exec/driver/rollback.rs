@@ -1,0 +1,83 @@
+//! Rollback: the rollback bodies of succeeded steps, each after the
+//! rollbacks of the steps that depend on it.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Driver {
+    /// A succeeded step with a rollback body whose rollback has not ended.
+    pub(super) fn rollback_pending(&self, i: usize) -> bool {
+        self.wf.steps[i].rollback.is_some()
+            && self.steps[i].status == StepStatus::Succeeded
+            && !self.rollbacks[i]
+                .as_ref()
+                .is_some_and(|r| r.status == "succeeded" || r.status == "failed")
+    }
+
+    /// Starts rollbacks in reverse dependency order: a step's rollback waits
+    /// for the rollbacks of every step that depends on it.
+    pub(super) async fn advance_rollback(&mut self) -> anyhow::Result<()> {
+        let now = now_ms();
+        let order: Vec<usize> = self.wf.topological_order.iter().rev().copied().collect();
+        for i in order {
+            if !self.rollback_pending(i) || self.in_flight.contains_key(&(i, Phase::Rollback)) {
+                continue;
+            }
+            let state = self.rollbacks[i].clone().unwrap_or_default();
+            if state.status == "running" {
+                continue;
+            }
+            if state.status == "retry_wait" && state.wake_at.is_some_and(|w| w > now) {
+                continue;
+            }
+            let dependents_done = (0..self.steps.len())
+                .filter(|&d| self.wf.ancestors.contains(d, i))
+                .all(|d| !self.rollback_pending(d));
+            if dependents_done {
+                self.start_attempt(i, Phase::Rollback).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn finish_rollback(
+        &mut self,
+        i: usize,
+        n: u32,
+        result: Result<(), (String, bool)>,
+    ) -> anyhow::Result<()> {
+        let id = self.wf.steps[i].id.clone();
+        let retry = self.body(i, Phase::Rollback).retry;
+        let now = now_ms();
+        let mut rb = self.rollbacks[i].clone().unwrap_or_default();
+        let mut changes = Vec::new();
+        match result {
+            Ok(()) => {
+                rb.status = "succeeded".into();
+                changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::RolledBack;
+                    s.rollback = Some(json!(rb).to_string());
+                }));
+                changes.push(Self::event("step_rolled_back", Some(&id), None));
+            }
+            Err((error, retryable)) if retryable && n < retry.attempts => {
+                let delay = backoff::delay_after(&retry, n, fastrand::f64());
+                rb.status = "retry_wait".into();
+                rb.wake_at = Some(now + delay.as_millis() as i64);
+                rb.error = Some(error);
+                changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+            }
+            Err((error, _)) => {
+                rb.status = "failed".into();
+                rb.error = Some(error.clone());
+                changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+                changes.push(Self::event(
+                    "rollback_step_failed",
+                    Some(&id),
+                    Some(json!({"error": error})),
+                ));
+            }
+        }
+        self.commit(changes).await
+    }
+}
