@@ -2,7 +2,6 @@
 //! rules, outputs and the concurrency key; and the input value checks the
 //! executor shares.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Pass<'_> {

@@ -1,7 +1,6 @@
 //! Names a step refers to (connections, approvers, channels, workflows
 //! from `lifeboat.toml`) and values an outside party decides (LB028).
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Pass<'_> {

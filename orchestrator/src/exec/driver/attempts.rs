@@ -1,7 +1,6 @@
 //! Action attempts: recorded before they start, run in a task, finished in
 //! one commit with the step's new state (retries, for_each, poll).
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Driver {

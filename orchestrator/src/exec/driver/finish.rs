@@ -1,7 +1,6 @@
 //! Finishing a run: its final status, outputs and events, and waking its
 //! parent, in the commit that releases the lease.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Driver {

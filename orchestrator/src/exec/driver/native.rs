@@ -1,7 +1,6 @@
 //! Engine-native kinds: they suspend instead of running a process (wait,
 //! approval, escalate, notify, child workflows) and resume when due.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Driver {

@@ -2,7 +2,6 @@
 //! interrupted (its process group killed) and retried, or handed to a human
 //! when it is not idempotent.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Driver {

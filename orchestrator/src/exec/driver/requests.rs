@@ -1,7 +1,6 @@
 //! Operator and people's requests: cancel, pause, resume, retry, skip, mark,
 //! decisions — each applied under the lease like any other transition.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Driver {

@@ -1,7 +1,6 @@
 //! Rollback: the rollback bodies of succeeded steps, each after the
 //! rollbacks of the steps that depend on it.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl Driver {

@@ -1,0 +1,704 @@
+//! Postgres backend: several `lifeboat serve` replicas share one database.
+//!
+//! The reference behaviour is `sqlite/`; this module is the same seam in
+//! Postgres terms:
+//! - claiming is `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n)`,
+//!   so replicas never wait on, or both take, the same run;
+//! - `commit` locks the run's row (`SELECT lease_owner … FOR UPDATE`), checks the
+//!   lease (fencing) and applies the changes in the same transaction;
+//! - migrations run under an advisory lock, so replicas starting together apply
+//!   them once;
+//! - `create_run` with `on_conflict: skip` checks and inserts under a
+//!   transaction-scoped advisory lock on the concurrency key;
+//! - a run's events are only inserted while its row is locked, so within a run
+//!   event ids commit in order and `events(run, after)` never skips one;
+//! - deadlocks (two commits waking each other's runs, a renew crossing a
+//!   commit) roll back whole and are retried.
+//!
+//! Times are unix milliseconds (BIGINT) and JSON is `jsonb`; see
+//! migrations/postgres/0001_init.sql.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Connection, Postgres, Row, Transaction};
+
+use super::*;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Session advisory lock held around migrations ("lifeboat" in ASCII). sqlx's
+/// migrator takes its own lock too; this one does not depend on it.
+const MIGRATION_LOCK: i64 = 0x6c69_6665_626f_6174;
+/// First key of the two-key advisory locks on concurrency keys ("lbck").
+const CONCURRENCY_LOCK_SPACE: i32 = 0x6c62_636b;
+/// First key of the advisory locks on webhook dedupe keys ("lbdd").
+const DEDUPE_LOCK_SPACE: i32 = 0x6c62_6464;
+/// Advisory lock serializing audit appends ("lbaudit!").
+const AUDIT_LOCK: i64 = 0x6c62_6175_6469_7421;
+/// Connections per process: commits, claims and the CLI's reads.
+const MAX_CONNECTIONS: u32 = 16;
+/// Tries of a transaction that failed on a deadlock or serialization failure.
+const TRANSIENT_TRIES: u32 = 8;
+
+/// The active run states, as SQL (a literal, so the partial index applies).
+macro_rules! active {
+    () => {
+        "('queued','running','waiting','rolling_back')"
+    };
+}
+
+// Below `active!`: a macro is in scope only after its definition.
+mod rows;
+mod write;
+use rows::*;
+use write::*;
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    pub async fn open_with(options: PgConnectOptions) -> Result<Self> {
+        let options = if options.get_application_name().is_none() {
+            options.application_name("lifeboat")
+        } else {
+            options
+        };
+        migrate(&options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// Applies the migrations on a connection of its own, holding an advisory lock:
+/// replicas that start together queue here and the later ones find nothing to
+/// do. The connection is closed afterwards, which releases every session lock
+/// even when a migration failed half-way (sqlx's migrator does not unlock on
+/// error, so this must never be a pooled connection).
+async fn migrate(options: &PgConnectOptions) -> Result<()> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .fetch_one(&mut conn)
+        .await?;
+    if !got {
+        tracing::info!("another lifeboat process is migrating the database; waiting for it");
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut conn).await?;
+    }
+    // `run_direct` is `run` on a connection; `run(&mut conn)` makes this future
+    // not `Send` (sqlx's `Acquire` is "not general enough").
+    let result = MIGRATOR.run_direct(&mut conn).await;
+    if result.is_ok() {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut conn)
+            .await?;
+    }
+    let _ = conn.close().await;
+    Ok(result?)
+}
+
+/// A deadlock or serialization failure: the transaction was rolled back whole
+/// and may simply run again.
+fn is_transient(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
+/// Runs `attempt` (one whole transaction) again while it fails transiently.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if is_transient(&e) && tries < TRANSIENT_TRIES => {
+                tracing::debug!("retrying a transaction after: {e}");
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=10 * tries as u64)))
+                    .await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl PostgresStore {
+    async fn create_run_once(&self, run: &NewRun) -> Result<Created> {
+        let mut tx = self.pool.begin().await?;
+        let created = insert_run(&mut tx, run).await?;
+        if let Some(entry) = run.audit.clone() {
+            append_audit(&mut tx, entry.about(&created)).await?;
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn claim_once(
+        &self,
+        worker: &str,
+        lease: Lease,
+        limit: usize,
+        only: Option<&str>,
+    ) -> Result<Vec<String>> {
+        // Due, unleased (or lease expired), not paused unless a request waits,
+        // and for queued runs: no older active run holds the concurrency key.
+        // SKIP LOCKED: rows another replica is claiming or committing are left
+        // to it (they are leased or busy anyway) instead of waited for.
+        const SQL: &str = concat!(
+            "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, woken = false WHERE id IN ( \
+               SELECT r.id FROM runs r WHERE r.status IN ",
+            active!(),
+            " AND (r.lease_owner IS NULL OR r.lease_expires_at < $3) \
+                 AND (r.wake_at IS NULL OR r.wake_at <= $3) \
+                 AND (NOT r.paused OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
+                 AND ($5::text IS NULL OR r.root_run_id = $5::text) \
+                 AND NOT (r.status = 'queued' AND r.concurrency_key IS NOT NULL AND EXISTS ( \
+                   SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
+                     AND o.status IN ",
+            active!(),
+            ")) ORDER BY r.id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id"
+        );
+        let mut ids: Vec<String> = sqlx::query_scalar(SQL)
+            .bind(worker)
+            .bind(lease.now + lease.duration_ms)
+            .bind(lease.now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(only)
+            .fetch_all(&self.pool)
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn renew_once(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 AND lease_expires_at >= $3 RETURNING id",
+        )
+        .bind(lease.now + lease.duration_ms)
+        .bind(worker)
+        .bind(lease.now)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE workers SET heartbeat_at = $1 WHERE id = $2")
+            .bind(lease.now)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn commit_once(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock fences: a worker taking the run over waits for this
+        // transaction, and this one sees the lease as it is now.
+        let owner: Option<Option<String>> =
+            sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = $1 FOR UPDATE")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match owner {
+            None => return Err(StoreError::RunNotFound(run_id.into())),
+            Some(Some(o)) if o == worker => {}
+            Some(_) => return Err(StoreError::LeaseLost(run_id.into())),
+        }
+        apply_all(&mut tx, run_id, changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_once(&self, req: &NewRequest) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        // The run's row first: its lock orders this event among the run's own.
+        // Due now; a finished run asked to retry becomes claimable again.
+        sqlx::query(
+            "UPDATE runs SET wake_at = NULL, woken = true, \
+               status = CASE WHEN $2 THEN 'queued' ELSE status END, \
+               finished_at = CASE WHEN $2 THEN NULL ELSE finished_at END \
+             WHERE id = $1",
+        )
+        .bind(&req.run_id)
+        .bind(req.kind == RequestKind::Retry)
+        .execute(&mut *tx)
+        .await?;
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO requests (run_id, kind, step_id, data, actor, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&req.run_id)
+        .bind(req.kind.as_str())
+        .bind(&req.step_id)
+        .bind(opt_json(&req.data))
+        .bind(text(&req.actor))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| decision_conflict(e, req))?;
+        let data =
+            serde_json::json!({"kind": req.kind.as_str(), "actor": req.actor, "data": req.data});
+        sqlx::query(
+            "INSERT INTO events (run_id, at, kind, step_id, data) VALUES ($1, $2, 'request', $3, $4)",
+        )
+        .bind(&req.run_id)
+        .bind(now)
+        .bind(&req.step_id)
+        .bind(json(&data))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn put_definition(&self, def: &Definition) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO definitions (hash, workflow, file, source, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(&def.hash)
+        .bind(&def.workflow)
+        .bind(text(&def.file))
+        .bind(text(&def.source))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn definition(&self, hash: &str) -> Result<Option<Definition>> {
+        let row =
+            sqlx::query("SELECT hash, workflow, file, source FROM definitions WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(Definition {
+                hash: r.try_get("hash")?,
+                workflow: r.try_get("workflow")?,
+                file: r.try_get("file")?,
+                source: r.try_get("source")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<Created> {
+        retrying(|| self.create_run_once(&run)).await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Lease,
+        limit: usize,
+        only: Option<&str>,
+    ) -> Result<Vec<String>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        retrying(|| self.claim_once(worker, lease, limit, only)).await
+    }
+
+    async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
+        retrying(|| self.renew_once(worker, lease)).await
+    }
+
+    async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
+        retrying(|| async {
+            sqlx::query(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+                 wake_at = CASE WHEN woken THEN NULL ELSE $1 END WHERE id = $2 AND lease_owner = $3",
+            )
+            .bind(wake_at)
+            .bind(run_id)
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
+        retrying(|| self.commit_once(worker, run_id, changes)).await
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_row).transpose()
+    }
+
+    async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
+        // As SQLite: LIKE's wildcards are dropped (and Postgres's escape, `\`).
+        let like = format!("{}%", prefix.replace(['%', '_', '\\'], ""));
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE $1 ORDER BY id LIMIT 2")
+                .bind(like)
+                .fetch_all(&self.pool)
+                .await?;
+        match ids.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StoreError::RunNotFound(prefix.into())),
+            _ => Err(StoreError::Conflict(format!(
+                "run id prefix `{prefix}` matches several runs; type more of it"
+            ))),
+        }
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE ($1::text IS NULL OR status = $1::text) \
+             AND ($2::text IS NULL OR workflow = $2::text) AND ($4::text IS NULL OR id < $4::text) \
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.workflow)
+        .bind(i64::from(filter.limit.unwrap_or(50)))
+        .bind(&filter.before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        // Key order, as SQLite returns them.
+        let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY step_id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(step_row).collect()
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM attempts WHERE run_id = $1 ORDER BY started_at, n, step_id, phase",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(attempt_row).collect()
+    }
+
+    async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id")
+            .bind(run_id)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    step_id: r.try_get("step_id")?,
+                    data: r.try_get("data")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn request(&self, req: NewRequest) -> Result<i64> {
+        retrying(|| self.request_once(&req)).await
+    }
+
+    async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM requests WHERE run_id = $1 AND done_at IS NULL ORDER BY id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(request_row).collect()
+    }
+
+    async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT s.* FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.status IN ",
+            active!(),
+            " AND s.status IN ('needs_human', 'waiting') ORDER BY s.run_id, s.step_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let steps = rows.iter().map(step_row).collect::<Result<Vec<_>>>()?;
+        let mut ids: Vec<&str> = steps.iter().map(|s| s.run_id.as_str()).collect();
+        ids.dedup();
+        let runs: HashMap<String, RunRecord> = sqlx::query("SELECT * FROM runs WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| run_row(r).map(|run| (run.id.clone(), run)))
+            .collect::<Result<_>>()?;
+        Ok(steps
+            .into_iter()
+            .filter_map(|step| runs.get(&step.run_id).map(|run| (run.clone(), step)))
+            .collect())
+    }
+
+    async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>> {
+        let rows =
+            sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        let leases = sqlx::query(
+            "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let mut held = Vec::new();
+                for l in &leases {
+                    if l.try_get::<String, _>("lease_owner")? == id {
+                        held.push((l.try_get("id")?, l.try_get("lease_expires_at")?));
+                    }
+                }
+                Ok(WorkerStatus {
+                    host: r.try_get("host")?,
+                    pid: r.try_get::<i64, _>("pid")? as u32,
+                    started_at: r.try_get("started_at")?,
+                    heartbeat_at: r.try_get("heartbeat_at")?,
+                    leases: held,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            let record = append_audit(&mut tx, entry.clone()).await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get("payload")?;
+                Ok(AuditRecord {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    run_id: r.try_get("run_id")?,
+                    step_id: r.try_get("step_id")?,
+                    payload: serde_json::from_str(&payload).map_err(|e| {
+                        StoreError::Corrupt(format!("audit payload is not JSON: {e}"))
+                    })?,
+                    payload_sha256: r.try_get("payload_sha256")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remember_signature(
+        &self,
+        hook: &str,
+        signature: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Remembered> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            // SKIP LOCKED: replicas pruning at once never wait on (or
+            // deadlock over) each other's rows.
+            let pruned = sqlx::query(
+                "DELETE FROM webhook_signatures WHERE (hook, signature) IN \
+                 (SELECT hook, signature FROM webhook_signatures WHERE expires_at <= $1 \
+                  FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // A concurrent insert of the same key waits for the other
+            // transaction, then does nothing: exactly one of them is first.
+            let inserted = sqlx::query(
+                "INSERT INTO webhook_signatures (hook, signature, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hook, signature) DO NOTHING",
+            )
+            .bind(text(hook))
+            .bind(text(signature))
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(Remembered { replay: inserted == 0, pruned })
+        })
+        .await
+    }
+
+    async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = $1")
+            .bind(schedule)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        check_migrations(applied, MIGRATOR.iter().count())
+    }
+
+    async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        parse_counts(rows)
+    }
+
+    async fn outbox_claim(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>> {
+        retrying(|| async {
+            let rows = sqlx::query(
+                "UPDATE outbox SET next_at = $1, claimed_by = $2, attempts = attempts + 1 WHERE id IN ( \
+                   SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_at <= $3 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.run_id = o.run_id \
+                       AND e.channel = o.channel AND e.status = 'pending' AND e.id < o.id) \
+                   ORDER BY o.next_at, o.id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING *",
+            )
+            .bind(now + lease_ms)
+            .bind(worker)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(outbox_row).collect()
+        })
+        .await
+    }
+
+    async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            let now = now_ms();
+            let (status, next_at, error, detail) = outbox_update(&outcome);
+            let waiting: Option<Option<String>> = sqlx::query_scalar(
+                "UPDATE outbox SET status = $1, next_at = COALESCE($2, next_at), \
+                 last_error = COALESCE($3, last_error), detail = COALESCE($4, detail), \
+                 finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END \
+                 WHERE id = $6 AND status = 'pending' \
+                 RETURNING CASE WHEN step_id IS NULL THEN NULL ELSE run_id END",
+            )
+            .bind(status.as_str())
+            .bind(next_at)
+            .bind(error.map(text))
+            .bind(detail.map(text))
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some(Some(run_id)), false) = (waiting, status == OutboxStatus::Pending) {
+                sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE run_id = $1 ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at",
+        )
+        .bind(&w.id)
+        .bind(text(&w.host))
+        .bind(i64::from(w.pid))
+        .bind(w.started_at)
+        .bind(w.started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Postgres-only behaviour (the shared stories are in conformance.rs): what
+/// several replicas on one database must get right. Skipped without
+/// `LIFEBOAT_TEST_POSTGRES_URL` (scripts/test.sh sets it).
+/// Creates an empty database `<prefix>_<uuid>` on the server of
+/// `admin_url` and returns a URL for it (same server, credentials and
+/// options). For tests and benchmarks that need a database of their own.
+pub async fn create_scratch_database(admin_url: &str, prefix: &str) -> Result<String> {
+    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+    admin.close().await?;
+    Ok(with_database(admin_url, &name))
+}
+
+/// `url` with its database replaced by `name` (query string kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = tail.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+#[cfg(test)]
+mod tests;
