@@ -52,6 +52,17 @@ pub async fn load_workflow(
     if as_path.is_file() {
         return compile_file(ctx, as_path).map(Arc::new);
     }
+    // The usual case, without compiling the whole directory: `NAME.yaml`
+    // declaring `name: NAME`.
+    for ext in ["yaml", "yml"] {
+        let file = ctx.workflows_dir.join(format!("{which}.{ext}"));
+        if file.is_file()
+            && let Ok(wf) = compile_file(ctx, &file)
+            && wf.name == which
+        {
+            return Ok(Arc::new(wf));
+        }
+    }
     let snapshot = engine.catalog().await?.snapshot();
     if let Some(wf) = snapshot.get(which) {
         return Ok(wf.clone());

@@ -324,7 +324,7 @@ impl Engine {
             Ok(Err(rendered)) => {
                 return Err(Quarantine {
                     reason: format!(
-                        "the stored definition of `{workflow}` does not compile:\n{rendered}"
+                        "the stored definition of `{workflow}` does not compile (this lifeboat refuses what an older one accepted); fix the file and start a new run (`lifeboat run {workflow}`):\n{rendered}"
                     ),
                 }
                 .into());
