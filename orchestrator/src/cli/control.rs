@@ -44,7 +44,7 @@ pub struct MarkArgs {
 async fn active_run(ctx: &Ctx, run: &str) -> anyhow::Result<RunRecord> {
     let id = ctx.store.resolve_run_id(run).await?;
     let run =
-        ctx.store.run(&id).await?.ok_or_else(|| input_error(format!("run {id} not found")))?;
+        ctx.store.run(&id).await?.ok_or_else(|| crate::store::StoreError::NotFound(id.clone()))?;
     if run.status.is_terminal() {
         return Err(input_error(format!(
             "run {} has already ended ({}); use `lifeboat retry {} [--from STEP]` to run part of it again",

@@ -136,7 +136,7 @@ async fn load_run(
         .store
         .run(run_id)
         .await?
-        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
+        .ok_or_else(|| crate::store::StoreError::NotFound(run_id.to_string()))?;
     let steps = ordered_steps(ctx, &run).await?;
     let attempts = ctx.store.attempts(run_id).await?;
     Ok((run, steps, attempts))

@@ -126,7 +126,38 @@ pub fn input_error(message: impl Into<String>) -> anyhow::Error {
     InputError(message.into()).into()
 }
 
-/// Exit codes: 0 ok, 1 failed run or invalid input, 2 usage or internal error.
+/// What the user named does not exist (exit 3, HTTP 404): a workflow, a run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+pub fn not_found(message: impl Into<String>) -> anyhow::Error {
+    NotFound(message.into()).into()
+}
+
+/// The exit code of a command that failed with `e` (docs/exit-codes.md),
+/// chosen by the error's type and variant, never by its text.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use crate::store::StoreError;
+    if let Some(store) = e.downcast_ref::<StoreError>() {
+        return match store {
+            StoreError::NotFound(_) => 3,
+            StoreError::Unavailable(_) | StoreError::SchemaBehind(_) => 4,
+            StoreError::Ambiguous { .. } | StoreError::Conflict(_) | StoreError::Config(_) => 1,
+            StoreError::Corrupt { .. } | StoreError::Database(_) => 2,
+        };
+    }
+    if e.downcast_ref::<NotFound>().is_some() {
+        3
+    } else if e.downcast_ref::<InputError>().is_some() {
+        1
+    } else {
+        2
+    }
+}
+
+/// Exit codes (docs/exit-codes.md): 0 ok, 1 failed run or invalid input,
+/// 2 usage or internal error, 3 not found, 4 database unavailable.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let global = cli.global;
@@ -140,16 +171,9 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(e)
-            if e.downcast_ref::<InputError>().is_some()
-                || e.downcast_ref::<crate::store::StoreError>().is_some() =>
-        {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -237,7 +261,10 @@ impl Ctx {
                 Ok(ctx) => return Ok(ctx),
                 Err(e)
                     if started.elapsed() < std::time::Duration::from_secs(60)
-                        && format!("{e:#}").contains("communicating with database") =>
+                        && matches!(
+                            e.downcast_ref::<crate::store::StoreError>(),
+                            Some(crate::store::StoreError::Unavailable(_))
+                        ) =>
                 {
                     eprintln!("lifeboat serve: database not reachable yet ({e}); retrying");
                     tokio::time::sleep(delay).await;
@@ -256,7 +283,8 @@ impl Ctx {
         let workflows_dir =
             global.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
         let store = crate::store::open(&database_url).await.map_err(|e| {
-            input_error(format!("cannot open database {}: {e}", serve::redact_url(&database_url)))
+            anyhow::Error::new(e)
+                .context(format!("cannot open database {}", serve::redact_url(&database_url)))
         })?;
         let notifier = crate::exec::notifier::Notifier::from_config(&config, &base)
             .map_err(|e| input_error(format!("notification templates: {e:#}")))?;

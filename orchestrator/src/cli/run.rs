@@ -82,7 +82,7 @@ pub async fn load_workflow(
                 if names.is_empty() { "none".into() } else { names.join(", ") }
             )
         });
-    Err(input_error(format!(
+    Err(super::not_found(format!(
         "no workflow `{which}`: not a file, and no workflow declares that name in {} ({hint})",
         ctx.workflows_dir.display()
     )))
@@ -203,7 +203,7 @@ pub async fn retry(ctx: &Ctx, args: RetryArgs) -> anyhow::Result<ExitCode> {
         .store
         .run(&run_id)
         .await?
-        .ok_or_else(|| input_error(format!("run {run_id} not found")))?;
+        .ok_or_else(|| crate::store::StoreError::NotFound(run_id.to_string()))?;
     let engine = ctx.engine();
     let wf = engine.definition(&run.definition_hash).await?;
     if let Some(from) = &args.from

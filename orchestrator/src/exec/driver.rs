@@ -95,7 +95,7 @@ impl Driver {
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
         let store = &engine.store;
-        let run = store.run(run_id).await?.ok_or_else(|| StoreError::RunNotFound(run_id.into()))?;
+        let run = store.run(run_id).await?.ok_or_else(|| StoreError::NotFound(run_id.into()))?;
         let wf = engine.definition(&run.definition_hash).await?;
         let mut by_id: HashMap<String, StepRecord> =
             store.steps(run_id).await?.into_iter().map(|s| (s.step_id.clone(), s)).collect();
@@ -212,7 +212,7 @@ impl Driver {
         loop {
             match self.engine.store.commit(self.worker(), &self.run.id, &changes).await {
                 Ok(()) => break,
-                Err(e @ (StoreError::LeaseLost(_) | StoreError::RunNotFound(_))) => {
+                Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => {
                     return Err(e.into());
                 }
                 Err(e) if self.engine.database_grace_left() && !self.stop.is_cancelled() => {
@@ -338,7 +338,12 @@ impl Driver {
             }
         }
         match result {
-            Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::LeaseLost(_))) => {
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<StoreError>(),
+                    Some(StoreError::Conflict(crate::store::Conflict::LeaseLost(_)))
+                ) =>
+            {
                 Ok(DriveEnd::Stopped)
             }
             other => other,
@@ -358,8 +363,9 @@ impl Driver {
                     // Reading requests failed while the database is away: next round.
                     Err(e)
                         if self.engine.database_grace_left()
-                            && e.downcast_ref::<StoreError>()
-                                .is_some_and(|e| matches!(e, StoreError::Database(_))) =>
+                            && e.downcast_ref::<StoreError>().is_some_and(|e| {
+                                matches!(e, StoreError::Database(_) | StoreError::Unavailable(_))
+                            }) =>
                     {
                         tracing::warn!(run = %self.run.id, error = %e, "Reading requests failed; retrying.");
                     }

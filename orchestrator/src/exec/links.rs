@@ -44,14 +44,14 @@ impl LinkSigner {
         format!("{}.{t}.{v1}", hex(payload.as_bytes()))
     }
 
-    pub fn verify(&self, token: &str, now_secs: i64) -> Result<LinkTarget, String> {
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<LinkTarget, LinkError> {
         let mut parts = token.split('.');
         let (Some(p), Some(t), Some(v1), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err("malformed link".into());
+            return Err(LinkError::Malformed);
         };
-        let payload = unhex(p).ok_or("malformed link")?;
+        let payload = unhex(p).ok_or(LinkError::Malformed)?;
         signature::verify(
             &self.secret,
             &format!("t={t},v1={v1}"),
@@ -60,24 +60,35 @@ impl LinkSigner {
             LINK_VALIDITY_SECS,
         )
         .map_err(|e| match e {
-            signature::SignatureError::Stale { .. } => "this link has expired".to_string(),
-            _ => "this link is not valid".to_string(),
+            signature::SignatureError::Stale { .. } => LinkError::Expired,
+            _ => LinkError::Invalid,
         })?;
-        let text = String::from_utf8(payload).map_err(|_| "malformed link")?;
+        let text = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
         let mut fields = text.split('\n');
         let (Some(run_id), Some(step_id), Some(decision)) =
             (fields.next(), fields.next(), fields.next())
         else {
-            return Err("malformed link".into());
+            return Err(LinkError::Malformed);
         };
         let decision = match decision {
             "approve" => Decision::Approve,
             "reject" => Decision::Reject,
             "ack" => Decision::Ack,
-            _ => return Err("malformed link".into()),
+            _ => return Err(LinkError::Malformed),
         };
         Ok(LinkTarget { run_id: run_id.into(), step_id: step_id.into(), decision })
     }
+}
+
+/// Why a link leads nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("malformed link")]
+    Malformed,
+    #[error("this link is not valid")]
+    Invalid,
+    #[error("this link has expired")]
+    Expired,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -102,11 +113,13 @@ mod tests {
         let target = signer.verify(&token, 1_100).unwrap();
         assert_eq!(target.step_id, "approve");
         assert_eq!(target.decision, Decision::Approve);
-        assert!(
-            signer.verify(&token, 1_000 + LINK_VALIDITY_SECS + 1).unwrap_err().contains("expired")
+        assert_eq!(
+            signer.verify(&token, 1_000 + LINK_VALIDITY_SECS + 1).unwrap_err(),
+            LinkError::Expired
         );
-        assert!(LinkSigner::new(b"other").verify(&token, 1_100).is_err());
+        assert_eq!(LinkSigner::new(b"other").verify(&token, 1_100), Err(LinkError::Invalid));
         let forged = token.replacen(&hex(b"r1"), &hex(b"r2"), 1);
-        assert!(signer.verify(&forged, 1_100).is_err());
+        assert_eq!(signer.verify(&forged, 1_100), Err(LinkError::Invalid));
+        assert_eq!(signer.verify("zz.1.x", 1_100), Err(LinkError::Malformed));
     }
 }

@@ -220,7 +220,7 @@ pub async fn decide(
 ) -> Result<String, DecideError> {
     let run_id = match store.resolve_run_id(run).await {
         Ok(id) => id,
-        Err(StoreError::RunNotFound(_)) => {
+        Err(StoreError::NotFound(_)) => {
             return Err(DecideError::NotFound(format!("run {run} not found")));
         }
         Err(e) => return Err(e.into()),
@@ -280,7 +280,7 @@ pub async fn decide(
         .await
         .map_err(|e| match e {
             // Another request of this person's won the race (another replica).
-            StoreError::Conflict(why) => DecideError::NotWaiting(why),
+            StoreError::Conflict(why) => DecideError::NotWaiting(why.to_string()),
             other => DecideError::Store(other),
         })?;
     store

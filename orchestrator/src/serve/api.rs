@@ -215,13 +215,9 @@ pub async fn list_runs(
 
 /// A run by id (or unique prefix), 404 if there is none.
 pub(super) async fn find_run(app: &AppState, id: &str) -> Result<RunRecord, ApiError> {
-    let not_found = || ApiError::not_found(format!("run {id} not found"));
-    let id = app.ctx.store.resolve_run_id(id).await.map_err(|e| match e {
-        crate::store::StoreError::RunNotFound(_) => not_found(),
-        // An ambiguous prefix is a conflict; database errors are 500s.
-        other => ApiError::from(other),
-    })?;
-    app.ctx.store.run(&id).await?.ok_or_else(not_found)
+    // No such run: 404; an ambiguous prefix: 409 with the candidates.
+    let id = app.ctx.store.resolve_run_id(id).await?;
+    app.ctx.store.run(&id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
 }
 
 pub async fn get_run(

@@ -113,7 +113,7 @@ fn verify(app: &AppState, token: &str) -> Result<LinkTarget, Page> {
         ));
     };
     signer.verify(token, now_secs()).map_err(|why| {
-        if why.contains("expired") {
+        if why == crate::exec::links::LinkError::Expired {
             Page::message(
                 StatusCode::GONE,
                 "This link has expired",

@@ -80,38 +80,61 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Statuses by variant (docs/exit-codes.md): a database outage is a 503 the
+/// client may retry, never a 4xx that blames its request.
+fn store_error(e: &crate::store::StoreError, message: String) -> ApiError {
+    use crate::store::StoreError;
+    match e {
+        StoreError::NotFound(_) => ApiError::not_found(message),
+        StoreError::Ambiguous { .. } => ApiError::new(StatusCode::CONFLICT, "ambiguous", message),
+        StoreError::Conflict(_) => ApiError::conflict(message),
+        StoreError::Unavailable(_) | StoreError::SchemaBehind(_) => {
+            ApiError::unavailable(message).retry_after(5)
+        }
+        StoreError::Corrupt { .. } | StoreError::Config(_) | StoreError::Database(_) => {
+            ApiError::internal(message)
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match e {
-            StoreError::RunNotFound(id) => ApiError::not_found(format!("run {id} not found")),
-            StoreError::Conflict(m) => ApiError::conflict(m),
-            other => ApiError::internal(other.to_string()),
-        }
+        store_error(&e, e.to_string())
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        let message = format!("{e:#}");
         if let Some(store) = e.downcast_ref::<crate::store::StoreError>() {
-            use crate::store::StoreError;
-            match store {
-                StoreError::RunNotFound(id) => {
-                    return ApiError::not_found(format!("run {id} not found"));
-                }
-                StoreError::Conflict(m) => return ApiError::conflict(m.clone()),
-                _ => {}
-            }
+            store_error(store, message)
+        } else if e.downcast_ref::<crate::cli::NotFound>().is_some() {
+            ApiError::not_found(message)
+        } else if e.downcast_ref::<crate::cli::InputError>().is_some() {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::internal(message)
         }
-        if e.downcast_ref::<crate::cli::InputError>().is_some() {
-            let text = format!("{e:#}");
-            return if text.contains("not found") || text.starts_with("no run") {
-                ApiError::not_found(text)
-            } else {
-                ApiError::bad_request(text)
-            };
-        }
-        ApiError::internal(format!("{e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::store::{Conflict, StoreError};
+
+    #[test]
+    fn store_errors_answer_by_variant() {
+        let status = |e: StoreError| ApiError::from(e).status;
+        assert_eq!(status(StoreError::NotFound("r".into())), StatusCode::NOT_FOUND);
+        let ambiguous = StoreError::Ambiguous { prefix: "0".into(), candidates: vec!["01".into()] };
+        assert_eq!(status(ambiguous), StatusCode::CONFLICT);
+        assert_eq!(status(Conflict::LeaseLost("r".into()).into()), StatusCode::CONFLICT);
+        assert_eq!(status(StoreError::Unavailable("disk".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(StoreError::SchemaBehind("x".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(StoreError::corrupt("x")), StatusCode::INTERNAL_SERVER_ERROR);
+        let wrapped = anyhow::Error::new(StoreError::Unavailable("io".into())).context("reading");
+        assert_eq!(ApiError::from(wrapped).status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }
 

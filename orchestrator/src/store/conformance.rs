@@ -10,7 +10,7 @@ use super::*;
 /// A store on a fresh database for each backend under test: SQLite always,
 /// Postgres when `LIFEBOAT_TEST_POSTGRES_URL` names a server (scripts/test.sh
 /// starts one) — each call gets a database of its own, `story_<random>`.
-async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> {
+pub(super) async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("story.db").display());
     let sqlite = open(&url).await.unwrap();
@@ -71,7 +71,7 @@ pub(super) async fn with_definition(store: &dyn Store) {
         .unwrap();
 }
 
-fn lease(now: i64) -> Lease {
+pub(super) fn lease(now: i64) -> Lease {
     Lease { now, duration_ms: 1_000 }
 }
 
@@ -149,7 +149,7 @@ async fn a_worker_that_lost_its_lease_cannot_commit() {
         let change =
             Change::Run(RunUpdate { status: Some(RunStatus::Failed), ..Default::default() });
         let err = store.commit("w1", "r1", std::slice::from_ref(&change)).await.unwrap_err();
-        assert!(matches!(err, StoreError::LeaseLost(_)), "{name}: {err}");
+        assert!(matches!(err, StoreError::Conflict(Conflict::LeaseLost(_))), "{name}: {err}");
         assert_eq!(store.run("r1").await.unwrap().unwrap().status, RunStatus::Queued, "{name}");
         store.commit("w2", "r1", &[change]).await.unwrap();
         assert_eq!(store.run("r1").await.unwrap().unwrap().status, RunStatus::Failed, "{name}");
@@ -665,7 +665,7 @@ async fn a_persons_decision_on_a_step_is_queued_once_until_applied() {
         for kind in [RequestKind::Approve, RequestKind::Reject, RequestKind::Ack] {
             let err = store.request(decide("bob", kind)).await.unwrap_err();
             assert!(
-                matches!(&err, StoreError::Conflict(m) if m.contains("bob") && m.contains("`a`")),
+                matches!(&err, StoreError::Conflict(Conflict::Exists(m)) if m.contains("bob") && m.contains("`a`")),
                 "{name}: {err}"
             );
         }

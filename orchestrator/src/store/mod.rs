@@ -5,34 +5,23 @@
 //! only while the caller still holds the run's lease (fencing), so a worker
 //! that lost its lease can never overwrite its successor's progress.
 
+mod apply;
 pub mod audit;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_more;
+mod error;
+mod ids;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod types;
 
 use std::sync::Arc;
 
+pub use error::{Conflict, Result, StoreError};
 pub use types::*;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the lease on run {0} was lost (another worker took it over)")]
-    LeaseLost(String),
-    #[error("run {0} not found")]
-    RunNotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("database migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-}
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything the executor and the CLI need from a database.
 #[async_trait::async_trait]
@@ -119,15 +108,15 @@ pub trait Store: Send + Sync {
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `postgres://…`) and applies migrations.
-pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
-        anyhow::bail!(
+        Err(StoreError::Config(format!(
             "unsupported database URL `{url}`: use sqlite://PATH or postgres://USER@HOST/DB"
-        )
+        )))
     }
 }
 
@@ -136,41 +125,25 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// `run_counts` rows `(status, count)` as domain values.
-fn parse_counts(rows: Vec<(String, i64)>) -> Result<Vec<(RunStatus, i64)>> {
-    rows.into_iter()
-        .map(|(s, n)| {
-            RunStatus::parse(&s)
-                .map(|s| (s, n))
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown run status `{s}`")))
-        })
-        .collect()
-}
-
 /// An insert into `requests` refused by `requests_one_open_decision` (a
 /// person's decision on a step is queued once) as the conflict it is.
 fn decision_conflict(e: sqlx::Error, req: &NewRequest) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+        sqlx::Error::Database(db) if db.is_unique_violation() => Conflict::Exists(format!(
             "{} already has a decision on step `{}` queued that the run's worker has not applied yet",
             req.actor,
             req.step_id.as_deref().unwrap_or("?")
-        )),
+        ))
+        .into(),
         _ => e.into(),
     }
 }
 
 /// `ping`'s verdict: every migration this binary knows is applied.
-/// Decodes stored pins, naming what is wrong with corrupt ones.
-fn pins_from_json(value: serde_json::Value) -> Result<Pins> {
-    serde_json::from_value(value)
-        .map_err(|e| StoreError::Corrupt(format!("run pins are not a map of names to hashes: {e}")))
-}
-
 fn check_migrations(applied: i64, known: usize) -> Result<()> {
     if (applied as usize) < known {
-        return Err(StoreError::Conflict(format!(
-            "database schema is behind: {applied} of {known} migrations applied"
+        return Err(StoreError::SchemaBehind(format!(
+            "database schema is behind: {applied} of {known} migrations applied; run `lifeboat migrate`"
         )));
     }
     Ok(())

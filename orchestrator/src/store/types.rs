@@ -126,7 +126,7 @@ pub struct Definition {
     pub source: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewRun {
     pub id: String,
     pub workflow: String,
@@ -331,6 +331,10 @@ pub struct RunUpdate {
 /// One part of an atomic transition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
+    /// Creates another run (a child) in this transition's commit, so the
+    /// child exists exactly when the step that started it says so. It must
+    /// be created: a busy key or a duplicate fails the whole commit.
+    CreateRun(Box<NewRun>),
     Run(RunUpdate),
     /// Insert or replace a step's row.
     Step(StepRecord),

@@ -30,6 +30,8 @@ use sqlx::types::Json;
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::*;
+use crate::store::apply::{self, Writer};
+use crate::store::rows::*;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -147,10 +149,7 @@ where
 impl PostgresStore {
     async fn create_run_once(&self, run: &NewRun) -> Result<Created> {
         let mut tx = self.pool.begin().await?;
-        let created = insert_run(&mut tx, run).await?;
-        if let Some(entry) = run.audit.clone() {
-            append_audit(&mut tx, entry.about(&created)).await?;
-        }
+        let created = apply::create(&mut Tx(&mut tx), run).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -214,19 +213,7 @@ impl PostgresStore {
 
     async fn commit_once(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        // The row lock fences: a worker taking the run over waits for this
-        // transaction, and this one sees the lease as it is now.
-        let owner: Option<Option<String>> =
-            sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = $1 FOR UPDATE")
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match owner {
-            None => return Err(StoreError::RunNotFound(run_id.into())),
-            Some(Some(o)) if o == worker => {}
-            Some(_) => return Err(StoreError::LeaseLost(run_id.into())),
-        }
-        apply_all(&mut tx, run_id, changes).await?;
+        apply::commit(&mut Tx(&mut tx), worker, run_id, changes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -297,15 +284,7 @@ impl Store for PostgresStore {
                 .bind(hash)
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|r| {
-            Ok(Definition {
-                hash: r.try_get("hash")?,
-                workflow: r.try_get("workflow")?,
-                file: r.try_get("file")?,
-                source: r.try_get("source")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(definition_row).transpose()
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
@@ -358,20 +337,16 @@ impl Store for PostgresStore {
     }
 
     async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
-        // As SQLite: LIKE's wildcards are dropped (and Postgres's escape, `\`).
-        let like = format!("{}%", prefix.replace(['%', '_', '\\'], ""));
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE $1 ORDER BY id LIMIT 2")
-                .bind(like)
-                .fetch_all(&self.pool)
-                .await?;
-        match ids.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(StoreError::RunNotFound(prefix.into())),
-            _ => Err(StoreError::Conflict(format!(
-                "run id prefix `{prefix}` matches several runs; type more of it"
-            ))),
-        }
+        let (len, prefix) = ids::prefix_args(prefix);
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE substr(id, 1, $1::int) = $2 ORDER BY id LIMIT $3",
+        )
+        .bind(len)
+        .bind(text(prefix))
+        .bind(ids::CANDIDATES as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        ids::resolve(prefix, found)
     }
 
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
@@ -414,18 +389,7 @@ impl Store for PostgresStore {
             .bind(after)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRecord {
-                    id: r.try_get("id")?,
-                    run_id: r.try_get("run_id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    step_id: r.try_get("step_id")?,
-                    data: r.try_get("data")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_row).collect()
     }
 
     async fn request(&self, req: NewRequest) -> Result<i64> {
@@ -471,36 +435,18 @@ impl Store for PostgresStore {
                 .bind(since)
                 .fetch_all(&self.pool)
                 .await?;
-        let leases = sqlx::query(
+        let leases: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                let mut held = Vec::new();
-                for l in &leases {
-                    if l.try_get::<String, _>("lease_owner")? == id {
-                        held.push((l.try_get("id")?, l.try_get("lease_expires_at")?));
-                    }
-                }
-                Ok(WorkerStatus {
-                    host: r.try_get("host")?,
-                    pid: r.try_get::<i64, _>("pid")? as u32,
-                    started_at: r.try_get("started_at")?,
-                    heartbeat_at: r.try_get("heartbeat_at")?,
-                    leases: held,
-                    id,
-                })
-            })
-            .collect()
+        worker_rows(&rows, &leases)
     }
 
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         retrying(|| async {
             let mut tx = self.pool.begin().await?;
-            let record = append_audit(&mut tx, entry.clone()).await?;
+            let record = Tx(&mut tx).append_audit(entry.clone()).await?;
             tx.commit().await?;
             Ok(record)
         })
@@ -513,25 +459,7 @@ impl Store for PostgresStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let payload: String = r.try_get("payload")?;
-                Ok(AuditRecord {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    run_id: r.try_get("run_id")?,
-                    step_id: r.try_get("step_id")?,
-                    payload: serde_json::from_str(&payload).map_err(|e| {
-                        StoreError::Corrupt(format!("audit payload is not JSON: {e}"))
-                    })?,
-                    payload_sha256: r.try_get("payload_sha256")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_row).collect()
     }
 
     async fn remember_signature(

@@ -19,6 +19,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::*;
+use crate::store::apply::Writer;
+use crate::store::rows::*;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -59,25 +61,26 @@ impl Job {
             (Job::Create { reply, .. }, Done::Create(r)) => {
                 let _ = reply.send(r);
             }
-            (job, _) => job.fail("internal: mismatched job result"),
+            (job, _) => job.fail(StoreError::Database(sqlx::Error::Protocol(
+                "internal: mismatched job result".into(),
+            ))),
         }
     }
 
-    fn fail(self, message: &str) {
-        let error = || StoreError::Conflict(message.to_string());
+    fn fail(self, error: StoreError) {
         match self {
             Job::Commit { reply, .. } => {
-                let _ = reply.send(Err(error()));
+                let _ = reply.send(Err(error));
             }
             Job::Create { reply, .. } => {
-                let _ = reply.send(Err(error()));
+                let _ = reply.send(Err(error));
             }
         }
     }
 }
 
 fn writer_stopped() -> StoreError {
-    StoreError::Conflict("the store's writer has stopped".into())
+    StoreError::Unavailable("the store's writer has stopped".into())
 }
 
 /// Most commits merged into one transaction.
@@ -151,121 +154,6 @@ impl SqliteStore {
     }
 }
 
-/// Creates a run (in the caller's transaction) unless its concurrency key,
-/// dedupe key or schedule tick says it exists already; writes nothing then.
-async fn insert_run(tx: &mut Transaction<'static, Sqlite>, run: &NewRun) -> Result<Created> {
-    if let (Some(key), true) = (&run.concurrency_key, run.skip_on_conflict) {
-        let active: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1"
-        ))
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(active) = active {
-            return Ok(Created::Skipped { active });
-        }
-    }
-    if let Some(key) = &run.dedupe_key {
-        let active: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM runs WHERE workflow = ? AND dedupe_key = ? AND status IN {ACTIVE_SQL} LIMIT 1"
-        ))
-        .bind(&run.workflow)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(existing) = active {
-            return Ok(Created::Duplicate { existing });
-        }
-    }
-    if let Some((schedule, tick)) = &run.schedule_tick {
-        let fired: Option<String> = sqlx::query_scalar(
-            "SELECT run_id FROM schedule_ticks WHERE schedule = ? AND tick_at = ?",
-        )
-        .bind(schedule)
-        .bind(tick)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(existing) = fired {
-            return Ok(Created::Duplicate { existing });
-        }
-        sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES (?, ?, ?)")
-            .bind(schedule)
-            .bind(tick)
-            .bind(&run.id)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let now = now_ms();
-    let (owner, expires) = match &run.lease_to {
-        Some((worker, lease)) => (Some(worker.clone()), Some(lease.now + lease.duration_ms)),
-        None => (None, None),
-    };
-    sqlx::query(
-        "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-         parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins) \
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&run.id)
-    .bind(&run.workflow)
-    .bind(&run.definition_hash)
-    .bind(run.inputs.to_string())
-    .bind(run.trigger.to_string())
-    .bind(&run.concurrency_key)
-    .bind(run.parent.as_ref().map(|p| &p.0))
-    .bind(run.parent.as_ref().map(|p| &p.1))
-    .bind(run.root.clone().unwrap_or_else(|| run.id.clone()))
-    .bind(now)
-    .bind(owner)
-    .bind(expires)
-    .bind(&run.dedupe_key)
-    .bind(pins_text(&run.pins))
-    .execute(&mut **tx)
-    .await?;
-    for step in &run.step_ids {
-        sqlx::query("INSERT INTO steps (run_id, step_id, status) VALUES (?, ?, 'pending')")
-            .bind(&run.id)
-            .bind(step)
-            .execute(&mut **tx)
-            .await?;
-    }
-    sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)")
-        .bind(&run.id)
-        .bind(now)
-        .bind(run.trigger.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(Created::Run(run.id.clone()))
-}
-
-/// Appends the next audit entry in `tx` (the write lock serializes appends).
-async fn append_audit(
-    tx: &mut Transaction<'static, Sqlite>,
-    entry: NewAudit,
-) -> Result<AuditRecord> {
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-    let record = audit::next_record(last, entry, now_ms());
-    sqlx::query(
-        "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(record.id)
-    .bind(record.at)
-    .bind(&record.actor)
-    .bind(&record.action)
-    .bind(&record.run_id)
-    .bind(&record.step_id)
-    .bind(audit::payload_text(&record.payload))
-    .bind(&record.payload_sha256)
-    .bind(&record.prev_hash)
-    .bind(&record.hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(record)
-}
-
 const ACTIVE_SQL: &str = "('queued','running','waiting','rolling_back')";
 
 #[async_trait::async_trait]
@@ -289,15 +177,7 @@ impl Store for SqliteStore {
                 .bind(hash)
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|r| {
-            Ok(Definition {
-                hash: r.try_get("hash")?,
-                workflow: r.try_get("workflow")?,
-                file: r.try_get("file")?,
-                source: r.try_get("source")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(definition_row).transpose()
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
@@ -398,19 +278,16 @@ impl Store for SqliteStore {
     }
 
     async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
-        let like = format!("{}%", prefix.replace(['%', '_'], ""));
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2")
-                .bind(like)
-                .fetch_all(&self.pool)
-                .await?;
-        match ids.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(StoreError::RunNotFound(prefix.into())),
-            _ => Err(StoreError::Conflict(format!(
-                "run id prefix `{prefix}` matches several runs; type more of it"
-            ))),
-        }
+        let (len, prefix) = ids::prefix_args(prefix);
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
+        )
+        .bind(len)
+        .bind(prefix)
+        .bind(ids::CANDIDATES as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        ids::resolve(prefix, found)
     }
 
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
@@ -449,18 +326,7 @@ impl Store for SqliteStore {
             .bind(after)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRecord {
-                    id: r.try_get("id")?,
-                    run_id: r.try_get("run_id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    step_id: r.try_get("step_id")?,
-                    data: parse_json(r.try_get("data")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_row).collect()
     }
 
     async fn request(&self, req: NewRequest) -> Result<i64> {
@@ -510,21 +376,7 @@ impl Store for SqliteStore {
                 .bind(run_id)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                Ok(RequestRecord {
-                    id: r.try_get("id")?,
-                    run_id: r.try_get("run_id")?,
-                    kind: RequestKind::parse(&kind)
-                        .ok_or_else(|| StoreError::Corrupt(format!("request `{kind}`")))?,
-                    step_id: r.try_get("step_id")?,
-                    data: parse_json(r.try_get("data")?)?,
-                    actor: r.try_get("actor")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(request_row).collect()
     }
 
     async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>> {
@@ -549,35 +401,17 @@ impl Store for SqliteStore {
             .bind(since)
             .fetch_all(&self.pool)
             .await?;
-        let leases = sqlx::query(
+        let leases: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                let mut held = Vec::new();
-                for l in &leases {
-                    if l.try_get::<String, _>("lease_owner")? == id {
-                        held.push((l.try_get("id")?, l.try_get("lease_expires_at")?));
-                    }
-                }
-                Ok(WorkerStatus {
-                    host: r.try_get("host")?,
-                    pid: r.try_get::<i64, _>("pid")? as u32,
-                    started_at: r.try_get("started_at")?,
-                    heartbeat_at: r.try_get("heartbeat_at")?,
-                    leases: held,
-                    id,
-                })
-            })
-            .collect()
+        worker_rows(&rows, &leases)
     }
 
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         let (_guard, mut tx) = self.write().await?;
-        let record = append_audit(&mut tx, entry).await?;
+        let record = write::Tx(&mut tx).append_audit(entry).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -588,22 +422,7 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    run_id: r.try_get("run_id")?,
-                    step_id: r.try_get("step_id")?,
-                    payload: parse_json(r.try_get("payload")?)?.unwrap_or_default(),
-                    payload_sha256: r.try_get("payload_sha256")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_row).collect()
     }
 
     async fn remember_signature(

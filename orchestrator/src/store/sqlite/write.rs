@@ -1,7 +1,9 @@
 //! Writing: the group committer that merges every driver's commit into one
-//! transaction (a savepoint per job), run creation and `Change`s as SQL.
+//! transaction (a savepoint per job), and the SQL of each piece of a
+//! transition (`apply::Writer`); the order and the checks are `apply`'s.
 
 use super::*;
+use crate::store::apply::{self, FinishedAttempt, NewEvent, Writer};
 
 /// Takes every commit waiting, applies each under its own savepoint (one
 /// whose lease is lost fails alone), and commits them all at once: one
@@ -27,9 +29,8 @@ pub(super) async fn group_committer(
                 }
             }
             Err(e) => {
-                let message = format!("commit failed: {e}");
                 for job in batch {
-                    job.fail(&message);
+                    job.fail(e.for_another());
                 }
             }
         }
@@ -43,11 +44,12 @@ pub(super) async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> Result<Vec
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        let mut w = Tx(&mut tx);
         let done = match job {
             Job::Commit { worker, run_id, changes, .. } => {
-                Done::Commit(commit_one(&mut tx, worker, run_id, changes).await)
+                Done::Commit(apply::commit(&mut w, worker, run_id, changes).await)
             }
-            Job::Create { run, .. } => Done::Create(create_one(&mut tx, run).await),
+            Job::Create { run, .. } => Done::Create(apply::create(&mut w, run).await),
         };
         let ok = matches!(&done, Done::Commit(Ok(_)) | Done::Create(Ok(_)));
         if !ok {
@@ -60,299 +62,305 @@ pub(super) async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> Result<Vec
     Ok(results)
 }
 
-pub(super) async fn commit_one(
-    tx: &mut Transaction<'static, Sqlite>,
-    worker: &str,
-    run_id: &str,
-    changes: &[Change],
-) -> Result<()> {
-    let owner: Option<Option<String>> =
-        sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
+/// Rows per multi-row INSERT (SQLite allows 32,766 bound values).
+const ROWS_PER_INSERT: usize = 256;
+
+/// A write transaction, as `apply` writes through it.
+pub(super) struct Tx<'a>(pub(super) &'a mut Transaction<'static, Sqlite>);
+
+#[async_trait::async_trait]
+impl Writer for Tx<'_> {
+    async fn lease_owner(&mut self, run_id: &str) -> Result<Option<Option<String>>> {
+        // BEGIN IMMEDIATE holds the write lock: nobody changes it under us.
+        Ok(sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
             .bind(run_id)
+            .fetch_optional(&mut **self.0)
+            .await?)
+    }
+
+    async fn insert_run(&mut self, run: &NewRun) -> Result<Created> {
+        let tx = &mut *self.0;
+        if let (Some(key), true) = (&run.concurrency_key, run.skip_on_conflict) {
+            let active: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT id FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1"
+            ))
+            .bind(key)
             .fetch_optional(&mut **tx)
             .await?;
-    match owner {
-        None => return Err(StoreError::RunNotFound(run_id.to_string())),
-        Some(Some(o)) if o == worker => {}
-        Some(_) => return Err(StoreError::LeaseLost(run_id.to_string())),
-    }
-    apply_all(tx, run_id, changes).await
-}
-
-/// A run and, with it, its audit entry.
-pub(super) async fn create_one(
-    tx: &mut Transaction<'static, Sqlite>,
-    run: &NewRun,
-) -> Result<Created> {
-    let created = insert_run(tx, run).await?;
-    if let Some(entry) = run.audit.clone() {
-        append_audit(tx, entry.about(&created)).await?;
-    }
-    Ok(created)
-}
-
-/// Rows per multi-row INSERT (SQLite allows 32,766 bound values).
-pub(super) const ROWS_PER_INSERT: usize = 256;
-
-/// Applies a batch with as few statements as possible: step rows, new
-/// attempts and events each go in multi-row INSERTs (every statement is a
-/// round trip to the SQLite thread); the rest one by one, in a fixed order
-/// that respects what depends on what (an attempt exists before it is updated).
-pub(super) async fn apply_all(
-    tx: &mut Transaction<'static, Sqlite>,
-    run_id: &str,
-    changes: &[Change],
-) -> Result<()> {
-    for change in changes.iter().filter(|c| matches!(c, Change::Run(_))) {
-        apply(tx, run_id, change).await?;
-    }
-    // Last write of each step wins, as it would applied one by one.
-    let mut steps: Vec<&StepRecord> = Vec::new();
-    for change in changes {
-        if let Change::Step(s) = change {
-            steps.retain(|p| p.step_id != s.step_id);
-            steps.push(s);
-        }
-    }
-    for chunk in steps.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempts, outputs, error, started_at, \
-             finished_at, wake_at, state, rollback) ",
-        );
-        q.push_values(chunk, |mut b, s| {
-            b.push_bind(run_id)
-                .push_bind(&s.step_id)
-                .push_bind(s.status.as_str())
-                .push_bind(s.attempts as i64)
-                .push_bind(json(&s.outputs))
-                .push_bind(&s.error)
-                .push_bind(s.started_at)
-                .push_bind(s.finished_at)
-                .push_bind(s.wake_at)
-                .push_bind(json(&s.state))
-                .push_bind(&s.rollback);
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    let attempts: Vec<&AttemptRecord> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::AttemptStarted(a) => Some(a),
-            _ => None,
-        })
-        .collect();
-    for chunk in attempts.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO attempts (run_id, step_id, phase, n, status, worker, pgid, started_at, finished_at, error) ",
-        );
-        q.push_values(chunk, |mut b, a| {
-            b.push_bind(run_id)
-                .push_bind(&a.step_id)
-                .push_bind(a.phase.as_str())
-                .push_bind(a.n as i64)
-                .push_bind(a.status.as_str())
-                .push_bind(&a.worker)
-                .push_bind(a.pgid.map(i64::from))
-                .push_bind(a.started_at)
-                .push_bind(a.finished_at)
-                .push_bind(&a.error);
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    for change in changes
-        .iter()
-        .filter(|c| matches!(c, Change::AttemptPgid { .. } | Change::AttemptFinished { .. }))
-    {
-        apply(tx, run_id, change).await?;
-    }
-    let events: Vec<&Change> =
-        changes.iter().filter(|c| matches!(c, Change::Event { .. })).collect();
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (run_id, at, kind, step_id, data) ",
-        );
-        q.push_values(chunk, |mut b, e| {
-            if let Change::Event { at, kind, step_id, data } = e {
-                b.push_bind(run_id)
-                    .push_bind(*at)
-                    .push_bind(kind)
-                    .push_bind(step_id)
-                    .push_bind(json(data));
+            if let Some(active) = active {
+                return Ok(Created::Skipped { active });
             }
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    for change in changes.iter().filter(|c| {
-        matches!(
-            c,
-            Change::RequestDone { .. }
-                | Change::WakeRun { .. }
-                | Change::Release { .. }
-                | Change::Notify(_)
+        }
+        if let Some(key) = &run.dedupe_key {
+            let active: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT id FROM runs WHERE workflow = ? AND dedupe_key = ? AND status IN {ACTIVE_SQL} LIMIT 1"
+            ))
+            .bind(&run.workflow)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(existing) = active {
+                return Ok(Created::Duplicate { existing });
+            }
+        }
+        if let Some((schedule, tick)) = &run.schedule_tick {
+            let fired: Option<String> = sqlx::query_scalar(
+                "SELECT run_id FROM schedule_ticks WHERE schedule = ? AND tick_at = ?",
+            )
+            .bind(schedule)
+            .bind(tick)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(existing) = fired {
+                return Ok(Created::Duplicate { existing });
+            }
+            sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at, run_id) VALUES (?, ?, ?)")
+                .bind(schedule)
+                .bind(tick)
+                .bind(&run.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let now = now_ms();
+        let (owner, expires) = match &run.lease_to {
+            Some((worker, lease)) => (Some(worker.clone()), Some(lease.now + lease.duration_ms)),
+            None => (None, None),
+        };
+        sqlx::query(
+            "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
+             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins) \
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-    }) {
-        apply(tx, run_id, change).await?;
+        .bind(&run.id)
+        .bind(&run.workflow)
+        .bind(&run.definition_hash)
+        .bind(run.inputs.to_string())
+        .bind(run.trigger.to_string())
+        .bind(&run.concurrency_key)
+        .bind(run.parent.as_ref().map(|p| &p.0))
+        .bind(run.parent.as_ref().map(|p| &p.1))
+        .bind(run.root.clone().unwrap_or_else(|| run.id.clone()))
+        .bind(now)
+        .bind(owner)
+        .bind(expires)
+        .bind(&run.dedupe_key)
+        .bind(pins_text(&run.pins))
+        .execute(&mut **tx)
+        .await?;
+        for step in &run.step_ids {
+            sqlx::query("INSERT INTO steps (run_id, step_id, status) VALUES (?, ?, 'pending')")
+                .bind(&run.id)
+                .bind(step)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)")
+            .bind(&run.id)
+            .bind(now)
+            .bind(run.trigger.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(Created::Run(run.id.clone()))
     }
-    // Last: the audit append lock is always the last lock a commit takes.
-    for change in changes.iter().filter(|c| matches!(c, Change::Audit(_))) {
-        apply(tx, run_id, change).await?;
-    }
-    Ok(())
-}
 
-pub(super) async fn apply(
-    tx: &mut Transaction<'static, Sqlite>,
-    run_id: &str,
-    change: &Change,
-) -> Result<()> {
-    match change {
-        Change::Run(u) => {
-            sqlx::query(
-                "UPDATE runs SET status = COALESCE(?, status), started_at = COALESCE(?, started_at), \
-                 finished_at = CASE WHEN ? THEN NULL ELSE COALESCE(?, finished_at) END, \
-                 outputs = COALESCE(?, outputs), error = CASE WHEN ? THEN NULL ELSE COALESCE(?, error) END, \
-                 paused = COALESCE(?, paused), cancelled_by = COALESCE(?, cancelled_by), \
-                 inputs = COALESCE(?, inputs) WHERE id = ?",
-            )
-            .bind(u.status.map(|s| s.as_str()))
-            .bind(u.started_at)
-            .bind(u.reopen)
-            .bind(u.finished_at)
-            .bind(json(&u.outputs))
-            .bind(u.reopen)
-            .bind(&u.error)
-            .bind(u.paused.map(i64::from))
-            .bind(&u.cancelled_by)
-            .bind(json(&u.inputs))
-            .bind(run_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::Step(s) => {
-            sqlx::query(
-                "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempts, outputs, error, started_at, \
-                 finished_at, wake_at, state, rollback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(run_id)
-            .bind(&s.step_id)
-            .bind(s.status.as_str())
-            .bind(s.attempts as i64)
-            .bind(json(&s.outputs))
-            .bind(&s.error)
-            .bind(s.started_at)
-            .bind(s.finished_at)
-            .bind(s.wake_at)
-            .bind(json(&s.state))
-            .bind(&s.rollback)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::AttemptStarted(a) => {
-            sqlx::query(
-                "INSERT INTO attempts (run_id, step_id, phase, n, status, worker, pgid, started_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(run_id)
-            .bind(&a.step_id)
-            .bind(a.phase.as_str())
-            .bind(a.n as i64)
-            .bind(a.status.as_str())
-            .bind(&a.worker)
-            .bind(a.pgid.map(i64::from))
-            .bind(a.started_at)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::AttemptPgid { step_id, phase, n, pgid } => {
-            sqlx::query("UPDATE attempts SET pgid = ? WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?")
-                .bind(*pgid as i64)
-                .bind(run_id)
-                .bind(step_id)
-                .bind(phase.as_str())
-                .bind(*n as i64)
-                .execute(&mut **tx)
+    async fn append_audit(&mut self, entry: NewAudit) -> Result<AuditRecord> {
+        // The write lock serializes appends.
+        let tx = &mut *self.0;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
                 .await?;
-        }
-        Change::AttemptFinished {
-            step_id,
-            phase,
-            n,
-            status,
-            finished_at,
-            error,
-            stdout,
-            stderr,
-        } => {
-            sqlx::query(
-                "UPDATE attempts SET status = ?, finished_at = ?, error = ?, stdout = ?, stderr = ? \
-                 WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?",
-            )
-            .bind(status.as_str())
-            .bind(finished_at)
-            .bind(error)
-            .bind(stdout)
-            .bind(stderr)
-            .bind(run_id)
-            .bind(step_id)
-            .bind(phase.as_str())
-            .bind(*n as i64)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::Event { at, kind, step_id, data } => {
-            sqlx::query(
-                "INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(run_id)
-            .bind(at)
-            .bind(kind)
-            .bind(step_id)
-            .bind(json(data))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::RequestDone { id, at } => {
-            sqlx::query("UPDATE requests SET done_at = ? WHERE id = ?")
-                .bind(at)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Change::Release { wake_at } => {
-            sqlx::query(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
-                 wake_at = CASE WHEN woken = 1 THEN NULL ELSE ? END WHERE id = ?",
-            )
-            .bind(wake_at)
-            .bind(run_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::WakeRun { run_id } => {
-            sqlx::query("UPDATE runs SET wake_at = NULL, woken = 1 WHERE id = ?")
-                .bind(run_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Change::Notify(n) => {
-            sqlx::query(
-                "INSERT INTO outbox (dedupe_key, run_id, step_id, event, channel, message, status, next_at, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
-            )
-            .bind(&n.dedupe_key)
-            .bind(run_id)
-            .bind(&n.step_id)
-            .bind(&n.event)
-            .bind(&n.channel)
-            .bind(n.message.to_string())
-            .bind(n.at)
-            .bind(n.at)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::Audit(entry) => {
-            append_audit(tx, entry.clone()).await?;
-        }
+        let record = audit::next_record(last, entry, now_ms());
+        sqlx::query(
+            "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.id)
+        .bind(record.at)
+        .bind(&record.actor)
+        .bind(&record.action)
+        .bind(&record.run_id)
+        .bind(&record.step_id)
+        .bind(audit::payload_text(&record.payload))
+        .bind(&record.payload_sha256)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(record)
     }
-    Ok(())
+
+    async fn update_run(&mut self, run_id: &str, u: &RunUpdate) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = COALESCE(?, status), started_at = COALESCE(?, started_at), \
+             finished_at = CASE WHEN ? THEN NULL ELSE COALESCE(?, finished_at) END, \
+             outputs = COALESCE(?, outputs), error = CASE WHEN ? THEN NULL ELSE COALESCE(?, error) END, \
+             paused = COALESCE(?, paused), cancelled_by = COALESCE(?, cancelled_by), \
+             inputs = COALESCE(?, inputs) WHERE id = ?",
+        )
+        .bind(u.status.map(|s| s.as_str()))
+        .bind(u.started_at)
+        .bind(u.reopen)
+        .bind(u.finished_at)
+        .bind(json(&u.outputs))
+        .bind(u.reopen)
+        .bind(&u.error)
+        .bind(u.paused.map(i64::from))
+        .bind(&u.cancelled_by)
+        .bind(json(&u.inputs))
+        .bind(run_id)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn put_steps(&mut self, run_id: &str, steps: &[&StepRecord]) -> Result<()> {
+        for chunk in steps.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempts, outputs, error, started_at, \
+                 finished_at, wake_at, state, rollback) ",
+            );
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(run_id)
+                    .push_bind(&s.step_id)
+                    .push_bind(s.status.as_str())
+                    .push_bind(s.attempts as i64)
+                    .push_bind(json(&s.outputs))
+                    .push_bind(&s.error)
+                    .push_bind(s.started_at)
+                    .push_bind(s.finished_at)
+                    .push_bind(s.wake_at)
+                    .push_bind(json(&s.state))
+                    .push_bind(&s.rollback);
+            });
+            q.build().execute(&mut **self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_attempts(&mut self, run_id: &str, attempts: &[&AttemptRecord]) -> Result<()> {
+        for chunk in attempts.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO attempts (run_id, step_id, phase, n, status, worker, pgid, started_at, finished_at, error) ",
+            );
+            q.push_values(chunk, |mut b, a| {
+                b.push_bind(run_id)
+                    .push_bind(&a.step_id)
+                    .push_bind(a.phase.as_str())
+                    .push_bind(a.n as i64)
+                    .push_bind(a.status.as_str())
+                    .push_bind(&a.worker)
+                    .push_bind(a.pgid.map(i64::from))
+                    .push_bind(a.started_at)
+                    .push_bind(a.finished_at)
+                    .push_bind(&a.error);
+            });
+            q.build().execute(&mut **self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_pgid(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        phase: Phase,
+        n: u32,
+        pgid: u32,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE attempts SET pgid = ? WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?",
+        )
+        .bind(i64::from(pgid))
+        .bind(run_id)
+        .bind(step_id)
+        .bind(phase.as_str())
+        .bind(i64::from(n))
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_attempt(&mut self, run_id: &str, end: FinishedAttempt<'_>) -> Result<()> {
+        sqlx::query(
+            "UPDATE attempts SET status = ?, finished_at = ?, error = ?, stdout = ?, stderr = ? \
+             WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?",
+        )
+        .bind(end.status.as_str())
+        .bind(end.finished_at)
+        .bind(end.error)
+        .bind(end.stdout)
+        .bind(end.stderr)
+        .bind(run_id)
+        .bind(end.step_id)
+        .bind(end.phase.as_str())
+        .bind(i64::from(end.n))
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_events(&mut self, run_id: &str, events: &[NewEvent<'_>]) -> Result<()> {
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (run_id, at, kind, step_id, data) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(run_id)
+                    .push_bind(e.at)
+                    .push_bind(e.kind)
+                    .push_bind(e.step_id)
+                    .push_bind(e.data.map(Value::to_string));
+            });
+            q.build().execute(&mut **self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn request_done(&mut self, id: i64, at: i64) -> Result<()> {
+        sqlx::query("UPDATE requests SET done_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn wake(&mut self, run_id: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET wake_at = NULL, woken = 1 WHERE id = ?")
+            .bind(run_id)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+             wake_at = CASE WHEN woken = 1 THEN NULL ELSE ? END WHERE id = ?",
+        )
+        .bind(wake_at)
+        .bind(run_id)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn notify(&mut self, run_id: &str, n: &NewNotification) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (dedupe_key, run_id, step_id, event, channel, message, status, next_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(&n.dedupe_key)
+        .bind(run_id)
+        .bind(&n.step_id)
+        .bind(&n.event)
+        .bind(&n.channel)
+        .bind(n.message.to_string())
+        .bind(n.at)
+        .bind(n.at)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
 }

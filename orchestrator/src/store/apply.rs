@@ -1,0 +1,221 @@
+//! How a transition is written, once for both backends: the lease check
+//! (fencing), the order in which a batch of `Change`s is applied, "last
+//! write wins" for a step written twice, and a run created with its audit
+//! entry. A backend supplies only the SQL of each piece (`Writer`, over its
+//! open transaction) and its transaction handling.
+
+use serde_json::Value;
+
+use super::*;
+
+/// An attempt's end, as `Change::AttemptFinished` carries it.
+pub(crate) struct FinishedAttempt<'a> {
+    pub step_id: &'a str,
+    pub phase: Phase,
+    pub n: u32,
+    pub status: AttemptStatus,
+    pub finished_at: i64,
+    pub error: Option<&'a str>,
+    pub stdout: Option<&'a str>,
+    pub stderr: Option<&'a str>,
+}
+
+/// An event to insert; ids follow the order of the slice.
+pub(crate) struct NewEvent<'a> {
+    pub at: i64,
+    pub kind: &'a str,
+    pub step_id: Option<&'a str>,
+    pub data: Option<&'a Value>,
+}
+
+/// The SQL of each piece of a transition, inside one open transaction.
+#[async_trait::async_trait]
+pub(crate) trait Writer: Send {
+    /// The run's lease owner, locking the run's row where the backend can
+    /// (`None`: no such run).
+    async fn lease_owner(&mut self, run_id: &str) -> Result<Option<Option<String>>>;
+    /// Creates a run unless its concurrency key, dedupe key or schedule tick
+    /// says it exists already; writes nothing then.
+    async fn insert_run(&mut self, run: &NewRun) -> Result<Created>;
+    /// Appends the next audit entry (serialized with every other append).
+    async fn append_audit(&mut self, entry: NewAudit) -> Result<AuditRecord>;
+    async fn update_run(&mut self, run_id: &str, update: &RunUpdate) -> Result<()>;
+    /// Inserts or replaces step rows (each step at most once).
+    async fn put_steps(&mut self, run_id: &str, steps: &[&StepRecord]) -> Result<()>;
+    async fn insert_attempts(&mut self, run_id: &str, attempts: &[&AttemptRecord]) -> Result<()>;
+    async fn set_pgid(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        phase: Phase,
+        n: u32,
+        pgid: u32,
+    ) -> Result<()>;
+    async fn finish_attempt(&mut self, run_id: &str, end: FinishedAttempt<'_>) -> Result<()>;
+    async fn insert_events(&mut self, run_id: &str, events: &[NewEvent<'_>]) -> Result<()>;
+    async fn request_done(&mut self, id: i64, at: i64) -> Result<()>;
+    /// Makes `run_id` due now (`woken`, so a release keeps it due).
+    async fn wake(&mut self, run_id: &str) -> Result<()>;
+    /// Gives the run back, claimable at `wake_at` unless it was woken.
+    async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()>;
+    /// Queues a notification (nothing if its dedupe key exists).
+    async fn notify(&mut self, run_id: &str, notification: &NewNotification) -> Result<()>;
+}
+
+/// Applies `changes` if `worker` holds the lease on `run_id` (fencing).
+pub(crate) async fn commit(
+    w: &mut impl Writer,
+    worker: &str,
+    run_id: &str,
+    changes: &[Change],
+) -> Result<()> {
+    match w.lease_owner(run_id).await? {
+        None => Err(StoreError::NotFound(run_id.to_string())),
+        Some(Some(owner)) if owner == worker => apply_all(w, run_id, changes).await,
+        Some(_) => Err(Conflict::LeaseLost(run_id.to_string()).into()),
+    }
+}
+
+/// A run and, with it, its audit entry.
+pub(crate) async fn create(w: &mut impl Writer, run: &NewRun) -> Result<Created> {
+    let created = w.insert_run(run).await?;
+    if let Some(entry) = run.audit.clone() {
+        w.append_audit(entry.about(&created)).await?;
+    }
+    Ok(created)
+}
+
+/// Applies a batch in a fixed order that respects what depends on what
+/// (a run exists before anything names it, an attempt before it is
+/// updated), with step rows, new attempts and events each written in one
+/// go. The audit append lock is always the last lock a commit takes.
+pub(crate) async fn apply_all(w: &mut impl Writer, run_id: &str, changes: &[Change]) -> Result<()> {
+    let mut created = Vec::new();
+    for change in changes {
+        if let Change::CreateRun(run) = change {
+            match w.insert_run(run).await? {
+                Created::Run(_) => created.push(run),
+                other => {
+                    return Err(Conflict::Exists(format!(
+                        "run {} was not created with this transition: {other:?}",
+                        run.id
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+    for change in changes {
+        if let Change::Run(update) = change {
+            w.update_run(run_id, update).await?;
+        }
+    }
+    let steps = last_write_wins(changes);
+    if !steps.is_empty() {
+        w.put_steps(run_id, &steps).await?;
+    }
+    let attempts: Vec<&AttemptRecord> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AttemptStarted(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    if !attempts.is_empty() {
+        w.insert_attempts(run_id, &attempts).await?;
+    }
+    for change in changes {
+        match change {
+            Change::AttemptPgid { step_id, phase, n, pgid } => {
+                w.set_pgid(run_id, step_id, *phase, *n, *pgid).await?;
+            }
+            Change::AttemptFinished {
+                step_id,
+                phase,
+                n,
+                status,
+                finished_at,
+                error,
+                stdout,
+                stderr,
+            } => {
+                let end = FinishedAttempt {
+                    step_id,
+                    phase: *phase,
+                    n: *n,
+                    status: *status,
+                    finished_at: *finished_at,
+                    error: error.as_deref(),
+                    stdout: stdout.as_deref(),
+                    stderr: stderr.as_deref(),
+                };
+                w.finish_attempt(run_id, end).await?;
+            }
+            _ => {}
+        }
+    }
+    let events: Vec<NewEvent<'_>> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Event { at, kind, step_id, data } => {
+                Some(NewEvent { at: *at, kind, step_id: step_id.as_deref(), data: data.as_ref() })
+            }
+            _ => None,
+        })
+        .collect();
+    if !events.is_empty() {
+        w.insert_events(run_id, &events).await?;
+    }
+    for change in changes {
+        match change {
+            Change::RequestDone { id, at } => w.request_done(*id, *at).await?,
+            Change::WakeRun { run_id } => w.wake(run_id).await?,
+            Change::Release { wake_at } => w.release(run_id, *wake_at).await?,
+            Change::Notify(n) => w.notify(run_id, n).await?,
+            _ => {}
+        }
+    }
+    for run in created {
+        if let Some(entry) = run.audit.clone() {
+            w.append_audit(entry.about(&Created::Run(run.id.clone()))).await?;
+        }
+    }
+    for change in changes {
+        if let Change::Audit(entry) = change {
+            w.append_audit(entry.clone()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Each step's last row in the batch, as if applied one by one (and one
+/// upsert may not touch a row twice).
+fn last_write_wins(changes: &[Change]) -> Vec<&StepRecord> {
+    let mut steps: Vec<&StepRecord> = Vec::new();
+    for change in changes {
+        if let Change::Step(s) = change {
+            steps.retain(|p| p.step_id != s.step_id);
+            steps.push(s);
+        }
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_row_of_a_step_wins_and_keeps_its_place() {
+        let row =
+            |id: &str, status| Change::Step(StepRecord { status, ..StepRecord::pending("r", id) });
+        let changes = [
+            row("a", StepStatus::Running),
+            row("b", StepStatus::Running),
+            row("a", StepStatus::Succeeded),
+        ];
+        let steps = last_write_wins(&changes);
+        let got: Vec<_> = steps.iter().map(|s| (s.step_id.as_str(), s.status)).collect();
+        assert_eq!(got, [("b", StepStatus::Running), ("a", StepStatus::Succeeded)]);
+    }
+}

@@ -1,0 +1,92 @@
+//! More behaviour stories on every backend (conformance.rs has the rest):
+//! run id prefixes, and a child run created in its parent's commit.
+
+use serde_json::json;
+
+use super::conformance::{backends, lease, new_run, with_definition};
+use super::*;
+
+#[tokio::test]
+async fn a_run_id_prefix_is_matched_exactly_with_no_wildcard_or_escape() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        for id in ["a_b-1", "axb-1", "a%c-1", "abc-1", r"a\d-1", "A_b-2"] {
+            store.create_run(new_run(id, None, false)).await.unwrap();
+        }
+        let resolve = |p: &'static str| {
+            let store = store.clone();
+            async move { store.resolve_run_id(p).await }
+        };
+        // `_` and `%` are characters, not wildcards; `\` is not an escape.
+        assert_eq!(resolve("a_").await.unwrap(), "a_b-1", "{name}");
+        assert_eq!(resolve("a%").await.unwrap(), "a%c-1", "{name}");
+        assert_eq!(resolve(r"a\").await.unwrap(), r"a\d-1", "{name}");
+        assert_eq!(resolve("A").await.unwrap(), "A_b-2", "{name}: case counts");
+        for missing in [r"a\_", "a%%", "%", "_", r"\", "ab_"] {
+            let err = resolve(missing).await.unwrap_err();
+            assert!(matches!(err, StoreError::NotFound(_)), "{name}: {missing}: {err}");
+        }
+        match resolve("a").await.unwrap_err() {
+            StoreError::Ambiguous { prefix, candidates } => {
+                assert_eq!(prefix, "a", "{name}");
+                assert_eq!(candidates, ["a%c-1", "a\\d-1", "a_b-1", "abc-1", "axb-1"], "{name}");
+            }
+            other => panic!("{name}: {other}"),
+        }
+        assert_eq!(resolve("a_b-1").await.unwrap(), "a_b-1", "{name}: a whole id");
+    }
+}
+
+/// The parent's step and the child it starts, as one transition.
+fn start_child(child: &str) -> Vec<Change> {
+    let mut run = new_run(child, None, false);
+    run.parent = Some(("p".into(), "a".into()));
+    run.root = Some("p".into());
+    vec![
+        Change::CreateRun(Box::new(run)),
+        Change::Step(StepRecord {
+            status: StepStatus::Waiting,
+            state: Some(json!({"child_run": child})),
+            ..StepRecord::pending("p", "a")
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn a_child_run_exists_exactly_when_its_parents_commit_does() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        store.create_run(new_run("p", None, false)).await.unwrap();
+        let now = now_ms();
+        store.claim("w1", lease(now), 10, None).await.unwrap();
+        store.claim("w2", lease(now + 5_000), 10, None).await.unwrap();
+        // w1 lost the lease: neither the child nor the step's state exists.
+        let err = store.commit("w1", "p", &start_child("c1")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(Conflict::LeaseLost(_))), "{name}: {err}");
+        assert!(store.run("c1").await.unwrap().is_none(), "{name}: no child without its parent");
+        // w2 holds it: both, in one commit.
+        store.commit("w2", "p", &start_child("c2")).await.unwrap();
+        let child = store.run("c2").await.unwrap().unwrap();
+        assert_eq!(child.status, RunStatus::Queued, "{name}");
+        assert_eq!(child.parent_run_id.as_deref(), Some("p"), "{name}");
+        assert_eq!(child.root_run_id, "p", "{name}");
+        assert_eq!(store.steps("c2").await.unwrap().len(), 2, "{name}");
+        let step = store.steps("p").await.unwrap().into_iter().find(|s| s.step_id == "a");
+        assert_eq!(step.unwrap().state, Some(json!({"child_run": "c2"})), "{name}");
+        // A child that cannot be created (its id exists) fails the whole commit.
+        let err = store.commit("w2", "p", &start_child("c2")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_opened_is_unavailable_not_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the database file should be: SQLite cannot open it.
+    let path = dir.path().join("db");
+    std::fs::create_dir(&path).unwrap();
+    let err = open(&format!("sqlite://{}", path.display())).await.err().unwrap();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let err = open("mysql://x").await.err().unwrap();
+    assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+}
