@@ -248,6 +248,27 @@ impl Engine {
         drive_here: bool,
         keys: SubmitKeys,
     ) -> anyhow::Result<Created> {
+        let run = self.new_run(wf, inputs, trigger, parent, drive_here, keys).await?;
+        let created = self.store.create_run(run).await?;
+        if matches!(created, Created::Run(_)) {
+            crate::metrics::run_started(&wf.name);
+        }
+        Ok(created)
+    }
+
+    /// The run `submit_with` creates, with its definition stored and its
+    /// children pinned; a child run is created by its parent's commit instead
+    /// (`Change::CreateRun`), so that it exists exactly when the parent's
+    /// step says so.
+    pub async fn new_run(
+        &self,
+        wf: &CompiledWorkflow,
+        inputs: Value,
+        trigger: Value,
+        parent: Option<Parent>,
+        drive_here: bool,
+        keys: SubmitKeys,
+    ) -> anyhow::Result<NewRun> {
         self.store_definition(wf).await?;
         // A tree's children are pinned once, when its top run starts.
         let pins = match &parent {
@@ -273,30 +294,23 @@ impl Engine {
             .concurrency
             .as_ref()
             .is_some_and(|c| c.on_conflict == crate::model::OnConflict::Skip);
-        let created = self
-            .store
-            .create_run(NewRun {
-                id,
-                workflow: wf.name.clone(),
-                definition_hash: wf.hash.clone(),
-                inputs,
-                trigger,
-                concurrency_key,
-                skip_on_conflict: skip,
-                parent: parent.as_ref().map(|p| (p.run.clone(), p.step.clone())),
-                root: parent.map(|p| p.root),
-                step_ids: wf.steps.iter().map(|s| s.id.clone()).collect(),
-                lease_to: drive_here.then(|| (self.opts.worker_id.clone(), self.lease())),
-                dedupe_key: keys.dedupe_key,
-                schedule_tick: keys.schedule_tick,
-                audit: keys.audit,
-                pins,
-            })
-            .await?;
-        if matches!(created, Created::Run(_)) {
-            crate::metrics::run_started(&wf.name);
-        }
-        Ok(created)
+        Ok(NewRun {
+            id,
+            workflow: wf.name.clone(),
+            definition_hash: wf.hash.clone(),
+            inputs,
+            trigger,
+            concurrency_key,
+            skip_on_conflict: skip,
+            parent: parent.as_ref().map(|p| (p.run.clone(), p.step.clone())),
+            root: parent.map(|p| p.root),
+            step_ids: wf.steps.iter().map(|s| s.id.clone()).collect(),
+            lease_to: drive_here.then(|| (self.opts.worker_id.clone(), self.lease())),
+            dedupe_key: keys.dedupe_key,
+            schedule_tick: keys.schedule_tick,
+            audit: keys.audit,
+            pins,
+        })
     }
 
     /// The compiled definition a run is pinned to.

@@ -167,13 +167,17 @@ impl Driver {
             root: self.run.root_run_id.clone(),
             pins: self.run.pins.clone().unwrap_or_default(),
         });
-        let created = self.engine.submit(&child, inputs, trigger, parent, false).await?;
-        let child_id = match created {
-            crate::store::Created::Run(id) => id,
-            crate::store::Created::Skipped { active }
-            | crate::store::Created::Duplicate { existing: active } => active,
-        };
+        let keys = crate::exec::engine::SubmitKeys::default();
+        let mut run = self.engine.new_run(&child, inputs, trigger, parent, false, keys).await?;
+        // Created by this commit, so it must be created: behind a busy
+        // concurrency key the child queues (it is not skipped).
+        run.skip_on_conflict = false;
+        let child_id = run.id.clone();
         let changes = vec![
+            // The child and the step that waits for it commit together: a
+            // crash keeps both or neither, so a resumed parent never starts
+            // a second child.
+            crate::store::Change::CreateRun(Box::new(run)),
             self.step_change(i, |s| {
                 s.status = StepStatus::Waiting;
                 s.started_at = Some(now);
@@ -182,7 +186,9 @@ impl Driver {
             }),
             Self::event("child_started", Some(&step_id), Some(json!({"run": child_id}))),
         ];
-        self.commit(changes).await
+        self.commit(changes).await?;
+        crate::metrics::run_started(&child.name);
+        Ok(())
     }
 
     /// A waiting step is due: a timer fired, or a child run may have ended.
