@@ -629,3 +629,59 @@ fn serve_stops_gracefully_on_sigterm_and_logs_json_when_asked() {
         "tracing logs are JSON objects with --log-format json:\n{log}"
     );
 }
+
+/// `lifeboat ARGS…` against `url` instead of the sandbox's database.
+fn lifeboat_on(sb: &Sandbox, url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .current_dir(&sb.dir)
+        .env_remove("LIFEBOAT_DATABASE_URL")
+        .output()
+        .expect("run lifeboat")
+}
+
+#[test]
+fn exit_codes_tell_invalid_input_from_not_found_from_a_database_outage() {
+    let sb = sandbox("serve-exit-codes");
+    let code = |out: &std::process::Output| out.status.code();
+    assert_eq!(code(&sb.lifeboat(&["runs", "--status", "bogus"])), Some(1), "invalid input");
+    assert_eq!(code(&sb.lifeboat(&["show", "0000dead"])), Some(3), "no such run");
+    assert_eq!(code(&sb.lifeboat(&["run", "no-such-workflow"])), Some(3), "no such workflow");
+    // A database that cannot be opened (a directory where its file should be).
+    std::fs::create_dir_all(sb.path("gone.db")).unwrap();
+    let url = format!("sqlite://{}", sb.path("gone.db").display());
+    let out = lifeboat_on(&sb, &url, &["runs"]);
+    let err = crate::util::stderr(&out);
+    assert_eq!(code(&out), Some(4), "database unavailable: {err}");
+    assert!(err.contains("database unavailable"), "{err}");
+}
+
+/// On Postgres only: a SQLite file cannot be taken away from a running
+/// server (its open connections keep the file), so the SQLite run of the
+/// suite checks the CLI's side in the test above.
+#[test]
+fn a_database_outage_is_a_503_from_the_api_and_exit_4_from_the_cli() {
+    if !crate::util::on_postgres() {
+        eprintln!("note: the database outage test runs with LIFEBOAT_E2E_BACKEND=postgres");
+        return;
+    }
+    let sb = sandbox("serve-outage");
+    let api = Api::start(&sb);
+    assert_eq!(api.get("/api/v1/runs", Some(ROOT)).status, 200);
+    // The database goes away under the running server.
+    let admin = std::env::var("LIFEBOAT_TEST_POSTGRES_URL").unwrap();
+    let db = sb.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let out = std::process::Command::new("psql")
+        .arg(&admin)
+        .args(["-qAt", "-c", &format!("DROP DATABASE {db} WITH (FORCE)")])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = api.get("/api/v1/runs", Some(ROOT));
+    assert_eq!(reply.status, 503, "{reply:?}\n{}", api.log_text());
+    assert_eq!(reply.body["error"]["code"], "unavailable", "{reply:?}");
+    let out = sb.lifeboat(&["runs"]);
+    assert_eq!(out.status.code(), Some(4), "{}", crate::util::stderr(&out));
+}
