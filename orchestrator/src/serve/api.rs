@@ -106,7 +106,7 @@ pub async fn list_workflows(State(app): State<AppState>, headers: HeaderMap) -> 
 fn find_workflow(app: &AppState, name: &str) -> Result<std::sync::Arc<CompiledWorkflow>, ApiError> {
     let snapshot = app.catalog.snapshot();
     snapshot.get(name).cloned().ok_or_else(|| {
-        let hint = crate::compile::suggest::did_you_mean(
+        let hint = crate::suggest::did_you_mean(
             name,
             snapshot.workflows.keys().map(String::as_str),
         )
@@ -294,7 +294,7 @@ pub async fn retry_run(
         && wf.step(from).is_none()
     {
         let hint =
-            crate::compile::suggest::did_you_mean(from, wf.steps.iter().map(|s| s.id.as_str()))
+            crate::suggest::did_you_mean(from, wf.steps.iter().map(|s| s.id.as_str()))
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
         return Err(ApiError::bad_request(format!(
