@@ -5,6 +5,7 @@
 //! draws graphs, `cli` is the command line, `text` makes outside text safe
 //! to print.
 
+pub mod app;
 pub mod audit_anchor;
 pub mod catalog;
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod store;
 pub mod suggest;
 pub mod text;
 pub mod triggers;
+pub mod views;
 pub mod viz;

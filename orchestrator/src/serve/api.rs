@@ -15,6 +15,7 @@ use super::auth::Need;
 use super::error::{ApiError, optional_json};
 use crate::compile::CompiledWorkflow;
 use crate::store::{Created, NewAudit, NewRequest, RequestKind, RunFilter, RunRecord, RunStatus};
+use crate::views::{RunDocument, RunView};
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
@@ -210,7 +211,12 @@ pub async fn list_runs(
         before: q.before.filter(|b| !b.is_empty()),
     };
     let runs = app.ctx.store.runs(&filter).await?;
-    Ok(Json(Value::Array(runs.iter().map(crate::cli::inspect::run_json).collect())))
+    view(&runs.iter().map(RunView::from).collect::<Vec<_>>())
+}
+
+/// A view (`crate::views`) as the answer: the CLI's `--json` prints the same.
+fn view(v: &impl serde::Serialize) -> ApiResult {
+    serde_json::to_value(v).map(Json).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// A run by id (or unique prefix), 404 if there is none.
@@ -231,7 +237,7 @@ pub async fn get_run(
 ) -> ApiResult {
     app.ids.authorize(&headers, Need::Read)?;
     let run = find_run(&app, &id).await?;
-    Ok(Json(crate::cli::inspect::run_document(&app.ctx, &run.id).await?))
+    view(&RunDocument::load(app.ctx.store.as_ref(), &run.id).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -103,7 +103,7 @@ impl From<anyhow::Error> for ApiError {
                 _ => {}
             }
         }
-        if e.downcast_ref::<crate::cli::InputError>().is_some() {
+        if e.downcast_ref::<crate::app::InputError>().is_some() {
             let text = format!("{e:#}");
             return if text.contains("not found") || text.starts_with("no run") {
                 ApiError::not_found(text)
