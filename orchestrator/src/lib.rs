@@ -5,17 +5,21 @@
 //! draws graphs, `cli` is the command line, `text` makes outside text safe
 //! to print.
 
+pub mod app;
 pub mod audit_anchor;
 pub mod catalog;
 pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod exec;
+pub mod kinds;
 pub mod metrics;
 pub mod model;
 pub mod schema;
 pub mod serve;
 pub mod store;
+pub mod suggest;
 pub mod text;
 pub mod triggers;
+pub mod views;
 pub mod viz;

@@ -5,7 +5,7 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use crate::exec::StepKind;
+use crate::kinds::StepKind;
 use crate::model::Workflow;
 
 pub fn workflow_schema() -> Value {

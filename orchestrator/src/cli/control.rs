@@ -98,7 +98,7 @@ async fn step_of(ctx: &Ctx, run: &RunRecord, step: &str) -> anyhow::Result<StepS
         Some(s) => Ok(s.status),
         None => {
             let ids: Vec<&str> = steps.iter().map(|s| s.step_id.as_str()).collect();
-            let hint = crate::compile::suggest::did_you_mean(step, ids.iter().copied())
+            let hint = crate::suggest::did_you_mean(step, ids.iter().copied())
                 .unwrap_or_else(|| format!("steps: {}", ids.join(", ")));
             Err(input_error(format!("run {} has no step `{step}` ({hint})", run.id)))
         }

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use super::progress::human_ms;
 use super::{Ctx, input_error};
-use crate::store::{AttemptRecord, RunFilter, RunRecord, RunStatus, StepRecord};
+use crate::store::{RunFilter, RunRecord, RunStatus, StepRecord};
 use crate::text::inline;
+use crate::views::{RunDocument, RunView, Time};
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
@@ -52,110 +53,12 @@ pub struct PendingArgs {
 }
 
 fn rfc3339(ms: Option<i64>) -> Value {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-        .unwrap_or(Value::Null)
-}
-
-pub(crate) fn run_json(run: &RunRecord) -> Value {
-    json!({
-        "id": run.id,
-        "workflow": run.workflow,
-        "status": run.status,
-        "inputs": run.inputs,
-        "outputs": run.outputs.clone().unwrap_or(json!({})),
-        "error": run.error,
-        "trigger": run.trigger,
-        "paused": run.paused,
-        "parent_run_id": run.parent_run_id,
-        "definition_hash": run.definition_hash,
-        "created_at": rfc3339(Some(run.created_at)),
-        "started_at": rfc3339(run.started_at),
-        "finished_at": rfc3339(run.finished_at),
-    })
-}
-
-fn attempt_json(a: &AttemptRecord) -> Value {
-    json!({
-        "n": a.n,
-        "phase": a.phase,
-        "status": a.status,
-        "worker": a.worker,
-        "started_at": rfc3339(Some(a.started_at)),
-        "finished_at": rfc3339(a.finished_at),
-        "error": a.error,
-    })
-}
-
-/// DESIGN.md's shape: the run plus its steps with their attempts, in file order.
-pub async fn run_document(ctx: &Ctx, run_id: &str) -> anyhow::Result<Value> {
-    let (run, steps, attempts) = load_run(ctx, run_id).await?;
-    let mut doc = run_json(&run);
-    doc["steps"] = steps
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.step_id,
-                "status": s.status,
-                "outputs": s.outputs.clone().unwrap_or(json!({})),
-                "error": s.error,
-                "started_at": rfc3339(s.started_at),
-                "finished_at": rfc3339(s.finished_at),
-                "rollback": s.rollback.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
-                "attempts": attempts.iter().filter(|a| a.step_id == s.step_id).map(attempt_json).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    doc["notifications"] = ctx.store.outbox(run_id).await?.iter().map(notification_json).collect();
-    Ok(doc)
-}
-
-/// One outbox row: what was sent where, and whether it arrived.
-fn notification_json(n: &crate::store::OutboxRecord) -> Value {
-    json!({
-        "event": n.event,
-        "step": n.step_id,
-        "channel": n.channel,
-        "status": n.status,
-        "attempts": n.attempts,
-        "subject": n.message.get("subject"),
-        "detail": n.detail,
-        "error": n.last_error,
-        "queued_at": rfc3339(Some(n.created_at)),
-        "finished_at": rfc3339(n.finished_at),
-        "key": n.dedupe_key,
-    })
-}
-
-/// A run with its steps (in file order) and every attempt.
-async fn load_run(
-    ctx: &Ctx,
-    run_id: &str,
-) -> anyhow::Result<(RunRecord, Vec<StepRecord>, Vec<AttemptRecord>)> {
-    let run = ctx
-        .store
-        .run(run_id)
-        .await?
-        .ok_or_else(|| crate::store::StoreError::NotFound(run_id.to_string()))?;
-    let steps = ordered_steps(ctx, &run).await?;
-    let attempts = ctx.store.attempts(run_id).await?;
-    Ok((run, steps, attempts))
-}
-
-/// Steps in the workflow's file order.
-async fn ordered_steps(ctx: &Ctx, run: &RunRecord) -> anyhow::Result<Vec<StepRecord>> {
-    let mut steps = ctx.store.steps(&run.id).await?;
-    if let Some(def) = ctx.store.definition(&run.definition_hash).await?
-        && let Ok(wf) = crate::compile::compile(&def.file, &def.source, Default::default())
-    {
-        steps
-            .sort_by_key(|s| wf.steps.iter().position(|c| c.id == s.step_id).unwrap_or(usize::MAX));
-    }
-    Ok(steps)
+    json!(Time(ms))
 }
 
 pub async fn print_run_json(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&run_document(ctx, run_id).await?)?);
+    let doc = RunDocument::load(ctx.store.as_ref(), run_id).await?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }
 
@@ -178,7 +81,7 @@ pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&runs.iter().map(run_json).collect::<Vec<_>>())?
+            serde_json::to_string_pretty(&runs.iter().map(RunView::from).collect::<Vec<_>>())?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -217,7 +120,8 @@ pub async fn show(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<ExitCode> {
 
 /// A human summary: run line, then a step table.
 pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
-    let (run, steps, attempts) = load_run(ctx, run_id).await?;
+    let RunDocument { run, steps, attempts, notifications } =
+        RunDocument::load(ctx.store.as_ref(), run_id).await?;
     let took = match (run.started_at, run.finished_at) {
         (Some(s), Some(f)) => format!(" in {}", human_ms(f - s)),
         _ => String::new(),
@@ -244,7 +148,6 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
     {
         println!("  outputs: {}", inline(&outputs.to_string()));
     }
-    let notifications = ctx.store.outbox(run_id).await?;
     if !notifications.is_empty() {
         println!("  notifications:");
         for n in &notifications {

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use crate::app::{Ctx, InputError, NotFound, input_error, not_found};
 use crate::exec::people::Decision;
 
 #[derive(Debug, Parser)]
@@ -109,32 +110,6 @@ pub enum Command {
     Migrate,
 }
 
-/// An error in what the user asked for (exit 1), as opposed to a usage or
-/// internal error (exit 2).
-#[derive(Debug)]
-pub struct InputError(pub String);
-
-impl std::fmt::Display for InputError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InputError {}
-
-pub fn input_error(message: impl Into<String>) -> anyhow::Error {
-    InputError(message.into()).into()
-}
-
-/// What the user named does not exist (exit 3, HTTP 404): a workflow, a run.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotFound(pub String);
-
-pub fn not_found(message: impl Into<String>) -> anyhow::Error {
-    NotFound(message.into()).into()
-}
-
 /// The exit code of a command that failed with `e` (docs/exit-codes.md),
 /// chosen by the error's type and variant, never by its text.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -184,8 +159,8 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
     runtime.block_on(async move {
         let ctx = match command {
             // A replica may start while its database is still coming up.
-            Command::Serve(_) => Ctx::open_patiently(&global).await?,
-            _ => Ctx::open(&global).await?,
+            Command::Serve(_) => Ctx::open_patiently(&global.options()).await?,
+            _ => Ctx::open(&global.options()).await?,
         };
         match command {
             Command::Run(args) => run::run(&ctx, args).await,
@@ -208,7 +183,7 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             Command::Schedules(args) => schedules::run(&ctx, args).await,
             Command::Audit(command) => audit::run(&ctx, command).await,
             Command::Migrate => {
-                println!("migrations applied to {}", serve::redact_url(&ctx.database_url));
+                println!("migrations applied to {}", crate::app::redact_url(&ctx.database_url));
                 Ok(ExitCode::SUCCESS)
             }
             Command::Validate(_)
@@ -236,135 +211,24 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
-/// What every database command needs: config, store, engine options.
-#[derive(Clone)]
-pub struct Ctx {
-    pub config: crate::config::Config,
-    /// Directory that relative paths in the config are resolved against.
-    pub base: PathBuf,
-    pub database_url: String,
-    pub store: std::sync::Arc<dyn crate::store::Store>,
-    pub workflows_dir: PathBuf,
-    pub known: Option<crate::compile::KnownNames>,
-    /// Templates, channels and links for notifications (checked at open).
-    pub notifier: std::sync::Arc<crate::exec::notifier::Notifier>,
-}
-
-impl Ctx {
-    /// `open`, retried for up to a minute while the database refuses
-    /// connections; bad configuration still fails at once.
-    async fn open_patiently(global: &GlobalArgs) -> anyhow::Result<Ctx> {
-        let started = std::time::Instant::now();
-        let mut delay = std::time::Duration::from_millis(200);
-        loop {
-            match Ctx::open(global).await {
-                Ok(ctx) => return Ok(ctx),
-                Err(e)
-                    if started.elapsed() < std::time::Duration::from_secs(60)
-                        && matches!(
-                            e.downcast_ref::<crate::store::StoreError>(),
-                            Some(crate::store::StoreError::Unavailable(_))
-                        ) =>
-                {
-                    eprintln!("lifeboat serve: database not reachable yet ({e}); retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn open(global: &GlobalArgs) -> anyhow::Result<Ctx> {
-        let Loaded { config, base, from_file } = load_config(global)?;
-        let known = from_file.then(|| config.known_names(&base));
-        let database_url =
-            global.database_url.clone().unwrap_or_else(|| config.database_url.clone());
-        let workflows_dir =
-            global.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
-        let store = crate::store::open(&database_url).await.map_err(|e| {
-            anyhow::Error::new(e)
-                .context(format!("cannot open database {}", serve::redact_url(&database_url)))
-        })?;
-        let notifier = crate::exec::notifier::Notifier::from_config(&config, &base)
-            .map_err(|e| input_error(format!("notification templates: {e:#}")))?;
-        Ok(Ctx {
-            notifier: std::sync::Arc::new(notifier),
-            config,
-            base,
-            database_url,
-            store,
-            workflows_dir,
-            known,
-        })
-    }
-
-    pub fn engine(&self) -> std::sync::Arc<crate::exec::engine::Engine> {
-        let exec = &self.config.executor;
-        let connections = self
-            .config
-            .connections
-            .iter()
-            .filter_map(|(name, c)| std::env::var(&c.url_env).ok().map(|url| (name.clone(), url)))
-            .collect();
-        crate::exec::engine::Engine::new(
-            self.store.clone(),
-            crate::exec::engine::EngineOptions {
-                lease: exec.lease.0,
-                heartbeat: exec.heartbeat.0,
-                poll: exec.poll.0,
-                max_runs: exec.max_runs.max(1),
-                connections,
-                workflows_dir: self.workflows_dir.clone(),
-                known: self.known.clone(),
-                people: std::sync::Arc::new(crate::exec::people::Directory::from_config(
-                    &self.config,
-                )),
-                notifier: self.notifier.clone(),
-                http: lifeboat_steps::http::HttpClient::new(lifeboat_steps::http::Policy::new(
-                    &self.config.http,
-                )),
-                ..Default::default()
-            },
-        )
-    }
-
-    /// The notification dispatcher, as this engine's worker.
-    pub fn dispatcher(
-        &self,
-        engine: &crate::exec::engine::Engine,
-    ) -> crate::exec::dispatcher::Dispatcher {
-        crate::exec::dispatcher::Dispatcher::new(
-            self.store.clone(),
-            engine.opts.worker_id.clone(),
-            self.config.channels.clone(),
-        )
-    }
-
-    /// Who is acting, for the audit trail.
-    pub fn actor(&self) -> String {
-        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "cli".into())
-    }
-}
-
 /// Whether to colour output written to stderr.
 fn stderr_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-/// Reads and compiles one file, with names from the configuration if one is found.
-/// The configuration (defaults, then `lifeboat.toml` if any, then env) and
-/// the directory relative paths in it are resolved against. `from_file`
-/// tells whether a file was read: only then are names checked against it.
-pub struct Loaded {
-    pub config: crate::config::Config,
-    pub base: PathBuf,
-    pub from_file: bool,
+impl GlobalArgs {
+    /// What opening a [`Ctx`] needs from the command line.
+    pub fn options(&self) -> crate::app::Options {
+        crate::app::Options {
+            config: self.config.clone(),
+            database_url: self.database_url.clone(),
+            workflows: self.workflows.clone(),
+        }
+    }
 }
 
-fn load_config(global: &GlobalArgs) -> anyhow::Result<Loaded> {
-    let (config, path) = crate::config::Config::load(global.config.as_deref())?;
-    let base = path.as_ref().and_then(|p| p.parent()).map(|d| d.to_path_buf()).unwrap_or_default();
-    Ok(Loaded { config, base, from_file: path.is_some() })
+/// The configuration `--config` (or `./lifeboat.toml`) names.
+fn load_config(global: &GlobalArgs) -> anyhow::Result<crate::app::Loaded> {
+    crate::app::load_config(global.config.as_deref())
 }

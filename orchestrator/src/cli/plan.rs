@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use lifeboat_steps::ActionKind;
 
 use crate::compile::{CompiledBody, CompiledWorkflow};
-use crate::exec::{KindConfig, StepKind, backoff, escalate};
+use crate::exec::backoff;
+use crate::kinds::{KindConfig, StepKind, escalate};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -76,7 +76,7 @@ pub async fn load_workflow(
     }
     let names: Vec<&str> = snapshot.workflows.keys().map(String::as_str).collect();
     let hint =
-        crate::compile::suggest::did_you_mean(which, names.iter().copied()).unwrap_or_else(|| {
+        crate::suggest::did_you_mean(which, names.iter().copied()).unwrap_or_else(|| {
             format!(
                 "workflows there: {}",
                 if names.is_empty() { "none".into() } else { names.join(", ") }
@@ -212,7 +212,7 @@ pub async fn retry(ctx: &Ctx, args: RetryArgs) -> anyhow::Result<ExitCode> {
         let ids: Vec<&str> = wf.steps.iter().map(|s| s.id.as_str()).collect();
         return Err(input_error(format!(
             "run {run_id} has no step `{from}`{}",
-            crate::compile::suggest::did_you_mean(from, ids.iter().copied())
+            crate::suggest::did_you_mean(from, ids.iter().copied())
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default()
         )));

@@ -65,7 +65,7 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     eprintln!(
         "lifeboat serve: worker {} on {}; {} workflow{} in {}",
         engine.opts.worker_id,
-        redact_url(&ctx.database_url),
+        crate::app::redact_url(&ctx.database_url),
         app.catalog.snapshot().workflows.len(),
         if app.catalog.snapshot().workflows.len() == 1 { "" } else { "s" },
         ctx.workflows_dir.display()
@@ -110,30 +110,4 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!("lifeboat serve: stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// A database URL without its password, for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_not_printed() {
-        assert_eq!(
-            super::redact_url("postgres://lb:s3cret@127.0.0.1:5432/db"),
-            "postgres://lb:***@127.0.0.1:5432/db"
-        );
-        assert_eq!(super::redact_url("sqlite://lifeboat.db"), "sqlite://lifeboat.db");
-    }
 }

@@ -80,7 +80,7 @@ impl de::Error for DeError {
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let mut message =
             format!("unknown value `{variant}`, expected one of {}", one_of(expected));
-        if let Some(s) = super::suggest::closest(variant, expected.iter().copied()) {
+        if let Some(s) = crate::suggest::closest(variant, expected.iter().copied()) {
             message.push_str(&format!(" (did you mean `{s}`?)"));
         }
         DeError { kind: DeErrorKind::Other, message, span: None, path: Vec::new() }

@@ -9,7 +9,6 @@ pub mod diagnostic;
 pub mod graph;
 pub mod limits;
 pub mod pass;
-pub mod suggest;
 pub mod templates;
 pub mod untrusted;
 pub mod yaml;
@@ -20,7 +19,8 @@ pub use diagnostic::{Code, Diagnostic, FileReport, Severity};
 pub use graph::StepGraph;
 pub use pass::compile;
 
-use crate::exec::{KindConfig, StepKind};
+use crate::kinds::{KindConfig, StepKind};
+use crate::suggest;
 use crate::model::{Backoff, Duration, Span, Step, Workflow};
 
 /// Names defined by `lifeboat.toml` (and the templates directory).

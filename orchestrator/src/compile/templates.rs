@@ -7,7 +7,7 @@ use handlebars::template::{BlockParam, HelperTemplate, Parameter, Template, Temp
 use handlebars::{Path, PathSeg};
 
 use super::diagnostic::Code;
-use super::suggest;
+use crate::suggest;
 
 /// Helpers a template may call: handlebars' own plus lifeboat's.
 pub const HELPERS: &[&str] = &[

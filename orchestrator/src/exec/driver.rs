@@ -30,7 +30,8 @@ use tracing::Instrument;
 use super::engine::Engine;
 use super::people::Decision;
 use super::render::{render, render_value, truthy};
-use super::{KindConfig, NativeKind, StepKind, backoff};
+use super::backoff;
+use crate::kinds::{KindConfig, NativeKind, StepKind};
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::model::OnFailure;
 use crate::store::{

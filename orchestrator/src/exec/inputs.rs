@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::compile::pass::check_value;
-use crate::compile::suggest;
+use crate::suggest;
 use crate::model::{InputSpec, InputType};
 
 /// Parses `key=value` pairs as typed by `specs`.

@@ -313,7 +313,7 @@ pub async fn cancel_on_resolve(
     let approvals: Option<Vec<String>> =
         store.definition(&run.definition_hash).await?.and_then(|def| {
             let wf = crate::compile::compile(&def.file, &def.source, Default::default()).ok()?;
-            let kind = crate::exec::StepKind::Native(crate::exec::NativeKind::Approval);
+            let kind = crate::kinds::StepKind::Native(crate::kinds::NativeKind::Approval);
             Some(wf.steps.iter().filter(|s| s.body.kind == kind).map(|s| s.id.clone()).collect())
         });
     let is_approval = |s: &crate::store::StepRecord| match &approvals {

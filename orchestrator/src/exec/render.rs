@@ -185,9 +185,9 @@ pub fn render_value(
 /// Types a rendered `with` block into its kind's config. Rendered values
 /// are text; like the YAML they came from, text is read as the number or
 /// boolean a field needs (`expect_status: ["{{inputs.code}}"]`).
-pub fn typed_config(kind: super::StepKind, rendered: &Value) -> Result<super::KindConfig, String> {
+pub fn typed_config(kind: crate::kinds::StepKind, rendered: &Value) -> Result<crate::kinds::KindConfig, String> {
     let node = crate::compile::yaml::Node::from_json(rendered);
-    super::KindConfig::deserialize(kind, crate::compile::de::NodeDeserializer::rendered(&node))
+    crate::kinds::KindConfig::deserialize(kind, crate::compile::de::NodeDeserializer::rendered(&node))
         .map_err(|e| {
             let at =
                 if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn rendered_text_is_read_as_the_type_a_field_needs() {
-        use crate::exec::{KindConfig, StepKind};
+        use crate::kinds::{KindConfig, StepKind};
         use lifeboat_steps::{ActionConfig, ActionKind};
         let http = typed_config(
             StepKind::Action(ActionKind::Http),

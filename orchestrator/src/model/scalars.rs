@@ -95,7 +95,7 @@ impl FromStr for TimeZone {
     fn from_str(text: &str) -> Result<Self, String> {
         text.parse::<chrono_tz::Tz>().map(TimeZone).map_err(|_| {
             let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-            match crate::compile::suggest::closest(text, names) {
+            match crate::suggest::closest(text, names) {
                 Some(s) => format!("unknown time zone `{text}` (did you mean `{s}`?)"),
                 None => format!(
                     "unknown time zone `{text}`: use an IANA name such as `UTC` or `Europe/Paris`"

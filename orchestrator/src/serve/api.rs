@@ -15,6 +15,7 @@ use super::auth::Need;
 use super::error::{ApiError, optional_json};
 use crate::compile::CompiledWorkflow;
 use crate::store::{Created, NewAudit, NewRequest, RequestKind, RunFilter, RunRecord, RunStatus};
+use crate::views::{RunDocument, RunView};
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
@@ -106,7 +107,7 @@ pub async fn list_workflows(State(app): State<AppState>, headers: HeaderMap) -> 
 fn find_workflow(app: &AppState, name: &str) -> Result<std::sync::Arc<CompiledWorkflow>, ApiError> {
     let snapshot = app.catalog.snapshot();
     snapshot.get(name).cloned().ok_or_else(|| {
-        let hint = crate::compile::suggest::did_you_mean(
+        let hint = crate::suggest::did_you_mean(
             name,
             snapshot.workflows.keys().map(String::as_str),
         )
@@ -210,7 +211,12 @@ pub async fn list_runs(
         before: q.before.filter(|b| !b.is_empty()),
     };
     let runs = app.ctx.store.runs(&filter).await?;
-    Ok(Json(Value::Array(runs.iter().map(crate::cli::inspect::run_json).collect())))
+    view(&runs.iter().map(RunView::from).collect::<Vec<_>>())
+}
+
+/// A view (`crate::views`) as the answer: the CLI's `--json` prints the same.
+fn view(v: &impl serde::Serialize) -> ApiResult {
+    serde_json::to_value(v).map(Json).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// A run by id (or unique prefix), 404 if there is none.
@@ -227,7 +233,7 @@ pub async fn get_run(
 ) -> ApiResult {
     app.ids.authorize(&headers, Need::Read)?;
     let run = find_run(&app, &id).await?;
-    Ok(Json(crate::cli::inspect::run_document(&app.ctx, &run.id).await?))
+    view(&RunDocument::load(app.ctx.store.as_ref(), &run.id).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,7 +296,7 @@ pub async fn retry_run(
         && wf.step(from).is_none()
     {
         let hint =
-            crate::compile::suggest::did_you_mean(from, wf.steps.iter().map(|s| s.id.as_str()))
+            crate::suggest::did_you_mean(from, wf.steps.iter().map(|s| s.id.as_str()))
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
         return Err(ApiError::bad_request(format!(

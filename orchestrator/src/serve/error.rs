@@ -108,9 +108,9 @@ impl From<anyhow::Error> for ApiError {
         let message = format!("{e:#}");
         if let Some(store) = e.downcast_ref::<crate::store::StoreError>() {
             store_error(store, message)
-        } else if e.downcast_ref::<crate::cli::NotFound>().is_some() {
+        } else if e.downcast_ref::<crate::app::NotFound>().is_some() {
             ApiError::not_found(message)
-        } else if e.downcast_ref::<crate::cli::InputError>().is_some() {
+        } else if e.downcast_ref::<crate::app::InputError>().is_some() {
             ApiError::bad_request(message)
         } else {
             ApiError::internal(message)

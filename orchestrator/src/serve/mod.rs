@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::catalog::Catalog;
-use crate::cli::Ctx;
+use crate::app::Ctx;
 use crate::exec::engine::Engine;
 
 /// How long one request (other than an event stream) may take.

@@ -10,7 +10,7 @@ mod mermaid;
 mod svg;
 
 use crate::compile::{CompiledStep, CompiledWorkflow};
-use crate::exec::{NativeKind, StepKind};
+use crate::kinds::{NativeKind, StepKind};
 
 /// The workflow as a Mermaid flowchart (`flowchart LR`).
 pub fn mermaid(wf: &CompiledWorkflow) -> String {

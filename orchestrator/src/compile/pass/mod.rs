@@ -17,8 +17,9 @@ use super::limits::{MAX_DIAGNOSTICS, MAX_NEEDS, MAX_STEPS, MAX_TEMPLATES};
 use super::templates::{self, Parsed, Scope, StepNames};
 use super::untrusted;
 use super::yaml::{self, Node, NodeKind};
-use super::{CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, EffectiveRetry, suggest};
-use crate::exec::{KindConfig, StepKind};
+use super::{CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, EffectiveRetry};
+use crate::suggest;
+use crate::kinds::{KindConfig, StepKind};
 use crate::model::scalars::is_valid_name;
 use crate::model::{InputSpec, InputType, Located, RetryPolicy, Span, Step, StepBody, Workflow};
 
@@ -476,7 +477,7 @@ impl<'a> Pass<'a> {
         let mut body_templates = IndexMap::new();
         // A child workflow's inputs are stored with its run: no secrets there.
         let child_scope;
-        let scope = if kind == StepKind::Native(crate::exec::NativeKind::Workflow) {
+        let scope = if kind == StepKind::Native(crate::kinds::NativeKind::Workflow) {
             child_scope = Scope { stored: true, ..scope.clone() };
             &child_scope
         } else {

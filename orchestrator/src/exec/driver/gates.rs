@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Driver;
-use crate::exec::approval::{self, OnTimeout};
-use crate::exec::escalate;
+use crate::kinds::approval::{self, OnTimeout};
+use crate::kinds::escalate;
 use crate::exec::people::{Decision, outcome_audit, refusal};
 use crate::store::{Change, RequestRecord, StepStatus, now_ms};
 use lifeboat_notify::Action;

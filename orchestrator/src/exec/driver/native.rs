@@ -111,7 +111,7 @@ impl Driver {
     pub(super) async fn start_child(
         &mut self,
         i: usize,
-        c: &crate::exec::workflow::Config,
+        c: &crate::kinds::workflow::Config,
         now: i64,
     ) -> anyhow::Result<()> {
         let step_id = self.wf.steps[i].id.clone();

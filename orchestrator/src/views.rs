@@ -1,0 +1,233 @@
+//! What a run looks like from outside: typed `Serialize` views of the
+//! store's records, shared by the CLI's `--json` and the HTTP API so both
+//! print the same document. Times are RFC 3339 with milliseconds (UTC);
+//! absent outputs are `{}`.
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::store::{
+    AttemptRecord, AttemptStatus, OutboxRecord, OutboxStatus, Phase, RunRecord, RunStatus,
+    StepRecord, StepStatus, Store,
+};
+
+/// A unix-ms time as RFC 3339 (`null` when absent).
+#[derive(Debug, Clone, Copy)]
+pub struct Time(pub Option<i64>);
+
+impl Time {
+    pub fn at(ms: i64) -> Time {
+        Time(Some(ms))
+    }
+
+    /// The RFC 3339 text, if there is a time.
+    pub fn text(self) -> Option<String> {
+        self.0
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    }
+}
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.text().serialize(s)
+    }
+}
+
+/// Outputs as a JSON object: `{}` when there are none.
+#[derive(Debug, Clone, Copy)]
+pub struct Outputs<'a>(pub Option<&'a Value>);
+
+impl Serialize for Outputs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(v) => v.serialize(s),
+            None => serde_json::Map::new().serialize(s),
+        }
+    }
+}
+
+/// A run, as `runs --json` and `GET /api/v1/runs` list it.
+#[derive(Debug, Serialize)]
+pub struct RunView<'a> {
+    pub id: &'a str,
+    pub workflow: &'a str,
+    pub status: RunStatus,
+    pub inputs: &'a Value,
+    pub outputs: Outputs<'a>,
+    pub error: Option<&'a str>,
+    pub trigger: &'a Value,
+    pub paused: bool,
+    pub parent_run_id: Option<&'a str>,
+    pub definition_hash: &'a str,
+    pub created_at: Time,
+    pub started_at: Time,
+    pub finished_at: Time,
+}
+
+impl<'a> From<&'a RunRecord> for RunView<'a> {
+    fn from(run: &'a RunRecord) -> Self {
+        RunView {
+            id: &run.id,
+            workflow: &run.workflow,
+            status: run.status,
+            inputs: &run.inputs,
+            outputs: Outputs(run.outputs.as_ref()),
+            error: run.error.as_deref(),
+            trigger: &run.trigger,
+            paused: run.paused,
+            parent_run_id: run.parent_run_id.as_deref(),
+            definition_hash: &run.definition_hash,
+            created_at: Time::at(run.created_at),
+            started_at: Time(run.started_at),
+            finished_at: Time(run.finished_at),
+        }
+    }
+}
+
+/// One attempt of a step (forward or rollback).
+#[derive(Debug, Serialize)]
+pub struct AttemptView<'a> {
+    pub n: u32,
+    pub phase: Phase,
+    pub status: AttemptStatus,
+    pub worker: &'a str,
+    pub started_at: Time,
+    pub finished_at: Time,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> From<&'a AttemptRecord> for AttemptView<'a> {
+    fn from(a: &'a AttemptRecord) -> Self {
+        AttemptView {
+            n: a.n,
+            phase: a.phase,
+            status: a.status,
+            worker: &a.worker,
+            started_at: Time::at(a.started_at),
+            finished_at: Time(a.finished_at),
+            error: a.error.as_deref(),
+        }
+    }
+}
+
+/// A step of a run document, with its attempts.
+#[derive(Debug, Serialize)]
+pub struct StepView<'a> {
+    pub id: &'a str,
+    pub status: StepStatus,
+    pub outputs: Outputs<'a>,
+    pub error: Option<&'a str>,
+    pub started_at: Time,
+    pub finished_at: Time,
+    pub rollback: Option<Value>,
+    pub attempts: Vec<AttemptView<'a>>,
+}
+
+impl<'a> StepView<'a> {
+    /// `step` with those of `attempts` that are its own.
+    pub fn new(step: &'a StepRecord, attempts: &'a [AttemptRecord]) -> Self {
+        StepView {
+            id: &step.step_id,
+            status: step.status,
+            outputs: Outputs(step.outputs.as_ref()),
+            error: step.error.as_deref(),
+            started_at: Time(step.started_at),
+            finished_at: Time(step.finished_at),
+            rollback: step.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            attempts: attempts
+                .iter()
+                .filter(|a| a.step_id == step.step_id)
+                .map(AttemptView::from)
+                .collect(),
+        }
+    }
+}
+
+/// One outbox row: what was sent where, and whether it arrived.
+#[derive(Debug, Serialize)]
+pub struct NotificationView<'a> {
+    pub event: &'a str,
+    pub step: Option<&'a str>,
+    pub channel: &'a str,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub subject: Option<&'a Value>,
+    pub detail: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub queued_at: Time,
+    pub finished_at: Time,
+    pub key: &'a str,
+}
+
+impl<'a> From<&'a OutboxRecord> for NotificationView<'a> {
+    fn from(n: &'a OutboxRecord) -> Self {
+        NotificationView {
+            event: &n.event,
+            step: n.step_id.as_deref(),
+            channel: &n.channel,
+            status: n.status,
+            attempts: n.attempts,
+            subject: n.message.get("subject"),
+            detail: n.detail.as_deref(),
+            error: n.last_error.as_deref(),
+            queued_at: Time::at(n.created_at),
+            finished_at: Time(n.finished_at),
+            key: &n.dedupe_key,
+        }
+    }
+}
+
+/// A run with its steps (in file order), every attempt and its
+/// notifications: `show --json`, `run --wait --json` and `GET /api/v1/runs/{id}`.
+#[derive(Debug, Clone)]
+pub struct RunDocument {
+    pub run: RunRecord,
+    pub steps: Vec<StepRecord>,
+    pub attempts: Vec<AttemptRecord>,
+    pub notifications: Vec<OutboxRecord>,
+}
+
+impl RunDocument {
+    /// Reads run `run_id` (a full id); an unknown run is `StoreError::NotFound`.
+    pub async fn load(store: &dyn Store, run_id: &str) -> anyhow::Result<RunDocument> {
+        let run = store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| crate::store::StoreError::NotFound(run_id.to_string()))?;
+        let steps = ordered_steps(store, &run).await?;
+        let attempts = store.attempts(run_id).await?;
+        let notifications = store.outbox(run_id).await?;
+        Ok(RunDocument { run, steps, attempts, notifications })
+    }
+}
+
+impl Serialize for RunDocument {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Document<'a> {
+            #[serde(flatten)]
+            run: RunView<'a>,
+            steps: Vec<StepView<'a>>,
+            notifications: Vec<NotificationView<'a>>,
+        }
+        Document {
+            run: RunView::from(&self.run),
+            steps: self.steps.iter().map(|step| StepView::new(step, &self.attempts)).collect(),
+            notifications: self.notifications.iter().map(NotificationView::from).collect(),
+        }
+        .serialize(s)
+    }
+}
+
+/// Steps in the workflow's file order.
+async fn ordered_steps(store: &dyn Store, run: &RunRecord) -> anyhow::Result<Vec<StepRecord>> {
+    let mut steps = store.steps(&run.id).await?;
+    if let Some(def) = store.definition(&run.definition_hash).await?
+        && let Ok(wf) = crate::compile::compile(&def.file, &def.source, Default::default())
+    {
+        steps
+            .sort_by_key(|s| wf.steps.iter().position(|c| c.id == s.step_id).unwrap_or(usize::MAX));
+    }
+    Ok(steps)
+}
