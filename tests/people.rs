@@ -521,41 +521,14 @@ fn a_required_notify_step_fails_when_its_channel_answers_400() {
 
 // --- approvals -----------------------------------------------------------------
 
-const PEOPLE: &str = r#"
-[[users]]
-name = "alice"
-token_env = "LIFEBOAT_TOKEN_ALICE"
-roles = ["operator", "approver"]
-[[users]]
-name = "bob"
-token_env = "LIFEBOAT_TOKEN_BOB"
-roles = ["approver"]
-[[users]]
-name = "carol"
-token_env = "LIFEBOAT_TOKEN_CAROL"
-roles = ["approver"]
-[[users]]
-name = "dave"
-token_env = "LIFEBOAT_TOKEN_DAVE"
-roles = ["approver"]
-[[users]]
-name = "olga"
-token_env = "LIFEBOAT_TOKEN_OLGA"
-roles = ["operator"]
-[[users]]
-name = "vic"
-token_env = "LIFEBOAT_TOKEN_VIC"
-roles = ["viewer"]
-[groups]
-leads = ["alice", "bob", "carol"]
-"#;
-
+/// Everyone here is a test user of `util::USERS`, except that alice, who
+/// starts the runs, may also approve (so that `exclude_requester` is what
+/// stops her).
 fn people_sandbox(name: &str) -> Sandbox {
-    let mut sb = Sandbox::new(name).config(PEOPLE);
-    for user in ["alice", "bob", "carol", "dave", "olga", "vic"] {
-        sb = sb.env(&format!("LIFEBOAT_TOKEN_{}", user.to_uppercase()), &format!("{user}-token"));
-    }
-    sb
+    Sandbox::new(name)
+        .with_users(&["bob", "carol", "dave", "olga", "vic"])
+        .with_user("alice", &["operator", "approver"])
+        .config("[groups]\nleads = [\"alice\", \"bob\", \"carol\"]\n")
 }
 
 const TWO_KEYS: &str = r#"name: two-keys

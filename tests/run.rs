@@ -16,8 +16,6 @@ const SECRET: &str = "s3cr3t-value";
 
 /// Configuration the notify and approval fixtures refer to.
 const EMAIL: &str = "[channels.oncall-email]\ntype = \"email\"\nsmtp_url = \"smtp://127.0.0.1:2525\"\nfrom = \"lifeboat@example.com\"\nto = [\"sre@example.com\"]\n";
-const ALICE: &str =
-    "[[users]]\nname = \"alice\"\ntoken_env = \"LIFEBOAT_TOKEN_ALICE\"\nroles = [\"approver\"]\n";
 
 fn status(doc: &Value) -> &str {
     doc["status"].as_str().unwrap_or_else(|| panic!("no status in {doc:#}"))
@@ -708,8 +706,7 @@ fn secrets_in_a_notify_message_are_not_stored() {
 fn secrets_in_an_approval_message_are_not_stored() {
     let sb = Sandbox::new("run-redact-approval")
         .env("LIFEBOAT_SECRET_TOKEN", SECRET)
-        .env("LIFEBOAT_TOKEN_ALICE", "alice-token")
-        .config(ALICE);
+        .with_user("alice", &["approver"]);
     let file = sb.write(
         "approval.yaml",
         "name: approval\nsteps:\n  ok:\n    uses: approval\n    with: { approvers: [alice], message: \"token {{secrets.TOKEN}}\" }\n",
