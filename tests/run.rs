@@ -17,6 +17,13 @@ const SECRET: &str = "s3cr3t-value";
 /// Configuration the notify and approval fixtures refer to.
 const EMAIL: &str = "[channels.oncall-email]\ntype = \"email\"\nsmtp_url = \"smtp://127.0.0.1:2525\"\nfrom = \"lifeboat@example.com\"\nto = [\"sre@example.com\"]\n";
 
+/// Waits until no worker holds `run` (it has nothing to do until someone
+/// acts on it); false if one still does after 30 s.
+fn released(sb: &Sandbox, run: &str) -> bool {
+    let held = format!("SELECT id FROM runs WHERE id = '{run}' AND lease_owner IS NOT NULL");
+    eventually(Duration::from_secs(30), || sb.rows(&held).is_empty())
+}
+
 fn status(doc: &Value) -> &str {
     doc["status"].as_str().unwrap_or_else(|| panic!("no status in {doc:#}"))
 }
@@ -463,7 +470,7 @@ fn pause_holds_new_steps_until_resume() {
     sb.ok(&["pause", &id]);
     // The running step finishes; the next one does not start.
     sb.wait_for(&id, Duration::from_secs(30), |d| step_status(d, "first") == "succeeded");
-    std::thread::sleep(Duration::from_millis(1000));
+    assert!(released(&sb, &id), "the worker kept the paused run");
     let doc = sb.show(&id);
     assert_eq!(step_status(&doc, "second"), "pending", "{doc:#}");
     assert_eq!(doc["paused"], true, "{doc:#}");
@@ -544,8 +551,8 @@ fn interrupted_non_idempotent_step(sb: &Sandbox) -> (String, crate::util::Serve)
             && w["status"] == "needs_human")),
         "pending lists the step: {pending:#}"
     );
-    // Nothing moves until a person decides.
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing moves until a person decides: the worker let go of the run.
+    assert!(released(&sb, &id), "the worker kept a run that waits for a person");
     assert_eq!(step_status(&sb.show(&id), "promote"), "needs_human");
     assert!(!sb.read("trail").contains("verify"));
     (id, second)

@@ -80,7 +80,11 @@ fn every_tick_fires_exactly_once_across_two_replicas() {
     add_workflow(&sb, "tick", &every_minute("tick", "all"));
     let (mut a, mut b) = (sb.serve(), sb.serve());
     // 60x: a minute tick every real second.
-    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        eventually(Duration::from_secs(60), || fired(&sb, "tick").len() >= 6),
+        "too few ticks fired: {:?}",
+        fired(&sb, "tick")
+    );
     a.kill9();
     b.kill9();
     let fired = fired(&sb, "tick");
