@@ -932,7 +932,7 @@ fn a_worker_waiting_on_a_step_does_not_spin() {
 
 #[test]
 fn executor_settings_from_the_environment_apply_without_a_config_file() {
-    // DESIGN.md: every key also from env. A 2s lease from the environment
+    // docs/config.md: executor keys also from env. A 2s lease from the environment
     // means a dead worker's step is retried within seconds, not after the
     // default 30s.
     let sb = Sandbox::new("run-env-lease")

@@ -87,7 +87,7 @@ fn attempt_json(a: &AttemptRecord) -> Value {
     })
 }
 
-/// DESIGN.md's shape: the run plus its steps with their attempts, in file order.
+/// The run document of docs/cli.md: the run plus its steps with their attempts, in file order.
 pub async fn run_document(ctx: &Ctx, run_id: &str) -> anyhow::Result<Value> {
     let (run, steps, attempts) = load_run(ctx, run_id).await?;
     let mut doc = run_json(&run);
