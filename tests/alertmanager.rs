@@ -11,13 +11,9 @@ use serde_json::json;
 use crate::util::{Api, Sandbox, free_port};
 
 const HOOK_TOKEN: &str = "am-hook-token";
-const VIEWER: &str = "viewer-token";
+const VIEWER: &str = "vic-token"; // util::USERS
 
-const CONFIG: &str = r#"
-[[users]]
-name = "vic"
-token_env = "LIFEBOAT_TOKEN_VIC"
-roles = ["viewer"]
+const HOOK: &str = r#"
 [hooks.alertmanager]
 format = "alertmanager"
 bearer_token_env = "LIFEBOAT_HOOK_TOKEN"
@@ -60,8 +56,8 @@ fn binary() -> String {
 #[test]
 fn an_alert_sent_through_a_real_alertmanager_starts_the_matching_workflow() {
     let sb = Sandbox::new("alertmanager-real")
-        .config(CONFIG)
-        .env("LIFEBOAT_TOKEN_VIC", VIEWER)
+        .with_users(&["vic"])
+        .config(HOOK)
         .env("LIFEBOAT_HOOK_TOKEN", HOOK_TOKEN);
     std::fs::create_dir_all(sb.path("workflows")).unwrap();
     sb.write("workflows/am-failover.yaml", FAILOVER);

@@ -1,4 +1,4 @@
-//! The core guarantee (DESIGN.md, "Execution guarantees"), with `kill -9` on
+//! The core guarantee (docs/guarantees.md), with `kill -9` on
 //! a real `lifeboat serve`: no run is lost, a step whose success was
 //! recorded never runs again, every execution is a recorded attempt,
 //! attempts of a step never overlap, dependencies hold, durable timers

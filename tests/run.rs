@@ -16,8 +16,13 @@ const SECRET: &str = "s3cr3t-value";
 
 /// Configuration the notify and approval fixtures refer to.
 const EMAIL: &str = "[channels.oncall-email]\ntype = \"email\"\nsmtp_url = \"smtp://127.0.0.1:2525\"\nfrom = \"lifeboat@example.com\"\nto = [\"sre@example.com\"]\n";
-const ALICE: &str =
-    "[[users]]\nname = \"alice\"\ntoken_env = \"LIFEBOAT_TOKEN_ALICE\"\nroles = [\"approver\"]\n";
+
+/// Waits until no worker holds `run` (it has nothing to do until someone
+/// acts on it); false if one still does after 30 s.
+fn released(sb: &Sandbox, run: &str) -> bool {
+    let held = format!("SELECT id FROM runs WHERE id = '{run}' AND lease_owner IS NOT NULL");
+    eventually(Duration::from_secs(30), || sb.rows(&held).is_empty())
+}
 
 fn status(doc: &Value) -> &str {
     doc["status"].as_str().unwrap_or_else(|| panic!("no status in {doc:#}"))
@@ -465,7 +470,7 @@ fn pause_holds_new_steps_until_resume() {
     sb.ok(&["pause", &id]);
     // The running step finishes; the next one does not start.
     sb.wait_for(&id, Duration::from_secs(30), |d| step_status(d, "first") == "succeeded");
-    std::thread::sleep(Duration::from_millis(1000));
+    assert!(released(&sb, &id), "the worker kept the paused run");
     let doc = sb.show(&id);
     assert_eq!(step_status(&doc, "second"), "pending", "{doc:#}");
     assert_eq!(doc["paused"], true, "{doc:#}");
@@ -546,8 +551,8 @@ fn interrupted_non_idempotent_step(sb: &Sandbox) -> (String, crate::util::Serve)
             && w["status"] == "needs_human")),
         "pending lists the step: {pending:#}"
     );
-    // Nothing moves until a person decides.
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing moves until a person decides: the worker let go of the run.
+    assert!(released(&sb, &id), "the worker kept a run that waits for a person");
     assert_eq!(step_status(&sb.show(&id), "promote"), "needs_human");
     assert!(!sb.read("trail").contains("verify"));
     (id, second)
@@ -708,8 +713,7 @@ fn secrets_in_a_notify_message_are_not_stored() {
 fn secrets_in_an_approval_message_are_not_stored() {
     let sb = Sandbox::new("run-redact-approval")
         .env("LIFEBOAT_SECRET_TOKEN", SECRET)
-        .env("LIFEBOAT_TOKEN_ALICE", "alice-token")
-        .config(ALICE);
+        .with_user("alice", &["approver"]);
     let file = sb.write(
         "approval.yaml",
         "name: approval\nsteps:\n  ok:\n    uses: approval\n    with: { approvers: [alice], message: \"token {{secrets.TOKEN}}\" }\n",
@@ -928,7 +932,7 @@ fn a_worker_waiting_on_a_step_does_not_spin() {
 
 #[test]
 fn executor_settings_from_the_environment_apply_without_a_config_file() {
-    // DESIGN.md: every key also from env. A 2s lease from the environment
+    // docs/config.md: executor keys also from env. A 2s lease from the environment
     // means a dead worker's step is retried within seconds, not after the
     // default 30s.
     let sb = Sandbox::new("run-env-lease")

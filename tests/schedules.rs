@@ -78,9 +78,16 @@ fn schedules_lists_cron_zone_catch_up_and_next_ticks() {
 fn every_tick_fires_exactly_once_across_two_replicas() {
     let (sb, _clock) = Sandbox::new("sched-replicas").fast_schedule_clock(60);
     add_workflow(&sb, "tick", &every_minute("tick", "all"));
+    // Migrated first: processes migrating a fresh SQLite file at once can
+    // collide ("duplicate column name"), and the test reads while both start.
+    sb.ok(&["migrate"]);
     let (mut a, mut b) = (sb.serve(), sb.serve());
     // 60x: a minute tick every real second.
-    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        eventually(Duration::from_secs(60), || fired(&sb, "tick").len() >= 6),
+        "too few ticks fired: {:?}",
+        fired(&sb, "tick")
+    );
     a.kill9();
     b.kill9();
     let fired = fired(&sb, "tick");

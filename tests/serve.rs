@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{Api, Sandbox, alertmanager_payload, is_terminal};
+use crate::util::{Api, Sandbox, alertmanager_payload, is_terminal, users_toml};
 
 const HOOK_TOKEN: &str = "hook-token-123";
 const HMAC_SECRET: &str = "hmac-secret-xyz";
@@ -17,23 +17,10 @@ const VIC: &str = "vic-token"; // viewer
 const BOB: &str = "bob-token"; // approver
 const ROOT: &str = "root-token"; // admin
 
-const CONFIG: &str = r#"
-[[users]]
-name = "alice"
-token_env = "LIFEBOAT_TOKEN_ALICE"
-roles = ["operator"]
-[[users]]
-name = "vic"
-token_env = "LIFEBOAT_TOKEN_VIC"
-roles = ["viewer"]
-[[users]]
-name = "bob"
-token_env = "LIFEBOAT_TOKEN_BOB"
-roles = ["approver"]
-[[users]]
-name = "root"
-token_env = "LIFEBOAT_TOKEN_ROOT"
-roles = ["admin"]
+/// The users of every test here (from `util::USERS`).
+const USERS: &[&str] = &["alice", "vic", "bob", "root"];
+
+const HOOKS: &str = r#"
 [hooks.alertmanager]
 format = "alertmanager"
 bearer_token_env = "LIFEBOAT_HOOK_TOKEN"
@@ -81,11 +68,8 @@ const QUICK: &str = "name: quick\ninputs:\n  n: { type: integer, default: 1 }\ns
 
 fn sandbox(name: &str) -> Sandbox {
     let sb = Sandbox::new(name)
-        .config(CONFIG)
-        .env("LIFEBOAT_TOKEN_ALICE", ALICE)
-        .env("LIFEBOAT_TOKEN_VIC", VIC)
-        .env("LIFEBOAT_TOKEN_BOB", BOB)
-        .env("LIFEBOAT_TOKEN_ROOT", ROOT)
+        .with_users(USERS)
+        .config(HOOKS)
         .env("LIFEBOAT_HOOK_TOKEN", HOOK_TOKEN)
         .env("LIFEBOAT_HOOK_SECRET", HMAC_SECRET);
     std::fs::create_dir_all(sb.path("workflows")).expect("workflows dir");
@@ -596,7 +580,10 @@ fn serve_signed_json_hooks_check_the_hmac_and_its_timestamp() {
 
 #[test]
 fn serve_refuses_to_start_with_a_missing_secret_naming_its_owner() {
-    let sb = Sandbox::new("serve-config-errors").config(CONFIG).env("LIFEBOAT_TOKEN_ALICE", ALICE);
+    let sb = Sandbox::new("serve-config-errors")
+        .config(&users_toml(USERS))
+        .config(HOOKS)
+        .env("LIFEBOAT_TOKEN_ALICE", ALICE);
     let out = sb.lifeboat(&["serve"]);
     assert_ne!(out.status.code(), Some(0));
     let err = crate::util::stderr(&out);

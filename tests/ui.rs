@@ -64,6 +64,16 @@ fn link(run: &str, decision: Decision, at: i64) -> String {
     )
 }
 
+/// The decisions (approve, reject, ack) anyone asked for on `run`. A
+/// decision is queued before its answer is sent, so a request that decided
+/// shows here by the time it returns.
+fn decisions(sb: &Sandbox, run: &str) -> Vec<Vec<Option<String>>> {
+    sb.rows(&format!(
+        "SELECT kind, actor FROM requests WHERE run_id = '{run}' \
+         AND kind IN ('approve', 'reject', 'ack')"
+    ))
+}
+
 fn gate_status(api: &Api, run: &str) -> String {
     let doc = api.get(&format!("/api/v1/runs/{run}"), Some("vic-token"));
     Api::step_status(&doc.body, "approve").to_string()
@@ -106,8 +116,8 @@ fn a_confirmation_link_decides_only_when_an_allowed_approver_posts_its_form() {
         assert!(text.contains(&format!("<form method=\"post\" action=\"{path}\">")), "{text}");
         assert!(text.contains("type=\"password\""), "{text}");
     }
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(gate_status(&api, &run), "waiting", "a GET never decides");
+    assert!(decisions(&sb, &run).is_empty(), "a GET never decides");
+    assert_eq!(gate_status(&api, &run), "waiting");
 
     let page = api.post_form(&path, &[("api_token", "not-a-token"), ("comment", "x")]);
     assert_eq!(page.status, 401, "{}", page.text);
@@ -120,8 +130,8 @@ fn a_confirmation_link_decides_only_when_an_allowed_approver_posts_its_form() {
     let page = api.post_form(&path, &[("api_token", "vic-token")]);
     assert_eq!(page.status, 403, "{}", page.text);
     assert!(page.text.contains("approver or admin"), "{}", page.text);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(gate_status(&api, &run), "waiting", "refused posts decide nothing");
+    assert!(decisions(&sb, &run).is_empty(), "refused posts decide nothing");
+    assert_eq!(gate_status(&api, &run), "waiting");
 
     let page = api.post_form(&path, &[("api_token", "bob-token"), ("comment", "ship it <now>")]);
     assert_eq!(page.status, 200, "{}", page.text);
@@ -192,7 +202,7 @@ fn expired_forged_and_oversized_confirmations_are_refused() {
     assert_eq!(page.status, 413, "{}", page.text);
     let page = api.send(api.client().post(api.url(&path)).json(&json!({"api_token": "bob-token"})));
     assert_eq!(page.status, 415, "{page:?}");
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(decisions(&sb, &run).is_empty(), "refused posts decide nothing");
     assert_eq!(gate_status(&api, &run), "waiting");
 }
 

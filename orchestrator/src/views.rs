@@ -178,7 +178,7 @@ impl<'a> From<&'a OutboxRecord> for NotificationView<'a> {
     }
 }
 
-/// A run with its steps (in file order), every attempt and its
+/// A run with its steps (in file order), every attempt and its notifications (docs/cli.md):
 /// notifications: `show --json`, `run --wait --json` and `GET /api/v1/runs/{id}`.
 #[derive(Debug, Clone)]
 pub struct RunDocument {

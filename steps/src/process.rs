@@ -82,7 +82,7 @@ pub(crate) fn isolate(cmd: &mut Command) {
     // (prctl, getppid) and builds an io::Error from an errno, which does not
     // allocate; it touches no lock and no shared state.
     #[allow(unsafe_code)]
-    // the only way to set PR_SET_PDEATHSIG in the child; see DESIGN.md "Execution guarantees"
+    // the only way to set PR_SET_PDEATHSIG in the child; see docs/guarantees.md
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;

@@ -18,7 +18,7 @@ pub const HELPERS: &[&str] = &[
     "add", "sub", "mul", "now",
 ];
 
-/// Roots of the template context (see DESIGN.md).
+/// Roots of the template context (see docs/workflow-format.md, "Context roots").
 pub const ROOTS: &[&str] =
     &["inputs", "steps", "outputs", "run", "alert", "event", "item", "secrets"];
 

@@ -1,4 +1,4 @@
-//! Drives one run: the run and step state machines of DESIGN.md.
+//! Drives one run: the run and step state machines of docs/guarantees.md.
 //!
 //! Every transition is a batch of `Change`s committed (under the run's
 //! lease) before it counts; an attempt is recorded before its side effect

@@ -122,7 +122,7 @@ pub fn render(template: &Parsed, context: &Context) -> Result<String, String> {
     out.into_string().map_err(|e| e.to_string())
 }
 
-/// Truthy as DESIGN.md says: not empty, `false` or `0`.
+/// Truthy as docs/workflow-format.md says: not empty, `false` or `0`.
 pub fn truthy(rendered: &str) -> bool {
     lifeboat_steps::assert::is_truthy(rendered)
 }

@@ -1,4 +1,4 @@
-//! The workflow file as types. Every field of DESIGN.md's format is here;
+//! The workflow file as types. Every field of docs/workflow-format.md is here;
 //! unknown fields are rejected. What the types cannot say (graph shape,
 //! template references, names known only to the config) is checked by
 //! `compile`.

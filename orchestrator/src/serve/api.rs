@@ -399,5 +399,5 @@ pub async fn ack(
 
 /// Unknown paths under `/api/v1` answer with the JSON error shape.
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; see DESIGN.md's HTTP API")
+    ApiError::not_found("no such endpoint; the endpoints are listed in lifeboat's docs/api.md")
 }

@@ -68,7 +68,7 @@ impl App {
 
 pub type AppState = Arc<App>;
 
-/// Every route of DESIGN.md's HTTP API.
+/// Every route of the HTTP API (docs/api.md).
 pub fn router(app: AppState) -> Router {
     let bounded = Router::new()
         .route("/healthz", get(health::healthz))

@@ -28,7 +28,7 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// DESIGN.md's run states.
+    /// The run states of docs/guarantees.md.
     RunStatus {
         Queued = "queued",
         Running = "running",
@@ -59,7 +59,7 @@ impl RunStatus {
 }
 
 string_enum!(
-    /// DESIGN.md's step states.
+    /// The step states of docs/guarantees.md.
     StepStatus {
         Pending = "pending",
         Running = "running",

@@ -1,0 +1,90 @@
+//! The database under test: which backend, a fresh Postgres database per
+//! test, and raw statements and queries that bypass lifeboat (tamper tests,
+//! reads of recorded state).
+
+use std::process::Command;
+
+use super::sandbox::Sandbox;
+
+/// `LIFEBOAT_E2E_BACKEND=postgres` (set by scripts/test.sh for its second
+/// pass) runs every end-to-end test against Postgres instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("LIFEBOAT_E2E_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// A fresh database on the test Postgres server; its URL.
+pub(super) fn postgres_database(name: &str) -> String {
+    let admin = std::env::var("LIFEBOAT_TEST_POSTGRES_URL")
+        .expect("LIFEBOAT_E2E_BACKEND=postgres needs LIFEBOAT_TEST_POSTGRES_URL (scripts/test.sh sets both)");
+    let db: String = format!("e2e_{}_{}", name, std::process::id())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    for sql in [format!("DROP DATABASE IF EXISTS {db}"), format!("CREATE DATABASE {db}")] {
+        let out =
+            Command::new("psql").arg(&admin).args(["-qAt", "-c", &sql]).output().expect("run psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    lifeboat_orchestrator::store::postgres::with_database(&admin, &db)
+}
+
+impl Sandbox {
+    /// Runs one SQL statement straight on the sandbox's database, bypassing
+    /// lifeboat (to tamper with it); the number of rows it touched.
+    pub fn sql(&self, statement: &str) -> u64 {
+        use sqlx::Connection;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async {
+            let done = if self.url.starts_with("sqlite:") {
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
+                sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
+            } else {
+                let mut conn =
+                    sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
+                sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
+            };
+            done.unwrap_or_else(|e| panic!("{statement}: {e}"))
+        })
+    }
+
+    /// Rows of a query straight on the sandbox's database, every column as
+    /// text (write `CAST(x AS TEXT)` for non-text columns; both backends).
+    pub fn rows(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        use sqlx::{Connection, Row};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async {
+            if self.url.starts_with("sqlite:") {
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
+                let rows = sqlx::query(query).fetch_all(&mut conn).await;
+                let rows = rows.unwrap_or_else(|e| panic!("{query}: {e}"));
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
+                            .collect()
+                    })
+                    .collect()
+            } else {
+                let mut conn =
+                    sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
+                let rows = sqlx::query(query).fetch_all(&mut conn).await;
+                let rows = rows.unwrap_or_else(|e| panic!("{query}: {e}"));
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
+                            .collect()
+                    })
+                    .collect()
+            }
+        })
+    }
+}
