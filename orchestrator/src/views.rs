@@ -178,8 +178,8 @@ impl<'a> From<&'a OutboxRecord> for NotificationView<'a> {
     }
 }
 
-/// A run with its steps (in file order), every attempt and its notifications (docs/cli.md):
-/// notifications: `show --json`, `run --wait --json` and `GET /api/v1/runs/{id}`.
+/// A run with its steps (in file order), every attempt and its
+/// notifications (docs/cli.md): `show --json`, `run --wait --json` and `GET /api/v1/runs/{id}`.
 #[derive(Debug, Clone)]
 pub struct RunDocument {
     pub run: RunRecord,
