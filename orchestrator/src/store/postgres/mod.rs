@@ -193,21 +193,8 @@ impl PostgresStore {
 
     async fn renew_once(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
-        let mut ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 AND lease_expires_at >= $3 RETURNING id",
-        )
-        .bind(lease.now + lease.duration_ms)
-        .bind(worker)
-        .bind(lease.now)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE workers SET heartbeat_at = $1 WHERE id = $2")
-            .bind(lease.now)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?;
+        let ids = Tx(&mut tx).renew_leases(worker, lease).await?;
         tx.commit().await?;
-        ids.sort();
         Ok(ids)
     }
 

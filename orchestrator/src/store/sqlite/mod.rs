@@ -217,19 +217,7 @@ impl Store for SqliteStore {
 
     async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
         let (_guard, mut tx) = self.write().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND lease_expires_at >= ? RETURNING id",
-        )
-        .bind(lease.now + lease.duration_ms)
-        .bind(worker)
-        .bind(lease.now)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE workers SET heartbeat_at = ? WHERE id = ?")
-            .bind(lease.now)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?;
+        let ids = write::Tx(&mut tx).renew_leases(worker, lease).await?;
         tx.commit().await?;
         Ok(ids)
     }
