@@ -794,9 +794,14 @@ fn shell_metacharacters_in_inputs_are_never_executed() {
 // --- bad input ------------------------------------------------------------------
 
 fn assert_input_error(sb: &Sandbox, args: &[&str], expected: &[&str]) {
+    assert_exit(sb, args, 1, expected);
+}
+
+/// `lifeboat ARGS…` exits `code` (docs/exit-codes.md) naming every `expected` part.
+fn assert_exit(sb: &Sandbox, args: &[&str], code: i32, expected: &[&str]) {
     let out = sb.lifeboat(args);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "lifeboat {args:?}:\n{}{err}", stdout(&out));
+    assert_eq!(out.status.code(), Some(code), "lifeboat {args:?}:\n{}{err}", stdout(&out));
     for part in expected {
         assert!(err.contains(part), "lifeboat {args:?}: `{part}` missing from:\n{err}");
     }
@@ -807,11 +812,12 @@ fn assert_input_error(sb: &Sandbox, args: &[&str], expected: &[&str]) {
 fn an_unknown_workflow_is_named_with_a_suggestion() {
     let sb = Sandbox::new("run-bad-workflow");
     let dir = exec_fixture("");
-    assert_input_error(
-        &sb,
-        &["--workflows", &dir, "run", "inputz", "-i", "site=dc01"],
-        &["no workflow `inputz`", "did you mean `inputs`"],
-    );
+    let out = sb.lifeboat(&["--workflows", &dir, "run", "inputz", "-i", "site=dc01"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "exit 3: not found:\n{err}");
+    for part in ["no workflow `inputz`", "did you mean `inputs`"] {
+        assert!(err.contains(part), "`{part}` missing from:\n{err}");
+    }
     assert!(sb.runs().is_empty(), "nothing was started");
 }
 
@@ -851,7 +857,7 @@ fn an_unknown_run_is_named() {
     let sb = Sandbox::new("run-bad-run-id");
     sb.ok(&["migrate"]);
     for args in [&["show", "0000dead"][..], &["cancel", "0000dead"], &["logs", "0000dead"]] {
-        assert_input_error(&sb, args, &["0000dead"]);
+        assert_exit(&sb, args, 3, &["0000dead"]);
     }
 }
 
@@ -866,9 +872,11 @@ fn a_corrupt_database_is_reported_and_left_untouched() {
     for args in
         [&["runs"][..], &["run", &exec_fixture("inputs.yaml"), "-i", "site=dc01"], &["serve"]]
     {
-        assert_input_error(
+        // Exit 4: the database cannot be used (not "invalid input").
+        assert_exit(
             &sb,
             args,
+            4,
             &["cannot open database", sb.db.to_str().unwrap(), "not a database"],
         );
         assert_eq!(
@@ -887,7 +895,7 @@ fn an_unusable_database_path_is_reported() {
     let a_dir = format!("sqlite://{}", sb.dir.display());
     for url in [under_file, a_dir] {
         sb.url = url.clone();
-        assert_input_error(&sb, &["runs"], &["cannot open database", &url]);
+        assert_exit(&sb, &["runs"], 4, &["cannot open database", &url]);
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "a regular file\n");
     // A directory we may not enter (meaningless as root, who may enter anything).
@@ -897,7 +905,7 @@ fn an_unusable_database_path_is_reported() {
     if std::fs::read_dir(&locked).is_err() {
         let url = format!("sqlite://{}/lifeboat.db", locked.display());
         sb.url = url.clone();
-        assert_input_error(&sb, &["runs"], &["cannot open database", &url]);
+        assert_exit(&sb, &["runs"], 4, &["cannot open database", &url]);
     }
     std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }

@@ -65,10 +65,8 @@ impl Ctx {
                 Ok(ctx) => return Ok(ctx),
                 Err(e)
                     if started.elapsed() < std::time::Duration::from_secs(60)
-                        && matches!(
-                            e.downcast_ref::<crate::store::StoreError>(),
-                            Some(crate::store::StoreError::Unavailable(_))
-                        ) =>
+                        && e.downcast_ref::<crate::store::StoreError>()
+                            .is_some_and(|e| e.is_unreachable()) =>
                 {
                     eprintln!("lifeboat serve: database not reachable yet ({e}); retrying");
                     tokio::time::sleep(delay).await;

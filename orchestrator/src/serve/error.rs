@@ -118,26 +118,6 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod store_tests {
-    use super::*;
-    use crate::store::{Conflict, StoreError};
-
-    #[test]
-    fn store_errors_answer_by_variant() {
-        let status = |e: StoreError| ApiError::from(e).status;
-        assert_eq!(status(StoreError::NotFound("r".into())), StatusCode::NOT_FOUND);
-        let ambiguous = StoreError::Ambiguous { prefix: "0".into(), candidates: vec!["01".into()] };
-        assert_eq!(status(ambiguous), StatusCode::CONFLICT);
-        assert_eq!(status(Conflict::LeaseLost("r".into()).into()), StatusCode::CONFLICT);
-        assert_eq!(status(StoreError::Unavailable("disk".into())), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(status(StoreError::SchemaBehind("x".into())), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(status(StoreError::corrupt("x")), StatusCode::INTERNAL_SERVER_ERROR);
-        let wrapped = anyhow::Error::new(StoreError::Unavailable("io".into())).context("reading");
-        assert_eq!(ApiError::from(wrapped).status, StatusCode::SERVICE_UNAVAILABLE);
-    }
-}
-
 /// Refuses a body that is not `application/json` (parameters such as
 /// `charset` are allowed).
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -225,4 +205,24 @@ pub async fn optional_json<T: DeserializeOwned + Default>(
     }
     require_json(headers)?;
     parse_json(&bytes)
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::store::{Conflict, StoreError};
+
+    #[test]
+    fn store_errors_answer_by_variant() {
+        let status = |e: StoreError| ApiError::from(e).status;
+        assert_eq!(status(StoreError::NotFound("r".into())), StatusCode::NOT_FOUND);
+        let ambiguous = StoreError::Ambiguous { prefix: "0".into(), candidates: vec!["01".into()] };
+        assert_eq!(status(ambiguous), StatusCode::CONFLICT);
+        assert_eq!(status(Conflict::LeaseLost("r".into()).into()), StatusCode::CONFLICT);
+        assert_eq!(status(StoreError::Unavailable("disk".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(StoreError::SchemaBehind("x".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(StoreError::corrupt("x")), StatusCode::INTERNAL_SERVER_ERROR);
+        let wrapped = anyhow::Error::new(StoreError::Unavailable("io".into())).context("reading");
+        assert_eq!(ApiError::from(wrapped).status, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

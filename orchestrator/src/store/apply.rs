@@ -40,6 +40,9 @@ pub(crate) trait Writer: Send {
     /// Appends the next audit entry (serialized with every other append).
     async fn append_audit(&mut self, entry: NewAudit) -> Result<AuditRecord>;
     async fn update_run(&mut self, run_id: &str, update: &RunUpdate) -> Result<()>;
+    /// Extends every lease `worker` holds and its heartbeat; the runs still
+    /// held, in id order.
+    async fn renew_leases(&mut self, worker: &str, lease: Lease) -> Result<Vec<String>>;
     /// Inserts or replaces step rows (each step at most once).
     async fn put_steps(&mut self, run_id: &str, steps: &[&StepRecord]) -> Result<()>;
     async fn insert_attempts(&mut self, run_id: &str, attempts: &[&AttemptRecord]) -> Result<()>;
@@ -61,6 +64,89 @@ pub(crate) trait Writer: Send {
     /// Queues a notification (nothing if its dedupe key exists).
     async fn notify(&mut self, run_id: &str, notification: &NewNotification) -> Result<()>;
 }
+
+/// Wraps a backend's `impl Writer` (over `self.0`, its open transaction),
+/// adding the pieces whose SQL is the same text on both backends.
+macro_rules! with_shared_writes {
+    ($(#[$attr:meta])* impl Writer for $tx:ty { $($own:tt)* }) => {
+        $(#[$attr])*
+        impl Writer for $tx {
+            $($own)*
+
+            async fn renew_leases(&mut self, worker: &str, lease: Lease) -> Result<Vec<String>> {
+                let mut ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE runs SET lease_expires_at = $1 \
+                     WHERE lease_owner = $2 AND lease_expires_at >= $3 RETURNING id",
+                )
+                .bind(lease.now + lease.duration_ms)
+                .bind(worker)
+                .bind(lease.now)
+                .fetch_all(&mut **self.0)
+                .await?;
+                sqlx::query("UPDATE workers SET heartbeat_at = $1 WHERE id = $2")
+                    .bind(lease.now)
+                    .bind(worker)
+                    .execute(&mut **self.0)
+                    .await?;
+                ids.sort();
+                Ok(ids)
+            }
+
+            async fn set_pgid(
+                &mut self,
+                run_id: &str,
+                step_id: &str,
+                phase: Phase,
+                n: u32,
+                pgid: u32,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE attempts SET pgid = $1 \
+                     WHERE run_id = $2 AND step_id = $3 AND phase = $4 AND n = $5",
+                )
+                .bind(i64::from(pgid))
+                .bind(run_id)
+                .bind(step_id)
+                .bind(phase.as_str())
+                .bind(i64::from(n))
+                .execute(&mut **self.0)
+                .await?;
+                Ok(())
+            }
+
+            async fn request_done(&mut self, id: i64, at: i64) -> Result<()> {
+                sqlx::query("UPDATE requests SET done_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut **self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn wake(&mut self, run_id: &str) -> Result<()> {
+                sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
+                    .bind(run_id)
+                    .execute(&mut **self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
+                sqlx::query(
+                    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+                     wake_at = CASE WHEN woken = true THEN NULL ELSE $1 END WHERE id = $2",
+                )
+                .bind(wake_at)
+                .bind(run_id)
+                .execute(&mut **self.0)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use with_shared_writes;
 
 /// Applies `changes` if `worker` holds the lease on `run_id` (fencing).
 pub(crate) async fn commit(

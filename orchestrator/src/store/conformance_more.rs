@@ -90,3 +90,23 @@ async fn a_database_that_cannot_be_opened_is_unavailable_not_bad_input() {
     let err = open("mysql://x").await.err().unwrap();
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_lifeboat_is_schema_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("newer.db").display());
+    drop(open(&url).await.unwrap());
+    // A migration this binary does not know, as a newer lifeboat leaves it.
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let err = open(&url).await.err().unwrap();
+    assert!(matches!(err, StoreError::SchemaBehind(_)), "{err:?}");
+    assert!(err.to_string().contains("upgrade lifeboat"), "{err}");
+}

@@ -17,7 +17,7 @@ pub enum StoreError {
     /// The database cannot be reached or cannot read or write its files
     /// (network, IO, pool timeout, disk full): an outage, not a bad request.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Outage),
     /// The database's schema is not the one this binary knows (migrations
     /// pending, or applied by a newer lifeboat).
     #[error("{0}")]
@@ -42,6 +42,31 @@ pub enum Conflict {
     /// A unique key already holds this (a queued decision, …).
     #[error("{0}")]
     Exists(String),
+}
+
+/// What made the database unavailable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct Outage {
+    pub message: String,
+    /// Nothing answered (connection refused or lost, pool timeout, a server
+    /// shutting down or a database that does not exist yet): it may come
+    /// up, so `serve` waits for it when it starts. `false`: it answered but
+    /// cannot be used (IO error, disk full, a file that is not a database).
+    pub unreachable: bool,
+}
+
+impl From<&str> for Outage {
+    fn from(message: &str) -> Self {
+        Outage { message: message.to_string(), unreachable: false }
+    }
+}
+
+impl StoreError {
+    /// The database did not answer at all (see `Outage::unreachable`).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(o) if o.unreachable)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -120,7 +145,7 @@ impl From<sqlx::Error> for StoreError {
         use sqlx::Error as E;
         match e {
             E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable(Outage { message: e.to_string(), unreachable: true })
             }
             E::Configuration(_) => StoreError::Config(e.to_string()),
             E::ColumnDecode { .. } | E::Decode(_) => StoreError::corrupt(e.to_string()),
@@ -128,10 +153,12 @@ impl From<sqlx::Error> for StoreError {
             E::Database(ref db) => {
                 if db.is_unique_violation() {
                     StoreError::Conflict(Conflict::Exists(db.message().to_string()))
-                } else if db.code().is_some_and(|c| {
-                    outage_code(&c, db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some())
+                } else if let Some(sqlite) = db.code().and_then(|c| {
+                    let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+                    outage_code(&c, sqlite).then_some(sqlite)
                 }) {
-                    StoreError::Unavailable(e.to_string())
+                    // A Postgres server that refuses is away; a SQLite file is there but unusable.
+                    StoreError::Unavailable(Outage { message: e.to_string(), unreachable: !sqlite })
                 } else {
                     StoreError::Database(e)
                 }

@@ -14,13 +14,15 @@ mod conformance_more;
 mod error;
 mod ids;
 pub mod postgres;
+mod reads;
 mod rows;
 pub mod sqlite;
 mod types;
 
 use std::sync::Arc;
 
-pub use error::{Conflict, Result, StoreError};
+pub use error::{Conflict, Outage, Result, StoreError};
+use reads::with_shared_reads;
 pub use types::*;
 
 /// Everything the executor and the CLI need from a database.

@@ -193,21 +193,8 @@ impl PostgresStore {
 
     async fn renew_once(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
-        let mut ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 AND lease_expires_at >= $3 RETURNING id",
-        )
-        .bind(lease.now + lease.duration_ms)
-        .bind(worker)
-        .bind(lease.now)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE workers SET heartbeat_at = $1 WHERE id = $2")
-            .bind(lease.now)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?;
+        let ids = Tx(&mut tx).renew_leases(worker, lease).await?;
         tx.commit().await?;
-        ids.sort();
         Ok(ids)
     }
 
@@ -261,6 +248,7 @@ impl PostgresStore {
     }
 }
 
+with_shared_reads! {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn put_definition(&self, def: &Definition) -> Result<()> {
@@ -278,14 +266,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn definition(&self, hash: &str) -> Result<Option<Definition>> {
-        let row =
-            sqlx::query("SELECT hash, workflow, file, source FROM definitions WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(definition_row).transpose()
-    }
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         retrying(|| self.create_run_once(&run)).await
@@ -328,13 +308,6 @@ impl Store for PostgresStore {
         retrying(|| self.commit_once(worker, run_id, changes)).await
     }
 
-    async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(run_row).transpose()
-    }
 
     async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
         let (len, prefix) = ids::prefix_args(prefix);
@@ -349,61 +322,14 @@ impl Store for PostgresStore {
         ids::resolve(prefix, found)
     }
 
-    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE ($1::text IS NULL OR status = $1::text) \
-             AND ($2::text IS NULL OR workflow = $2::text) AND ($4::text IS NULL OR id < $4::text) \
-             ORDER BY id DESC LIMIT $3",
-        )
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(&filter.workflow)
-        .bind(i64::from(filter.limit.unwrap_or(50)))
-        .bind(&filter.before)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
-    }
 
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-        // Key order, as SQLite returns them.
-        let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY step_id")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(step_row).collect()
-    }
 
-    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM attempts WHERE run_id = $1 ORDER BY started_at, n, step_id, phase",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(attempt_row).collect()
-    }
 
-    async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id")
-            .bind(run_id)
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(event_row).collect()
-    }
 
     async fn request(&self, req: NewRequest) -> Result<i64> {
         retrying(|| self.request_once(&req)).await
     }
 
-    async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM requests WHERE run_id = $1 AND done_at IS NULL ORDER BY id")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(request_row).collect()
-    }
 
     async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>> {
         let rows = sqlx::query(concat!(
@@ -429,19 +355,6 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>> {
-        let rows =
-            sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at")
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?;
-        let leases: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        worker_rows(&rows, &leases)
-    }
 
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         retrying(|| async {
@@ -453,14 +366,6 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(after)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(audit_row).collect()
-    }
 
     async fn remember_signature(
         &self,
@@ -500,28 +405,8 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = $1")
-            .bind(schedule)
-            .fetch_one(&self.pool)
-            .await?)
-    }
 
-    async fn ping(&self) -> Result<()> {
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await?;
-        check_migrations(applied, MIGRATOR.iter().count())
-    }
 
-    async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
-                .fetch_all(&self.pool)
-                .await?;
-        parse_counts(rows)
-    }
 
     async fn outbox_claim(
         &self,
@@ -582,13 +467,6 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
-        let rows = sqlx::query("SELECT * FROM outbox WHERE run_id = $1 ORDER BY id")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(outbox_row).collect()
-    }
 
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
         sqlx::query(
@@ -604,6 +482,7 @@ impl Store for PostgresStore {
         .await?;
         Ok(())
     }
+}
 }
 
 /// Postgres-only behaviour (the shared stories are in conformance.rs): what

@@ -5,7 +5,7 @@
 //! and the checks are `apply`'s.
 
 use super::*;
-use crate::store::apply::{FinishedAttempt, NewEvent, Writer};
+use crate::store::apply::{FinishedAttempt, NewEvent, Writer, with_shared_writes};
 
 /// An open transaction, as `apply` writes through it.
 pub(super) struct Tx<'a>(pub(super) &'a mut Transaction<'static, Postgres>);
@@ -47,6 +47,7 @@ impl Tx<'_> {
     }
 }
 
+with_shared_writes! {
 #[async_trait::async_trait]
 impl Writer for Tx<'_> {
     async fn lease_owner(&mut self, run_id: &str) -> Result<Option<Option<String>>> {
@@ -247,26 +248,6 @@ impl Writer for Tx<'_> {
         Ok(())
     }
 
-    async fn set_pgid(
-        &mut self,
-        run_id: &str,
-        step_id: &str,
-        phase: Phase,
-        n: u32,
-        pgid: u32,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE attempts SET pgid = $1 WHERE run_id = $2 AND step_id = $3 AND phase = $4 AND n = $5",
-        )
-        .bind(i64::from(pgid))
-        .bind(run_id)
-        .bind(step_id)
-        .bind(phase.as_str())
-        .bind(i64::from(n))
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
 
     async fn finish_attempt(&mut self, run_id: &str, end: FinishedAttempt<'_>) -> Result<()> {
         sqlx::query(
@@ -305,34 +286,8 @@ impl Writer for Tx<'_> {
         Ok(())
     }
 
-    async fn request_done(&mut self, id: i64, at: i64) -> Result<()> {
-        sqlx::query("UPDATE requests SET done_at = $1 WHERE id = $2")
-            .bind(at)
-            .bind(id)
-            .execute(&mut **self.0)
-            .await?;
-        Ok(())
-    }
 
-    async fn wake(&mut self, run_id: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
-            .bind(run_id)
-            .execute(&mut **self.0)
-            .await?;
-        Ok(())
-    }
 
-    async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
-             wake_at = CASE WHEN woken THEN NULL ELSE $1 END WHERE id = $2",
-        )
-        .bind(wake_at)
-        .bind(run_id)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
 
     async fn notify(&mut self, run_id: &str, n: &NewNotification) -> Result<()> {
         sqlx::query(
@@ -350,4 +305,5 @@ impl Writer for Tx<'_> {
         .await?;
         Ok(())
     }
+}
 }

@@ -156,6 +156,7 @@ impl SqliteStore {
 
 const ACTIVE_SQL: &str = "('queued','running','waiting','rolling_back')";
 
+with_shared_reads! {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn put_definition(&self, def: &Definition) -> Result<()> {
@@ -171,14 +172,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn definition(&self, hash: &str) -> Result<Option<Definition>> {
-        let row =
-            sqlx::query("SELECT hash, workflow, file, source FROM definitions WHERE hash = ?")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(definition_row).transpose()
-    }
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -224,19 +217,7 @@ impl Store for SqliteStore {
 
     async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
         let (_guard, mut tx) = self.write().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND lease_expires_at >= ? RETURNING id",
-        )
-        .bind(lease.now + lease.duration_ms)
-        .bind(worker)
-        .bind(lease.now)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE workers SET heartbeat_at = ? WHERE id = ?")
-            .bind(lease.now)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?;
+        let ids = write::Tx(&mut tx).renew_leases(worker, lease).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -269,13 +250,6 @@ impl Store for SqliteStore {
         answer.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
-    async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(run_row).transpose()
-    }
 
     async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
         let (len, prefix) = ids::prefix_args(prefix);
@@ -290,44 +264,9 @@ impl Store for SqliteStore {
         ids::resolve(prefix, found)
     }
 
-    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) \
-             AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?3",
-        )
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(&filter.workflow)
-        .bind(filter.limit.unwrap_or(50) as i64)
-        .bind(&filter.before)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
-    }
 
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-        let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(step_row).collect()
-    }
 
-    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY started_at, n")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(attempt_row).collect()
-    }
 
-    async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id")
-            .bind(run_id)
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(event_row).collect()
-    }
 
     async fn request(&self, req: NewRequest) -> Result<i64> {
         let (_guard, mut tx) = self.write().await?;
@@ -370,14 +309,6 @@ impl Store for SqliteStore {
         Ok(id)
     }
 
-    async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM requests WHERE run_id = ? AND done_at IS NULL ORDER BY id")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(request_row).collect()
-    }
 
     async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>> {
         let rows = sqlx::query(&format!(
@@ -396,18 +327,6 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>> {
-        let rows = sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= ? ORDER BY started_at")
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
-        let leases: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        worker_rows(&rows, &leases)
-    }
 
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         let (_guard, mut tx) = self.write().await?;
@@ -416,14 +335,6 @@ impl Store for SqliteStore {
         Ok(record)
     }
 
-    async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(after)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(audit_row).collect()
-    }
 
     async fn remember_signature(
         &self,
@@ -452,28 +363,8 @@ impl Store for SqliteStore {
         Ok(Remembered { replay: inserted == 0, pruned })
     }
 
-    async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = ?")
-            .bind(schedule)
-            .fetch_one(&self.pool)
-            .await?)
-    }
 
-    async fn ping(&self) -> Result<()> {
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
-                .fetch_one(&self.pool)
-                .await?;
-        check_migrations(applied, MIGRATOR.iter().count())
-    }
 
-    async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
-                .fetch_all(&self.pool)
-                .await?;
-        parse_counts(rows)
-    }
 
     async fn outbox_claim(
         &self,
@@ -529,13 +420,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
-        let rows = sqlx::query("SELECT * FROM outbox WHERE run_id = ? ORDER BY id")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(outbox_row).collect()
-    }
 
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
         let _guard = self.write_lock.lock().await;
@@ -552,4 +436,5 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
+}
 }

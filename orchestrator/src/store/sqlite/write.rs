@@ -3,7 +3,7 @@
 //! transition (`apply::Writer`); the order and the checks are `apply`'s.
 
 use super::*;
-use crate::store::apply::{self, FinishedAttempt, NewEvent, Writer};
+use crate::store::apply::{self, FinishedAttempt, NewEvent, Writer, with_shared_writes};
 
 /// Takes every commit waiting, applies each under its own savepoint (one
 /// whose lease is lost fails alone), and commits them all at once: one
@@ -68,6 +68,7 @@ const ROWS_PER_INSERT: usize = 256;
 /// A write transaction, as `apply` writes through it.
 pub(super) struct Tx<'a>(pub(super) &'a mut Transaction<'static, Sqlite>);
 
+with_shared_writes! {
 #[async_trait::async_trait]
 impl Writer for Tx<'_> {
     async fn lease_owner(&mut self, run_id: &str) -> Result<Option<Option<String>>> {
@@ -260,26 +261,6 @@ impl Writer for Tx<'_> {
         Ok(())
     }
 
-    async fn set_pgid(
-        &mut self,
-        run_id: &str,
-        step_id: &str,
-        phase: Phase,
-        n: u32,
-        pgid: u32,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE attempts SET pgid = ? WHERE run_id = ? AND step_id = ? AND phase = ? AND n = ?",
-        )
-        .bind(i64::from(pgid))
-        .bind(run_id)
-        .bind(step_id)
-        .bind(phase.as_str())
-        .bind(i64::from(n))
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
 
     async fn finish_attempt(&mut self, run_id: &str, end: FinishedAttempt<'_>) -> Result<()> {
         sqlx::query(
@@ -317,34 +298,8 @@ impl Writer for Tx<'_> {
         Ok(())
     }
 
-    async fn request_done(&mut self, id: i64, at: i64) -> Result<()> {
-        sqlx::query("UPDATE requests SET done_at = ? WHERE id = ?")
-            .bind(at)
-            .bind(id)
-            .execute(&mut **self.0)
-            .await?;
-        Ok(())
-    }
 
-    async fn wake(&mut self, run_id: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET wake_at = NULL, woken = 1 WHERE id = ?")
-            .bind(run_id)
-            .execute(&mut **self.0)
-            .await?;
-        Ok(())
-    }
 
-    async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
-             wake_at = CASE WHEN woken = 1 THEN NULL ELSE ? END WHERE id = ?",
-        )
-        .bind(wake_at)
-        .bind(run_id)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
 
     async fn notify(&mut self, run_id: &str, n: &NewNotification) -> Result<()> {
         sqlx::query(
@@ -363,4 +318,5 @@ impl Writer for Tx<'_> {
         .await?;
         Ok(())
     }
+}
 }
