@@ -322,18 +322,6 @@ fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
         .unwrap()
         .to_string();
     api.wait_run(VIC, &id, Duration::from_secs(30), |d| Api::step_status(d, "gate") == "waiting");
-    let approver = {
-        let (base, id) = (api.base.clone(), id.clone());
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(700));
-            reqwest::blocking::Client::new()
-                .post(format!("{base}/api/v1/runs/{id}/steps/gate/approve"))
-                .bearer_auth(BOB)
-                .send()
-                .expect("approve")
-                .status()
-        })
-    };
     let response = api
         .client()
         .get(api.url(&format!("/api/v1/runs/{id}/events")))
@@ -342,8 +330,10 @@ fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
         .expect("event stream");
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    // The stream is open (its head arrived): what happens now reaches it live.
+    let approve = api.post(&format!("/api/v1/runs/{id}/steps/gate/approve"), Some(BOB), &json!({}));
+    assert_eq!(approve.status, 200, "{approve:?}");
     let events = read_events(response);
-    assert_eq!(approver.join().unwrap(), 200);
     assert!(events.len() >= 3, "{events:?}");
     let event_ids: Vec<i64> = events.iter().map(|(id, _, _)| *id).collect();
     assert!(event_ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {event_ids:?}");
