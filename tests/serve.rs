@@ -528,14 +528,16 @@ fn serve_signed_json_hooks_check_the_hmac_and_its_timestamp() {
     let api = Api::start(&sb);
     let body =
         serde_json::to_vec(&json!({"type": "incident", "id": "INC-1", "service": "db"})).unwrap();
-    let ok = signed(&api, &body, now(), HMAC_SECRET);
+    let first_at = now();
+    let ok = signed(&api, &body, first_at, HMAC_SECRET);
     assert_eq!(ok.status, 202, "{ok:?}");
     let run = ids(&ok.body["runs"]);
     assert_eq!(run.len(), 1);
     let doc = api.get(&format!("/api/v1/runs/{}", run[0]), Some(VIC)).body;
     assert_eq!(doc["inputs"]["service"], "db");
-    // Signed anew (the same second would be the same signature: a replay).
-    let dup = signed(&api, &body, now() - 1, HMAC_SECRET);
+    // Signed anew, at another second than the first (the same second would
+    // be the same signature: a replay), whenever this line runs.
+    let dup = signed(&api, &body, first_at - 1, HMAC_SECRET);
     assert_eq!(ids(&dup.body["deduplicated"]), run, "same event id: deduplicated");
 
     let forged = signed(&api, &body, now(), "wrong-secret");
