@@ -552,7 +552,7 @@ fn interrupted_non_idempotent_step(sb: &Sandbox) -> (String, crate::util::Serve)
         "pending lists the step: {pending:#}"
     );
     // Nothing moves until a person decides: the worker let go of the run.
-    assert!(released(&sb, &id), "the worker kept a run that waits for a person");
+    assert!(released(sb, &id), "the worker kept a run that waits for a person");
     assert_eq!(step_status(&sb.show(&id), "promote"), "needs_human");
     assert!(!sb.read("trail").contains("verify"));
     (id, second)

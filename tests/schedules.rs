@@ -119,6 +119,7 @@ fn after_downtime_catch_up_fires_no_missed_tick_the_latest_or_all() {
     let all_fired = |after: i64| {
         modes.iter().all(|m| fired(&sb, &format!("catch-{m}")).keys().any(|&t| t > after))
     };
+    sb.ok(&["migrate"]); // see every_tick_fires_exactly_once_across_two_replicas
     let mut serve = sb.serve();
     assert!(eventually(Duration::from_secs(20), || all_fired(0)), "no first tick fired");
     clock.sleep_to_phase(0.5, 0);

@@ -322,18 +322,6 @@ fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
         .unwrap()
         .to_string();
     api.wait_run(VIC, &id, Duration::from_secs(30), |d| Api::step_status(d, "gate") == "waiting");
-    let approver = {
-        let (base, id) = (api.base.clone(), id.clone());
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(700));
-            reqwest::blocking::Client::new()
-                .post(format!("{base}/api/v1/runs/{id}/steps/gate/approve"))
-                .bearer_auth(BOB)
-                .send()
-                .expect("approve")
-                .status()
-        })
-    };
     let response = api
         .client()
         .get(api.url(&format!("/api/v1/runs/{id}/events")))
@@ -342,8 +330,10 @@ fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
         .expect("event stream");
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    // The stream is open (its head arrived): what happens now reaches it live.
+    let approve = api.post(&format!("/api/v1/runs/{id}/steps/gate/approve"), Some(BOB), &json!({}));
+    assert_eq!(approve.status, 200, "{approve:?}");
     let events = read_events(response);
-    assert_eq!(approver.join().unwrap(), 200);
     assert!(events.len() >= 3, "{events:?}");
     let event_ids: Vec<i64> = events.iter().map(|(id, _, _)| *id).collect();
     assert!(event_ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {event_ids:?}");
@@ -538,17 +528,16 @@ fn serve_signed_json_hooks_check_the_hmac_and_its_timestamp() {
     let api = Api::start(&sb);
     let body =
         serde_json::to_vec(&json!({"type": "incident", "id": "INC-1", "service": "db"})).unwrap();
-    let t = now();
-    let ok = signed(&api, &body, t, HMAC_SECRET);
+    let first_at = now();
+    let ok = signed(&api, &body, first_at, HMAC_SECRET);
     assert_eq!(ok.status, 202, "{ok:?}");
     let run = ids(&ok.body["runs"]);
     assert_eq!(run.len(), 1);
     let doc = api.get(&format!("/api/v1/runs/{}", run[0]), Some(VIC)).body;
     assert_eq!(doc["inputs"]["service"], "db");
-    // Signed anew (the same second would be the same signature: a replay).
-    // From the first one's timestamp: `now() - 1` is that same second
-    // again when the clock ticked in between.
-    let dup = signed(&api, &body, t - 1, HMAC_SECRET);
+    // Signed anew, at another second than the first (the same second would
+    // be the same signature: a replay), whenever this line runs.
+    let dup = signed(&api, &body, first_at - 1, HMAC_SECRET);
     assert_eq!(dup.status, 202, "{dup:?}");
     assert_eq!(ids(&dup.body["deduplicated"]), run, "same event id: deduplicated");
 

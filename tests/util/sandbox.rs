@@ -180,6 +180,22 @@ impl Sandbox {
         self.wait_for(run, timeout, |d| is_terminal(d["status"].as_str().unwrap_or("")))
     }
 
+    /// What every `serve` of this sandbox logged (their `serve-N.log` files,
+    /// N counting across the whole test binary), in start order.
+    pub fn serve_logs(&self) -> String {
+        let mut logs: Vec<(usize, PathBuf)> = std::fs::read_dir(&self.dir)
+            .expect("read sandbox dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?;
+                let n = name.strip_prefix("serve-")?.strip_suffix(".log")?.parse().ok()?;
+                Some((n, p))
+            })
+            .collect();
+        logs.sort();
+        logs.iter().map(|(_, p)| std::fs::read_to_string(p).unwrap_or_default()).collect()
+    }
+
     /// Starts `lifeboat serve` in the background; its output goes to `serve-N.log`.
     pub fn serve(&self) -> Serve {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

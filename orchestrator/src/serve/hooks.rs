@@ -319,7 +319,7 @@ fn fingerprint_of(labels: &IndexMap<String, String>) -> String {
         h.update(v.as_bytes());
         h.update([0]);
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&h.finalize()[..8])
 }
 
 /// Label equality, or `~regex` matched against the whole value.

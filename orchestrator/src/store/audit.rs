@@ -20,8 +20,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// Hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The stored text of a payload, which `payload_sha256` covers.
@@ -49,7 +48,7 @@ pub fn entry_hash(e: &AuditRecord) -> String {
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field.as_bytes());
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hasher.finalize())
 }
 
 /// The entry that follows `last` (id and hash of the newest entry, if any).

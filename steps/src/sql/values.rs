@@ -107,12 +107,7 @@ fn float(f: f64) -> Value {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(2 + bytes.len() * 2);
-    out.push_str("\\x");
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    format!("\\x{}", hex::encode(bytes))
 }
 
 fn uuid(b: [u8; 16]) -> String {

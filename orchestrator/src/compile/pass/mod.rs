@@ -698,7 +698,7 @@ struct BodyParts<'b> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn node_to_json(node: &Node) -> serde_json::Value {
