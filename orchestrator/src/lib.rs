@@ -13,6 +13,8 @@ pub mod compile;
 pub mod config;
 pub mod exec;
 pub mod kinds;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod model;
 pub mod schema;
