@@ -104,7 +104,7 @@ impl Ctx {
                 lease: exec.lease.0,
                 heartbeat: exec.heartbeat.0,
                 poll: exec.poll.0,
-                max_runs: exec.max_runs.max(1),
+                max_runs: exec.max_runs.get(),
                 connections,
                 workflows_dir: self.workflows_dir.clone(),
                 known: self.known.clone(),
