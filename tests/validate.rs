@@ -80,7 +80,8 @@ fn names_are_only_checked_against_a_config_when_one_is_given() {
 #[test]
 fn duplicate_workflow_names_in_one_directory_are_rejected_naming_both_files_and_lines() {
     let dir = crate::util::scratch("dup-names");
-    std::fs::write(dir.join("a.yaml"), "# first\nname: same\nsteps:\n  x: { uses: set }\n").unwrap();
+    std::fs::write(dir.join("a.yaml"), "# first\nname: same\nsteps:\n  x: { uses: set }\n")
+        .unwrap();
     std::fs::write(dir.join("b.yaml"), "name: same\nsteps:\n  x: { uses: set }\n").unwrap();
     let out = lifeboat(&["validate", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

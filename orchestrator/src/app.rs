@@ -70,8 +70,7 @@ impl Ctx {
     pub async fn open(opts: &Options) -> anyhow::Result<Ctx> {
         let Loaded { config, base, from_file } = load_config(opts.config.as_deref())?;
         let known = from_file.then(|| config.known_names(&base));
-        let database_url =
-            opts.database_url.clone().unwrap_or_else(|| config.database_url.clone());
+        let database_url = opts.database_url.clone().unwrap_or_else(|| config.database_url.clone());
         let workflows_dir =
             opts.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
         let store = crate::store::open(&database_url).await.map_err(|e| {

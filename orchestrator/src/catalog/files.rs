@@ -48,10 +48,7 @@ pub fn compile_files(files: &[PathBuf], known: Option<&KnownNames>) -> Outcome {
                 i,
                 Diagnostic::error(
                     Code::DuplicateWorkflow,
-                    format!(
-                        "workflow name `{}` is already used by {}:{line}",
-                        wf.name, first.file
-                    ),
+                    format!("workflow name `{}` is already used by {}:{line}", wf.name, first.file),
                     wf.definition.name.span,
                 )
                 .help("workflow names must be unique in a workflows directory"),

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::exec::backoff;
 use crate::kinds::{KindConfig, StepKind, escalate};
