@@ -1025,3 +1025,21 @@ fn a_run_over_its_rto_says_so_exactly_once() {
     let logs = stdout(&sb.ok(&["logs", doc["id"].as_str().unwrap()]));
     assert_eq!(logs.matches("rto_breached").count(), 1, "{logs}");
 }
+
+#[test]
+fn runs_into_a_reader_that_stops_early_exits_normally_without_a_panic() {
+    let sb = Sandbox::new("runs-broken-pipe");
+    sb.write("one.yaml", "name: one\nsteps:\n  a: { uses: set }\n");
+    for _ in 0..40 {
+        sb.enqueue("one.yaml", &[]);
+    }
+    let mut cmd = sb.command(&["runs", "--limit", "1000"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn lifeboat runs");
+    // The reader goes away before anything is written (`lifeboat runs | head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for lifeboat runs");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

@@ -78,14 +78,32 @@ fn names_are_only_checked_against_a_config_when_one_is_given() {
 }
 
 #[test]
-fn duplicate_workflow_names_in_one_directory_are_rejected() {
+fn duplicate_workflow_names_in_one_directory_are_rejected_naming_both_files_and_lines() {
     let dir = crate::util::scratch("dup-names");
-    for file in ["a.yaml", "b.yaml"] {
-        std::fs::write(dir.join(file), "name: same\nsteps:\n  x: { uses: set }\n").unwrap();
-    }
+    std::fs::write(dir.join("a.yaml"), "# first\nname: same\nsteps:\n  x: { uses: set }\n")
+        .unwrap();
+    std::fs::write(dir.join("b.yaml"), "name: same\nsteps:\n  x: { uses: set }\n").unwrap();
     let out = lifeboat(&["validate", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("LB024"), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("LB024"), "{text}");
+    let first = format!("already used by {}:2", dir.join("a.yaml").display());
+    assert!(text.contains(&first), "the first file and its line: {text}");
+    assert!(text.contains(&format!("{}:1:7", dir.join("b.yaml").display())), "{text}");
+}
+
+#[test]
+fn a_file_whose_name_differs_from_its_workflow_name_is_valid_with_a_warning() {
+    let dir = crate::util::scratch("stem-name");
+    std::fs::write(dir.join("chain.yaml"), "name: crashchain\nsteps:\n  x: { uses: set }\n")
+        .unwrap();
+    std::fs::write(dir.join("same.yaml"), "name: same\nsteps:\n  x: { uses: set }\n").unwrap();
+    let out = lifeboat(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("warning[LB029]"), "{text}");
+    assert!(text.contains("declares workflow `crashchain`"), "{text}");
+    assert_eq!(text.matches("LB029").count(), 1, "only chain.yaml is warned about: {text}");
 }
 
 #[test]

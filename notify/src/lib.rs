@@ -38,6 +38,7 @@
 //! SMTP 5xx permanent.
 
 pub mod channel;
+pub mod channels;
 pub mod context;
 pub mod email;
 pub mod event;
@@ -49,7 +50,8 @@ pub mod slack;
 pub mod templates;
 pub mod webhook;
 
-pub use channel::{Channel, ChannelConfig, ConfigError, build};
+pub use channel::{Channel, ConfigError};
+pub use channels::{ChannelConfig, build};
 pub use context::Context;
 pub use event::Event;
 pub use message::{Action, Delivered, Message, SendError, Severity};

@@ -80,8 +80,7 @@ impl Ctx {
     pub async fn open(opts: &Options) -> anyhow::Result<Ctx> {
         let Loaded { config, base, from_file } = load_config(opts.config.as_deref())?;
         let known = from_file.then(|| config.known_names(&base));
-        let database_url =
-            opts.database_url.clone().unwrap_or_else(|| config.database_url.clone());
+        let database_url = opts.database_url.clone().unwrap_or_else(|| config.database_url.clone());
         let workflows_dir =
             opts.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
         let store = crate::store::open(&database_url).await.map_err(|e| {
@@ -115,7 +114,7 @@ impl Ctx {
                 lease: exec.lease.0,
                 heartbeat: exec.heartbeat.0,
                 poll: exec.poll.0,
-                max_runs: exec.max_runs.max(1),
+                max_runs: exec.max_runs.get(),
                 connections,
                 workflows_dir: self.workflows_dir.clone(),
                 known: self.known.clone(),

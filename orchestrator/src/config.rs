@@ -81,7 +81,9 @@ pub struct ExecutorConfig {
     pub lease: crate::model::Duration,
     pub heartbeat: crate::model::Duration,
     pub poll: crate::model::Duration,
-    pub max_runs: usize,
+    /// Runs one worker drives at once; 0 would be a worker that never
+    /// works, so it is refused.
+    pub max_runs: std::num::NonZeroUsize,
 }
 
 impl Default for ExecutorConfig {
@@ -91,7 +93,7 @@ impl Default for ExecutorConfig {
             lease: Duration::from_millis(30_000),
             heartbeat: Duration::from_millis(10_000),
             poll: Duration::from_millis(500),
-            max_runs: 64,
+            max_runs: std::num::NonZeroUsize::new(64).expect("64 is not zero"),
         }
     }
 }
@@ -358,5 +360,13 @@ mod tests {
         assert!(e.contains("invalid configuration"), "{e}");
         assert!(e.contains("`10.0.0.0/33` is not a host, address or network"), "{e}");
         assert!(e.contains("http.deny"), "{e}");
+    }
+
+    #[test]
+    fn zero_max_runs_is_a_configuration_error_naming_the_field() {
+        let e = format!("{:#}", load("[executor]\nmax_runs = 0\n").unwrap_err());
+        assert!(e.contains("invalid configuration"), "{e}");
+        assert!(e.contains("executor.max_runs"), "{e}");
+        assert_eq!(load("[executor]\nmax_runs = 1\n").unwrap().executor.max_runs.get(), 1);
     }
 }

@@ -1,9 +1,11 @@
 //! lifeboat: a workflow-driven disaster-recovery orchestrator.
 //!
-//! `model` is the workflow file as types, `compile` turns a file into a
-//! graph or diagnostics, `exec` holds the executor's step kinds, `viz`
-//! draws graphs, `cli` is the command line, `text` makes outside text safe
-//! to print.
+//! `model` is the workflow file as types, `kinds` every kind a step can
+//! use, `compile` turns a file into a graph or diagnostics, `exec` runs
+//! them, `app` wires config, store and engine together for `serve` (HTTP)
+//! and `cli` (the command line), which show runs through `views`. `viz`
+//! draws graphs, `text` makes outside text safe to print. ARCHITECTURE.md
+//! gives the layer order, which `layers.rs` enforces.
 
 pub mod app;
 pub mod audit_anchor;
@@ -13,6 +15,8 @@ pub mod compile;
 pub mod config;
 pub mod exec;
 pub mod kinds;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod model;
 pub mod schema;

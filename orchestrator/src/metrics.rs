@@ -90,6 +90,13 @@ fn http_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// Registers each field of `$m` under its name with its help text.
+macro_rules! register {
+    ($registry:ident, $m:ident, $($name:literal => $field:ident, $help:literal;)*) => {
+        $($registry.register($name, $help, $m.$field.clone());)*
+    };
+}
+
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::with_prefix("lifeboat");
     let m = Metrics {
@@ -106,57 +113,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         http_duration: Family::new_with_constructor(http_buckets),
         connections_closed: Family::default(),
     };
-    registry.register("runs_started", "Runs created, by workflow", m.runs_started.clone());
-    registry.register(
-        "runs_finished",
-        "Runs that reached a final status, by workflow and status",
-        m.runs_finished.clone(),
-    );
-    registry.register(
-        "step_duration_seconds",
-        "Duration of step attempts, by step kind and outcome",
-        m.step_duration.clone(),
-    );
-    registry.register(
-        "runs",
-        "Runs in the database by status (queue depth: queued), read at scrape time",
-        m.runs.clone(),
-    );
-    registry.register(
-        "lease_takeovers",
-        "Runs this worker claimed after another worker's lease expired",
-        m.lease_takeovers.clone(),
-    );
-    registry.register(
-        "webhook_requests",
-        "Webhook requests by hook and outcome (started, deduplicated, ignored, unauthorized, rejected, replayed, rate_limited, too_many_alerts, error)",
-        m.webhooks.clone(),
-    );
-    registry.register(
-        "schedule_fires",
-        "Schedule ticks that started a run, by workflow",
-        m.schedule_fires.clone(),
-    );
-    registry.register(
-        "notification_deliveries",
-        "Notification delivery attempts by channel and outcome",
-        m.notifications.clone(),
-    );
-    registry.register(
-        "http_requests",
-        "HTTP requests served, by method, route and status code",
-        m.http_requests.clone(),
-    );
-    registry.register(
-        "http_request_duration_seconds",
-        "HTTP request latency, by method, route and status code",
-        m.http_duration.clone(),
-    );
-    registry.register(
-        "http_connections_closed",
-        "Connections the server closed itself, by reason (refused: over [server] max_connections; timed_out: header_read_timeout or idle_timeout)",
-        m.connections_closed.clone(),
-    );
+    // Name, then the field registered under it, then its help text.
+    register! { registry, m,
+        "runs_started" => runs_started, "Runs created, by workflow";
+        "runs_finished" => runs_finished, "Runs that reached a final status, by workflow and status";
+        "step_duration_seconds" => step_duration, "Duration of step attempts, by step kind and outcome";
+        "runs" => runs, "Runs in the database by status (queue depth: queued), read at scrape time";
+        "lease_takeovers" => lease_takeovers, "Runs this worker claimed after another worker's lease expired";
+        "webhook_requests" => webhooks, "Webhook requests by hook and outcome (started, deduplicated, ignored, unauthorized, rejected, replayed, rate_limited, too_many_alerts, error)";
+        "schedule_fires" => schedule_fires, "Schedule ticks that started a run, by workflow";
+        "notification_deliveries" => notifications, "Notification delivery attempts by channel and outcome";
+        "http_requests" => http_requests, "HTTP requests served, by method, route and status code";
+        "http_request_duration_seconds" => http_duration, "HTTP request latency, by method, route and status code";
+        "http_connections_closed" => connections_closed, "Connections the server closed itself, by reason (refused: over [server] max_connections; timed_out: header_read_timeout or idle_timeout)";
+    }
     Metrics { registry, ..m }
 });
 

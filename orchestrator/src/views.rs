@@ -231,3 +231,59 @@ async fn ordered_steps(store: &dyn Store, run: &RunRecord) -> anyhow::Result<Vec
     }
     Ok(steps)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn run() -> RunRecord {
+        RunRecord {
+            id: "r1".into(),
+            workflow: "wf".into(),
+            definition_hash: "h".into(),
+            status: RunStatus::Failed,
+            inputs: json!({"site": "b"}),
+            outputs: None,
+            trigger: json!({"kind": "cli"}),
+            concurrency_key: None,
+            parent_run_id: None,
+            parent_step_id: None,
+            root_run_id: "r1".into(),
+            cancelled_by: None,
+            paused: false,
+            error: Some("boom".into()),
+            created_at: 0,
+            started_at: Some(1_000),
+            finished_at: None,
+            wake_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            pins: None,
+        }
+    }
+
+    #[test]
+    fn a_run_document_keeps_its_keys_in_order_times_as_rfc3339_and_empty_outputs_as_objects() {
+        let mut step = StepRecord::pending("r1", "a");
+        step.rollback = Some(r#"{"status":"succeeded"}"#.into());
+        let doc =
+            RunDocument { run: run(), steps: vec![step], attempts: vec![], notifications: vec![] };
+        let expected = json!({
+            "id": "r1", "workflow": "wf", "status": "failed", "inputs": {"site": "b"},
+            "outputs": {}, "error": "boom", "trigger": {"kind": "cli"}, "paused": false,
+            "parent_run_id": null, "definition_hash": "h",
+            "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:01.000Z",
+            "finished_at": null,
+            "steps": [{
+                "id": "a", "status": "pending", "outputs": {}, "error": null,
+                "started_at": null, "finished_at": null,
+                "rollback": {"status": "succeeded"}, "attempts": [],
+            }],
+            "notifications": [],
+        });
+        // Same keys in the same order (serde_json preserves order here).
+        assert_eq!(serde_json::to_string(&doc).unwrap(), expected.to_string());
+    }
+}

@@ -61,100 +61,122 @@ impl ConfigProblem {
     }
 }
 
-/// The closed family of action kinds, as named by `uses:`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActionKind {
-    Shell,
-    Http,
-    Sql,
-    Set,
-    Assert,
+/// Declares the action kinds: one row per kind. From this table come
+/// [`ActionKind`] (with `name`, `untemplated_fields`, `is_pure`, `mutates`,
+/// `schema`) and [`ActionConfig`] (with `deserialize`, `kind`, `compile`,
+/// `run`). A kind's module supplies its `Config` (`Deserialize`,
+/// `JsonSchema`, an inherent pure `compile()`, and `impl Step`).
+macro_rules! action_kinds {
+    ($(
+        $variant:ident => $module:ident::Config {
+            name: $name:literal,
+            pure: $pure:literal,
+            mutates: $mutates:literal,
+            untemplated: [$($untemplated:literal),*] $(,)?
+        }
+    ),* $(,)?) => {
+        /// The closed family of action kinds, as named by `uses:`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ActionKind {
+            $($variant,)*
+        }
+
+        impl ActionKind {
+            pub const ALL: &'static [ActionKind] = &[$(ActionKind::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ActionKind::$variant => $name,)*
+                }
+            }
+
+            /// Top-level `with` keys whose strings are *not* handlebars templates.
+            /// `shell.script` is passed to bash verbatim: values reach it through `env`.
+            pub fn untemplated_fields(self) -> &'static [&'static str] {
+                match self {
+                    $(ActionKind::$variant => &[$($untemplated),*],)*
+                }
+            }
+
+            /// No side effect outside the run: the executor may stage its
+            /// start and end with the next commit instead of recording the
+            /// attempt before it starts.
+            pub fn is_pure(self) -> bool {
+                match self {
+                    $(ActionKind::$variant => $pure,)*
+                }
+            }
+
+            /// Changes the world (for `plan`'s audit of unprotected mutations).
+            pub fn mutates(self) -> bool {
+                match self {
+                    $(ActionKind::$variant => $mutates,)*
+                }
+            }
+
+            /// The JSON Schema of this kind's `with` block.
+            pub fn schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                match self {
+                    $(ActionKind::$variant => generator.subschema_for::<$module::Config>(),)*
+                }
+            }
+        }
+
+        /// A parsed `with` block of an action step.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ActionConfig {
+            $($variant($module::Config),)*
+        }
+
+        impl ActionConfig {
+            /// Deserializes the `with` block of a step whose `uses` is `kind`.
+            pub fn deserialize<'de, D: Deserializer<'de>>(
+                kind: ActionKind,
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
+                use serde::Deserialize;
+                Ok(match kind {
+                    $(ActionKind::$variant => {
+                        ActionConfig::$variant($module::Config::deserialize(deserializer)?)
+                    })*
+                })
+            }
+
+            pub fn kind(&self) -> ActionKind {
+                match self {
+                    $(ActionConfig::$variant(_) => ActionKind::$variant,)*
+                }
+            }
+
+            /// Pure checks beyond the types: no IO, no await.
+            pub fn compile(&self) -> Vec<ConfigProblem> {
+                match self {
+                    $(ActionConfig::$variant(c) => c.compile(),)*
+                }
+            }
+
+            /// One attempt, unredacted (see [`ActionConfig::run`]).
+            async fn run_once(&self, ctx: &AttemptContext) -> Outcome {
+                match self {
+                    $(ActionConfig::$variant(c) => c.run(ctx).await,)*
+                }
+            }
+        }
+    };
+}
+
+// The action kinds. Adding one: a module with its `Config`, and a row here.
+action_kinds! {
+    Shell => shell::Config { name: "shell", pure: false, mutates: true, untemplated: ["script"] },
+    Http => http::Config { name: "http", pure: false, mutates: true, untemplated: [] },
+    Sql => sql::Config { name: "sql", pure: false, mutates: true, untemplated: [] },
+    Set => set::Config { name: "set", pure: true, mutates: false, untemplated: [] },
+    Assert => assert::Config { name: "assert", pure: true, mutates: false, untemplated: [] },
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 5] =
-        [ActionKind::Shell, ActionKind::Http, ActionKind::Sql, ActionKind::Set, ActionKind::Assert];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ActionKind::Shell => "shell",
-            ActionKind::Http => "http",
-            ActionKind::Sql => "sql",
-            ActionKind::Set => "set",
-            ActionKind::Assert => "assert",
-        }
-    }
-
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Top-level `with` keys whose strings are *not* handlebars templates.
-    /// `shell.script` is passed to bash verbatim: values reach it through `env`.
-    pub fn untemplated_fields(self) -> &'static [&'static str] {
-        match self {
-            ActionKind::Shell => &["script"],
-            _ => &[],
-        }
-    }
-
-    /// The JSON Schema of this kind's `with` block.
-    pub fn schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        match self {
-            ActionKind::Shell => generator.subschema_for::<shell::Config>(),
-            ActionKind::Http => generator.subschema_for::<http::Config>(),
-            ActionKind::Sql => generator.subschema_for::<sql::Config>(),
-            ActionKind::Set => generator.subschema_for::<set::Config>(),
-            ActionKind::Assert => generator.subschema_for::<assert::Config>(),
-        }
-    }
-}
-
-/// A parsed `with` block of an action step.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ActionConfig {
-    Shell(shell::Config),
-    Http(http::Config),
-    Sql(sql::Config),
-    Set(set::Config),
-    Assert(assert::Config),
-}
-
-impl ActionConfig {
-    /// Deserializes the `with` block of a step whose `uses` is `kind`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        kind: ActionKind,
-        deserializer: D,
-    ) -> Result<Self, D::Error> {
-        use serde::Deserialize;
-        Ok(match kind {
-            ActionKind::Shell => ActionConfig::Shell(shell::Config::deserialize(deserializer)?),
-            ActionKind::Http => ActionConfig::Http(http::Config::deserialize(deserializer)?),
-            ActionKind::Sql => ActionConfig::Sql(sql::Config::deserialize(deserializer)?),
-            ActionKind::Set => ActionConfig::Set(set::Config::deserialize(deserializer)?),
-            ActionKind::Assert => ActionConfig::Assert(assert::Config::deserialize(deserializer)?),
-        })
-    }
-
-    pub fn kind(&self) -> ActionKind {
-        match self {
-            ActionConfig::Shell(_) => ActionKind::Shell,
-            ActionConfig::Http(_) => ActionKind::Http,
-            ActionConfig::Sql(_) => ActionKind::Sql,
-            ActionConfig::Set(_) => ActionKind::Set,
-            ActionConfig::Assert(_) => ActionKind::Assert,
-        }
-    }
-
-    /// Pure checks beyond the types: no IO, no await.
-    pub fn compile(&self) -> Vec<ConfigProblem> {
-        match self {
-            ActionConfig::Shell(c) => c.compile(),
-            ActionConfig::Http(c) => c.compile(),
-            ActionConfig::Sql(c) => c.compile(),
-            ActionConfig::Set(c) => c.compile(),
-            ActionConfig::Assert(c) => c.compile(),
-        }
+        Self::ALL.iter().copied().find(|k| k.name() == name)
     }
 }
 
@@ -168,14 +190,7 @@ impl ActionConfig {
         if ctx.cancel.is_cancelled() {
             return Interrupted::Cancelled.outcome(None, empty_outputs());
         }
-        let outcome = match self {
-            ActionConfig::Shell(c) => c.run(ctx).await,
-            ActionConfig::Http(c) => c.run(ctx).await,
-            ActionConfig::Sql(c) => c.run(ctx).await,
-            ActionConfig::Set(c) => c.run(ctx).await,
-            ActionConfig::Assert(c) => c.run(ctx).await,
-        };
-        outcome.redacted(&ctx.redactor)
+        self.run_once(ctx).await.redacted(&ctx.redactor)
     }
 }
 

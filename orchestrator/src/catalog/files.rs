@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::compile::diagnostic::{Severity, line_col};
 use crate::compile::{
     self, Code, CompileEnv, CompiledWorkflow, Diagnostic, FileReport, KnownNames,
 };
@@ -34,14 +35,20 @@ pub fn compile_files(files: &[PathBuf], known: Option<&KnownNames>) -> Outcome {
             }),
         }
     }
+    for wf in &mut compiled {
+        if let Some(warning) = stem_warning(wf) {
+            wf.warnings.push(warning);
+        }
+    }
     let mut extra: Vec<(usize, Diagnostic)> = Vec::new();
     for (i, wf) in compiled.iter().enumerate() {
         if let Some(first) = compiled[..i].iter().find(|w| w.name == wf.name) {
+            let line = first.definition.name.span.map_or(1, |s| line_col(&first.source, s.start).0);
             extra.push((
                 i,
                 Diagnostic::error(
                     Code::DuplicateWorkflow,
-                    format!("workflow name `{}` is already used by {}", wf.name, first.file),
+                    format!("workflow name `{}` is already used by {}:{line}", wf.name, first.file),
                     wf.definition.name.span,
                 )
                 .help("workflow names must be unique in a workflows directory"),
@@ -63,6 +70,25 @@ pub fn compile_files(files: &[PathBuf], known: Option<&KnownNames>) -> Outcome {
         }
     }
     Outcome { compiled, reports }
+}
+
+/// LB029: `backup.yaml` declaring `name: restore` is found as `restore`
+/// (by the CLI, the API and `workflow` steps alike), which surprises.
+fn stem_warning(wf: &CompiledWorkflow) -> Option<Diagnostic> {
+    let stem = Path::new(&wf.file).file_stem()?.to_string_lossy();
+    (stem != wf.name.as_str()).then(|| {
+        let mut d = Diagnostic::error(
+            Code::NameNotStem,
+            format!("file `{}` declares workflow `{}`", wf.file, wf.name),
+            wf.definition.name.span,
+        )
+        .help(format!(
+            "it is run as `{}`; rename the file to `{}.yaml` or change `name:`",
+            wf.name, wf.name
+        ));
+        d.severity = Severity::Warning;
+        d
+    })
 }
 
 /// Reads a file as UTF-8 text, refusing what cannot be a workflow.

@@ -206,9 +206,23 @@ impl Catalog {
     }
 }
 
-/// The scheduler reads schedules from the catalog (it looks again every second).
-#[async_trait::async_trait]
-impl crate::triggers::WorkflowSource for Catalog {
+/// The workflows whose triggers are live now: the catalog of `serve`
+/// (every valid file of the workflows directory, reloaded when it changes),
+/// or a fixed set (tests, `lifeboat schedules`). The scheduler looks again
+/// at least once a second.
+pub trait WorkflowSource: Send + Sync {
+    /// The current workflows.
+    fn workflows(&self) -> Vec<Arc<CompiledWorkflow>>;
+}
+
+impl WorkflowSource for Vec<Arc<CompiledWorkflow>> {
+    fn workflows(&self) -> Vec<Arc<CompiledWorkflow>> {
+        self.clone()
+    }
+}
+
+/// The scheduler reads schedules from the catalog.
+impl WorkflowSource for Catalog {
     fn workflows(&self) -> Vec<Arc<CompiledWorkflow>> {
         self.snapshot().workflows.values().cloned().collect()
     }

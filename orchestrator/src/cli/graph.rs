@@ -23,8 +23,11 @@ pub struct Args {
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let outcome = crate::catalog::files::compile_files(std::slice::from_ref(&args.file), None);
-    let _ = global;
+    // Names (channels, hooks, connections…) are checked as `validate` does.
+    let loaded = super::load_config(global)?;
+    let known = loaded.from_file.then(|| loaded.config.known_names(&loaded.base));
+    let outcome =
+        crate::catalog::files::compile_files(std::slice::from_ref(&args.file), known.as_ref());
     let Some(wf) = outcome.compiled.into_iter().next() else {
         for report in &outcome.reports {
             eprint!("{}", report.render(super::stderr_is_terminal()));

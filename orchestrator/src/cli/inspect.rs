@@ -2,6 +2,7 @@
 //! Text that steps or channels produced is printed through `crate::text`:
 //! control characters visible, captured output behind a gutter.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
@@ -78,34 +79,47 @@ pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
             before: None,
         })
         .await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&runs.iter().map(RunView::from).collect::<Vec<_>>())?
-        );
-        return Ok(ExitCode::SUCCESS);
+    let printed = print_runs(&mut std::io::stdout().lock(), &runs, args.json);
+    match printed {
+        // A reader that stopped early (`lifeboat runs | head`) is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The runs as a table (or one JSON document), written to `out`.
+fn print_runs(out: &mut impl Write, runs: &[RunRecord], json: bool) -> std::io::Result<()> {
+    if json {
+        let views: Vec<RunView> = runs.iter().map(RunView::from).collect();
+        serde_json::to_writer_pretty(&mut *out, &views)?;
+        return writeln!(out);
     }
     if runs.is_empty() {
-        println!("no runs");
-        return Ok(ExitCode::SUCCESS);
+        return writeln!(out, "no runs");
     }
-    println!("{:<36}  {:<18}  {:<15}  {:<24}  DURATION", "RUN", "WORKFLOW", "STATUS", "STARTED");
-    for r in &runs {
-        let started = rfc3339(r.started_at.or(Some(r.created_at)));
+    writeln!(
+        out,
+        "{:<36}  {:<18}  {:<15}  {:<24}  DURATION",
+        "RUN", "WORKFLOW", "STATUS", "STARTED"
+    )?;
+    for r in runs {
+        let started = Time(r.started_at.or(Some(r.created_at))).text();
         let duration = match (r.started_at, r.finished_at) {
             (Some(s), Some(f)) => human_ms(f - s),
             (Some(s), None) => format!("{} so far", human_ms(crate::store::now_ms() - s)),
             _ => "-".into(),
         };
-        println!(
+        writeln!(
+            out,
             "{:<36}  {:<18}  {:<15}  {:<24}  {duration}",
             r.id,
             r.workflow,
             r.status.as_str(),
-            started.as_str().unwrap_or("-")
-        );
+            started.as_deref().unwrap_or("-")
+        )?;
     }
-    Ok(ExitCode::SUCCESS)
+    out.flush()
 }
 
 pub async fn show(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<ExitCode> {

@@ -104,7 +104,7 @@ pub enum Command {
     /// The hash-chained audit log: `verify` it, `list` entries.
     #[command(subcommand)]
     Audit(audit::Command),
-    /// Execute queued runs: the worker loop (API and webhooks come later).
+    /// The worker loop, the HTTP API, webhooks, schedules and notifications.
     Serve(serve::Args),
     /// Apply database migrations (also done on every start).
     Migrate,

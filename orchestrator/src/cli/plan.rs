@@ -8,8 +8,6 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use lifeboat_steps::ActionKind;
-
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::exec::backoff;
 use crate::kinds::{KindConfig, StepKind, escalate};
@@ -26,7 +24,7 @@ pub struct Args {
 fn worst_case(body: &CompiledBody, poll: Option<&crate::model::Poll>) -> Option<u64> {
     let escalation = |e: &escalate::Config| e.tiers.iter().map(|t| t.ack_within.as_millis()).sum();
     match (&body.kind, &body.config) {
-        (StepKind::Action(ActionKind::Set | ActionKind::Assert), _) => Some(0),
+        (StepKind::Action(k), _) if k.is_pure() => Some(0),
         (StepKind::Action(_), _) => {
             let per_attempt = match poll {
                 Some(p) => p.timeout.as_millis(),

@@ -144,7 +144,8 @@ fn timeline_svg(bars: &[Bar], origin: i64, end: i64, rto: Option<i64>) -> String
 
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let run_id = ctx.store.resolve_run_id(&args.run).await?;
-    let doc = serde_json::to_value(crate::views::RunDocument::load(ctx.store.as_ref(), &run_id).await?)?;
+    let doc =
+        serde_json::to_value(crate::views::RunDocument::load(ctx.store.as_ref(), &run_id).await?)?;
     let record = ctx.store.run(&run_id).await?;
     let rto = match record {
         Some(r) => match ctx.store.definition(&r.definition_hash).await? {

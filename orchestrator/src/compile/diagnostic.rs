@@ -56,6 +56,7 @@ codes! {
     Io = "LB026": "file cannot be read",
     TooLarge = "LB027": "workflow over a size limit",
     Untrusted = "LB028": "untrusted value decides a destination or an option",
+    NameNotStem = "LB029": "file name differs from the workflow name",
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

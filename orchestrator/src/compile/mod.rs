@@ -20,8 +20,8 @@ pub use graph::StepGraph;
 pub use pass::compile;
 
 use crate::kinds::{KindConfig, StepKind};
-use crate::suggest;
 use crate::model::{Backoff, Duration, Span, Step, Workflow};
+use crate::suggest;
 
 /// Names defined by `lifeboat.toml` (and the templates directory).
 #[derive(Debug, Clone, Default)]

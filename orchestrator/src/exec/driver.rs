@@ -27,12 +27,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::backoff;
 use super::engine::Engine;
 use super::people::Decision;
 use super::render::{render, render_value, truthy};
-use super::backoff;
-use crate::kinds::{KindConfig, NativeKind, StepKind};
 use crate::compile::{CompiledBody, CompiledWorkflow};
+use crate::kinds::{KindConfig, NativeKind, StepKind};
 use crate::model::OnFailure;
 use crate::store::{
     AttemptRecord, AttemptStatus, Change, EventRecord, Phase, RequestKind, RunRecord, RunStatus,

@@ -5,8 +5,8 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::compile::pass::check_value;
-use crate::suggest;
 use crate::model::{InputSpec, InputType};
+use crate::suggest;
 
 /// Parses `key=value` pairs as typed by `specs`.
 pub fn parse_pairs(

@@ -185,14 +185,20 @@ pub fn render_value(
 /// Types a rendered `with` block into its kind's config. Rendered values
 /// are text; like the YAML they came from, text is read as the number or
 /// boolean a field needs (`expect_status: ["{{inputs.code}}"]`).
-pub fn typed_config(kind: crate::kinds::StepKind, rendered: &Value) -> Result<crate::kinds::KindConfig, String> {
+pub fn typed_config(
+    kind: crate::kinds::StepKind,
+    rendered: &Value,
+) -> Result<crate::kinds::KindConfig, String> {
     let node = crate::compile::yaml::Node::from_json(rendered);
-    crate::kinds::KindConfig::deserialize(kind, crate::compile::de::NodeDeserializer::rendered(&node))
-        .map_err(|e| {
-            let at =
-                if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
-            format!("`with` after rendering: {at}{}", e.message)
-        })
+    crate::kinds::KindConfig::deserialize(
+        kind,
+        crate::compile::de::NodeDeserializer::rendered(&node),
+    )
+    .map_err(|e| {
+        let at =
+            if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
+        format!("`with` after rendering: {at}{}", e.message)
+    })
 }
 
 #[cfg(test)]

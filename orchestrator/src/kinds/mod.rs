@@ -52,7 +52,8 @@ pub enum StepKind {
 impl StepKind {
     pub fn all() -> impl Iterator<Item = StepKind> {
         ActionKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(StepKind::Action)
             .chain(NativeKind::ALL.into_iter().map(StepKind::Native))
     }
@@ -75,13 +76,14 @@ impl StepKind {
         }
     }
 
-    /// Steps that change the world, for `plan`'s rollback audit.
+    /// Steps that change the world, for `plan`'s rollback audit: a
+    /// property of each action kind (its row in `lifeboat_steps`' table);
+    /// of the native kinds, a child workflow.
     pub fn mutates(self) -> bool {
-        matches!(
-            self,
-            StepKind::Action(ActionKind::Shell | ActionKind::Http | ActionKind::Sql)
-                | StepKind::Native(NativeKind::Workflow)
-        )
+        match self {
+            StepKind::Action(k) => k.mutates(),
+            StepKind::Native(k) => k == NativeKind::Workflow,
+        }
     }
 
     pub fn schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -107,12 +107,10 @@ pub async fn list_workflows(State(app): State<AppState>, headers: HeaderMap) -> 
 fn find_workflow(app: &AppState, name: &str) -> Result<std::sync::Arc<CompiledWorkflow>, ApiError> {
     let snapshot = app.catalog.snapshot();
     snapshot.get(name).cloned().ok_or_else(|| {
-        let hint = crate::suggest::did_you_mean(
-            name,
-            snapshot.workflows.keys().map(String::as_str),
-        )
-        .map(|h| format!(" ({h})"))
-        .unwrap_or_default();
+        let hint =
+            crate::suggest::did_you_mean(name, snapshot.workflows.keys().map(String::as_str))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
         ApiError::not_found(format!("no workflow `{name}`{hint}"))
     })
 }
@@ -295,10 +293,9 @@ pub async fn retry_run(
     if let Some(from) = &body.from
         && wf.step(from).is_none()
     {
-        let hint =
-            crate::suggest::did_you_mean(from, wf.steps.iter().map(|s| s.id.as_str()))
-                .map(|h| format!(" ({h})"))
-                .unwrap_or_default();
+        let hint = crate::suggest::did_you_mean(from, wf.steps.iter().map(|s| s.id.as_str()))
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
         return Err(ApiError::bad_request(format!(
             "field `from`: run {} has no step `{from}`{hint}",
             run.id

@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::catalog::Catalog;
 use crate::app::Ctx;
+use crate::catalog::Catalog;
 use crate::exec::engine::Engine;
 
 /// How long one request (other than an event stream) may take.

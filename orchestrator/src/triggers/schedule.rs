@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::WorkflowSource;
+use crate::catalog::WorkflowSource;
 use crate::compile::CompiledWorkflow;
 use crate::exec::engine::{Engine, SubmitKeys};
 use crate::model::{CatchUp, Schedule};
@@ -293,7 +293,7 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
     }
 
     /// Fires due ticks, then sleeps until the next one (at most a second,
-    /// or until the workflows change), until `shutdown`.
+    /// so a changed set of workflows is seen within it), until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!("Scheduler started.");
         loop {
@@ -306,7 +306,6 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.source.changed() => {}
             }
         }
         tracing::info!("Scheduler stopped.");

@@ -18,10 +18,10 @@ use super::templates::{self, Parsed, Scope, StepNames};
 use super::untrusted;
 use super::yaml::{self, Node, NodeKind};
 use super::{CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, EffectiveRetry};
-use crate::suggest;
 use crate::kinds::{KindConfig, StepKind};
 use crate::model::scalars::is_valid_name;
 use crate::model::{InputSpec, InputType, Located, RetryPolicy, Span, Step, StepBody, Workflow};
+use crate::suggest;
 
 struct Pass<'a> {
     source: &'a str,

@@ -84,7 +84,7 @@ impl Driver {
             }
         }
         // Pure kinds have no side effect to protect: their start and end share one commit.
-        let pure = matches!(config, Some(ActionConfig::Set(_) | ActionConfig::Assert(_)))
+        let pure = config.as_ref().is_some_and(|c| c.kind().is_pure())
             && items.is_none()
             && step.definition.poll.is_none();
         let token = CancellationToken::new();

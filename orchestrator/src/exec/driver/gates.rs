@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Driver;
+use crate::exec::people::{Decision, outcome_audit, refusal};
 use crate::kinds::approval::{self, OnTimeout};
 use crate::kinds::escalate;
-use crate::exec::people::{Decision, outcome_audit, refusal};
 use crate::store::{Change, RequestRecord, StepStatus, now_ms};
 use lifeboat_notify::Action;
 

@@ -1,0 +1,118 @@
+//! The closed family of channels: their configuration, one variant per
+//! kind, as written under `[channels.<name>]` in lifeboat.toml, and
+//! [`build`], which turns one into a [`Channel`]. The only module that knows
+//! every kind. Secrets are named by env variable, never written in the file.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::channel::{Channel, ConfigError, env_var};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelConfig {
+    /// SMTP email. `smtp://host:port` is plain on a loopback host and
+    /// requires STARTTLS elsewhere; `?tls=starttls` requires STARTTLS,
+    /// `?tls=none` forces plain text; `smtps://` is implicit TLS.
+    Email {
+        smtp_url: String,
+        from: String,
+        to: Vec<String>,
+        username_env: Option<String>,
+        password_env: Option<String>,
+    },
+    /// Slack incoming webhook.
+    Slack { webhook_url_env: String },
+    /// PagerDuty Events API v2.
+    Pagerduty {
+        routing_key_env: String,
+        /// Events API endpoint; defaults to PagerDuty's.
+        #[serde(default)]
+        url: Option<String>,
+    },
+    /// JSON POST signed with HMAC-SHA256.
+    Webhook { url: String, hmac_secret_env: Option<String> },
+}
+
+impl ChannelConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelConfig::Email { .. } => "email",
+            ChannelConfig::Slack { .. } => "slack",
+            ChannelConfig::Pagerduty { .. } => "pagerduty",
+            ChannelConfig::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// Builds channel `name` from its configuration, reading secrets through
+/// `env` (pass `&|k| std::env::var(k).ok()` in production).
+pub fn build(
+    name: &str,
+    config: &ChannelConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Box<dyn Channel>, ConfigError> {
+    Ok(match config {
+        ChannelConfig::Email { smtp_url, from, to, username_env, password_env } => {
+            Box::new(crate::email::Email::new(
+                name,
+                smtp_url,
+                from,
+                to,
+                username_env.as_deref(),
+                password_env.as_deref(),
+                env,
+            )?)
+        }
+        ChannelConfig::Slack { webhook_url_env } => {
+            let url = env_var(env, name, "webhook_url_env", webhook_url_env)?;
+            Box::new(crate::slack::Slack::new(name, &url)?)
+        }
+        ChannelConfig::Pagerduty { routing_key_env, url } => {
+            let key = env_var(env, name, "routing_key_env", routing_key_env)?;
+            Box::new(crate::pagerduty::Pagerduty::new(name, key, url.as_deref())?)
+        }
+        ChannelConfig::Webhook { url, hmac_secret_env } => {
+            let secret = hmac_secret_env
+                .as_deref()
+                .map(|var| env_var(env, name, "hmac_secret_env", var))
+                .transpose()?;
+            Box::new(crate::webhook::Webhook::new(name, url, secret)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_like_yaml: &str) -> ChannelConfig {
+        serde_saphyr::from_str(toml_like_yaml).unwrap()
+    }
+
+    #[test]
+    fn pagerduty_url_is_optional() {
+        let c = parse("type: pagerduty\nrouting_key_env: PD_KEY\n");
+        assert_eq!(c, ChannelConfig::Pagerduty { routing_key_env: "PD_KEY".into(), url: None });
+    }
+
+    #[test]
+    fn missing_env_names_channel_and_variable() {
+        let c = parse("type: slack\nwebhook_url_env: SLACK_URL\n");
+        let err = build("incidents-slack", &c, &|_| None).err().unwrap().to_string();
+        assert!(err.contains("`incidents-slack`") && err.contains("SLACK_URL"), "{err}");
+    }
+
+    #[test]
+    fn webhook_secret_env_must_be_set_when_named() {
+        let c = parse("type: webhook\nurl: http://127.0.0.1:1/x\nhmac_secret_env: HOOK_SECRET\n");
+        let err = build("status", &c, &|_| None).err().unwrap();
+        assert!(matches!(err, ConfigError::MissingEnv { ref var, .. } if var == "HOOK_SECRET"));
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error() {
+        let c = parse("type: webhook\nurl: not a url\n");
+        assert!(matches!(build("status", &c, &|_| None), Err(ConfigError::Invalid { .. })));
+    }
+}
