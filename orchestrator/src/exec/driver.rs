@@ -15,6 +15,8 @@ mod notifications;
 mod recover;
 mod requests;
 mod rollback;
+mod state;
+use state::{RollbackState, RollbackStatus, Slot, StepState};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use tracing::Instrument;
 use super::engine::Engine;
 use super::people::Decision;
 use super::render::{render, render_value, truthy};
-use super::{KindConfig, NativeKind, StepKind, backoff};
+use super::{ExecError, KindConfig, NativeKind, StepKind, backoff};
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::model::OnFailure;
 use crate::store::{
@@ -61,21 +63,12 @@ struct Finished {
     outcome: Outcome,
 }
 
-/// Rollback progress of one step, kept in the step row's `rollback` column.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-struct RollbackState {
-    status: String, // pending running retry_wait succeeded failed
-    attempts: u32,
-    wake_at: Option<i64>,
-    error: Option<String>,
-}
-
 pub struct Driver {
     engine: Arc<Engine>,
     wf: Arc<CompiledWorkflow>,
     run: RunRecord,
-    steps: Vec<StepRecord>,
-    rollbacks: Vec<Option<RollbackState>>,
+    /// One per step of `wf.steps`, in the same order.
+    slots: Vec<Slot>,
     in_flight: HashMap<(usize, Phase), CancellationToken>,
     /// Changes applied locally but not yet committed (see `stage`).
     staged: Vec<Change>,
@@ -83,6 +76,9 @@ pub struct Driver {
     index: HashMap<String, usize>,
     tx: mpsc::UnboundedSender<Finished>,
     rx: mpsc::UnboundedReceiver<Finished>,
+    /// `AttemptPgid` changes from attempts that spawned a process group.
+    spawned_tx: mpsc::UnboundedSender<Change>,
+    spawned_rx: mpsc::UnboundedReceiver<Change>,
     stop: CancellationToken,
     /// When the run breaches its RTO (`objectives.rto`), until that is said.
     rto_due: Option<i64>,
@@ -99,16 +95,14 @@ impl Driver {
         let wf = engine.definition(&run.definition_hash).await?;
         let mut by_id: HashMap<String, StepRecord> =
             store.steps(run_id).await?.into_iter().map(|s| (s.step_id.clone(), s)).collect();
-        let steps: Vec<StepRecord> = wf
+        let slots = wf
             .steps
             .iter()
             .map(|s| by_id.remove(&s.id).unwrap_or_else(|| StepRecord::pending(run_id, &s.id)))
-            .collect();
-        let rollbacks = steps
-            .iter()
-            .map(|s| s.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok()))
-            .collect();
+            .map(Slot::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let (spawned_tx, spawned_rx) = mpsc::unbounded_channel();
         let index = wf.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let rto = wf.definition.objectives.as_ref().and_then(|o| o.rto);
         let mut rto_due = match (rto, run.started_at) {
@@ -127,13 +121,14 @@ impl Driver {
             engine,
             wf,
             run,
-            steps,
-            rollbacks,
+            slots,
             in_flight: HashMap::new(),
             staged: Vec::new(),
             index,
             tx,
             rx,
+            spawned_tx,
+            spawned_rx,
             stop,
             rto_due,
         })
@@ -147,14 +142,12 @@ impl Driver {
     /// makes them durable. Only side-effect-free work is staged without a
     /// flush (pure steps): anything with a side effect flushes first, so its
     /// attempt is recorded before it starts.
-    fn stage(&mut self, changes: Vec<Change>) {
+    fn stage(&mut self, changes: Vec<Change>) -> Result<(), ExecError> {
         for change in &changes {
             match change {
                 Change::Step(s) => {
                     if let Some(&i) = self.index.get(&s.step_id) {
-                        self.rollbacks[i] =
-                            s.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok());
-                        self.steps[i] = s.clone();
+                        self.slots[i] = Slot::new(s.clone())?;
                     }
                 }
                 Change::Run(u) => {
@@ -196,6 +189,12 @@ impl Driver {
         }
         self.staged.extend(changes);
         self.staged.extend(notifications);
+        Ok(())
+    }
+
+    /// The step rows, in `wf.steps` order.
+    fn records(&self) -> impl Iterator<Item = &StepRecord> {
+        self.slots.iter().map(|s| &s.record)
     }
 
     /// Commits everything staged in one transaction (group commit), then
@@ -204,7 +203,7 @@ impl Driver {
         if self.staged.is_empty() {
             return Ok(());
         }
-        self.stage_waiting_or_running();
+        self.stage_waiting_or_running()?;
         let changes = std::mem::take(&mut self.staged);
         // A database blip (restart, dropped connection) is retried while the
         // lease is safely ours; a lost lease or a long outage ends the drive.
@@ -241,17 +240,18 @@ impl Driver {
 
     /// A started run is `waiting` while nothing runs and some step waits (for
     /// a person, a timer or a child run), `running` otherwise.
-    fn stage_waiting_or_running(&mut self) {
+    fn stage_waiting_or_running(&mut self) -> Result<(), ExecError> {
         if !matches!(self.run.status, RunStatus::Running | RunStatus::Waiting) {
-            return;
+            return Ok(());
         }
-        let running = self.steps.iter().any(|s| s.status == StepStatus::Running)
+        let running = self.records().any(|s| s.status == StepStatus::Running)
             || !self.in_flight.is_empty();
-        let waiting = self.steps.iter().any(|s| s.status == StepStatus::Waiting);
+        let waiting = self.records().any(|s| s.status == StepStatus::Waiting);
         let status = if waiting && !running { RunStatus::Waiting } else { RunStatus::Running };
         if status != self.run.status {
-            self.stage(vec![Change::Run(RunUpdate { status: Some(status), ..Default::default() })]);
+            self.stage(vec![Change::Run(RunUpdate { status: Some(status), ..Default::default() })])?;
         }
+        Ok(())
     }
 
     /// Prometheus counters for committed transitions: runs that ended,
@@ -284,7 +284,7 @@ impl Driver {
 
     /// Stages and flushes.
     async fn commit(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
-        self.stage(changes);
+        self.stage(changes)?;
         self.flush().await
     }
 
@@ -312,7 +312,7 @@ impl Driver {
     }
 
     fn step_change(&self, i: usize, f: impl FnOnce(&mut StepRecord)) -> Change {
-        let mut s = self.steps[i].clone();
+        let mut s = self.slots[i].record.clone();
         f(&mut s);
         Change::Step(s)
     }
@@ -324,18 +324,11 @@ impl Driver {
             for token in self.in_flight.values() {
                 token.cancel();
             }
-            // Wait until the cancelled attempts have really ended (their
-            // process groups killed) before the run can be handed back: two
-            // attempts of one step must never overlap.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !self.in_flight.is_empty() {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(done)) => {
-                        self.in_flight.remove(&(done.index, done.phase));
-                    }
-                    _ => break,
-                }
-            }
+            let wf = self.wf.clone();
+            await_attempts(&self.run.id, &mut self.in_flight, &mut self.rx, |i| {
+                wf.steps.get(i).map_or("?", |s| s.id.as_str()).to_string()
+            })
+            .await;
         }
         match result {
             Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::LeaseLost(_))) => {
@@ -372,7 +365,7 @@ impl Driver {
                 && !self.run.status.is_terminal()
             {
                 let breached = self.rto_breached();
-                self.stage(breached.into_iter().collect());
+                self.stage(breached.into_iter().collect())?;
             }
             if self.run.status == RunStatus::Queued {
                 let now = now_ms();
@@ -394,16 +387,22 @@ impl Driver {
                         None,
                         Some(json!({"inputs": self.run.inputs, "worker": self.worker()})),
                     ),
-                ]);
+                ])?;
             }
             if self.run.status.is_terminal() {
-                self.stage(vec![Change::Release { wake_at: None }]);
+                // Attempts a cancel stopped end (and are recorded) first.
+                while !self.in_flight.is_empty() {
+                    let done = self.rx.recv().await.expect("the driver holds a sender");
+                    self.in_flight.remove(&(done.index, done.phase));
+                    self.on_finished(done).await?;
+                }
+                self.stage(vec![Change::Release { wake_at: None }])?;
                 self.flush().await?;
                 return Ok(DriveEnd::Finished(self.run.status));
             }
             if self.engine.draining.is_cancelled() {
                 if self.in_flight.is_empty() {
-                    self.stage(vec![Change::Release { wake_at: None }]);
+                    self.stage(vec![Change::Release { wake_at: None }])?;
                     self.flush().await?;
                     return Ok(DriveEnd::Stopped);
                 }
@@ -433,7 +432,7 @@ impl Driver {
                     }
                     _ => {
                         let at = wake.unwrap_or(NEVER);
-                        self.stage(vec![Change::Release { wake_at: Some(at) }]);
+                        self.stage(vec![Change::Release { wake_at: Some(at) }])?;
                         self.flush().await?;
                         // A request or a child's end that arrived since the claim set `woken`:
                         // the release then keeps the run due, and it is reclaimed.
@@ -449,7 +448,12 @@ impl Driver {
                 .unwrap_or(self.engine.opts.poll)
                 .min(self.engine.opts.poll);
             tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
+                // A process group is recorded before the attempt's end is.
+                Some(pgid) = self.spawned_rx.recv() => {
+                    self.commit(vec![pgid]).await?;
+                }
                 _ = self.engine.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {
                     // Re-check promptly; steps in flight keep running.
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -473,28 +477,27 @@ impl Driver {
             .steps
             .iter()
             .enumerate()
-            .any(|(i, s)| s.rollback.is_some() && self.steps[i].status == StepStatus::Succeeded)
+            .any(|(i, s)| s.rollback.is_some() && self.slots[i].record.status == StepStatus::Succeeded)
     }
 
     /// The earliest timer among steps and rollbacks.
     fn next_wake(&self) -> Option<i64> {
         let steps = self
-            .steps
-            .iter()
+            .records()
             .filter(|s| matches!(s.status, StepStatus::RetryWait | StepStatus::Waiting))
             .filter_map(|s| s.wake_at);
         let rollbacks = self
-            .rollbacks
+            .slots
             .iter()
-            .flatten()
-            .filter(|r| r.status == "retry_wait")
+            .filter_map(|s| s.rollback.as_ref())
+            .filter(|r| r.status == RollbackStatus::RetryWait)
             .filter_map(|r| r.wake_at);
         let rto = self.rto_due.filter(|_| !self.run.status.is_terminal());
         steps.chain(rollbacks).chain(rto).min()
     }
 
     fn need_satisfied(&self, n: usize) -> bool {
-        match self.steps[n].status {
+        match self.slots[n].record.status {
             StepStatus::Succeeded | StepStatus::Skipped => true,
             StepStatus::Failed => self.wf.steps[n].definition.continue_on_failure,
             _ => false,
@@ -502,7 +505,7 @@ impl Driver {
     }
 
     fn blocking_failure(&self) -> bool {
-        self.steps.iter().enumerate().any(|(i, s)| {
+        self.records().enumerate().any(|(i, s)| {
             s.status == StepStatus::Failed && !self.wf.steps[i].definition.continue_on_failure
         })
     }
@@ -517,8 +520,8 @@ impl Driver {
             if self.in_flight.contains_key(&(i, Phase::Forward)) {
                 continue;
             }
-            let status = self.steps[i].status;
-            let due = self.steps[i].wake_at.is_none_or(|w| w <= now);
+            let status = self.slots[i].record.status;
+            let due = self.slots[i].record.wake_at.is_none_or(|w| w <= now);
             match status {
                 StepStatus::Pending
                     if self.wf.steps[i].needs.iter().all(|&n| self.need_satisfied(n)) =>
@@ -539,7 +542,7 @@ impl Driver {
     /// The template context of a step (or of the run, for outputs).
     fn context(&self, item: Option<&Value>, outputs: Option<&Value>) -> Context {
         let mut steps = serde_json::Map::new();
-        for (i, s) in self.steps.iter().enumerate() {
+        for (i, s) in self.records().enumerate() {
             steps.insert(
                 self.wf.steps[i].id.clone(),
                 json!({
@@ -637,10 +640,47 @@ impl Driver {
     }
 }
 
+/// How often a stop that waits for attempts says so.
+const STOP_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Waits until the cancelled attempts in `in_flight` have really ended
+/// (their process groups killed) before the run can be handed back: two
+/// attempts of one step must never overlap. The run stays leased (the
+/// heartbeat renews it) for as long as this takes; every
+/// `STOP_WARN_EVERY` a warning names what is still in flight.
+async fn await_attempts(
+    run_id: &str,
+    in_flight: &mut HashMap<(usize, Phase), CancellationToken>,
+    rx: &mut mpsc::UnboundedReceiver<Finished>,
+    step_id: impl Fn(usize) -> String,
+) {
+    let started = tokio::time::Instant::now();
+    while !in_flight.is_empty() {
+        match tokio::time::timeout(STOP_WARN_EVERY, rx.recv()).await {
+            Ok(Some(done)) => {
+                in_flight.remove(&(done.index, done.phase));
+            }
+            Ok(None) => break, // no attempt task can report any more
+            Err(_) => {
+                let waiting: Vec<String> = in_flight
+                    .keys()
+                    .map(|&(i, phase)| format!("{} ({phase})", step_id(i)))
+                    .collect();
+                tracing::warn!(
+                    run = %run_id,
+                    in_flight = %waiting.join(", "),
+                    waited_s = started.elapsed().as_secs(),
+                    "Stopping the run: attempts still running after being cancelled; keeping the lease until they end."
+                );
+            }
+        }
+    }
+}
+
 /// One attempt of an action: `for_each` items and `poll` iterations inside it.
 #[allow(clippy::too_many_arguments)]
 async fn run_action(
-    engine: &Arc<Engine>,
+    spawned: mpsc::UnboundedSender<Change>,
     run_id: &str,
     step_id: &str,
     phase: Phase,
@@ -651,19 +691,14 @@ async fn run_action(
     poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
     base_ctx: Value,
 ) -> Outcome {
-    // Record the process group so a successor can clean up after a crash.
+    // The process group goes to the driver, which commits it under the
+    // lease (retried like any commit), so a successor can clean up after a crash.
     {
-        let store = engine.store.clone();
-        let worker = engine.opts.worker_id.clone();
-        let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
-        let handle = tokio::runtime::Handle::current();
+        let step_id = step_id.to_string();
         actx.on_spawn = Some(Box::new(move |pgid| {
-            let store = store.clone();
             let change = Change::AttemptPgid { step_id: step_id.clone(), phase, n, pgid };
-            let (worker, run_id) = (worker.clone(), run_id.clone());
-            handle.spawn(async move {
-                let _ = store.commit(&worker, &run_id, &[change]).await;
-            });
+            // The driver gone: its drive ended, and it kills its attempts.
+            let _ = spawned.send(change);
         }));
     }
     let Some((items, body, connections)) = for_each else {
@@ -737,5 +772,34 @@ async fn poll_action(
             _ = actx.cancel.cancelled() => return Outcome::fatal("cancelled while polling"),
             _ = tokio::time::sleep(poll.interval.0) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(index: usize) -> Finished {
+        Finished { index, phase: Phase::Forward, n: 1, outcome: Outcome::fatal("cancelled") }
+    }
+
+    /// A stop waits for a cancelled attempt however long it takes to end
+    /// (it used to give up after 10s and let the run be handed back).
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_waits_for_attempts_past_the_warning() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut in_flight = HashMap::new();
+        in_flight.insert((0, Phase::Forward), CancellationToken::new());
+        in_flight.insert((1, Phase::Forward), CancellationToken::new());
+        tx.send(finished(1)).unwrap();
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(STOP_WARN_EVERY * 3).await;
+            tx.send(finished(0)).unwrap();
+            tokio::time::Instant::now()
+        });
+        await_attempts("r", &mut in_flight, &mut rx, |i| format!("s{i}")).await;
+        let ended = ends.await.unwrap();
+        assert!(in_flight.is_empty());
+        assert!(tokio::time::Instant::now() >= ended, "returned before the last attempt ended");
     }
 }

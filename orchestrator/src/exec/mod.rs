@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod dispatcher;
 pub mod driver;
 pub mod engine;
+mod error;
 pub mod escalate;
 pub mod inputs;
 pub mod links;
@@ -18,6 +19,8 @@ pub mod people;
 pub mod render;
 pub mod wait;
 pub mod workflow;
+
+pub use error::ExecError;
 
 use lifeboat_steps::{ActionConfig, ActionKind, ConfigProblem};
 use serde::Deserializer;

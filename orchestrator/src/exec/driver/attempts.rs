@@ -39,8 +39,8 @@ impl Driver {
             }
         };
         let n = match phase {
-            Phase::Forward => self.steps[i].attempts + 1,
-            Phase::Rollback => self.rollbacks[i].as_ref().map_or(0, |r| r.attempts) + 1,
+            Phase::Forward => self.slots[i].record.attempts + 1,
+            Phase::Rollback => self.slots[i].rollback.as_ref().map_or(0, |r| r.attempts) + 1,
         };
         let mut changes = vec![Change::AttemptStarted(AttemptRecord {
             run_id: self.run.id.clone(),
@@ -71,11 +71,11 @@ impl Driver {
                 ));
             }
             Phase::Rollback => {
-                let mut rb = self.rollbacks[i].clone().unwrap_or_default();
-                rb.status = "running".into();
+                let mut rb = self.slots[i].rollback.clone().unwrap_or_default();
+                rb.status = RollbackStatus::Running;
                 rb.attempts = n;
                 rb.wake_at = None;
-                changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+                changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
                 changes.push(Self::event(
                     "rollback_started",
                     Some(&step.id),
@@ -95,7 +95,7 @@ impl Driver {
             if let Some(Change::Step(started)) =
                 changes.iter().find(|c| matches!(c, Change::Step(_)))
             {
-                self.steps[i] = started.clone();
+                self.slots[i] = Slot::new(started.clone())?;
             }
             let mut all = changes;
             let finish = self.finish_changes(i, phase, n, &outcome);
@@ -111,7 +111,7 @@ impl Driver {
             }
             all.retain(|c| !matches!(c, Change::Event { kind, .. } if kind == "step_started"));
             all.extend(finish.into_iter().skip(1));
-            self.stage(all);
+            self.stage(all)?;
             return Ok(());
         }
         self.commit(changes).await?;
@@ -126,14 +126,14 @@ impl Driver {
             if items.is_some() || poll.is_some() { self.context_value() } else { Value::Null };
         let for_each =
             items.map(|items| (items, body.clone(), self.engine.opts.connections.clone()));
-        let engine = self.engine.clone();
+        let spawned = self.spawned_tx.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
         let span = tracing::info_span!("attempt", run_id = %run_id, step_id = %step_id, attempt = n, phase = %phase);
         tokio::spawn(
             async move {
                 let outcome = run_action(
-                    &engine, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
+                    spawned, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
                 )
                 .await;
                 let _ = tx.send(Finished { index: i, phase, n, outcome });
@@ -214,12 +214,7 @@ impl Driver {
             return changes; // the caller adds the rollback state
         }
         let body = &self.wf.steps[i].body;
-        let base = self.steps[i]
-            .state
-            .as_ref()
-            .and_then(|s| s.get("attempt_base"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as u32;
+        let base = StepState::attempt_base(self.slots[i].state.as_ref());
         match (status, error) {
             (AttemptStatus::Succeeded, _) => {
                 changes.push(self.step_change(i, |s| {
@@ -269,11 +264,11 @@ impl Driver {
         // A result for a step no longer running (skipped or cancelled meanwhile) is recorded, not applied.
         let current = match done.phase {
             Phase::Forward => {
-                self.steps[i].status == StepStatus::Running && self.steps[i].attempts == done.n
+                self.slots[i].record.status == StepStatus::Running && self.slots[i].record.attempts == done.n
             }
-            Phase::Rollback => self.rollbacks[i]
+            Phase::Rollback => self.slots[i].rollback
                 .as_ref()
-                .is_some_and(|r| r.status == "running" && r.attempts == done.n),
+                .is_some_and(|r| r.status == RollbackStatus::Running && r.attempts == done.n),
         };
         let mut changes = self.finish_changes(i, done.phase, done.n, &done.outcome);
         if !current {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Driver;
+use super::state::StepState;
 use crate::exec::approval::{self, OnTimeout};
 use crate::exec::escalate;
 use crate::exec::people::{Decision, outcome_audit, refusal};
@@ -14,7 +15,7 @@ use crate::store::{Change, RequestRecord, StepStatus, now_ms};
 use lifeboat_notify::Action;
 
 /// The durable state of a gate (kept in `steps.state`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Gate {
     /// `approval` or `ack`.
     pub awaiting: String,
@@ -38,14 +39,14 @@ pub(super) struct Gate {
     pub planned: Option<Escalation>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Approval {
     pub by: String,
     pub at: i64,
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Escalation {
     pub tiers: Vec<TierState>,
     /// The tier paged last.
@@ -62,7 +63,7 @@ pub(super) struct Escalation {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct TierState {
     pub channels: Vec<String>,
     pub ack_within: i64,
@@ -115,7 +116,10 @@ impl Gate {
 
 impl Driver {
     pub(super) fn gate(&self, i: usize) -> Option<Gate> {
-        self.steps[i].state.clone().and_then(|s| serde_json::from_value(s).ok())
+        match &self.slots[i].state {
+            Some(StepState::Gate(gate)) => Some(gate.clone()),
+            _ => None,
+        }
     }
 
     /// Writes the gate back as the step's state, with its next timer;
@@ -123,7 +127,7 @@ impl Driver {
     fn gate_change(&self, i: usize, gate: &Gate, started: Option<i64>) -> Change {
         let wake = gate.wake_at();
         // Messages are rendered templates: a secret in one never reaches the store.
-        let state = self.redact(json!(gate));
+        let state = self.redact(StepState::Gate(gate.clone()).to_value());
         self.step_change(i, |s| {
             if let Some(now) = started {
                 s.status = StepStatus::Waiting;
@@ -167,7 +171,7 @@ impl Driver {
                 people.join(", "),
                 if eligible < people.len() { " (the requester is excluded)" } else { "" }
             );
-            let state = json!(gate);
+            let state = StepState::Gate(gate).to_value();
             return vec![
                 self.step_change(i, |s| {
                     s.status = StepStatus::Failed;
@@ -275,7 +279,7 @@ impl Driver {
         let id = self.wf.steps[i].id.clone();
         let Some(esc) = gate.escalation.clone() else {
             // The approval deadline passed.
-            let after = self.steps[i].started_at.map(|s| (now - s) / 1000).unwrap_or(0);
+            let after = self.slots[i].record.started_at.map(|s| (now - s) / 1000).unwrap_or(0);
             return Some(match gate.on_timeout {
                 OnTimeout::Approve => self.gate_done(
                     i,
@@ -368,7 +372,7 @@ impl Driver {
     /// The run ended: PagerDuty incidents its escalations opened are resolved.
     pub(super) fn resolve_pages(&self) -> Vec<Change> {
         let mut changes = Vec::new();
-        for i in 0..self.steps.len() {
+        for i in 0..self.slots.len() {
             let Some(esc) = self.gate(i).and_then(|g| g.escalation) else { continue };
             let pagers = self.pagerduty_channels(&esc.paged_channels());
             let id = self.wf.steps[i].id.clone();
@@ -419,10 +423,10 @@ impl Driver {
     ) -> Result<Vec<Change>, String> {
         let id = self.wf.steps[i].id.clone();
         let comment = req.data.as_ref().and_then(|d| d.get("comment")).and_then(Value::as_str);
-        let refused = if self.steps[i].status != StepStatus::Waiting {
-            Some(format!("step is {}", self.steps[i].status))
+        let refused = if self.slots[i].record.status != StepStatus::Waiting {
+            Some(format!("step is {}", self.slots[i].record.status))
         } else {
-            refusal(self.steps[i].state.as_ref().unwrap_or(&Value::Null), &req.actor, decision)
+            refusal(self.slots[i].record.state.as_ref().unwrap_or(&Value::Null), &req.actor, decision)
         };
         if let Some(why) = refused {
             return Err(why);

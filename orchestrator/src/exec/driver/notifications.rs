@@ -176,7 +176,7 @@ impl Driver {
     }
 
     fn step_info(&self, i: usize) -> StepInfo {
-        let s = &self.steps[i];
+        let s = &self.slots[i].record;
         StepInfo {
             id: self.wf.steps[i].id.clone(),
             status: s.status.as_str().into(),
@@ -227,8 +227,7 @@ impl Driver {
             .or_else(|| self.wf.definition.description.clone())
             .unwrap_or_else(|| format!("{} run {}", run.workflow, run.id));
         let done: Vec<&str> = self
-            .steps
-            .iter()
+            .records()
             .enumerate()
             .filter(|(_, s)| s.status == StepStatus::Succeeded)
             .map(|(i, _)| self.wf.steps[i].id.as_str())
@@ -295,7 +294,7 @@ impl Driver {
                 action_taken: (!done.is_empty()).then(|| format!("Completed: {}", done.join(", "))),
                 expected_resolution: rto.map(|r| format!("within {r} (RTO)")),
             },
-            steps: (0..self.steps.len()).map(|i| self.step_info(i)).collect(),
+            steps: (0..self.slots.len()).map(|i| self.step_info(i)).collect(),
             step: step_index.map(|i| self.step_info(i)),
             approval,
             ack_url: (event == "escalated" && awaiting.as_deref() == Some("ack"))
