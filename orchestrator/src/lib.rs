@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod events;
 pub mod exec;
 pub mod metrics;
 pub mod model;

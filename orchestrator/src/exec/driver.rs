@@ -34,6 +34,7 @@ use super::people::Decision;
 use super::render::{render, render_value, truthy};
 use super::{ExecError, KindConfig, NativeKind, StepKind, backoff};
 use crate::compile::{CompiledBody, CompiledWorkflow};
+use crate::events::RunEvent;
 use crate::model::OnFailure;
 use crate::store::{
     AttemptRecord, AttemptStatus, Change, EventRecord, Phase, RequestKind, RunRecord, RunStatus,
@@ -113,7 +114,11 @@ impl Driver {
         };
         // Overdue at load: said already, unless the worker died first.
         if rto_due.is_some_and(|due| due <= now_ms())
-            && store.events(run_id, 0).await?.iter().any(|e| e.kind == "rto_breached")
+            && store
+                .events(run_id, 0)
+                .await?
+                .iter()
+                .any(|e| e.kind == RunEvent::RtoBreached.as_str())
         {
             rto_due = None;
         }
@@ -229,7 +234,7 @@ impl Driver {
                     id: 0,
                     run_id: self.run.id.clone(),
                     at,
-                    kind,
+                    kind: kind.as_str().into(),
                     step_id,
                     data,
                 });
@@ -244,12 +249,15 @@ impl Driver {
         if !matches!(self.run.status, RunStatus::Running | RunStatus::Waiting) {
             return Ok(());
         }
-        let running = self.records().any(|s| s.status == StepStatus::Running)
-            || !self.in_flight.is_empty();
+        let running =
+            self.records().any(|s| s.status == StepStatus::Running) || !self.in_flight.is_empty();
         let waiting = self.records().any(|s| s.status == StepStatus::Waiting);
         let status = if waiting && !running { RunStatus::Waiting } else { RunStatus::Running };
         if status != self.run.status {
-            self.stage(vec![Change::Run(RunUpdate { status: Some(status), ..Default::default() })])?;
+            self.stage(vec![Change::Run(RunUpdate {
+                status: Some(status),
+                ..Default::default()
+            })])?;
         }
         Ok(())
     }
@@ -288,8 +296,8 @@ impl Driver {
         self.flush().await
     }
 
-    fn event(kind: &str, step: Option<&str>, data: Option<Value>) -> Change {
-        Change::Event { at: now_ms(), kind: kind.into(), step_id: step.map(String::from), data }
+    fn event(kind: RunEvent, step: Option<&str>, data: Option<Value>) -> Change {
+        Change::Event { at: now_ms(), kind, step_id: step.map(String::from), data }
     }
 
     /// The run's one `rto_breached` event, the first time it is asked for
@@ -300,7 +308,7 @@ impl Driver {
         let rto = self.wf.definition.objectives.as_ref().and_then(|o| o.rto)?;
         let elapsed = self.run.started_at.map(|s| now_ms() - s);
         Some(Self::event(
-            "rto_breached",
+            RunEvent::RtoBreached,
             None,
             Some(json!({
                 "rto": rto.to_string(),
@@ -383,7 +391,7 @@ impl Driver {
                         ..Default::default()
                     }),
                     Self::event(
-                        "started",
+                        RunEvent::Started,
                         None,
                         Some(json!({"inputs": self.run.inputs, "worker": self.worker()})),
                     ),
@@ -473,11 +481,9 @@ impl Driver {
     }
 
     fn has_rollback_work(&self) -> bool {
-        self.wf
-            .steps
-            .iter()
-            .enumerate()
-            .any(|(i, s)| s.rollback.is_some() && self.slots[i].record.status == StepStatus::Succeeded)
+        self.wf.steps.iter().enumerate().any(|(i, s)| {
+            s.rollback.is_some() && self.slots[i].record.status == StepStatus::Succeeded
+        })
     }
 
     /// The earliest timer among steps and rollbacks.
@@ -593,7 +599,7 @@ impl Driver {
                 s.finished_at = Some(now);
                 s.wake_at = None;
             }),
-            Self::event("step_failed", Some(&id), Some(json!({"error": error}))),
+            Self::event(RunEvent::StepFailed, Some(&id), Some(json!({"error": error}))),
         ];
         self.commit(changes).await
     }
@@ -610,7 +616,11 @@ impl Driver {
                             s.status = StepStatus::Skipped;
                             s.finished_at = Some(now);
                         }),
-                        Self::event("step_skipped", Some(&step.id), Some(json!({"when": text}))),
+                        Self::event(
+                            RunEvent::StepSkipped,
+                            Some(&step.id),
+                            Some(json!({"when": text})),
+                        ),
                     ];
                     return self.commit(changes).await;
                 }

@@ -400,7 +400,7 @@ impl Engine {
             }),
             Change::Event {
                 at: now,
-                kind: "quarantined".into(),
+                kind: crate::events::RunEvent::Quarantined,
                 step_id: None,
                 data: Some(serde_json::json!({ "reason": reason })),
             },

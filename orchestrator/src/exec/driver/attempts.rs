@@ -65,7 +65,7 @@ impl Driver {
                     s.wake_at = None;
                 }));
                 changes.push(Self::event(
-                    "step_started",
+                    RunEvent::StepStarted,
                     Some(&step.id),
                     Some(json!({"attempt": n})),
                 ));
@@ -77,7 +77,7 @@ impl Driver {
                 rb.wake_at = None;
                 changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
                 changes.push(Self::event(
-                    "rollback_started",
+                    RunEvent::RollbackStarted,
                     Some(&step.id),
                     Some(json!({"attempt": n})),
                 ));
@@ -109,7 +109,7 @@ impl Driver {
                 a.finished_at = Some(*finished_at);
                 a.error.clone_from(error);
             }
-            all.retain(|c| !matches!(c, Change::Event { kind, .. } if kind == "step_started"));
+            all.retain(|c| !matches!(c, Change::Event { kind: RunEvent::StepStarted, .. }));
             all.extend(finish.into_iter().skip(1));
             self.stage(all)?;
             return Ok(());
@@ -223,7 +223,11 @@ impl Driver {
                     s.error = None;
                     s.finished_at = Some(now);
                 }));
-                changes.push(Self::event("step_succeeded", Some(&id), Some(json!({"attempt": n}))));
+                changes.push(Self::event(
+                    RunEvent::StepSucceeded,
+                    Some(&id),
+                    Some(json!({"attempt": n})),
+                ));
             }
             (_, error) if retryable && n - base < body.retry.attempts => {
                 let delay = backoff::delay_after(&body.retry, n - base, fastrand::f64());
@@ -235,7 +239,7 @@ impl Driver {
                     s.wake_at = Some(wake);
                 }));
                 changes.push(Self::event(
-                    "step_retrying",
+                    RunEvent::StepRetrying,
                     Some(&id),
                     Some(
                         json!({"attempt": n, "error": error, "delay_ms": delay.as_millis() as u64}),
@@ -250,7 +254,7 @@ impl Driver {
                     s.finished_at = Some(now);
                 }));
                 changes.push(Self::event(
-                    "step_failed",
+                    RunEvent::StepFailed,
                     Some(&id),
                     Some(json!({"attempt": n, "error": error})),
                 ));
@@ -264,9 +268,11 @@ impl Driver {
         // A result for a step no longer running (skipped or cancelled meanwhile) is recorded, not applied.
         let current = match done.phase {
             Phase::Forward => {
-                self.slots[i].record.status == StepStatus::Running && self.slots[i].record.attempts == done.n
+                self.slots[i].record.status == StepStatus::Running
+                    && self.slots[i].record.attempts == done.n
             }
-            Phase::Rollback => self.slots[i].rollback
+            Phase::Rollback => self.slots[i]
+                .rollback
                 .as_ref()
                 .is_some_and(|r| r.status == RollbackStatus::Running && r.attempts == done.n),
         };

@@ -12,7 +12,11 @@ impl Driver {
             if open {
                 return Ok(false);
             }
-            let failed = self.slots.iter().filter_map(|s| s.rollback.as_ref()).any(|r| r.status == RollbackStatus::Failed);
+            let failed = self
+                .slots
+                .iter()
+                .filter_map(|s| s.rollback.as_ref())
+                .any(|r| r.status == RollbackStatus::Failed);
             let status = if self.run.cancelled_by.is_some() {
                 RunStatus::Cancelled
             } else if failed {
@@ -26,7 +30,15 @@ impl Driver {
                     finished_at: Some(now),
                     ..Default::default()
                 }),
-                Self::event(status.as_str(), None, None),
+                Self::event(
+                    match status {
+                        RunStatus::Cancelled => RunEvent::Cancelled,
+                        RunStatus::RollbackFailed => RunEvent::RollbackFailed,
+                        _ => RunEvent::RolledBack,
+                    },
+                    None,
+                    None,
+                ),
             ])?;
             self.wake_parent()?;
             return Ok(true);
@@ -59,14 +71,14 @@ impl Driver {
             );
             let rollback =
                 self.wf.definition.on_failure == OnFailure::Rollback && self.has_rollback_work();
-            changes.push(Self::event("failed", None, Some(json!({"error": error}))));
+            changes.push(Self::event(RunEvent::Failed, None, Some(json!({"error": error}))));
             if rollback {
                 changes.push(Change::Run(RunUpdate {
                     status: Some(RunStatus::RollingBack),
                     error: Some(error),
                     ..Default::default()
                 }));
-                changes.push(Self::event("rolling_back", None, None));
+                changes.push(Self::event(RunEvent::RollingBack, None, None));
             } else {
                 changes.push(Change::Run(RunUpdate {
                     status: Some(RunStatus::Failed),
@@ -108,7 +120,11 @@ impl Driver {
                         finished_at: Some(now),
                         ..Default::default()
                     }),
-                    Self::event("failed", None, Some(json!({"error": format!("outputs: {e}")}))),
+                    Self::event(
+                        RunEvent::Failed,
+                        None,
+                        Some(json!({"error": format!("outputs: {e}")})),
+                    ),
                 ])?;
                 self.wake_parent()?;
                 return Ok(true);
@@ -123,7 +139,7 @@ impl Driver {
                 ..Default::default()
             }),
             Self::event(
-                "succeeded",
+                RunEvent::Succeeded,
                 None,
                 Some(json!({"outputs": outputs, "duration_ms": elapsed})),
             ),

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::Driver;
 use super::state::StepState;
+use crate::events::RunEvent;
 use crate::exec::approval::{self, OnTimeout};
 use crate::exec::escalate;
 use crate::exec::people::{Decision, outcome_audit, refusal};
@@ -182,12 +183,12 @@ impl Driver {
                     s.outputs = Some(json!({"approved_by": []}));
                     s.error = Some(error.clone());
                 }),
-                Self::event("step_failed", Some(&id), Some(json!({"error": error}))),
+                Self::event(RunEvent::StepFailed, Some(&id), Some(json!({"error": error}))),
             ];
         }
         let mut changes = vec![self.gate_change(i, &gate, Some(now))];
         changes.push(Self::event(
-            "approval_requested",
+            RunEvent::ApprovalRequested,
             Some(&id),
             Some(self.redact(json!({
                 "approvers": people,
@@ -235,7 +236,7 @@ impl Driver {
         let data = json!({"tier": tier + 1, "channels": channels, "message": message, "ack_within_ms": esc.tiers[tier].ack_within});
         let mut changes = self.page(
             &id,
-            "escalated",
+            RunEvent::Escalated,
             &channels,
             template.as_deref(),
             data,
@@ -250,7 +251,7 @@ impl Driver {
     fn page(
         &self,
         id: &str,
-        event: &str,
+        event: RunEvent,
         channels: &[String],
         template: Option<&str>,
         data: Value,
@@ -258,7 +259,7 @@ impl Driver {
     ) -> Vec<Change> {
         let mut changes = vec![Self::event(event, Some(id), Some(data.clone()))];
         changes.extend(self.notify_channels(
-            "escalated",
+            RunEvent::Escalated.as_str(),
             Some(id),
             channels,
             template,
@@ -286,12 +287,12 @@ impl Driver {
                     true,
                     json!({"approved_by": [], "timed_out": true, "comment": null}),
                     None,
-                    "approval_timed_out",
+                    RunEvent::ApprovalTimedOut,
                 ),
                 OnTimeout::Escalate if gate.planned.is_some() => {
                     gate.escalation = gate.planned.take();
                     let mut changes = vec![Self::event(
-                        "approval_timed_out",
+                        RunEvent::ApprovalTimedOut,
                         Some(&id),
                         Some(json!({"escalating": true})),
                     )];
@@ -303,7 +304,7 @@ impl Driver {
                     false,
                     json!({"approved_by": [], "timed_out": true}),
                     Some(format!("no decision within {after}s (on_timeout: fail)")),
-                    "approval_timed_out",
+                    RunEvent::ApprovalTimedOut,
                 ),
             });
         };
@@ -317,7 +318,7 @@ impl Driver {
                 false,
                 json!({"tier": esc.tier + 1}),
                 Some(format!("nobody {what} after all {} tiers were paged", esc.tiers.len())),
-                "escalation_exhausted",
+                RunEvent::EscalationExhausted,
             ));
         }
         // A status update to everyone paged so far.
@@ -331,7 +332,7 @@ impl Driver {
         let data = json!({"tier": esc.tier + 1, "update": updates, "message": message});
         let mut changes = self.page(
             &id,
-            "status_update",
+            RunEvent::StatusUpdate,
             &channels,
             template.as_deref(),
             data,
@@ -348,7 +349,7 @@ impl Driver {
         ok: bool,
         outputs: Value,
         error: Option<String>,
-        why: &str,
+        why: RunEvent,
     ) -> Vec<Change> {
         let id = self.wf.steps[i].id.clone();
         let now = now_ms();
@@ -362,7 +363,7 @@ impl Driver {
             }),
             Self::event(why, Some(&id), Some(outputs.clone())),
             Self::event(
-                if ok { "step_succeeded" } else { "step_failed" },
+                if ok { RunEvent::StepSucceeded } else { RunEvent::StepFailed },
                 Some(&id),
                 error.map(|e| json!({"error": e})),
             ),
@@ -405,7 +406,7 @@ impl Driver {
             }
             Err(why) => vec![
                 Self::event(
-                    "decision_refused",
+                    RunEvent::DecisionRefused,
                     Some(&self.wf.steps[i].id),
                     Some(json!({"by": req.actor, "decision": decision.name(), "reason": why})),
                 ),
@@ -426,7 +427,11 @@ impl Driver {
         let refused = if self.slots[i].record.status != StepStatus::Waiting {
             Some(format!("step is {}", self.slots[i].record.status))
         } else {
-            refusal(self.slots[i].record.state.as_ref().unwrap_or(&Value::Null), &req.actor, decision)
+            refusal(
+                self.slots[i].record.state.as_ref().unwrap_or(&Value::Null),
+                &req.actor,
+                decision,
+            )
         };
         if let Some(why) = refused {
             return Err(why);
@@ -444,7 +449,7 @@ impl Driver {
                     false,
                     json!({"rejected_by": req.actor, "comment": comment, "approved_by": gate.approvals.iter().map(|a| &a.by).collect::<Vec<_>>()}),
                     Some(error),
-                    "rejected",
+                    RunEvent::Rejected,
                 ))
             }
             Decision::Approve => {
@@ -467,12 +472,12 @@ impl Driver {
                         true,
                         json!({"approved_by": by, "comment": comment, "comments": comments}),
                         None,
-                        "approved",
+                        RunEvent::Approved,
                     ));
                 }
                 Ok(vec![
                     Self::event(
-                        "approval_recorded",
+                        RunEvent::ApprovalRecorded,
                         Some(&id),
                         Some(json!({"by": req.actor, "have": by.len(), "need": gate.min})),
                     ),
@@ -486,13 +491,13 @@ impl Driver {
                     true,
                     json!({"acked_by": req.actor, "tier": tier, "comment": comment}),
                     None,
-                    "acknowledged",
+                    RunEvent::Acknowledged,
                 );
                 // PagerDuty incidents of this run follow the acknowledgement.
                 if let Some(esc) = &gate.escalation {
                     let pagers = self.pagerduty_channels(&esc.paged_channels());
                     changes.extend(self.notify_channels(
-                        "acknowledged",
+                        RunEvent::Acknowledged.as_str(),
                         Some(&id),
                         &pagers,
                         esc.template.as_deref(),

@@ -36,7 +36,7 @@ impl Driver {
                     s.state = Some(StepState::Timer { until: deadline }.to_value());
                 }));
                 changes.push(Self::event(
-                    "step_waiting",
+                    RunEvent::StepWaiting,
                     Some(&step.id),
                     Some(json!({"until": deadline})),
                 ));
@@ -72,7 +72,7 @@ impl Driver {
                     .collect();
                 changes.extend(queued);
                 changes.push(Self::event(
-                    "notification",
+                    RunEvent::Notification,
                     Some(&step.id),
                     Some(json!({"channels": n.channels, "required": n.required})),
                 ));
@@ -91,7 +91,7 @@ impl Driver {
                         s.finished_at = Some(now);
                         s.outputs = Some(json!({"queued": n.channels}));
                     }));
-                    changes.push(Self::event("step_succeeded", Some(&step.id), None));
+                    changes.push(Self::event(RunEvent::StepSucceeded, Some(&step.id), None));
                 }
             }
             (NativeKind::Workflow, KindConfig::Workflow(c)) => {
@@ -180,7 +180,7 @@ impl Driver {
                 s.wake_at = None;
                 s.state = Some(StepState::Child { run: child_id.clone() }.to_value());
             }),
-            Self::event("child_started", Some(&step_id), Some(json!({"run": child_id}))),
+            Self::event(RunEvent::ChildStarted, Some(&step_id), Some(json!({"run": child_id}))),
         ];
         self.commit(changes).await
     }
@@ -206,7 +206,7 @@ impl Driver {
                         s.error = (!ok).then(|| format!("child run {child} ended {}", run.status));
                     }),
                     Self::event(
-                        if ok { "step_succeeded" } else { "step_failed" },
+                        if ok { RunEvent::StepSucceeded } else { RunEvent::StepFailed },
                         Some(&id),
                         Some(json!({"child": child})),
                     ),
@@ -221,7 +221,7 @@ impl Driver {
                         s.wake_at = None;
                         s.outputs = Some(json!({}));
                     }),
-                    Self::event("step_succeeded", Some(&id), None),
+                    Self::event(RunEvent::StepSucceeded, Some(&id), None),
                 ];
                 self.commit(changes).await
             }
@@ -247,10 +247,7 @@ impl Driver {
     ) -> anyhow::Result<()> {
         let id = self.wf.steps[i].id.clone();
         let rows = self.engine.store.outbox(&self.run.id).await?;
-        let mine: Vec<_> = rows
-            .iter()
-            .filter(|r| keys.contains(&r.dedupe_key))
-            .collect();
+        let mine: Vec<_> = rows.iter().filter(|r| keys.contains(&r.dedupe_key)).collect();
         if let Some(failed) = mine.iter().find(|r| r.status == crate::store::OutboxStatus::Failed) {
             let error = format!(
                 "notification to {} failed: {}",
@@ -269,7 +266,7 @@ impl Driver {
                     s.finished_at = Some(now);
                     s.outputs = Some(json!({"delivered": delivered}));
                 }),
-                Self::event("step_succeeded", Some(&id), None),
+                Self::event(RunEvent::StepSucceeded, Some(&id), None),
             ];
             return self.commit(changes).await;
         }

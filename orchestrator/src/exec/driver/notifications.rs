@@ -5,10 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use lifeboat_notify::context::{Approval, Escalation, Incident, RunInfo, StepInfo};
-use lifeboat_notify::{Action, Event, Message, Severity};
+use lifeboat_notify::{Action, Message, Severity};
 use serde_json::Value;
 
 use super::Driver;
+use crate::events::RunEvent;
 use crate::exec::people::Decision;
 use crate::store::{Change, NewNotification, StepStatus, now_ms};
 
@@ -41,11 +42,11 @@ impl Driver {
         let mut out = Vec::new();
         for change in changes {
             let Change::Event { at, kind, step_id, data } = change else { continue };
-            let Some(event) = Event::ALL.into_iter().find(|e| e.name() == kind) else { continue };
+            let Some(event) = kind.notify_event() else { continue };
             for rule in rules.iter().filter(|r| r.on.contains(&event)) {
                 let channels: Vec<String> = rule.channels.iter().map(|c| c.value.clone()).collect();
                 out.extend(self.notify_channels(
-                    kind,
+                    kind.as_str(),
                     step_id.as_deref(),
                     &channels,
                     rule.template.as_ref().map(|t| t.value.as_str()),
@@ -248,8 +249,9 @@ impl Driver {
         };
         // An approval that escalated is still decided by approve/reject, not ack.
         let awaiting = step_index.and_then(|i| self.gate(i)).map(|g| g.awaiting);
-        let approval_gate = event == "approval_requested"
-            || (event == "escalated" && awaiting.as_deref() == Some("approval"));
+        let escalated = event == RunEvent::Escalated.as_str();
+        let approval_gate = event == RunEvent::ApprovalRequested.as_str()
+            || (escalated && awaiting.as_deref() == Some("approval"));
         let approval = approval_gate
             .then(|| {
                 Some(Approval {
@@ -297,7 +299,7 @@ impl Driver {
             steps: (0..self.slots.len()).map(|i| self.step_info(i)).collect(),
             step: step_index.map(|i| self.step_info(i)),
             approval,
-            ack_url: (event == "escalated" && awaiting.as_deref() == Some("ack"))
+            ack_url: (escalated && awaiting.as_deref() == Some("ack"))
                 .then(|| link(Decision::Ack))
                 .flatten(),
             escalation,

@@ -11,7 +11,9 @@ impl Driver {
             .filter(|&i| self.slots[i].record.status == StepStatus::Running)
             .collect();
         let rollback_interrupted: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].rollback.as_ref().is_some_and(|r| r.status == RollbackStatus::Running))
+            .filter(|&i| {
+                self.slots[i].rollback.as_ref().is_some_and(|r| r.status == RollbackStatus::Running)
+            })
             .collect();
         if interrupted.is_empty() && rollback_interrupted.is_empty() {
             return Ok(());
@@ -57,7 +59,11 @@ impl Driver {
                          (lifeboat retry {run} --from {id} | skip {run} {id} | mark {run} {id} succeeded|failed)"
                     ));
                 }));
-                changes.push(Self::event("needs_human", Some(&id), Some(json!({"attempt": n}))));
+                changes.push(Self::event(
+                    RunEvent::NeedsHuman,
+                    Some(&id),
+                    Some(json!({"attempt": n})),
+                ));
             } else {
                 changes.push(self.step_change(i, |s| {
                     s.status = StepStatus::RetryWait;
@@ -65,7 +71,7 @@ impl Driver {
                     s.error = Some(format!("attempt {n} was interrupted; retrying"));
                 }));
                 changes.push(Self::event(
-                    "step_interrupted",
+                    RunEvent::StepInterrupted,
                     Some(&id),
                     Some(json!({"attempt": n})),
                 ));

@@ -46,7 +46,7 @@ impl Driver {
                         ..Default::default()
                     }));
                     changes.push(Self::event(
-                        if rollback { "rolling_back" } else { "cancelled" },
+                        if rollback { RunEvent::RollingBack } else { RunEvent::Cancelled },
                         None,
                         Some(json!({"by": req.actor})),
                     ));
@@ -71,7 +71,11 @@ impl Driver {
                             }
                         }));
                         changes.push(Self::event(
-                            &format!("step_{status}"),
+                            match status {
+                                StepStatus::Skipped => RunEvent::StepSkipped,
+                                StepStatus::Succeeded => RunEvent::StepSucceeded,
+                                _ => RunEvent::StepFailed,
+                            },
                             req.step_id.as_deref(),
                             Some(json!({"by": req.actor, "manual": true})),
                         ));
@@ -137,7 +141,10 @@ impl Driver {
                     | StepStatus::NeedsHuman
                     | StepStatus::Pending
             ) || (s.status == StepStatus::Succeeded
-                && self.slots[i].rollback.as_ref().is_some_and(|r| r.status == RollbackStatus::Succeeded));
+                && self.slots[i]
+                    .rollback
+                    .as_ref()
+                    .is_some_and(|r| r.status == RollbackStatus::Succeeded));
         }
         if let Some(f) = from_index {
             for (i, r) in reset.iter_mut().enumerate() {
@@ -176,6 +183,10 @@ impl Driver {
             inputs,
             ..Default::default()
         }));
-        changes.push(Self::event("retried", from, Some(json!({"by": req.actor, "at": now}))));
+        changes.push(Self::event(
+            RunEvent::Retried,
+            from,
+            Some(json!({"by": req.actor, "at": now})),
+        ));
     }
 }

@@ -55,7 +55,7 @@ impl Driver {
                     s.status = StepStatus::RolledBack;
                     s.rollback = Some(rb.to_stored());
                 }));
-                changes.push(Self::event("step_rolled_back", Some(&id), None));
+                changes.push(Self::event(RunEvent::StepRolledBack, Some(&id), None));
             }
             Err((error, retryable)) if retryable && n < retry.attempts => {
                 let delay = backoff::delay_after(&retry, n, fastrand::f64());
@@ -69,7 +69,7 @@ impl Driver {
                 rb.error = Some(error.clone());
                 changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
                 changes.push(Self::event(
-                    "rollback_step_failed",
+                    RunEvent::RollbackStepFailed,
                     Some(&id),
                     Some(json!({"error": error})),
                 ));

@@ -247,7 +247,7 @@ pub(super) async fn apply_all(
     {
         apply(tx, run_id, change).await?;
     }
-    let events: Vec<(&i64, &String, &Option<String>, &Option<Value>)> = changes
+    let events: Vec<(&i64, &crate::events::RunEvent, &Option<String>, &Option<Value>)> = changes
         .iter()
         .filter_map(|c| match c {
             Change::Event { at, kind, step_id, data } => Some((at, kind, step_id, data)),

@@ -175,7 +175,7 @@ pub(super) async fn apply_all(
             if let Change::Event { at, kind, step_id, data } = e {
                 b.push_bind(run_id)
                     .push_bind(*at)
-                    .push_bind(kind)
+                    .push_bind(kind.as_str())
                     .push_bind(step_id)
                     .push_bind(json(data));
             }
@@ -305,7 +305,7 @@ pub(super) async fn apply(
             )
             .bind(run_id)
             .bind(at)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(step_id)
             .bind(json(data))
             .execute(&mut **tx)
