@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::engine::Engine;
 use super::people::Decision;
 use super::render::{render, render_value, truthy};
+use super::runtime::Runtime;
 use super::{ExecError, KindConfig, NativeKind, StepKind, backoff};
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::events::RunEvent;
@@ -65,7 +65,7 @@ struct Finished {
 }
 
 pub struct Driver {
-    engine: Arc<Engine>,
+    rt: Arc<Runtime>,
     wf: Arc<CompiledWorkflow>,
     run: RunRecord,
     /// One per step of `wf.steps`, in the same order.
@@ -87,13 +87,13 @@ pub struct Driver {
 
 impl Driver {
     pub async fn load(
-        engine: Arc<Engine>,
+        rt: Arc<Runtime>,
         run_id: &str,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let store = &engine.store;
+        let store = &rt.store;
         let run = store.run(run_id).await?.ok_or_else(|| StoreError::RunNotFound(run_id.into()))?;
-        let wf = engine.definition(&run.definition_hash).await?;
+        let wf = rt.definition(&run.definition_hash).await?;
         let mut by_id: HashMap<String, StepRecord> =
             store.steps(run_id).await?.into_iter().map(|s| (s.step_id.clone(), s)).collect();
         let slots = wf
@@ -123,7 +123,7 @@ impl Driver {
             rto_due = None;
         }
         Ok(Driver {
-            engine,
+            rt,
             wf,
             run,
             slots,
@@ -140,7 +140,7 @@ impl Driver {
     }
 
     fn worker(&self) -> &str {
-        &self.engine.opts.worker_id
+        &self.rt.opts.worker_id
     }
 
     /// Applies `changes` to the in-memory copy and queues them; `flush`
@@ -214,12 +214,12 @@ impl Driver {
         // lease is safely ours; a lost lease or a long outage ends the drive.
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.engine.store.commit(self.worker(), &self.run.id, &changes).await {
+            match self.rt.store.commit(self.worker(), &self.run.id, &changes).await {
                 Ok(()) => break,
                 Err(e @ (StoreError::LeaseLost(_) | StoreError::RunNotFound(_))) => {
                     return Err(e.into());
                 }
-                Err(e) if self.engine.database_grace_left() && !self.stop.is_cancelled() => {
+                Err(e) if self.rt.database_grace_left() && !self.stop.is_cancelled() => {
                     tracing::warn!(run = %self.run.id, error = %e, "Commit failed; retrying.");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -230,7 +230,7 @@ impl Driver {
         self.record_metrics(&changes);
         for change in changes {
             if let Change::Event { at, kind, step_id, data } = change {
-                self.engine.emit(EventRecord {
+                self.rt.emit(EventRecord {
                     id: 0,
                     run_id: self.run.id.clone(),
                     at,
@@ -353,12 +353,12 @@ impl Driver {
             if self.stop.is_cancelled() {
                 return Ok(DriveEnd::Stopped);
             }
-            if last_requests.elapsed() >= self.engine.opts.poll {
+            if last_requests.elapsed() >= self.rt.opts.poll {
                 match self.process_requests().await {
                     Ok(()) => {}
                     // Reading requests failed while the database is away: next round.
                     Err(e)
-                        if self.engine.database_grace_left()
+                        if self.rt.database_grace_left()
                             && e.downcast_ref::<StoreError>()
                                 .is_some_and(|e| matches!(e, StoreError::Database(_))) =>
                     {
@@ -408,7 +408,7 @@ impl Driver {
                 self.flush().await?;
                 return Ok(DriveEnd::Finished(self.run.status));
             }
-            if self.engine.draining.is_cancelled() {
+            if self.rt.draining.is_cancelled() {
                 if self.in_flight.is_empty() {
                     self.stage(vec![Change::Release { wake_at: None }])?;
                     self.flush().await?;
@@ -421,7 +421,7 @@ impl Driver {
                     self.advance_forward().await?;
                 }
             }
-            if self.in_flight.is_empty() && !self.engine.draining.is_cancelled() {
+            if self.in_flight.is_empty() && !self.rt.draining.is_cancelled() {
                 if !self.run.paused && self.try_finish().await? {
                     continue;
                 }
@@ -429,7 +429,7 @@ impl Driver {
                 let now = now_ms();
                 match wake {
                     // A timer due soon: wait here rather than hand the run back.
-                    Some(at) if at - now <= 2 * self.engine.opts.poll.as_millis() as i64 => {
+                    Some(at) if at - now <= 2 * self.rt.opts.poll.as_millis() as i64 => {
                         self.flush().await?;
                         let sleep = Duration::from_millis((at - now).max(0) as u64);
                         tokio::select! {
@@ -453,8 +453,8 @@ impl Driver {
             let until_timer = self
                 .next_wake()
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(self.engine.opts.poll)
-                .min(self.engine.opts.poll);
+                .unwrap_or(self.rt.opts.poll)
+                .min(self.rt.opts.poll);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
@@ -462,7 +462,7 @@ impl Driver {
                 Some(pgid) = self.spawned_rx.recv() => {
                     self.commit(vec![pgid]).await?;
                 }
-                _ = self.engine.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {
+                _ = self.rt.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {
                     // Re-check promptly; steps in flight keep running.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -572,7 +572,7 @@ impl Driver {
             },
             "alert": payload,
             "event": payload,
-            "secrets": self.engine.secrets.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "secrets": self.rt.secrets.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         if let Some(item) = item {
             ctx["item"] = item.clone();
@@ -584,14 +584,14 @@ impl Driver {
     }
 
     fn redact(&self, mut v: Value) -> Value {
-        self.engine.redactor.redact(&mut v);
+        self.rt.redactor.redact(&mut v);
         v
     }
 
     async fn fail_step(&mut self, i: usize, error: String) -> anyhow::Result<()> {
         let now = now_ms();
         let id = self.wf.steps[i].id.clone();
-        let error = self.engine.redactor.redact_str(&error).into_owned();
+        let error = self.rt.redactor.redact_str(&error).into_owned();
         let changes = vec![
             self.step_change(i, |s| {
                 s.status = StepStatus::Failed;

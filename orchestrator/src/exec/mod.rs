@@ -17,6 +17,7 @@ pub mod notifier;
 pub mod notify;
 pub mod people;
 pub mod render;
+pub mod runtime;
 pub mod wait;
 pub mod workflow;
 

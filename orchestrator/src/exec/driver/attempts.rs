@@ -29,8 +29,8 @@ impl Driver {
             None
         } else {
             let prepared = match &ctx {
-                None => prepare_config(&body, None, &self.engine.opts.connections),
-                Some(ctx) => prepare_config(&body, Some(ctx), &self.engine.opts.connections),
+                None => prepare_config(&body, None, &self.rt.opts.connections),
+                Some(ctx) => prepare_config(&body, Some(ctx), &self.rt.opts.connections),
             };
             match prepared {
                 Ok(c) => Some(c),
@@ -124,8 +124,7 @@ impl Driver {
         };
         let base_ctx =
             if items.is_some() || poll.is_some() { self.context_value() } else { Value::Null };
-        let for_each =
-            items.map(|items| (items, body.clone(), self.engine.opts.connections.clone()));
+        let for_each = items.map(|items| (items, body.clone(), self.rt.opts.connections.clone()));
         let spawned = self.spawned_tx.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
@@ -154,8 +153,8 @@ impl Driver {
         let mut actx = AttemptContext::new(self.run.id.clone(), id.clone(), n);
         actx.timeout = body.timeout.map(|d| d.0);
         actx.cancel = cancel;
-        actx.redactor = self.engine.redactor.clone();
-        actx.http = self.engine.opts.http.clone();
+        actx.redactor = self.rt.redactor.clone();
+        actx.http = self.rt.opts.http.clone();
         actx
     }
 

@@ -118,7 +118,7 @@ impl Gate {
 impl Driver {
     pub(super) fn gate(&self, i: usize) -> Option<Gate> {
         match &self.slots[i].state {
-            Some(StepState::Gate(gate)) => Some(gate.clone()),
+            Some(StepState::Gate(gate)) => Some((**gate).clone()),
             _ => None,
         }
     }
@@ -128,7 +128,7 @@ impl Driver {
     fn gate_change(&self, i: usize, gate: &Gate, started: Option<i64>) -> Change {
         let wake = gate.wake_at();
         // Messages are rendered templates: a secret in one never reaches the store.
-        let state = self.redact(StepState::Gate(gate.clone()).to_value());
+        let state = self.redact(StepState::Gate(Box::new(gate.clone())).to_value());
         self.step_change(i, |s| {
             if let Some(now) = started {
                 s.status = StepStatus::Waiting;
@@ -147,7 +147,7 @@ impl Driver {
         now: i64,
     ) -> Vec<Change> {
         let id = self.wf.steps[i].id.clone();
-        let people = self.engine.opts.people.expand(&config.approvers);
+        let people = self.rt.opts.people.expand(&config.approvers);
         let requester = config
             .exclude_requester
             .then(|| self.run.trigger.get("by").and_then(Value::as_str).map(String::from))
@@ -172,7 +172,7 @@ impl Driver {
                 people.join(", "),
                 if eligible < people.len() { " (the requester is excluded)" } else { "" }
             );
-            let state = StepState::Gate(gate).to_value();
+            let state = StepState::Gate(Box::new(gate)).to_value();
             return vec![
                 self.step_change(i, |s| {
                     s.status = StepStatus::Failed;

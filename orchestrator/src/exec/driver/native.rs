@@ -119,9 +119,9 @@ impl Driver {
         // its declared name; never a path, never what the directory holds now.
         let child = match &self.run.pins {
             Some(pins) => match pins.get(&c.workflow) {
-                Some(hash) => self.engine.definition(hash).await?,
+                Some(hash) => self.rt.definition(hash).await?,
                 None => {
-                    let dir = self.engine.opts.workflows_dir.display();
+                    let dir = self.rt.opts.workflows_dir.display();
                     return self
                         .fail_step(
                             i,
@@ -134,10 +134,10 @@ impl Driver {
                 }
             },
             // A run created before pinning existed: resolve the name now.
-            None => match self.engine.catalog().await?.get(&c.workflow) {
+            None => match self.rt.catalog().await?.get(&c.workflow) {
                 Some(wf) => wf,
                 None => {
-                    let dir = self.engine.opts.workflows_dir.display();
+                    let dir = self.rt.opts.workflows_dir.display();
                     return self
                         .fail_step(
                             i,
@@ -161,13 +161,13 @@ impl Driver {
         // them, and this keeps a value that slipped through out of the store.
         let inputs = self.redact(inputs);
         let trigger = json!({"kind": "workflow", "parent": self.run.id, "step": step_id});
-        let parent = Some(crate::exec::engine::Parent {
+        let parent = Some(crate::exec::runtime::Parent {
             run: self.run.id.clone(),
             step: step_id.clone(),
             root: self.run.root_run_id.clone(),
             pins: self.run.pins.clone().unwrap_or_default(),
         });
-        let created = self.engine.submit(&child, inputs, trigger, parent, false).await?;
+        let created = self.rt.submit(&child, inputs, trigger, parent, false).await?;
         let child_id = match created {
             crate::store::Created::Run(id) => id,
             crate::store::Created::Skipped { active }
@@ -191,7 +191,7 @@ impl Driver {
         let now = now_ms();
         match self.slots[i].state.clone() {
             Some(StepState::Child { run: child }) => {
-                let Some(run) = self.engine.store.run(&child).await? else {
+                let Some(run) = self.rt.store.run(&child).await? else {
                     return self.fail_step(i, format!("child run {child} disappeared")).await;
                 };
                 if !run.status.is_terminal() {
@@ -246,7 +246,7 @@ impl Driver {
         keys: Vec<String>,
     ) -> anyhow::Result<()> {
         let id = self.wf.steps[i].id.clone();
-        let rows = self.engine.store.outbox(&self.run.id).await?;
+        let rows = self.rt.store.outbox(&self.run.id).await?;
         let mine: Vec<_> = rows.iter().filter(|r| keys.contains(&r.dedupe_key)).collect();
         if let Some(failed) = mine.iter().find(|r| r.status == crate::store::OutboxStatus::Failed) {
             let error = format!(

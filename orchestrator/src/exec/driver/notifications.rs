@@ -79,7 +79,7 @@ impl Driver {
             action,
             discriminator,
             |ctx| {
-                let notifier = &self.engine.opts.notifier;
+                let notifier = &self.rt.opts.notifier;
                 notifier
                     .templates
                     .render(template.unwrap_or("incident"), ctx)
@@ -172,7 +172,7 @@ impl Driver {
 
     /// Channels among `channels` that are PagerDuty services.
     pub(super) fn pagerduty_channels(&self, channels: &[String]) -> Vec<String> {
-        let kinds = &self.engine.opts.notifier.channel_kinds;
+        let kinds = &self.rt.opts.notifier.channel_kinds;
         channels.iter().filter(|c| kinds.get(*c) == Some(&"pagerduty")).cloned().collect()
     }
 
@@ -196,7 +196,7 @@ impl Driver {
         action: Action,
         data: &Value,
     ) -> lifeboat_notify::Context {
-        let notifier = &self.engine.opts.notifier;
+        let notifier = &self.rt.opts.notifier;
         let run = &self.run;
         let alert = run.trigger.get("payload").cloned().unwrap_or(Value::Null);
         let started = time(run.started_at.or(Some(run.created_at))).unwrap_or_else(Utc::now);

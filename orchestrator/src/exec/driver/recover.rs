@@ -18,7 +18,7 @@ impl Driver {
         if interrupted.is_empty() && rollback_interrupted.is_empty() {
             return Ok(());
         }
-        let attempts = self.engine.store.attempts(&self.run.id).await?;
+        let attempts = self.rt.store.attempts(&self.run.id).await?;
         let now = now_ms();
         let mut changes = Vec::new();
         if attempts.iter().any(|a| a.status == AttemptStatus::Running && a.worker != self.worker())

@@ -6,7 +6,7 @@ use super::*;
 impl Driver {
     /// Operator requests: cancel, pause, resume, skip, mark, retry.
     pub(super) async fn process_requests(&mut self) -> anyhow::Result<()> {
-        let requests = self.engine.store.open_requests(&self.run.id).await?;
+        let requests = self.rt.store.open_requests(&self.run.id).await?;
         for req in requests {
             let now = now_ms();
             let mut changes = vec![Change::RequestDone { id: req.id, at: now }];

@@ -34,7 +34,7 @@ pub(super) enum StepState {
         keys: Vec<String>,
     },
     /// An `approval` or `escalate` step waiting for people.
-    Gate(Gate),
+    Gate(Box<Gate>),
     /// Reset by `retry`: attempts before it do not count against `retry.attempts`.
     Retried { attempt_base: u32 },
 }
@@ -193,14 +193,14 @@ mod tests {
             StepState::Child { run: "c".into() },
             StepState::Outbox { keys: vec!["k".into()] },
             StepState::Retried { attempt_base: 1 },
-            StepState::Gate(Gate { awaiting: "ack".into(), ..Default::default() }),
+            StepState::Gate(Box::new(Gate { awaiting: "ack".into(), ..Default::default() })),
         ] {
             let v = state.to_value();
             assert!(v.get("kind").is_some(), "{v}");
             assert_eq!(StepState::from_stored(&v).unwrap(), Some(state));
         }
         assert_eq!(StepState::Child { run: "c".into() }.to_value()["child_run"], "c");
-        let gate = StepState::Gate(Gate { awaiting: "ack".into(), ..Default::default() });
+        let gate = StepState::Gate(Box::new(Gate { awaiting: "ack".into(), ..Default::default() }));
         assert_eq!(gate.to_value()["awaiting"], "ack");
         let rb = RollbackState { status: RollbackStatus::Running, ..Default::default() };
         assert!(rb.to_stored().contains(r#""status":"running""#), "{}", rb.to_stored());
