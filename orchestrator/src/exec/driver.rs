@@ -7,7 +7,6 @@
 //! flight into interrupted ones.
 
 mod attempts;
-use attempts::{last_outputs_summary, prepare_config};
 mod finish;
 mod gates;
 mod native;
@@ -683,104 +682,6 @@ async fn await_attempts(
                     "Stopping the run: attempts still running after being cancelled; keeping the lease until they end."
                 );
             }
-        }
-    }
-}
-
-/// One attempt of an action: `for_each` items and `poll` iterations inside it.
-#[allow(clippy::too_many_arguments)]
-async fn run_action(
-    spawned: mpsc::UnboundedSender<Change>,
-    run_id: &str,
-    step_id: &str,
-    phase: Phase,
-    n: u32,
-    config: Option<ActionConfig>,
-    mut actx: AttemptContext,
-    for_each: Option<(Vec<Value>, CompiledBody, HashMap<String, String>)>,
-    poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
-    base_ctx: Value,
-) -> Outcome {
-    // The process group goes to the driver, which commits it under the
-    // lease (retried like any commit), so a successor can clean up after a crash.
-    {
-        let step_id = step_id.to_string();
-        actx.on_spawn = Some(Box::new(move |pgid| {
-            let change = Change::AttemptPgid { step_id: step_id.clone(), phase, n, pgid };
-            // The driver gone: its drive ended, and it kills its attempts.
-            let _ = spawned.send(change);
-        }));
-    }
-    let Some((items, body, connections)) = for_each else {
-        let config = config.expect("rendered when there is no for_each");
-        return poll_action(&config, &actx, poll, &base_ctx).await;
-    };
-    // for_each: one action per item, the outputs a list in item order.
-    let mut outputs = Vec::with_capacity(items.len());
-    for (k, item) in items.iter().enumerate() {
-        actx.idempotency_key = format!("{run_id}/{step_id}/{k}");
-        let mut ctx = base_ctx.clone();
-        ctx["item"] = item.clone();
-        let rendered = Context::wraps(&ctx)
-            .map_err(|e| e.to_string())
-            .and_then(|c| prepare_config(&body, Some(&c), &connections));
-        let outcome = match rendered {
-            Ok(config) => poll_action(&config, &actx, poll.clone(), &ctx).await,
-            Err(e) => Outcome::fatal(e),
-        };
-        match outcome {
-            Outcome::Succeeded { outputs: o } => outputs.push(json!({"item": item, "outputs": o})),
-            Outcome::Failed { error, retryable, outputs: o } => {
-                outputs.push(json!({"item": item, "outputs": o}));
-                return Outcome::Failed {
-                    error: format!("item {k} ({item}): {error}"),
-                    retryable,
-                    outputs: json!({"items": outputs}),
-                };
-            }
-        }
-    }
-    Outcome::Succeeded { outputs: json!({"items": outputs}) }
-}
-
-/// Runs the action, repeating it every `interval` until `until` holds.
-async fn poll_action(
-    config: &ActionConfig,
-    actx: &AttemptContext,
-    poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
-    ctx: &Value,
-) -> Outcome {
-    let Some((poll, until)) = poll else {
-        return config.run(actx).await;
-    };
-    let deadline = Instant::now() + poll.timeout.0;
-    loop {
-        let outcome = config.run(actx).await;
-        if let Outcome::Succeeded { outputs } = &outcome {
-            let mut c = ctx.clone();
-            c["outputs"] = outputs.clone();
-            let holds =
-                Context::wraps(c).map_err(|e| e.to_string()).and_then(|c| render(&until, &c));
-            match holds {
-                Ok(text) if truthy(&text) => return outcome,
-                Ok(_) => {}
-                Err(e) => return Outcome::fatal(format!("`poll.until`: {e}")),
-            }
-        }
-        if Instant::now() + poll.interval.0 > deadline {
-            return Outcome::Failed {
-                error: format!(
-                    "`poll.until` still false after {}; last outputs: {}",
-                    poll.timeout,
-                    last_outputs_summary(outcome.outputs())
-                ),
-                retryable: false,
-                outputs: outcome.outputs().clone(),
-            };
-        }
-        tokio::select! {
-            _ = actx.cancel.cancelled() => return Outcome::fatal("cancelled while polling"),
-            _ = tokio::time::sleep(poll.interval.0) => {}
         }
     }
 }
