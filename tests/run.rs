@@ -457,6 +457,7 @@ fn cancel_kills_a_running_step() {
     drop(serve);
     assert_eq!(status(&doc), "cancelled", "{doc:#}");
     assert_eq!(step_status(&doc, "long"), "cancelled");
+    assert_ne!(attempts(&doc, "long")[0]["status"], "running", "attempt left running: {doc:#}");
     assert!(eventually(Duration::from_secs(3), || !pid_alive(pid)), "the step's process survived");
     assert_eq!(sb.read("trail"), "");
 }
@@ -520,6 +521,22 @@ fn retry_rejects_a_step_that_does_not_exist() {
     assert!(stderr(&out).contains("did you mean `promote`"), "{}", stderr(&out));
 }
 
+/// Waits until the running attempt of `step` has its process group
+/// recorded (the worker commits it right after spawning; a successor kills
+/// that group on takeover). Polls the attempts table; panics after 30s.
+pub fn wait_for_pgid(sb: &Sandbox, run: &str, step: &str) -> u32 {
+    let query = format!(
+        "SELECT CAST(pgid AS TEXT) FROM attempts WHERE run_id = '{run}' AND step_id = '{step}' \
+         AND status = 'running' AND pgid IS NOT NULL"
+    );
+    let found = || sb.rows(&query).first().and_then(|r| r[0].as_deref()?.parse().ok());
+    assert!(
+        eventually(Duration::from_secs(30), || found().is_some()),
+        "the process group of `{step}` in run {run} was never recorded"
+    );
+    found().expect("recorded")
+}
+
 /// Starts the `needs-human` workflow under `serve`, kills the worker with
 /// SIGKILL while the `idempotent: false` step runs, and lets a new worker
 /// take the run over: the step must wait for a person.
@@ -531,8 +548,7 @@ fn interrupted_non_idempotent_step(sb: &Sandbox) -> (String, crate::util::Serve)
         "promote never started"
     );
     let orphan: u32 = sb.read("promote.pid").trim().parse().expect("pid");
-    // Let the worker record the attempt's process group, as it does right after spawning.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_pgid(sb, &id, "promote");
     first.kill9();
     let second = sb.serve();
     let doc = sb.wait_for(&id, Duration::from_secs(30), |d| step_status(d, "promote") != "running");
@@ -612,6 +628,43 @@ fn retry_from_resolves_a_needs_human_step() {
         sb.lines("trail"),
         ["fence", "promote started 1", "promote started 2", "promote finished 2", "verify"]
     );
+}
+
+/// Skips or marks (`decision`) the running `long` step of `cancel-shell`:
+/// by the time the step shows the decision, its attempt has ended (its
+/// row no longer `running`) and its process is gone.
+fn decide_a_running_step(name: &str, decision: &[&str], step_after: &str, run_after: &str) {
+    let sb = Sandbox::new(name);
+    let id = sb.enqueue(&exec_fixture("cancel-shell.yaml"), &[]);
+    let serve = sb.serve();
+    assert!(eventually(Duration::from_secs(30), || sb.path("long.pid").exists()), "never started");
+    let pid: u32 = sb.read("long.pid").trim().parse().expect("pid");
+    let mut args = vec![decision[0], id.as_str(), "long"];
+    args.extend(&decision[1..]);
+    sb.ok(&args);
+    let doc = sb.wait_for(&id, Duration::from_secs(30), |d| step_status(d, "long") != "running");
+    assert_eq!(step_status(&doc, "long"), step_after, "{doc:#}");
+    let tried = attempts(&doc, "long");
+    assert_eq!(tried.len(), 1, "{doc:#}");
+    assert_ne!(tried[0]["status"], "running", "the attempt row was left running: {doc:#}");
+    assert!(!tried[0]["finished_at"].is_null(), "the attempt has no end: {doc:#}");
+    assert!(!pid_alive(pid), "the step's process ({pid}) outlived the decision");
+    let doc = sb.wait_finished(&id, Duration::from_secs(30));
+    drop(serve);
+    assert_eq!(status(&doc), run_after, "{doc:#}");
+    assert_ne!(attempts(&doc, "long")[0]["status"], "running", "{doc:#}");
+    assert_eq!(sb.read("trail"), "");
+}
+
+#[test]
+fn skip_stops_a_running_attempt_and_records_its_end() {
+    decide_a_running_step("run-skip-running", &["skip"], "skipped", "succeeded");
+}
+
+#[test]
+fn mark_stops_a_running_attempt_and_records_its_end() {
+    decide_a_running_step("run-mark-running", &["mark", "succeeded"], "succeeded", "succeeded");
+    decide_a_running_step("run-mark-running-failed", &["mark", "failed"], "failed", "failed");
 }
 
 #[test]
@@ -952,7 +1005,7 @@ fn executor_settings_from_the_environment_apply_without_a_config_file() {
     let mut first = sb.serve();
     assert!(eventually(Duration::from_secs(30), || sb.path("long.pid").exists()), "never started");
     let orphan: u32 = sb.read("long.pid").trim().parse().expect("pid");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_pgid(&sb, &id, "long");
     first.kill9();
     let killed = std::time::Instant::now();
     let second = sb.serve();

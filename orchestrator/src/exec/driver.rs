@@ -7,7 +7,6 @@
 //! flight into interrupted ones.
 
 mod attempts;
-use attempts::{last_outputs_summary, prepare_config};
 mod finish;
 mod gates;
 mod native;
@@ -15,6 +14,8 @@ mod notifications;
 mod recover;
 mod requests;
 mod rollback;
+mod state;
+use state::{RollbackState, RollbackStatus, Slot, StepState};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,11 +28,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::ExecError;
 use super::backoff;
-use super::engine::Engine;
 use super::people::Decision;
 use super::render::{render, render_value, truthy};
+use super::runtime::Runtime;
 use crate::compile::{CompiledBody, CompiledWorkflow};
+use crate::events::RunEvent;
 use crate::kinds::{KindConfig, NativeKind, StepKind};
 use crate::model::OnFailure;
 use crate::store::{
@@ -62,21 +65,12 @@ struct Finished {
     outcome: Outcome,
 }
 
-/// Rollback progress of one step, kept in the step row's `rollback` column.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-struct RollbackState {
-    status: String, // pending running retry_wait succeeded failed
-    attempts: u32,
-    wake_at: Option<i64>,
-    error: Option<String>,
-}
-
 pub struct Driver {
-    engine: Arc<Engine>,
+    rt: Arc<Runtime>,
     wf: Arc<CompiledWorkflow>,
     run: RunRecord,
-    steps: Vec<StepRecord>,
-    rollbacks: Vec<Option<RollbackState>>,
+    /// One per step of `wf.steps`, in the same order.
+    slots: Vec<Slot>,
     in_flight: HashMap<(usize, Phase), CancellationToken>,
     /// Changes applied locally but not yet committed (see `stage`).
     staged: Vec<Change>,
@@ -84,6 +78,9 @@ pub struct Driver {
     index: HashMap<String, usize>,
     tx: mpsc::UnboundedSender<Finished>,
     rx: mpsc::UnboundedReceiver<Finished>,
+    /// `AttemptPgid` changes from attempts that spawned a process group.
+    spawned_tx: mpsc::UnboundedSender<Change>,
+    spawned_rx: mpsc::UnboundedReceiver<Change>,
     stop: CancellationToken,
     /// When the run breaches its RTO (`objectives.rto`), until that is said.
     rto_due: Option<i64>,
@@ -91,25 +88,23 @@ pub struct Driver {
 
 impl Driver {
     pub async fn load(
-        engine: Arc<Engine>,
+        rt: Arc<Runtime>,
         run_id: &str,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let store = &engine.store;
+        let store = &rt.store;
         let run = store.run(run_id).await?.ok_or_else(|| StoreError::NotFound(run_id.into()))?;
-        let wf = engine.definition(&run.definition_hash).await?;
+        let wf = rt.definition(&run.definition_hash).await?;
         let mut by_id: HashMap<String, StepRecord> =
             store.steps(run_id).await?.into_iter().map(|s| (s.step_id.clone(), s)).collect();
-        let steps: Vec<StepRecord> = wf
+        let slots = wf
             .steps
             .iter()
             .map(|s| by_id.remove(&s.id).unwrap_or_else(|| StepRecord::pending(run_id, &s.id)))
-            .collect();
-        let rollbacks = steps
-            .iter()
-            .map(|s| s.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok()))
-            .collect();
+            .map(Slot::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let (spawned_tx, spawned_rx) = mpsc::unbounded_channel();
         let index = wf.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let rto = wf.definition.objectives.as_ref().and_then(|o| o.rto);
         let mut rto_due = match (rto, run.started_at) {
@@ -120,42 +115,45 @@ impl Driver {
         };
         // Overdue at load: said already, unless the worker died first.
         if rto_due.is_some_and(|due| due <= now_ms())
-            && store.events(run_id, 0).await?.iter().any(|e| e.kind == "rto_breached")
+            && store
+                .events(run_id, 0)
+                .await?
+                .iter()
+                .any(|e| e.kind == RunEvent::RtoBreached.as_str())
         {
             rto_due = None;
         }
         Ok(Driver {
-            engine,
+            rt,
             wf,
             run,
-            steps,
-            rollbacks,
+            slots,
             in_flight: HashMap::new(),
             staged: Vec::new(),
             index,
             tx,
             rx,
+            spawned_tx,
+            spawned_rx,
             stop,
             rto_due,
         })
     }
 
     fn worker(&self) -> &str {
-        &self.engine.opts.worker_id
+        &self.rt.opts.worker_id
     }
 
     /// Applies `changes` to the in-memory copy and queues them; `flush`
     /// makes them durable. Only side-effect-free work is staged without a
     /// flush (pure steps): anything with a side effect flushes first, so its
     /// attempt is recorded before it starts.
-    fn stage(&mut self, changes: Vec<Change>) {
+    fn stage(&mut self, changes: Vec<Change>) -> Result<(), ExecError> {
         for change in &changes {
             match change {
                 Change::Step(s) => {
                     if let Some(&i) = self.index.get(&s.step_id) {
-                        self.rollbacks[i] =
-                            s.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok());
-                        self.steps[i] = s.clone();
+                        self.slots[i] = Slot::new(s.clone())?;
                     }
                 }
                 Change::Run(u) => {
@@ -197,6 +195,12 @@ impl Driver {
         }
         self.staged.extend(changes);
         self.staged.extend(notifications);
+        Ok(())
+    }
+
+    /// The step rows, in `wf.steps` order.
+    fn records(&self) -> impl Iterator<Item = &StepRecord> {
+        self.slots.iter().map(|s| &s.record)
     }
 
     /// Commits everything staged in one transaction (group commit), then
@@ -205,18 +209,18 @@ impl Driver {
         if self.staged.is_empty() {
             return Ok(());
         }
-        self.stage_waiting_or_running();
+        self.stage_waiting_or_running()?;
         let changes = std::mem::take(&mut self.staged);
         // A database blip (restart, dropped connection) is retried while the
         // lease is safely ours; a lost lease or a long outage ends the drive.
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.engine.store.commit(self.worker(), &self.run.id, &changes).await {
+            match self.rt.store.commit(self.worker(), &self.run.id, &changes).await {
                 Ok(()) => break,
                 Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => {
                     return Err(e.into());
                 }
-                Err(e) if self.engine.database_grace_left() && !self.stop.is_cancelled() => {
+                Err(e) if self.rt.database_grace_left() && !self.stop.is_cancelled() => {
                     tracing::warn!(run = %self.run.id, error = %e, "Commit failed; retrying.");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -227,11 +231,11 @@ impl Driver {
         self.record_metrics(&changes);
         for change in changes {
             if let Change::Event { at, kind, step_id, data } = change {
-                self.engine.emit(EventRecord {
+                self.rt.emit(EventRecord {
                     id: 0,
                     run_id: self.run.id.clone(),
                     at,
-                    kind,
+                    kind: kind.as_str().into(),
                     step_id,
                     data,
                 });
@@ -242,17 +246,21 @@ impl Driver {
 
     /// A started run is `waiting` while nothing runs and some step waits (for
     /// a person, a timer or a child run), `running` otherwise.
-    fn stage_waiting_or_running(&mut self) {
+    fn stage_waiting_or_running(&mut self) -> Result<(), ExecError> {
         if !matches!(self.run.status, RunStatus::Running | RunStatus::Waiting) {
-            return;
+            return Ok(());
         }
-        let running = self.steps.iter().any(|s| s.status == StepStatus::Running)
-            || !self.in_flight.is_empty();
-        let waiting = self.steps.iter().any(|s| s.status == StepStatus::Waiting);
+        let running =
+            self.records().any(|s| s.status == StepStatus::Running) || !self.in_flight.is_empty();
+        let waiting = self.records().any(|s| s.status == StepStatus::Waiting);
         let status = if waiting && !running { RunStatus::Waiting } else { RunStatus::Running };
         if status != self.run.status {
-            self.stage(vec![Change::Run(RunUpdate { status: Some(status), ..Default::default() })]);
+            self.stage(vec![Change::Run(RunUpdate {
+                status: Some(status),
+                ..Default::default()
+            })])?;
         }
+        Ok(())
     }
 
     /// Prometheus counters for committed transitions: runs that ended,
@@ -285,12 +293,12 @@ impl Driver {
 
     /// Stages and flushes.
     async fn commit(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
-        self.stage(changes);
+        self.stage(changes)?;
         self.flush().await
     }
 
-    fn event(kind: &str, step: Option<&str>, data: Option<Value>) -> Change {
-        Change::Event { at: now_ms(), kind: kind.into(), step_id: step.map(String::from), data }
+    fn event(kind: RunEvent, step: Option<&str>, data: Option<Value>) -> Change {
+        Change::Event { at: now_ms(), kind, step_id: step.map(String::from), data }
     }
 
     /// The run's one `rto_breached` event, the first time it is asked for
@@ -301,7 +309,7 @@ impl Driver {
         let rto = self.wf.definition.objectives.as_ref().and_then(|o| o.rto)?;
         let elapsed = self.run.started_at.map(|s| now_ms() - s);
         Some(Self::event(
-            "rto_breached",
+            RunEvent::RtoBreached,
             None,
             Some(json!({
                 "rto": rto.to_string(),
@@ -313,7 +321,7 @@ impl Driver {
     }
 
     fn step_change(&self, i: usize, f: impl FnOnce(&mut StepRecord)) -> Change {
-        let mut s = self.steps[i].clone();
+        let mut s = self.slots[i].record.clone();
         f(&mut s);
         Change::Step(s)
     }
@@ -325,18 +333,11 @@ impl Driver {
             for token in self.in_flight.values() {
                 token.cancel();
             }
-            // Wait until the cancelled attempts have really ended (their
-            // process groups killed) before the run can be handed back: two
-            // attempts of one step must never overlap.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !self.in_flight.is_empty() {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(done)) => {
-                        self.in_flight.remove(&(done.index, done.phase));
-                    }
-                    _ => break,
-                }
-            }
+            let wf = self.wf.clone();
+            await_attempts(&self.run.id, &mut self.in_flight, &mut self.rx, |i| {
+                wf.steps.get(i).map_or("?", |s| s.id.as_str()).to_string()
+            })
+            .await;
         }
         match result {
             Err(e)
@@ -358,12 +359,12 @@ impl Driver {
             if self.stop.is_cancelled() {
                 return Ok(DriveEnd::Stopped);
             }
-            if last_requests.elapsed() >= self.engine.opts.poll {
+            if last_requests.elapsed() >= self.rt.opts.poll {
                 match self.process_requests().await {
                     Ok(()) => {}
                     // Reading requests failed while the database is away: next round.
                     Err(e)
-                        if self.engine.database_grace_left()
+                        if self.rt.database_grace_left()
                             && e.downcast_ref::<StoreError>().is_some_and(|e| {
                                 matches!(e, StoreError::Database(_) | StoreError::Unavailable(_))
                             }) =>
@@ -379,7 +380,7 @@ impl Driver {
                 && !self.run.status.is_terminal()
             {
                 let breached = self.rto_breached();
-                self.stage(breached.into_iter().collect());
+                self.stage(breached.into_iter().collect())?;
             }
             if self.run.status == RunStatus::Queued {
                 let now = now_ms();
@@ -397,20 +398,26 @@ impl Driver {
                         ..Default::default()
                     }),
                     Self::event(
-                        "started",
+                        RunEvent::Started,
                         None,
                         Some(json!({"inputs": self.run.inputs, "worker": self.worker()})),
                     ),
-                ]);
+                ])?;
             }
             if self.run.status.is_terminal() {
-                self.stage(vec![Change::Release { wake_at: None }]);
+                // Attempts a cancel stopped end (and are recorded) first.
+                while !self.in_flight.is_empty() {
+                    let done = self.rx.recv().await.expect("the driver holds a sender");
+                    self.in_flight.remove(&(done.index, done.phase));
+                    self.on_finished(done).await?;
+                }
+                self.stage(vec![Change::Release { wake_at: None }])?;
                 self.flush().await?;
                 return Ok(DriveEnd::Finished(self.run.status));
             }
-            if self.engine.draining.is_cancelled() {
+            if self.rt.draining.is_cancelled() {
                 if self.in_flight.is_empty() {
-                    self.stage(vec![Change::Release { wake_at: None }]);
+                    self.stage(vec![Change::Release { wake_at: None }])?;
                     self.flush().await?;
                     return Ok(DriveEnd::Stopped);
                 }
@@ -421,7 +428,7 @@ impl Driver {
                     self.advance_forward().await?;
                 }
             }
-            if self.in_flight.is_empty() && !self.engine.draining.is_cancelled() {
+            if self.in_flight.is_empty() && !self.rt.draining.is_cancelled() {
                 if !self.run.paused && self.try_finish().await? {
                     continue;
                 }
@@ -429,7 +436,7 @@ impl Driver {
                 let now = now_ms();
                 match wake {
                     // A timer due soon: wait here rather than hand the run back.
-                    Some(at) if at - now <= 2 * self.engine.opts.poll.as_millis() as i64 => {
+                    Some(at) if at - now <= 2 * self.rt.opts.poll.as_millis() as i64 => {
                         self.flush().await?;
                         let sleep = Duration::from_millis((at - now).max(0) as u64);
                         tokio::select! {
@@ -440,7 +447,7 @@ impl Driver {
                     }
                     _ => {
                         let at = wake.unwrap_or(NEVER);
-                        self.stage(vec![Change::Release { wake_at: Some(at) }]);
+                        self.stage(vec![Change::Release { wake_at: Some(at) }])?;
                         self.flush().await?;
                         // A request or a child's end that arrived since the claim set `woken`:
                         // the release then keeps the run due, and it is reclaimed.
@@ -453,11 +460,16 @@ impl Driver {
             let until_timer = self
                 .next_wake()
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(self.engine.opts.poll)
-                .min(self.engine.opts.poll);
+                .unwrap_or(self.rt.opts.poll)
+                .min(self.rt.opts.poll);
             tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
-                _ = self.engine.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {
+                // A process group is recorded before the attempt's end is.
+                Some(pgid) = self.spawned_rx.recv() => {
+                    self.commit(vec![pgid]).await?;
+                }
+                _ = self.rt.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {
                     // Re-check promptly; steps in flight keep running.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -476,32 +488,29 @@ impl Driver {
     }
 
     fn has_rollback_work(&self) -> bool {
-        self.wf
-            .steps
-            .iter()
-            .enumerate()
-            .any(|(i, s)| s.rollback.is_some() && self.steps[i].status == StepStatus::Succeeded)
+        self.wf.steps.iter().enumerate().any(|(i, s)| {
+            s.rollback.is_some() && self.slots[i].record.status == StepStatus::Succeeded
+        })
     }
 
     /// The earliest timer among steps and rollbacks.
     fn next_wake(&self) -> Option<i64> {
         let steps = self
-            .steps
-            .iter()
+            .records()
             .filter(|s| matches!(s.status, StepStatus::RetryWait | StepStatus::Waiting))
             .filter_map(|s| s.wake_at);
         let rollbacks = self
-            .rollbacks
+            .slots
             .iter()
-            .flatten()
-            .filter(|r| r.status == "retry_wait")
+            .filter_map(|s| s.rollback.as_ref())
+            .filter(|r| r.status == RollbackStatus::RetryWait)
             .filter_map(|r| r.wake_at);
         let rto = self.rto_due.filter(|_| !self.run.status.is_terminal());
         steps.chain(rollbacks).chain(rto).min()
     }
 
     fn need_satisfied(&self, n: usize) -> bool {
-        match self.steps[n].status {
+        match self.slots[n].record.status {
             StepStatus::Succeeded | StepStatus::Skipped => true,
             StepStatus::Failed => self.wf.steps[n].definition.continue_on_failure,
             _ => false,
@@ -509,7 +518,7 @@ impl Driver {
     }
 
     fn blocking_failure(&self) -> bool {
-        self.steps.iter().enumerate().any(|(i, s)| {
+        self.records().enumerate().any(|(i, s)| {
             s.status == StepStatus::Failed && !self.wf.steps[i].definition.continue_on_failure
         })
     }
@@ -524,8 +533,8 @@ impl Driver {
             if self.in_flight.contains_key(&(i, Phase::Forward)) {
                 continue;
             }
-            let status = self.steps[i].status;
-            let due = self.steps[i].wake_at.is_none_or(|w| w <= now);
+            let status = self.slots[i].record.status;
+            let due = self.slots[i].record.wake_at.is_none_or(|w| w <= now);
             match status {
                 StepStatus::Pending
                     if self.wf.steps[i].needs.iter().all(|&n| self.need_satisfied(n)) =>
@@ -546,7 +555,7 @@ impl Driver {
     /// The template context of a step (or of the run, for outputs).
     fn context(&self, item: Option<&Value>, outputs: Option<&Value>) -> Context {
         let mut steps = serde_json::Map::new();
-        for (i, s) in self.steps.iter().enumerate() {
+        for (i, s) in self.records().enumerate() {
             steps.insert(
                 self.wf.steps[i].id.clone(),
                 json!({
@@ -570,7 +579,7 @@ impl Driver {
             },
             "alert": payload,
             "event": payload,
-            "secrets": self.engine.secrets.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "secrets": self.rt.secrets.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         if let Some(item) = item {
             ctx["item"] = item.clone();
@@ -582,14 +591,14 @@ impl Driver {
     }
 
     fn redact(&self, mut v: Value) -> Value {
-        self.engine.redactor.redact(&mut v);
+        self.rt.redactor.redact(&mut v);
         v
     }
 
     async fn fail_step(&mut self, i: usize, error: String) -> anyhow::Result<()> {
         let now = now_ms();
         let id = self.wf.steps[i].id.clone();
-        let error = self.engine.redactor.redact_str(&error).into_owned();
+        let error = self.rt.redactor.redact_str(&error).into_owned();
         let changes = vec![
             self.step_change(i, |s| {
                 s.status = StepStatus::Failed;
@@ -597,7 +606,7 @@ impl Driver {
                 s.finished_at = Some(now);
                 s.wake_at = None;
             }),
-            Self::event("step_failed", Some(&id), Some(json!({"error": error}))),
+            Self::event(RunEvent::StepFailed, Some(&id), Some(json!({"error": error}))),
         ];
         self.commit(changes).await
     }
@@ -614,7 +623,11 @@ impl Driver {
                             s.status = StepStatus::Skipped;
                             s.finished_at = Some(now);
                         }),
-                        Self::event("step_skipped", Some(&step.id), Some(json!({"when": text}))),
+                        Self::event(
+                            RunEvent::StepSkipped,
+                            Some(&step.id),
+                            Some(json!({"when": text})),
+                        ),
                     ];
                     return self.commit(changes).await;
                 }
@@ -644,105 +657,68 @@ impl Driver {
     }
 }
 
-/// One attempt of an action: `for_each` items and `poll` iterations inside it.
-#[allow(clippy::too_many_arguments)]
-async fn run_action(
-    engine: &Arc<Engine>,
+/// How often a stop that waits for attempts says so.
+const STOP_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Waits until the cancelled attempts in `in_flight` have really ended
+/// (their process groups killed) before the run can be handed back: two
+/// attempts of one step must never overlap. The run stays leased (the
+/// heartbeat renews it) for as long as this takes; every
+/// `STOP_WARN_EVERY` a warning names what is still in flight.
+async fn await_attempts(
     run_id: &str,
-    step_id: &str,
-    phase: Phase,
-    n: u32,
-    config: Option<ActionConfig>,
-    mut actx: AttemptContext,
-    for_each: Option<(Vec<Value>, CompiledBody, HashMap<String, String>)>,
-    poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
-    base_ctx: Value,
-) -> Outcome {
-    // Record the process group so a successor can clean up after a crash.
-    {
-        let store = engine.store.clone();
-        let worker = engine.opts.worker_id.clone();
-        let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
-        let handle = tokio::runtime::Handle::current();
-        actx.on_spawn = Some(Box::new(move |pgid| {
-            let store = store.clone();
-            let change = Change::AttemptPgid { step_id: step_id.clone(), phase, n, pgid };
-            let (worker, run_id) = (worker.clone(), run_id.clone());
-            handle.spawn(async move {
-                let _ = store.commit(&worker, &run_id, &[change]).await;
-            });
-        }));
-    }
-    let Some((items, body, connections)) = for_each else {
-        let config = config.expect("rendered when there is no for_each");
-        return poll_action(&config, &actx, poll, &base_ctx).await;
-    };
-    // for_each: one action per item, the outputs a list in item order.
-    let mut outputs = Vec::with_capacity(items.len());
-    for (k, item) in items.iter().enumerate() {
-        actx.idempotency_key = format!("{run_id}/{step_id}/{k}");
-        let mut ctx = base_ctx.clone();
-        ctx["item"] = item.clone();
-        let rendered = Context::wraps(&ctx)
-            .map_err(|e| e.to_string())
-            .and_then(|c| prepare_config(&body, Some(&c), &connections));
-        let outcome = match rendered {
-            Ok(config) => poll_action(&config, &actx, poll.clone(), &ctx).await,
-            Err(e) => Outcome::fatal(e),
-        };
-        match outcome {
-            Outcome::Succeeded { outputs: o } => outputs.push(json!({"item": item, "outputs": o})),
-            Outcome::Failed { error, retryable, outputs: o } => {
-                outputs.push(json!({"item": item, "outputs": o}));
-                return Outcome::Failed {
-                    error: format!("item {k} ({item}): {error}"),
-                    retryable,
-                    outputs: json!({"items": outputs}),
-                };
+    in_flight: &mut HashMap<(usize, Phase), CancellationToken>,
+    rx: &mut mpsc::UnboundedReceiver<Finished>,
+    step_id: impl Fn(usize) -> String,
+) {
+    let started = tokio::time::Instant::now();
+    while !in_flight.is_empty() {
+        match tokio::time::timeout(STOP_WARN_EVERY, rx.recv()).await {
+            Ok(Some(done)) => {
+                in_flight.remove(&(done.index, done.phase));
+            }
+            Ok(None) => break, // no attempt task can report any more
+            Err(_) => {
+                let waiting: Vec<String> = in_flight
+                    .keys()
+                    .map(|&(i, phase)| format!("{} ({phase})", step_id(i)))
+                    .collect();
+                tracing::warn!(
+                    run = %run_id,
+                    in_flight = %waiting.join(", "),
+                    waited_s = started.elapsed().as_secs(),
+                    "Stopping the run: attempts still running after being cancelled; keeping the lease until they end."
+                );
             }
         }
     }
-    Outcome::Succeeded { outputs: json!({"items": outputs}) }
 }
 
-/// Runs the action, repeating it every `interval` until `until` holds.
-async fn poll_action(
-    config: &ActionConfig,
-    actx: &AttemptContext,
-    poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
-    ctx: &Value,
-) -> Outcome {
-    let Some((poll, until)) = poll else {
-        return config.run(actx).await;
-    };
-    let deadline = Instant::now() + poll.timeout.0;
-    loop {
-        let outcome = config.run(actx).await;
-        if let Outcome::Succeeded { outputs } = &outcome {
-            let mut c = ctx.clone();
-            c["outputs"] = outputs.clone();
-            let holds =
-                Context::wraps(c).map_err(|e| e.to_string()).and_then(|c| render(&until, &c));
-            match holds {
-                Ok(text) if truthy(&text) => return outcome,
-                Ok(_) => {}
-                Err(e) => return Outcome::fatal(format!("`poll.until`: {e}")),
-            }
-        }
-        if Instant::now() + poll.interval.0 > deadline {
-            return Outcome::Failed {
-                error: format!(
-                    "`poll.until` still false after {}; last outputs: {}",
-                    poll.timeout,
-                    last_outputs_summary(outcome.outputs())
-                ),
-                retryable: false,
-                outputs: outcome.outputs().clone(),
-            };
-        }
-        tokio::select! {
-            _ = actx.cancel.cancelled() => return Outcome::fatal("cancelled while polling"),
-            _ = tokio::time::sleep(poll.interval.0) => {}
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(index: usize) -> Finished {
+        Finished { index, phase: Phase::Forward, n: 1, outcome: Outcome::fatal("cancelled") }
+    }
+
+    /// A stop waits for a cancelled attempt however long it takes to end
+    /// (it used to give up after 10s and let the run be handed back).
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_waits_for_attempts_past_the_warning() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut in_flight = HashMap::new();
+        in_flight.insert((0, Phase::Forward), CancellationToken::new());
+        in_flight.insert((1, Phase::Forward), CancellationToken::new());
+        tx.send(finished(1)).unwrap();
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(STOP_WARN_EVERY * 3).await;
+            tx.send(finished(0)).unwrap();
+            tokio::time::Instant::now()
+        });
+        await_attempts("r", &mut in_flight, &mut rx, |i| format!("s{i}")).await;
+        let ended = ends.await.unwrap();
+        assert!(in_flight.is_empty());
+        assert!(tokio::time::Instant::now() >= ended, "returned before the last attempt ended");
     }
 }

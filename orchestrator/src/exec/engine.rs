@@ -6,93 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::driver::{DriveEnd, Driver};
-use crate::compile::{CompileEnv, CompiledWorkflow};
-use crate::store::{
-    Change, Created, Definition, EventRecord, Lease, NewRun, Pins, RunStatus, RunUpdate, Store,
-    WorkerRecord, now_ms,
-};
-
-/// How a worker behaves; defaults suit production, tests shorten the lease.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    pub worker_id: String,
-    /// A run whose worker stops renewing is taken over after this long.
-    pub lease: Duration,
-    /// How often leases are renewed (well under `lease`).
-    pub heartbeat: Duration,
-    /// How often idle workers look for due runs and drivers look for requests.
-    pub poll: Duration,
-    /// Named SQL connections: name -> URL.
-    pub connections: HashMap<String, String>,
-    /// Where `workflow` steps find their child workflows (by declared name,
-    /// through a catalog of this directory compiled with `known`).
-    pub workflows_dir: std::path::PathBuf,
-    /// Names from `lifeboat.toml`, for compiling child workflows.
-    pub known: Option<crate::compile::KnownNames>,
-    /// Runs driven at once by this worker.
-    pub max_runs: usize,
-    /// Users and groups, for approvers.
-    pub people: Arc<super::people::Directory>,
-    /// Templates, channels and links for notifications.
-    pub notifier: Arc<super::notifier::Notifier>,
-    /// The client of `http` steps and the `[http]` destination policy it
-    /// enforces, compiled once.
-    pub http: lifeboat_steps::http::HttpClient,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            worker_id: new_worker_id(),
-            lease: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(10),
-            poll: Duration::from_millis(500),
-            connections: HashMap::new(),
-            workflows_dir: "workflows".into(),
-            known: None,
-            max_runs: 64,
-            people: Arc::default(),
-            notifier: Arc::default(),
-            http: Default::default(),
-        }
-    }
-}
-
-/// The run and step that start a child run, and what the child inherits.
-#[derive(Debug, Clone)]
-pub struct Parent {
-    pub run: String,
-    pub step: String,
-    /// The top of the run tree.
-    pub root: String,
-    /// The tree's pinned child workflows.
-    pub pins: Pins,
-}
-
-/// What makes a submission a duplicate (see `NewRun`).
-#[derive(Debug, Clone, Default)]
-pub struct SubmitKeys {
-    /// At most one active run of the workflow per key (webhook fingerprints).
-    pub dedupe_key: Option<String>,
-    /// `(schedule, tick ms)`: at most one run per tick, ever.
-    pub schedule_tick: Option<(String, i64)>,
-    /// The audit entry of this trigger or manual run, written with the run.
-    pub audit: Option<crate::store::NewAudit>,
-}
-
-/// A run that can never be driven: failed with this reason instead of
-/// being handed back to be claimed again.
-#[derive(Debug, thiserror::Error)]
-#[error("{reason}")]
-pub struct Quarantine {
-    pub reason: String,
-}
+use super::runtime::Runtime;
+pub use super::runtime::{EngineOptions, Parent, Quarantine, SubmitKeys, new_worker_id};
+use crate::store::{Change, RunStatus, RunUpdate, Store, WorkerRecord, now_ms};
 
 /// The message of a caught panic.
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -103,255 +23,34 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-pub fn new_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        host.trim(),
-        std::process::id(),
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    )
-}
-
-/// Shared by every driver of this worker.
+/// A worker: the `Runtime` its drivers share, plus the loop that claims
+/// runs, renews their leases and stops a driver whose lease is lost.
+///
+/// It derefs to its `Runtime`: an engine *is* a runtime with a worker loop
+/// around it, and callers (`run`, `serve`, triggers) use the runtime's
+/// store, options and `submit` through it.
 pub struct Engine {
-    pub store: Arc<dyn Store>,
-    pub opts: EngineOptions,
-    definitions: Mutex<HashMap<String, Arc<CompiledWorkflow>>>,
-    /// Secret values (from `LIFEBOAT_SECRET_*`), by name.
-    pub secrets: Vec<(String, String)>,
-    /// `secrets` and their encoded forms, compiled once for every redaction.
-    pub redactor: Arc<lifeboat_steps::Redactor>,
-    /// Every event this worker commits, for live progress.
-    pub progress: broadcast::Sender<EventRecord>,
+    rt: Arc<Runtime>,
     /// Drivers running now, to stop one whose lease is lost.
     /// With when each started: a renewal read before a driver started says
     /// nothing about that driver's run.
     driving: Mutex<HashMap<String, (CancellationToken, std::time::Instant)>>,
-    /// Set on graceful shutdown: start nothing new, let steps in flight
-    /// finish, hand the runs back.
-    pub draining: CancellationToken,
-    /// When leases were last renewed: a worker that cannot reach the
-    /// database keeps going for half a lease, then stops its steps, well
-    /// before another worker may take its runs over.
-    last_renewed: Mutex<std::time::Instant>,
-    /// The workflows directory by declared name, for child workflows:
-    /// `serve`'s own catalog, or loaded on first need.
-    catalog: tokio::sync::OnceCell<Arc<crate::catalog::Catalog>>,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.rt
+    }
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, opts: EngineOptions) -> Arc<Self> {
-        let secrets: Vec<(String, String)> = std::env::vars()
-            .filter_map(|(k, v)| k.strip_prefix("LIFEBOAT_SECRET_").map(|n| (n.to_string(), v)))
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        let redactor = Arc::new(lifeboat_steps::Redactor::new(secrets.iter().map(|(_, v)| v)));
-        let (progress, _) = broadcast::channel(4096);
         Arc::new(Engine {
-            store,
-            opts,
-            definitions: Mutex::new(HashMap::new()),
-            secrets,
-            redactor,
-            progress,
+            rt: Arc::new(Runtime::new(store, opts)),
             driving: Mutex::new(HashMap::new()),
-            draining: CancellationToken::new(),
-            last_renewed: Mutex::new(std::time::Instant::now()),
-            catalog: tokio::sync::OnceCell::new(),
         })
-    }
-
-    /// Shares `serve`'s catalog (kept current by its watcher) instead of
-    /// loading one of our own. Call before the first run is submitted.
-    pub fn use_catalog(&self, catalog: Arc<crate::catalog::Catalog>) {
-        let _ = self.catalog.set(catalog);
-    }
-
-    /// The catalog child workflows are resolved through.
-    pub async fn catalog(&self) -> anyhow::Result<Arc<crate::catalog::Catalog>> {
-        let catalog = self
-            .catalog
-            .get_or_try_init(|| async {
-                let (dir, known) = (self.opts.workflows_dir.clone(), self.opts.known.clone());
-                tokio::task::spawn_blocking(move || crate::catalog::Catalog::load(dir, known)).await
-            })
-            .await?;
-        Ok(catalog.clone())
-    }
-
-    /// Pins every child workflow `wf` may start, transitively, to the
-    /// definition the catalog holds now, storing each definition. A name
-    /// the catalog lacks is left out: the step that starts it fails then,
-    /// saying so (it may never run, behind a `when`). `None`: `wf` starts
-    /// no child.
-    async fn pin_children(&self, wf: &CompiledWorkflow) -> anyhow::Result<Option<Pins>> {
-        let mut pins = Pins::new();
-        if wf.child_workflows.is_empty() {
-            return Ok(None);
-        }
-        let snapshot = self.catalog().await?.snapshot();
-        let mut queue: Vec<String> = wf.child_workflows.iter().map(|(n, _)| n.clone()).collect();
-        while let Some(name) = queue.pop() {
-            if pins.contains_key(&name) {
-                continue;
-            }
-            let Some(child) = snapshot.get(&name) else { continue };
-            self.store_definition(child).await?;
-            pins.insert(name, child.hash.clone());
-            queue.extend(child.child_workflows.iter().map(|(n, _)| n.clone()));
-        }
-        Ok(Some(pins))
-    }
-
-    /// Stores a definition by hash (immutable: once per process is enough).
-    async fn store_definition(&self, wf: &CompiledWorkflow) -> anyhow::Result<()> {
-        if self.definitions.lock().expect("poisoned").contains_key(&wf.hash) {
-            return Ok(());
-        }
-        self.store
-            .put_definition(&Definition {
-                hash: wf.hash.clone(),
-                workflow: wf.name.clone(),
-                file: wf.file.clone(),
-                source: wf.source.clone(),
-            })
-            .await?;
-        self.definitions.lock().expect("poisoned").insert(wf.hash.clone(), Arc::new(wf.clone()));
-        Ok(())
-    }
-
-    pub fn lease(&self) -> Lease {
-        Lease { now: now_ms(), duration_ms: self.opts.lease.as_millis() as i64 }
-    }
-
-    /// Stores the definition and creates a run of it. `drive_here`: lease it
-    /// to this worker at once (for `run --wait`).
-    pub async fn submit(
-        &self,
-        wf: &CompiledWorkflow,
-        inputs: Value,
-        trigger: Value,
-        parent: Option<Parent>,
-        drive_here: bool,
-    ) -> anyhow::Result<Created> {
-        self.submit_with(wf, inputs, trigger, parent, drive_here, SubmitKeys::default()).await
-    }
-
-    /// `submit`, deduplicated by a webhook key or a schedule tick.
-    pub async fn submit_with(
-        &self,
-        wf: &CompiledWorkflow,
-        inputs: Value,
-        trigger: Value,
-        parent: Option<Parent>,
-        drive_here: bool,
-        keys: SubmitKeys,
-    ) -> anyhow::Result<Created> {
-        let run = self.new_run(wf, inputs, trigger, parent, drive_here, keys).await?;
-        let created = self.store.create_run(run).await?;
-        if matches!(created, Created::Run(_)) {
-            crate::metrics::run_started(&wf.name);
-        }
-        Ok(created)
-    }
-
-    /// The run `submit_with` creates, with its definition stored and its
-    /// children pinned; a child run is created by its parent's commit instead
-    /// (`Change::CreateRun`), so that it exists exactly when the parent's
-    /// step says so.
-    pub async fn new_run(
-        &self,
-        wf: &CompiledWorkflow,
-        inputs: Value,
-        trigger: Value,
-        parent: Option<Parent>,
-        drive_here: bool,
-        keys: SubmitKeys,
-    ) -> anyhow::Result<NewRun> {
-        self.store_definition(wf).await?;
-        // A tree's children are pinned once, when its top run starts.
-        let pins = match &parent {
-            Some(p) => Some(p.pins.clone()),
-            None => self.pin_children(wf).await?,
-        };
-        let id = uuid::Uuid::now_v7().to_string();
-        let context =
-            serde_json::json!({ "inputs": inputs, "run": { "id": id, "workflow": wf.name } });
-        let concurrency_key =
-            match (&wf.definition.concurrency, wf.templates.get("concurrency.key")) {
-                (Some(_), Some(t)) => {
-                    let ctx = handlebars::Context::wraps(&context)?;
-                    Some(
-                        super::render::render(t, &ctx)
-                            .map_err(|e| anyhow::anyhow!("concurrency key: {e}"))?,
-                    )
-                }
-                _ => None,
-            };
-        let skip = wf
-            .definition
-            .concurrency
-            .as_ref()
-            .is_some_and(|c| c.on_conflict == crate::model::OnConflict::Skip);
-        Ok(NewRun {
-            id,
-            workflow: wf.name.clone(),
-            definition_hash: wf.hash.clone(),
-            inputs,
-            trigger,
-            concurrency_key,
-            skip_on_conflict: skip,
-            parent: parent.as_ref().map(|p| (p.run.clone(), p.step.clone())),
-            root: parent.map(|p| p.root),
-            step_ids: wf.steps.iter().map(|s| s.id.clone()).collect(),
-            lease_to: drive_here.then(|| (self.opts.worker_id.clone(), self.lease())),
-            dedupe_key: keys.dedupe_key,
-            schedule_tick: keys.schedule_tick,
-            audit: keys.audit,
-            pins,
-        })
-    }
-
-    /// The compiled definition a run is pinned to.
-    pub async fn definition(&self, hash: &str) -> anyhow::Result<Arc<CompiledWorkflow>> {
-        if let Some(wf) = self.definitions.lock().expect("poisoned").get(hash) {
-            return Ok(wf.clone());
-        }
-        let def = self
-            .store
-            .definition(hash)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("definition {hash} is missing from the store"))?;
-        // Off the runtime, on a thread of its own: a stored file is input too,
-        // and nothing in it may stall the workers or take the process down.
-        let workflow = def.workflow.clone();
-        let compiled = tokio::task::spawn_blocking(move || {
-            crate::compile::isolated(|| {
-                crate::compile::compile(&def.file, &def.source, CompileEnv::default())
-                    .map_err(|report| report.render(false))
-            })
-        })
-        .await?;
-        let wf = match compiled {
-            Ok(Ok(wf)) => Arc::new(wf),
-            Ok(Err(rendered)) => {
-                return Err(Quarantine {
-                    reason: format!(
-                        "the stored definition of `{workflow}` does not compile (this lifeboat refuses what an older one accepted); fix the file and start a new run (`lifeboat run {workflow}`):\n{rendered}"
-                    ),
-                }
-                .into());
-            }
-            Err(problem) => {
-                return Err(Quarantine {
-                    reason: format!("compiling the stored definition of `{workflow}`: {problem}"),
-                }
-                .into());
-            }
-        };
-        self.definitions.lock().expect("poisoned").insert(hash.to_string(), wf.clone());
-        Ok(wf)
     }
 
     /// Drives one claimed run until it finishes or suspends. A run that can
@@ -368,7 +67,7 @@ impl Engine {
         let span = tracing::info_span!("run", run_id = %run_id);
         let result = std::panic::AssertUnwindSafe(
             async {
-                match Driver::load(self.clone(), run_id, stop).await {
+                match Driver::load(self.rt.clone(), run_id, stop).await {
                     Ok(mut driver) => driver.drive().await,
                     Err(e) => Err(e),
                 }
@@ -382,11 +81,20 @@ impl Engine {
                 .into())
         });
         self.driving.lock().expect("poisoned").remove(run_id);
-        if let Err(e) = &result
-            && let Some(q) = e.downcast_ref::<Quarantine>()
-        {
-            tracing::error!(run = %run_id, reason = %q.reason, "Run quarantined: it is failed and will not be driven again.");
-            if let Err(e) = self.quarantine(run_id, &q.reason).await {
+        // A run that can never be driven: a definition that does not
+        // compile, a panic, or step state that cannot be read.
+        let quarantine = result.as_ref().err().and_then(|e| {
+            if let Some(q) = e.downcast_ref::<Quarantine>() {
+                return Some(q.reason.clone());
+            }
+            match e.downcast_ref::<super::ExecError>() {
+                Some(corrupt @ super::ExecError::CorruptState { .. }) => Some(corrupt.to_string()),
+                _ => None,
+            }
+        });
+        if let Some(reason) = quarantine {
+            tracing::error!(run = %run_id, reason = %reason, "Run quarantined: it is failed and will not be driven again.");
+            if let Err(e) = self.quarantine(run_id, &reason).await {
                 tracing::warn!(run = %run_id, error = %e, "Could not record the quarantine; the run will be tried again.");
             }
         }
@@ -414,7 +122,7 @@ impl Engine {
             }),
             Change::Event {
                 at: now,
-                kind: "quarantined".into(),
+                kind: crate::events::RunEvent::Quarantined,
                 step_id: None,
                 data: Some(serde_json::json!({ "reason": reason })),
             },
@@ -432,7 +140,7 @@ impl Engine {
         let asked = std::time::Instant::now();
         match self.store.renew(&self.opts.worker_id, self.lease()).await {
             Ok(held) => {
-                *self.last_renewed.lock().expect("poisoned") = asked;
+                self.renewed(asked);
                 let driving = self.driving.lock().expect("poisoned");
                 for (run, (stop, since)) in driving.iter() {
                     // A driver started after the renewal was asked for is not in `held`.
@@ -453,12 +161,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// True while a database outage may still be ridden out: less than half
-    /// a lease since the last successful renewal.
-    pub(crate) fn database_grace_left(&self) -> bool {
-        self.last_renewed.lock().expect("poisoned").elapsed() < self.opts.lease / 2
     }
 
     /// The worker loop: claim due runs and drive them, until `shutdown`.
@@ -587,9 +289,5 @@ impl Engine {
     pub async fn run_to_end(self: &Arc<Self>, run_id: &str) -> anyhow::Result<RunStatus> {
         self.work(CancellationToken::new(), Some(run_id.to_string())).await?;
         Ok(self.store.run(run_id).await?.map(|r| r.status).unwrap_or(RunStatus::Failed))
-    }
-
-    pub(crate) fn emit(&self, event: EventRecord) {
-        let _ = self.progress.send(event);
     }
 }

@@ -1,14 +1,19 @@
 //! The executor: `engine` (worker loop, leases, heartbeat), `driver` (one
 //! run's state machine, which runs the engine-native step kinds of
 //! `crate::kinds` by suspending the run on a durable condition instead of
-//! sleeping), `render` (templates), `backoff`, `inputs`.
+//! sleeping), `render` (templates), `backoff`, `inputs`, and
+//! `runtime` (what a driver needs, below both engine and driver).
 
 pub mod backoff;
 pub mod dispatcher;
 pub mod driver;
 pub mod engine;
+mod error;
 pub mod inputs;
 pub mod links;
 pub mod notifier;
 pub mod people;
 pub mod render;
+pub mod runtime;
+
+pub use error::ExecError;

@@ -244,7 +244,7 @@ pub(crate) async fn apply_all(w: &mut impl Writer, run_id: &str, changes: &[Chan
         .iter()
         .filter_map(|c| match c {
             Change::Event { at, kind, step_id, data } => {
-                Some(NewEvent { at: *at, kind, step_id: step_id.as_deref(), data: data.as_ref() })
+                Some(NewEvent { at: *at, kind: kind.as_str(), step_id: step_id.as_deref(), data: data.as_ref() })
             }
             _ => None,
         })

@@ -697,7 +697,12 @@ async fn an_audit_entry_in_a_commit_lands_with_it_or_not_at_all() {
                 payload: json!({"request": 1, "reason": null}),
             })
         };
-        let event = Change::Event { at: now, kind: "approved".into(), step_id: None, data: None };
+        let event = Change::Event {
+            at: now,
+            kind: crate::events::RunEvent::Approved,
+            step_id: None,
+            data: None,
+        };
         store.commit("w1", "r1", &[entry("approve_applied"), event]).await.unwrap();
         store.claim("w2", lease(now + 5_000), 10, None).await.unwrap();
         assert!(store.commit("w1", "r1", &[entry("approve_refused")]).await.is_err(), "{name}");

@@ -357,7 +357,7 @@ pub enum Change {
     },
     Event {
         at: i64,
-        kind: String,
+        kind: crate::events::RunEvent,
         step_id: Option<String>,
         data: Option<Value>,
     },

@@ -29,8 +29,8 @@ impl Driver {
             None
         } else {
             let prepared = match &ctx {
-                None => prepare_config(&body, None, &self.engine.opts.connections),
-                Some(ctx) => prepare_config(&body, Some(ctx), &self.engine.opts.connections),
+                None => prepare_config(&body, None, &self.rt.opts.connections),
+                Some(ctx) => prepare_config(&body, Some(ctx), &self.rt.opts.connections),
             };
             match prepared {
                 Ok(c) => Some(c),
@@ -39,8 +39,8 @@ impl Driver {
             }
         };
         let n = match phase {
-            Phase::Forward => self.steps[i].attempts + 1,
-            Phase::Rollback => self.rollbacks[i].as_ref().map_or(0, |r| r.attempts) + 1,
+            Phase::Forward => self.slots[i].record.attempts + 1,
+            Phase::Rollback => self.slots[i].rollback.as_ref().map_or(0, |r| r.attempts) + 1,
         };
         let mut changes = vec![Change::AttemptStarted(AttemptRecord {
             run_id: self.run.id.clone(),
@@ -65,19 +65,19 @@ impl Driver {
                     s.wake_at = None;
                 }));
                 changes.push(Self::event(
-                    "step_started",
+                    RunEvent::StepStarted,
                     Some(&step.id),
                     Some(json!({"attempt": n})),
                 ));
             }
             Phase::Rollback => {
-                let mut rb = self.rollbacks[i].clone().unwrap_or_default();
-                rb.status = "running".into();
+                let mut rb = self.slots[i].rollback.clone().unwrap_or_default();
+                rb.status = RollbackStatus::Running;
                 rb.attempts = n;
                 rb.wake_at = None;
-                changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+                changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
                 changes.push(Self::event(
-                    "rollback_started",
+                    RunEvent::RollbackStarted,
                     Some(&step.id),
                     Some(json!({"attempt": n})),
                 ));
@@ -95,7 +95,7 @@ impl Driver {
             if let Some(Change::Step(started)) =
                 changes.iter().find(|c| matches!(c, Change::Step(_)))
             {
-                self.steps[i] = started.clone();
+                self.slots[i] = Slot::new(started.clone())?;
             }
             let mut all = changes;
             let finish = self.finish_changes(i, phase, n, &outcome);
@@ -109,9 +109,9 @@ impl Driver {
                 a.finished_at = Some(*finished_at);
                 a.error.clone_from(error);
             }
-            all.retain(|c| !matches!(c, Change::Event { kind, .. } if kind == "step_started"));
+            all.retain(|c| !matches!(c, Change::Event { kind: RunEvent::StepStarted, .. }));
             all.extend(finish.into_iter().skip(1));
-            self.stage(all);
+            self.stage(all)?;
             return Ok(());
         }
         self.commit(changes).await?;
@@ -124,16 +124,15 @@ impl Driver {
         };
         let base_ctx =
             if items.is_some() || poll.is_some() { self.context_value() } else { Value::Null };
-        let for_each =
-            items.map(|items| (items, body.clone(), self.engine.opts.connections.clone()));
-        let engine = self.engine.clone();
+        let for_each = items.map(|items| (items, body.clone(), self.rt.opts.connections.clone()));
+        let spawned = self.spawned_tx.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
         let span = tracing::info_span!("attempt", run_id = %run_id, step_id = %step_id, attempt = n, phase = %phase);
         tokio::spawn(
             async move {
                 let outcome = run_action(
-                    &engine, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
+                    spawned, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
                 )
                 .await;
                 let _ = tx.send(Finished { index: i, phase, n, outcome });
@@ -154,8 +153,8 @@ impl Driver {
         let mut actx = AttemptContext::new(self.run.id.clone(), id.clone(), n);
         actx.timeout = body.timeout.map(|d| d.0);
         actx.cancel = cancel;
-        actx.redactor = self.engine.redactor.clone();
-        actx.http = self.engine.opts.http.clone();
+        actx.redactor = self.rt.redactor.clone();
+        actx.http = self.rt.opts.http.clone();
         actx
     }
 
@@ -214,12 +213,7 @@ impl Driver {
             return changes; // the caller adds the rollback state
         }
         let body = &self.wf.steps[i].body;
-        let base = self.steps[i]
-            .state
-            .as_ref()
-            .and_then(|s| s.get("attempt_base"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as u32;
+        let base = StepState::attempt_base(self.slots[i].state.as_ref());
         match (status, error) {
             (AttemptStatus::Succeeded, _) => {
                 changes.push(self.step_change(i, |s| {
@@ -228,7 +222,11 @@ impl Driver {
                     s.error = None;
                     s.finished_at = Some(now);
                 }));
-                changes.push(Self::event("step_succeeded", Some(&id), Some(json!({"attempt": n}))));
+                changes.push(Self::event(
+                    RunEvent::StepSucceeded,
+                    Some(&id),
+                    Some(json!({"attempt": n})),
+                ));
             }
             (_, error) if retryable && n - base < body.retry.attempts => {
                 let delay = backoff::delay_after(&body.retry, n - base, fastrand::f64());
@@ -240,7 +238,7 @@ impl Driver {
                     s.wake_at = Some(wake);
                 }));
                 changes.push(Self::event(
-                    "step_retrying",
+                    RunEvent::StepRetrying,
                     Some(&id),
                     Some(
                         json!({"attempt": n, "error": error, "delay_ms": delay.as_millis() as u64}),
@@ -255,7 +253,7 @@ impl Driver {
                     s.finished_at = Some(now);
                 }));
                 changes.push(Self::event(
-                    "step_failed",
+                    RunEvent::StepFailed,
                     Some(&id),
                     Some(json!({"attempt": n, "error": error})),
                 ));
@@ -269,11 +267,13 @@ impl Driver {
         // A result for a step no longer running (skipped or cancelled meanwhile) is recorded, not applied.
         let current = match done.phase {
             Phase::Forward => {
-                self.steps[i].status == StepStatus::Running && self.steps[i].attempts == done.n
+                self.slots[i].record.status == StepStatus::Running
+                    && self.slots[i].record.attempts == done.n
             }
-            Phase::Rollback => self.rollbacks[i]
+            Phase::Rollback => self.slots[i]
+                .rollback
                 .as_ref()
-                .is_some_and(|r| r.status == "running" && r.attempts == done.n),
+                .is_some_and(|r| r.status == RollbackStatus::Running && r.attempts == done.n),
         };
         let mut changes = self.finish_changes(i, done.phase, done.n, &done.outcome);
         if !current {
@@ -289,6 +289,104 @@ impl Driver {
             return self.finish_rollback(i, done.n, result).await;
         }
         self.commit(changes).await
+    }
+}
+
+/// One attempt of an action: `for_each` items and `poll` iterations inside it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_action(
+    spawned: mpsc::UnboundedSender<Change>,
+    run_id: &str,
+    step_id: &str,
+    phase: Phase,
+    n: u32,
+    config: Option<ActionConfig>,
+    mut actx: AttemptContext,
+    for_each: Option<(Vec<Value>, CompiledBody, HashMap<String, String>)>,
+    poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
+    base_ctx: Value,
+) -> Outcome {
+    // The process group goes to the driver, which commits it under the
+    // lease (retried like any commit), so a successor can clean up after a crash.
+    {
+        let step_id = step_id.to_string();
+        actx.on_spawn = Some(Box::new(move |pgid| {
+            let change = Change::AttemptPgid { step_id: step_id.clone(), phase, n, pgid };
+            // The driver gone: its drive ended, and it kills its attempts.
+            let _ = spawned.send(change);
+        }));
+    }
+    let Some((items, body, connections)) = for_each else {
+        let config = config.expect("rendered when there is no for_each");
+        return poll_action(&config, &actx, poll, &base_ctx).await;
+    };
+    // for_each: one action per item, the outputs a list in item order.
+    let mut outputs = Vec::with_capacity(items.len());
+    for (k, item) in items.iter().enumerate() {
+        actx.idempotency_key = format!("{run_id}/{step_id}/{k}");
+        let mut ctx = base_ctx.clone();
+        ctx["item"] = item.clone();
+        let rendered = Context::wraps(&ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|c| prepare_config(&body, Some(&c), &connections));
+        let outcome = match rendered {
+            Ok(config) => poll_action(&config, &actx, poll.clone(), &ctx).await,
+            Err(e) => Outcome::fatal(e),
+        };
+        match outcome {
+            Outcome::Succeeded { outputs: o } => outputs.push(json!({"item": item, "outputs": o})),
+            Outcome::Failed { error, retryable, outputs: o } => {
+                outputs.push(json!({"item": item, "outputs": o}));
+                return Outcome::Failed {
+                    error: format!("item {k} ({item}): {error}"),
+                    retryable,
+                    outputs: json!({"items": outputs}),
+                };
+            }
+        }
+    }
+    Outcome::Succeeded { outputs: json!({"items": outputs}) }
+}
+
+/// Runs the action, repeating it every `interval` until `until` holds.
+async fn poll_action(
+    config: &ActionConfig,
+    actx: &AttemptContext,
+    poll: Option<(crate::model::Poll, crate::compile::templates::Parsed)>,
+    ctx: &Value,
+) -> Outcome {
+    let Some((poll, until)) = poll else {
+        return config.run(actx).await;
+    };
+    let deadline = Instant::now() + poll.timeout.0;
+    loop {
+        let outcome = config.run(actx).await;
+        if let Outcome::Succeeded { outputs } = &outcome {
+            let mut c = ctx.clone();
+            c["outputs"] = outputs.clone();
+            let holds =
+                Context::wraps(c).map_err(|e| e.to_string()).and_then(|c| render(&until, &c));
+            match holds {
+                Ok(text) if truthy(&text) => return outcome,
+                Ok(_) => {}
+                Err(e) => return Outcome::fatal(format!("`poll.until`: {e}")),
+            }
+        }
+        if Instant::now() + poll.interval.0 > deadline {
+            return Outcome::Failed {
+                error: format!(
+                    "`poll.until` still false after {}; last outputs: {}",
+                    poll.timeout,
+                    last_outputs_summary(outcome.outputs())
+                ),
+                retryable: false,
+                outputs: outcome.outputs().clone(),
+            };
+        }
+        tokio::select! {
+            _ = actx.cancel.cancelled() => return Outcome::fatal("cancelled while polling"),
+            _ = tokio::time::sleep(poll.interval.0) => {}
+        }
     }
 }
 

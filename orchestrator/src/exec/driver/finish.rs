@@ -8,11 +8,15 @@ impl Driver {
     pub(super) async fn try_finish(&mut self) -> anyhow::Result<bool> {
         let now = now_ms();
         if self.run.status == RunStatus::RollingBack {
-            let open = (0..self.steps.len()).any(|i| self.rollback_pending(i));
+            let open = (0..self.slots.len()).any(|i| self.rollback_pending(i));
             if open {
                 return Ok(false);
             }
-            let failed = self.rollbacks.iter().flatten().any(|r| r.status == "failed");
+            let failed = self
+                .slots
+                .iter()
+                .filter_map(|s| s.rollback.as_ref())
+                .any(|r| r.status == RollbackStatus::Failed);
             let status = if self.run.cancelled_by.is_some() {
                 RunStatus::Cancelled
             } else if failed {
@@ -26,16 +30,24 @@ impl Driver {
                     finished_at: Some(now),
                     ..Default::default()
                 }),
-                Self::event(status.as_str(), None, None),
-            ]);
-            self.wake_parent();
+                Self::event(
+                    match status {
+                        RunStatus::Cancelled => RunEvent::Cancelled,
+                        RunStatus::RollbackFailed => RunEvent::RollbackFailed,
+                        _ => RunEvent::RolledBack,
+                    },
+                    None,
+                    None,
+                ),
+            ])?;
+            self.wake_parent()?;
             return Ok(true);
         }
         if self.blocking_failure() {
             let mut changes = Vec::new();
-            for i in 0..self.steps.len() {
+            for i in 0..self.slots.len() {
                 if matches!(
-                    self.steps[i].status,
+                    self.slots[i].record.status,
                     StepStatus::Pending | StepStatus::RetryWait | StepStatus::Waiting
                 ) {
                     changes.push(self.step_change(i, |s| {
@@ -45,9 +57,9 @@ impl Driver {
                     }));
                 }
             }
-            let failed: Vec<&str> = (0..self.steps.len())
+            let failed: Vec<&str> = (0..self.slots.len())
                 .filter(|&i| {
-                    self.steps[i].status == StepStatus::Failed
+                    self.slots[i].record.status == StepStatus::Failed
                         && !self.wf.steps[i].definition.continue_on_failure
                 })
                 .map(|i| self.wf.steps[i].id.as_str())
@@ -59,14 +71,14 @@ impl Driver {
             );
             let rollback =
                 self.wf.definition.on_failure == OnFailure::Rollback && self.has_rollback_work();
-            changes.push(Self::event("failed", None, Some(json!({"error": error}))));
+            changes.push(Self::event(RunEvent::Failed, None, Some(json!({"error": error}))));
             if rollback {
                 changes.push(Change::Run(RunUpdate {
                     status: Some(RunStatus::RollingBack),
                     error: Some(error),
                     ..Default::default()
                 }));
-                changes.push(Self::event("rolling_back", None, None));
+                changes.push(Self::event(RunEvent::RollingBack, None, None));
             } else {
                 changes.push(Change::Run(RunUpdate {
                     status: Some(RunStatus::Failed),
@@ -75,13 +87,13 @@ impl Driver {
                     ..Default::default()
                 }));
             }
-            self.stage(changes);
+            self.stage(changes)?;
             if !rollback {
-                self.wake_parent();
+                self.wake_parent()?;
             }
             return Ok(true);
         }
-        let all_done = self.steps.iter().all(|s| s.status.is_settled());
+        let all_done = self.records().all(|s| s.status.is_settled());
         if !all_done {
             return Ok(false);
         }
@@ -108,9 +120,13 @@ impl Driver {
                         finished_at: Some(now),
                         ..Default::default()
                     }),
-                    Self::event("failed", None, Some(json!({"error": format!("outputs: {e}")}))),
-                ]);
-                self.wake_parent();
+                    Self::event(
+                        RunEvent::Failed,
+                        None,
+                        Some(json!({"error": format!("outputs: {e}")})),
+                    ),
+                ])?;
+                self.wake_parent()?;
                 return Ok(true);
             }
         };
@@ -123,7 +139,7 @@ impl Driver {
                 ..Default::default()
             }),
             Self::event(
-                "succeeded",
+                RunEvent::Succeeded,
                 None,
                 Some(json!({"outputs": outputs, "duration_ms": elapsed})),
             ),
@@ -131,15 +147,16 @@ impl Driver {
         if self.rto_due.is_some_and(|due| now > due) {
             changes.extend(self.rto_breached());
         }
-        self.stage(changes);
-        self.wake_parent();
+        self.stage(changes)?;
+        self.wake_parent()?;
         Ok(true)
     }
 
     /// A finished child makes its parent due (committed with the child's end).
-    pub(super) fn wake_parent(&mut self) {
-        if let Some(parent) = self.run.parent_run_id.clone() {
-            self.stage(vec![Change::WakeRun { run_id: parent }]);
+    pub(super) fn wake_parent(&mut self) -> Result<(), ExecError> {
+        match self.run.parent_run_id.clone() {
+            Some(parent) => self.stage(vec![Change::WakeRun { run_id: parent }]),
+            None => Ok(()),
         }
     }
 }

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Driver;
+use super::state::StepState;
+use crate::events::RunEvent;
 use crate::exec::people::{Decision, outcome_audit, refusal};
 use crate::kinds::approval::{self, OnTimeout};
 use crate::kinds::escalate;
@@ -14,7 +16,7 @@ use crate::store::{Change, RequestRecord, StepStatus, now_ms};
 use lifeboat_notify::Action;
 
 /// The durable state of a gate (kept in `steps.state`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Gate {
     /// `approval` or `ack`.
     pub awaiting: String,
@@ -38,14 +40,14 @@ pub(super) struct Gate {
     pub planned: Option<Escalation>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Approval {
     pub by: String,
     pub at: i64,
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Escalation {
     pub tiers: Vec<TierState>,
     /// The tier paged last.
@@ -62,7 +64,7 @@ pub(super) struct Escalation {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct TierState {
     pub channels: Vec<String>,
     pub ack_within: i64,
@@ -115,7 +117,10 @@ impl Gate {
 
 impl Driver {
     pub(super) fn gate(&self, i: usize) -> Option<Gate> {
-        self.steps[i].state.clone().and_then(|s| serde_json::from_value(s).ok())
+        match &self.slots[i].state {
+            Some(StepState::Gate(gate)) => Some((**gate).clone()),
+            _ => None,
+        }
     }
 
     /// Writes the gate back as the step's state, with its next timer;
@@ -123,7 +128,7 @@ impl Driver {
     fn gate_change(&self, i: usize, gate: &Gate, started: Option<i64>) -> Change {
         let wake = gate.wake_at();
         // Messages are rendered templates: a secret in one never reaches the store.
-        let state = self.redact(json!(gate));
+        let state = self.redact(StepState::Gate(Box::new(gate.clone())).to_value());
         self.step_change(i, |s| {
             if let Some(now) = started {
                 s.status = StepStatus::Waiting;
@@ -142,7 +147,7 @@ impl Driver {
         now: i64,
     ) -> Vec<Change> {
         let id = self.wf.steps[i].id.clone();
-        let people = self.engine.opts.people.expand(&config.approvers);
+        let people = self.rt.opts.people.expand(&config.approvers);
         let requester = config
             .exclude_requester
             .then(|| self.run.trigger.get("by").and_then(Value::as_str).map(String::from))
@@ -167,7 +172,7 @@ impl Driver {
                 people.join(", "),
                 if eligible < people.len() { " (the requester is excluded)" } else { "" }
             );
-            let state = json!(gate);
+            let state = StepState::Gate(Box::new(gate)).to_value();
             return vec![
                 self.step_change(i, |s| {
                     s.status = StepStatus::Failed;
@@ -178,12 +183,12 @@ impl Driver {
                     s.outputs = Some(json!({"approved_by": []}));
                     s.error = Some(error.clone());
                 }),
-                Self::event("step_failed", Some(&id), Some(json!({"error": error}))),
+                Self::event(RunEvent::StepFailed, Some(&id), Some(json!({"error": error}))),
             ];
         }
         let mut changes = vec![self.gate_change(i, &gate, Some(now))];
         changes.push(Self::event(
-            "approval_requested",
+            RunEvent::ApprovalRequested,
             Some(&id),
             Some(self.redact(json!({
                 "approvers": people,
@@ -231,7 +236,7 @@ impl Driver {
         let data = json!({"tier": tier + 1, "channels": channels, "message": message, "ack_within_ms": esc.tiers[tier].ack_within});
         let mut changes = self.page(
             &id,
-            "escalated",
+            RunEvent::Escalated,
             &channels,
             template.as_deref(),
             data,
@@ -246,7 +251,7 @@ impl Driver {
     fn page(
         &self,
         id: &str,
-        event: &str,
+        event: RunEvent,
         channels: &[String],
         template: Option<&str>,
         data: Value,
@@ -254,7 +259,7 @@ impl Driver {
     ) -> Vec<Change> {
         let mut changes = vec![Self::event(event, Some(id), Some(data.clone()))];
         changes.extend(self.notify_channels(
-            "escalated",
+            RunEvent::Escalated.as_str(),
             Some(id),
             channels,
             template,
@@ -275,19 +280,19 @@ impl Driver {
         let id = self.wf.steps[i].id.clone();
         let Some(esc) = gate.escalation.clone() else {
             // The approval deadline passed.
-            let after = self.steps[i].started_at.map(|s| (now - s) / 1000).unwrap_or(0);
+            let after = self.slots[i].record.started_at.map(|s| (now - s) / 1000).unwrap_or(0);
             return Some(match gate.on_timeout {
                 OnTimeout::Approve => self.gate_done(
                     i,
                     true,
                     json!({"approved_by": [], "timed_out": true, "comment": null}),
                     None,
-                    "approval_timed_out",
+                    RunEvent::ApprovalTimedOut,
                 ),
                 OnTimeout::Escalate if gate.planned.is_some() => {
                     gate.escalation = gate.planned.take();
                     let mut changes = vec![Self::event(
-                        "approval_timed_out",
+                        RunEvent::ApprovalTimedOut,
                         Some(&id),
                         Some(json!({"escalating": true})),
                     )];
@@ -299,7 +304,7 @@ impl Driver {
                     false,
                     json!({"approved_by": [], "timed_out": true}),
                     Some(format!("no decision within {after}s (on_timeout: fail)")),
-                    "approval_timed_out",
+                    RunEvent::ApprovalTimedOut,
                 ),
             });
         };
@@ -313,7 +318,7 @@ impl Driver {
                 false,
                 json!({"tier": esc.tier + 1}),
                 Some(format!("nobody {what} after all {} tiers were paged", esc.tiers.len())),
-                "escalation_exhausted",
+                RunEvent::EscalationExhausted,
             ));
         }
         // A status update to everyone paged so far.
@@ -327,7 +332,7 @@ impl Driver {
         let data = json!({"tier": esc.tier + 1, "update": updates, "message": message});
         let mut changes = self.page(
             &id,
-            "status_update",
+            RunEvent::StatusUpdate,
             &channels,
             template.as_deref(),
             data,
@@ -344,7 +349,7 @@ impl Driver {
         ok: bool,
         outputs: Value,
         error: Option<String>,
-        why: &str,
+        why: RunEvent,
     ) -> Vec<Change> {
         let id = self.wf.steps[i].id.clone();
         let now = now_ms();
@@ -358,7 +363,7 @@ impl Driver {
             }),
             Self::event(why, Some(&id), Some(outputs.clone())),
             Self::event(
-                if ok { "step_succeeded" } else { "step_failed" },
+                if ok { RunEvent::StepSucceeded } else { RunEvent::StepFailed },
                 Some(&id),
                 error.map(|e| json!({"error": e})),
             ),
@@ -368,7 +373,7 @@ impl Driver {
     /// The run ended: PagerDuty incidents its escalations opened are resolved.
     pub(super) fn resolve_pages(&self) -> Vec<Change> {
         let mut changes = Vec::new();
-        for i in 0..self.steps.len() {
+        for i in 0..self.slots.len() {
             let Some(esc) = self.gate(i).and_then(|g| g.escalation) else { continue };
             let pagers = self.pagerduty_channels(&esc.paged_channels());
             let id = self.wf.steps[i].id.clone();
@@ -401,7 +406,7 @@ impl Driver {
             }
             Err(why) => vec![
                 Self::event(
-                    "decision_refused",
+                    RunEvent::DecisionRefused,
                     Some(&self.wf.steps[i].id),
                     Some(json!({"by": req.actor, "decision": decision.name(), "reason": why})),
                 ),
@@ -419,10 +424,14 @@ impl Driver {
     ) -> Result<Vec<Change>, String> {
         let id = self.wf.steps[i].id.clone();
         let comment = req.data.as_ref().and_then(|d| d.get("comment")).and_then(Value::as_str);
-        let refused = if self.steps[i].status != StepStatus::Waiting {
-            Some(format!("step is {}", self.steps[i].status))
+        let refused = if self.slots[i].record.status != StepStatus::Waiting {
+            Some(format!("step is {}", self.slots[i].record.status))
         } else {
-            refusal(self.steps[i].state.as_ref().unwrap_or(&Value::Null), &req.actor, decision)
+            refusal(
+                self.slots[i].record.state.as_ref().unwrap_or(&Value::Null),
+                &req.actor,
+                decision,
+            )
         };
         if let Some(why) = refused {
             return Err(why);
@@ -440,7 +449,7 @@ impl Driver {
                     false,
                     json!({"rejected_by": req.actor, "comment": comment, "approved_by": gate.approvals.iter().map(|a| &a.by).collect::<Vec<_>>()}),
                     Some(error),
-                    "rejected",
+                    RunEvent::Rejected,
                 ))
             }
             Decision::Approve => {
@@ -463,12 +472,12 @@ impl Driver {
                         true,
                         json!({"approved_by": by, "comment": comment, "comments": comments}),
                         None,
-                        "approved",
+                        RunEvent::Approved,
                     ));
                 }
                 Ok(vec![
                     Self::event(
-                        "approval_recorded",
+                        RunEvent::ApprovalRecorded,
                         Some(&id),
                         Some(json!({"by": req.actor, "have": by.len(), "need": gate.min})),
                     ),
@@ -482,13 +491,13 @@ impl Driver {
                     true,
                     json!({"acked_by": req.actor, "tier": tier, "comment": comment}),
                     None,
-                    "acknowledged",
+                    RunEvent::Acknowledged,
                 );
                 // PagerDuty incidents of this run follow the acknowledgement.
                 if let Some(esc) = &gate.escalation {
                     let pagers = self.pagerduty_channels(&esc.paged_channels());
                     changes.extend(self.notify_channels(
-                        "acknowledged",
+                        RunEvent::Acknowledged.as_str(),
                         Some(&id),
                         &pagers,
                         esc.template.as_deref(),

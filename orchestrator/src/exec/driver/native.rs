@@ -33,17 +33,17 @@ impl Driver {
                     s.status = StepStatus::Waiting;
                     s.started_at = Some(now);
                     s.wake_at = Some(deadline);
-                    s.state = Some(json!({"wait_until": deadline}));
+                    s.state = Some(StepState::Timer { until: deadline }.to_value());
                 }));
                 changes.push(Self::event(
-                    "step_waiting",
+                    RunEvent::StepWaiting,
                     Some(&step.id),
                     Some(json!({"until": deadline})),
                 ));
             }
             (NativeKind::Notify, KindConfig::Notify(n)) => {
                 let data = json!({ "message": null });
-                let disc = format!("a{}", self.steps[i].attempts + 1);
+                let disc = format!("a{}", self.slots[i].record.attempts + 1);
                 let queued = match (&n.template, &n.subject, &n.body) {
                     (_, subject, Some(body)) => self.notify_inline(
                         &step.id,
@@ -72,7 +72,7 @@ impl Driver {
                     .collect();
                 changes.extend(queued);
                 changes.push(Self::event(
-                    "notification",
+                    RunEvent::Notification,
                     Some(&step.id),
                     Some(json!({"channels": n.channels, "required": n.required})),
                 ));
@@ -82,7 +82,7 @@ impl Driver {
                         s.status = StepStatus::Waiting;
                         s.started_at = Some(now);
                         s.wake_at = None;
-                        s.state = Some(json!({"outbox": keys}));
+                        s.state = Some(StepState::Outbox { keys }.to_value());
                     }));
                 } else {
                     changes.push(self.step_change(i, |s| {
@@ -91,7 +91,7 @@ impl Driver {
                         s.finished_at = Some(now);
                         s.outputs = Some(json!({"queued": n.channels}));
                     }));
-                    changes.push(Self::event("step_succeeded", Some(&step.id), None));
+                    changes.push(Self::event(RunEvent::StepSucceeded, Some(&step.id), None));
                 }
             }
             (NativeKind::Workflow, KindConfig::Workflow(c)) => {
@@ -119,9 +119,9 @@ impl Driver {
         // its declared name; never a path, never what the directory holds now.
         let child = match &self.run.pins {
             Some(pins) => match pins.get(&c.workflow) {
-                Some(hash) => self.engine.definition(hash).await?,
+                Some(hash) => self.rt.definition(hash).await?,
                 None => {
-                    let dir = self.engine.opts.workflows_dir.display();
+                    let dir = self.rt.opts.workflows_dir.display();
                     return self
                         .fail_step(
                             i,
@@ -134,10 +134,10 @@ impl Driver {
                 }
             },
             // A run created before pinning existed: resolve the name now.
-            None => match self.engine.catalog().await?.get(&c.workflow) {
+            None => match self.rt.catalog().await?.get(&c.workflow) {
                 Some(wf) => wf,
                 None => {
-                    let dir = self.engine.opts.workflows_dir.display();
+                    let dir = self.rt.opts.workflows_dir.display();
                     return self
                         .fail_step(
                             i,
@@ -161,14 +161,14 @@ impl Driver {
         // them, and this keeps a value that slipped through out of the store.
         let inputs = self.redact(inputs);
         let trigger = json!({"kind": "workflow", "parent": self.run.id, "step": step_id});
-        let parent = Some(crate::exec::engine::Parent {
+        let parent = Some(crate::exec::runtime::Parent {
             run: self.run.id.clone(),
             step: step_id.clone(),
             root: self.run.root_run_id.clone(),
             pins: self.run.pins.clone().unwrap_or_default(),
         });
-        let keys = crate::exec::engine::SubmitKeys::default();
-        let mut run = self.engine.new_run(&child, inputs, trigger, parent, false, keys).await?;
+        let keys = crate::exec::runtime::SubmitKeys::default();
+        let mut run = self.rt.new_run(&child, inputs, trigger, parent, false, keys).await?;
         // Created by this commit, so it must be created: behind a busy
         // concurrency key the child queues (it is not skipped).
         run.skip_on_conflict = false;
@@ -182,9 +182,9 @@ impl Driver {
                 s.status = StepStatus::Waiting;
                 s.started_at = Some(now);
                 s.wake_at = None;
-                s.state = Some(json!({"child_run": child_id}));
+                s.state = Some(StepState::Child { run: child_id.clone() }.to_value());
             }),
-            Self::event("child_started", Some(&step_id), Some(json!({"run": child_id}))),
+            Self::event(RunEvent::ChildStarted, Some(&step_id), Some(json!({"run": child_id}))),
         ];
         self.commit(changes).await?;
         crate::metrics::run_started(&child.name);
@@ -194,51 +194,54 @@ impl Driver {
     /// A waiting step is due: a timer fired, or a child run may have ended.
     pub(super) async fn resume_waiting(&mut self, i: usize) -> anyhow::Result<()> {
         let id = self.wf.steps[i].id.clone();
-        let state = self.steps[i].state.clone().unwrap_or(Value::Null);
         let now = now_ms();
-        if let Some(child) = state.get("child_run").and_then(Value::as_str) {
-            let Some(run) = self.engine.store.run(child).await? else {
-                return self.fail_step(i, format!("child run {child} disappeared")).await;
-            };
-            if !run.status.is_terminal() {
-                return Ok(());
+        match self.slots[i].state.clone() {
+            Some(StepState::Child { run: child }) => {
+                let Some(run) = self.rt.store.run(&child).await? else {
+                    return self.fail_step(i, format!("child run {child} disappeared")).await;
+                };
+                if !run.status.is_terminal() {
+                    return Ok(());
+                }
+                let ok = run.status == RunStatus::Succeeded;
+                let changes = vec![
+                    self.step_change(i, |s| {
+                        s.status = if ok { StepStatus::Succeeded } else { StepStatus::Failed };
+                        s.finished_at = Some(now);
+                        s.outputs = Some(run.outputs.clone().unwrap_or(json!({})));
+                        s.error = (!ok).then(|| format!("child run {child} ended {}", run.status));
+                    }),
+                    Self::event(
+                        if ok { RunEvent::StepSucceeded } else { RunEvent::StepFailed },
+                        Some(&id),
+                        Some(json!({"child": child})),
+                    ),
+                ];
+                self.commit(changes).await
             }
-            let ok = run.status == RunStatus::Succeeded;
-            let changes = vec![
-                self.step_change(i, |s| {
-                    s.status = if ok { StepStatus::Succeeded } else { StepStatus::Failed };
-                    s.finished_at = Some(now);
-                    s.outputs = Some(run.outputs.clone().unwrap_or(json!({})));
-                    s.error = (!ok).then(|| format!("child run {child} ended {}", run.status));
-                }),
-                Self::event(
-                    if ok { "step_succeeded" } else { "step_failed" },
-                    Some(&id),
-                    Some(json!({"child": child})),
-                ),
-            ];
-            return self.commit(changes).await;
+            Some(StepState::Timer { .. }) => {
+                let changes = vec![
+                    self.step_change(i, |s| {
+                        s.status = StepStatus::Succeeded;
+                        s.finished_at = Some(now);
+                        s.wake_at = None;
+                        s.outputs = Some(json!({}));
+                    }),
+                    Self::event(RunEvent::StepSucceeded, Some(&id), None),
+                ];
+                self.commit(changes).await
+            }
+            Some(StepState::Outbox { keys }) => self.resume_required_notify(i, keys).await,
+            // Waiting for a person; maybe a deadline or an update is due.
+            Some(StepState::Gate(_)) => match self.gate_timer(i, now) {
+                Some(changes) => self.commit(changes).await,
+                None => Ok(()),
+            },
+            state @ (Some(StepState::Retried { .. }) | None) => {
+                let error = format!("a waiting step has no wait condition (state: {state:?})");
+                self.fail_step(i, error).await
+            }
         }
-        if state.get("wait_until").is_some() {
-            let changes = vec![
-                self.step_change(i, |s| {
-                    s.status = StepStatus::Succeeded;
-                    s.finished_at = Some(now);
-                    s.wake_at = None;
-                    s.outputs = Some(json!({}));
-                }),
-                Self::event("step_succeeded", Some(&id), None),
-            ];
-            return self.commit(changes).await;
-        }
-        if let Some(keys) = state.get("outbox").and_then(Value::as_array) {
-            return self.resume_required_notify(i, keys.clone()).await;
-        }
-        // Waiting for a person; maybe a deadline or an update is due.
-        if let Some(changes) = self.gate_timer(i, now) {
-            return self.commit(changes).await;
-        }
-        Ok(())
     }
 
     /// A `required: true` notify step: succeeded once every message is
@@ -246,14 +249,11 @@ impl Driver {
     pub(super) async fn resume_required_notify(
         &mut self,
         i: usize,
-        keys: Vec<Value>,
+        keys: Vec<String>,
     ) -> anyhow::Result<()> {
         let id = self.wf.steps[i].id.clone();
-        let rows = self.engine.store.outbox(&self.run.id).await?;
-        let mine: Vec<_> = rows
-            .iter()
-            .filter(|r| keys.iter().any(|k| k.as_str() == Some(&r.dedupe_key)))
-            .collect();
+        let rows = self.rt.store.outbox(&self.run.id).await?;
+        let mine: Vec<_> = rows.iter().filter(|r| keys.contains(&r.dedupe_key)).collect();
         if let Some(failed) = mine.iter().find(|r| r.status == crate::store::OutboxStatus::Failed) {
             let error = format!(
                 "notification to {} failed: {}",
@@ -272,7 +272,7 @@ impl Driver {
                     s.finished_at = Some(now);
                     s.outputs = Some(json!({"delivered": delivered}));
                 }),
-                Self::event("step_succeeded", Some(&id), None),
+                Self::event(RunEvent::StepSucceeded, Some(&id), None),
             ];
             return self.commit(changes).await;
         }

@@ -5,10 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use lifeboat_notify::context::{Approval, Escalation, Incident, RunInfo, StepInfo};
-use lifeboat_notify::{Action, Event, Message, Severity};
+use lifeboat_notify::{Action, Message, Severity};
 use serde_json::Value;
 
 use super::Driver;
+use crate::events::RunEvent;
 use crate::exec::people::Decision;
 use crate::store::{Change, NewNotification, StepStatus, now_ms};
 
@@ -41,11 +42,11 @@ impl Driver {
         let mut out = Vec::new();
         for change in changes {
             let Change::Event { at, kind, step_id, data } = change else { continue };
-            let Some(event) = Event::ALL.into_iter().find(|e| e.name() == kind) else { continue };
+            let Some(event) = kind.notify_event() else { continue };
             for rule in rules.iter().filter(|r| r.on.contains(&event)) {
                 let channels: Vec<String> = rule.channels.iter().map(|c| c.value.clone()).collect();
                 out.extend(self.notify_channels(
-                    kind,
+                    kind.as_str(),
                     step_id.as_deref(),
                     &channels,
                     rule.template.as_ref().map(|t| t.value.as_str()),
@@ -78,7 +79,7 @@ impl Driver {
             action,
             discriminator,
             |ctx| {
-                let notifier = &self.engine.opts.notifier;
+                let notifier = &self.rt.opts.notifier;
                 notifier
                     .templates
                     .render(template.unwrap_or("incident"), ctx)
@@ -171,12 +172,12 @@ impl Driver {
 
     /// Channels among `channels` that are PagerDuty services.
     pub(super) fn pagerduty_channels(&self, channels: &[String]) -> Vec<String> {
-        let kinds = &self.engine.opts.notifier.channel_kinds;
+        let kinds = &self.rt.opts.notifier.channel_kinds;
         channels.iter().filter(|c| kinds.get(*c) == Some(&"pagerduty")).cloned().collect()
     }
 
     fn step_info(&self, i: usize) -> StepInfo {
-        let s = &self.steps[i];
+        let s = &self.slots[i].record;
         StepInfo {
             id: self.wf.steps[i].id.clone(),
             status: s.status.as_str().into(),
@@ -195,7 +196,7 @@ impl Driver {
         action: Action,
         data: &Value,
     ) -> lifeboat_notify::Context {
-        let notifier = &self.engine.opts.notifier;
+        let notifier = &self.rt.opts.notifier;
         let run = &self.run;
         let alert = run.trigger.get("payload").cloned().unwrap_or(Value::Null);
         let started = time(run.started_at.or(Some(run.created_at))).unwrap_or_else(Utc::now);
@@ -227,8 +228,7 @@ impl Driver {
             .or_else(|| self.wf.definition.description.clone())
             .unwrap_or_else(|| format!("{} run {}", run.workflow, run.id));
         let done: Vec<&str> = self
-            .steps
-            .iter()
+            .records()
             .enumerate()
             .filter(|(_, s)| s.status == StepStatus::Succeeded)
             .map(|(i, _)| self.wf.steps[i].id.as_str())
@@ -249,8 +249,9 @@ impl Driver {
         };
         // An approval that escalated is still decided by approve/reject, not ack.
         let awaiting = step_index.and_then(|i| self.gate(i)).map(|g| g.awaiting);
-        let approval_gate = event == "approval_requested"
-            || (event == "escalated" && awaiting.as_deref() == Some("approval"));
+        let escalated = event == RunEvent::Escalated.as_str();
+        let approval_gate = event == RunEvent::ApprovalRequested.as_str()
+            || (escalated && awaiting.as_deref() == Some("approval"));
         let approval = approval_gate
             .then(|| {
                 Some(Approval {
@@ -295,10 +296,10 @@ impl Driver {
                 action_taken: (!done.is_empty()).then(|| format!("Completed: {}", done.join(", "))),
                 expected_resolution: rto.map(|r| format!("within {r} (RTO)")),
             },
-            steps: (0..self.steps.len()).map(|i| self.step_info(i)).collect(),
+            steps: (0..self.slots.len()).map(|i| self.step_info(i)).collect(),
             step: step_index.map(|i| self.step_info(i)),
             approval,
-            ack_url: (event == "escalated" && awaiting.as_deref() == Some("ack"))
+            ack_url: (escalated && awaiting.as_deref() == Some("ack"))
                 .then(|| link(Decision::Ack))
                 .flatten(),
             escalation,

@@ -7,16 +7,18 @@ use super::*;
 impl Driver {
     /// Attempts that were in flight when their worker died.
     pub(super) async fn recover(&mut self) -> anyhow::Result<()> {
-        let interrupted: Vec<usize> = (0..self.steps.len())
-            .filter(|&i| self.steps[i].status == StepStatus::Running)
+        let interrupted: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].record.status == StepStatus::Running)
             .collect();
-        let rollback_interrupted: Vec<usize> = (0..self.steps.len())
-            .filter(|&i| self.rollbacks[i].as_ref().is_some_and(|r| r.status == "running"))
+        let rollback_interrupted: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i].rollback.as_ref().is_some_and(|r| r.status == RollbackStatus::Running)
+            })
             .collect();
         if interrupted.is_empty() && rollback_interrupted.is_empty() {
             return Ok(());
         }
-        let attempts = self.engine.store.attempts(&self.run.id).await?;
+        let attempts = self.rt.store.attempts(&self.run.id).await?;
         let now = now_ms();
         let mut changes = Vec::new();
         if attempts.iter().any(|a| a.status == AttemptStatus::Running && a.worker != self.worker())
@@ -30,7 +32,7 @@ impl Driver {
         };
         for i in interrupted {
             let id = self.wf.steps[i].id.clone();
-            let n = self.steps[i].attempts;
+            let n = self.slots[i].record.attempts;
             if let Some(a) =
                 attempts.iter().find(|a| a.step_id == id && a.phase == Phase::Forward && a.n == n)
             {
@@ -57,7 +59,11 @@ impl Driver {
                          (lifeboat retry {run} --from {id} | skip {run} {id} | mark {run} {id} succeeded|failed)"
                     ));
                 }));
-                changes.push(Self::event("needs_human", Some(&id), Some(json!({"attempt": n}))));
+                changes.push(Self::event(
+                    RunEvent::NeedsHuman,
+                    Some(&id),
+                    Some(json!({"attempt": n})),
+                ));
             } else {
                 changes.push(self.step_change(i, |s| {
                     s.status = StepStatus::RetryWait;
@@ -65,7 +71,7 @@ impl Driver {
                     s.error = Some(format!("attempt {n} was interrupted; retrying"));
                 }));
                 changes.push(Self::event(
-                    "step_interrupted",
+                    RunEvent::StepInterrupted,
                     Some(&id),
                     Some(json!({"attempt": n})),
                 ));
@@ -73,7 +79,7 @@ impl Driver {
         }
         for i in rollback_interrupted {
             let id = self.wf.steps[i].id.clone();
-            let mut rb = self.rollbacks[i].clone().unwrap_or_default();
+            let mut rb = self.slots[i].rollback.clone().unwrap_or_default();
             if let Some(a) = attempts
                 .iter()
                 .find(|a| a.step_id == id && a.phase == Phase::Rollback && a.n == rb.attempts)
@@ -90,9 +96,9 @@ impl Driver {
                 stdout: None,
                 stderr: None,
             });
-            rb.status = "retry_wait".into();
+            rb.status = RollbackStatus::RetryWait;
             rb.wake_at = Some(now);
-            changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+            changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
         }
         self.commit(changes).await
     }

@@ -6,7 +6,7 @@ use super::*;
 impl Driver {
     /// Operator requests: cancel, pause, resume, skip, mark, retry.
     pub(super) async fn process_requests(&mut self) -> anyhow::Result<()> {
-        let requests = self.engine.store.open_requests(&self.run.id).await?;
+        let requests = self.rt.store.open_requests(&self.run.id).await?;
         for req in requests {
             let now = now_ms();
             let mut changes = vec![Change::RequestDone { id: req.id, at: now }];
@@ -23,8 +23,8 @@ impl Driver {
                     for token in self.in_flight.values() {
                         token.cancel();
                     }
-                    for i in 0..self.steps.len() {
-                        let st = self.steps[i].status;
+                    for i in 0..self.slots.len() {
+                        let st = self.slots[i].record.status;
                         if !st.is_settled() {
                             changes.push(self.step_change(i, |s| {
                                 s.status = StepStatus::Cancelled;
@@ -46,16 +46,16 @@ impl Driver {
                         ..Default::default()
                     }));
                     changes.push(Self::event(
-                        if rollback { "rolling_back" } else { "cancelled" },
+                        if rollback { RunEvent::RollingBack } else { RunEvent::Cancelled },
                         None,
                         Some(json!({"by": req.actor})),
                     ));
                 }
                 RequestKind::Skip | RequestKind::MarkSucceeded | RequestKind::MarkFailed => {
                     if let Some(i) = step {
-                        if let Some(token) = self.in_flight.remove(&(i, Phase::Forward)) {
-                            token.cancel();
-                        }
+                        // The attempt ends (its process group killed, its row
+                        // recorded) before the decision applies.
+                        self.stop_attempt(i, Phase::Forward).await?;
                         let status = match req.kind {
                             RequestKind::Skip => StepStatus::Skipped,
                             RequestKind::MarkSucceeded => StepStatus::Succeeded,
@@ -71,7 +71,11 @@ impl Driver {
                             }
                         }));
                         changes.push(Self::event(
-                            &format!("step_{status}"),
+                            match status {
+                                StepStatus::Skipped => RunEvent::StepSkipped,
+                                StepStatus::Succeeded => RunEvent::StepSucceeded,
+                                _ => RunEvent::StepFailed,
+                            },
                             req.step_id.as_deref(),
                             Some(json!({"by": req.actor, "manual": true})),
                         ));
@@ -96,6 +100,27 @@ impl Driver {
         Ok(())
     }
 
+    /// Cancels the attempt of step `i` in flight, if any, and waits until it
+    /// has ended: its process group killed and its end recorded (not
+    /// applied to the step, which the caller decides). Attempts of other
+    /// steps that end meanwhile are handled as usual.
+    pub(super) async fn stop_attempt(&mut self, i: usize, phase: Phase) -> anyhow::Result<()> {
+        let Some(token) = self.in_flight.get(&(i, phase)) else { return Ok(()) };
+        token.cancel();
+        while self.in_flight.contains_key(&(i, phase)) {
+            let done = self.rx.recv().await.expect("the driver holds a sender");
+            self.in_flight.remove(&(done.index, done.phase));
+            if (done.index, done.phase) == (i, phase) {
+                let mut changes = self.finish_changes(i, phase, done.n, &done.outcome);
+                changes.truncate(1); // the attempt's end only
+                self.commit(changes).await?;
+            } else {
+                self.on_finished(done).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// `retry [--from STEP] [-i k=v]`: failed, cancelled, rolled-back and
     /// not-started steps (and STEP with everything after it) run again.
     pub(super) fn plan_retry(
@@ -106,8 +131,8 @@ impl Driver {
     ) {
         let from = req.data.as_ref().and_then(|d| d.get("from")).and_then(Value::as_str);
         let from_index = from.and_then(|id| self.wf.steps.iter().position(|s| s.id == id));
-        let mut reset = vec![false; self.steps.len()];
-        for (i, s) in self.steps.iter().enumerate() {
+        let mut reset = vec![false; self.slots.len()];
+        for (i, s) in self.records().enumerate() {
             reset[i] = matches!(
                 s.status,
                 StepStatus::Failed
@@ -116,7 +141,10 @@ impl Driver {
                     | StepStatus::NeedsHuman
                     | StepStatus::Pending
             ) || (s.status == StepStatus::Succeeded
-                && self.rollbacks[i].as_ref().is_some_and(|r| r.status == "succeeded"));
+                && self.slots[i]
+                    .rollback
+                    .as_ref()
+                    .is_some_and(|r| r.status == RollbackStatus::Succeeded));
         }
         if let Some(f) = from_index {
             for (i, r) in reset.iter_mut().enumerate() {
@@ -135,7 +163,7 @@ impl Driver {
                     s.finished_at = None;
                     s.rollback = None;
                     // A fresh retry budget; attempt numbers keep counting.
-                    s.state = Some(json!({"attempt_base": s.attempts}));
+                    s.state = Some(StepState::Retried { attempt_base: s.attempts }.to_value());
                 }));
             }
         }
@@ -155,6 +183,10 @@ impl Driver {
             inputs,
             ..Default::default()
         }));
-        changes.push(Self::event("retried", from, Some(json!({"by": req.actor, "at": now}))));
+        changes.push(Self::event(
+            RunEvent::Retried,
+            from,
+            Some(json!({"by": req.actor, "at": now})),
+        ));
     }
 }

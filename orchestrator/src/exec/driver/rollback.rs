@@ -7,10 +7,8 @@ impl Driver {
     /// A succeeded step with a rollback body whose rollback has not ended.
     pub(super) fn rollback_pending(&self, i: usize) -> bool {
         self.wf.steps[i].rollback.is_some()
-            && self.steps[i].status == StepStatus::Succeeded
-            && !self.rollbacks[i]
-                .as_ref()
-                .is_some_and(|r| r.status == "succeeded" || r.status == "failed")
+            && self.slots[i].record.status == StepStatus::Succeeded
+            && !self.slots[i].rollback.as_ref().is_some_and(RollbackState::ended)
     }
 
     /// Starts rollbacks in reverse dependency order: a step's rollback waits
@@ -22,14 +20,14 @@ impl Driver {
             if !self.rollback_pending(i) || self.in_flight.contains_key(&(i, Phase::Rollback)) {
                 continue;
             }
-            let state = self.rollbacks[i].clone().unwrap_or_default();
-            if state.status == "running" {
+            let state = self.slots[i].rollback.clone().unwrap_or_default();
+            if state.status == RollbackStatus::Running {
                 continue;
             }
-            if state.status == "retry_wait" && state.wake_at.is_some_and(|w| w > now) {
+            if state.status == RollbackStatus::RetryWait && state.wake_at.is_some_and(|w| w > now) {
                 continue;
             }
-            let dependents_done = (0..self.steps.len())
+            let dependents_done = (0..self.slots.len())
                 .filter(|&d| self.wf.ancestors.contains(d, i))
                 .all(|d| !self.rollback_pending(d));
             if dependents_done {
@@ -48,30 +46,30 @@ impl Driver {
         let id = self.wf.steps[i].id.clone();
         let retry = self.body(i, Phase::Rollback).retry;
         let now = now_ms();
-        let mut rb = self.rollbacks[i].clone().unwrap_or_default();
+        let mut rb = self.slots[i].rollback.clone().unwrap_or_default();
         let mut changes = Vec::new();
         match result {
             Ok(()) => {
-                rb.status = "succeeded".into();
+                rb.status = RollbackStatus::Succeeded;
                 changes.push(self.step_change(i, |s| {
                     s.status = StepStatus::RolledBack;
-                    s.rollback = Some(json!(rb).to_string());
+                    s.rollback = Some(rb.to_stored());
                 }));
-                changes.push(Self::event("step_rolled_back", Some(&id), None));
+                changes.push(Self::event(RunEvent::StepRolledBack, Some(&id), None));
             }
             Err((error, retryable)) if retryable && n < retry.attempts => {
                 let delay = backoff::delay_after(&retry, n, fastrand::f64());
-                rb.status = "retry_wait".into();
+                rb.status = RollbackStatus::RetryWait;
                 rb.wake_at = Some(now + delay.as_millis() as i64);
                 rb.error = Some(error);
-                changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+                changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
             }
             Err((error, _)) => {
-                rb.status = "failed".into();
+                rb.status = RollbackStatus::Failed;
                 rb.error = Some(error.clone());
-                changes.push(self.step_change(i, |s| s.rollback = Some(json!(rb).to_string())));
+                changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
                 changes.push(Self::event(
-                    "rollback_step_failed",
+                    RunEvent::RollbackStepFailed,
                     Some(&id),
                     Some(json!({"error": error})),
                 ));

@@ -117,9 +117,9 @@ async fn a_runs_events_commit_in_id_order() {
             for i in 0..100 {
                 let event = Change::Event {
                     at: now_ms(),
-                    kind: format!("tick{i}"),
+                    kind: crate::events::RunEvent::StatusUpdate,
                     step_id: None,
-                    data: None,
+                    data: Some(serde_json::json!({ "tick": i })),
                 };
                 store.commit("w1", "r1", &[event]).await.unwrap();
             }
