@@ -26,20 +26,24 @@ fn validate(name: &str, text: &str) -> (Option<i32>, String, Duration) {
     (out.status.code(), stderr(&out), started.elapsed())
 }
 
+/// A hang guard, not a measurement: a debug build under a CPU hog on two
+/// shared cores took 11.5 s for what takes well under a second alone.
+const HANG: Duration = Duration::from_secs(60);
+
 #[test]
 fn a_25000_step_chain_is_refused_by_the_step_limit() {
     let (code, err, took) = validate("chain-25k", &chain("chain", 25_000));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("error[LB027]") && err.contains("25000 steps; at most 2000"), "{err}");
     // A hang guard on a loaded machine, not the measurement (see the closing numbers).
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(took < HANG, "took {took:?}");
 }
 
 #[test]
 fn a_chain_at_the_limit_is_valid() {
     let (code, err, took) = validate("chain-2k", &chain("chain", 2_000));
     assert_eq!(code, Some(0), "{err}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(took < HANG, "took {took:?}");
 }
 
 #[test]
@@ -50,7 +54,7 @@ fn every_step_needing_a_missing_step_is_reported_without_quadratic_suggestions()
     }
     let (code, err, took) = validate("lost", &text);
     assert_eq!(code, Some(1));
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(took < HANG, "took {took:?}");
     assert!(err.contains("error[LB008]: step `step-0` needs `stp-0`"), "{}", &err[..2000]);
     // The first ones still get their suggestion; the budget stops the rest.
     assert!(err.contains("did you mean `step-0`?"), "{}", &err[..2000]);
