@@ -75,13 +75,12 @@ pub async fn load_workflow(
         }
     }
     let names: Vec<&str> = snapshot.workflows.keys().map(String::as_str).collect();
-    let hint =
-        crate::suggest::did_you_mean(which, names.iter().copied()).unwrap_or_else(|| {
-            format!(
-                "workflows there: {}",
-                if names.is_empty() { "none".into() } else { names.join(", ") }
-            )
-        });
+    let hint = crate::suggest::did_you_mean(which, names.iter().copied()).unwrap_or_else(|| {
+        format!(
+            "workflows there: {}",
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        )
+    });
     Err(super::not_found(format!(
         "no workflow `{which}`: not a file, and no workflow declares that name in {} ({hint})",
         ctx.workflows_dir.display()

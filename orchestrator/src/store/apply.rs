@@ -243,9 +243,12 @@ pub(crate) async fn apply_all(w: &mut impl Writer, run_id: &str, changes: &[Chan
     let events: Vec<NewEvent<'_>> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::Event { at, kind, step_id, data } => {
-                Some(NewEvent { at: *at, kind: kind.as_str(), step_id: step_id.as_deref(), data: data.as_ref() })
-            }
+            Change::Event { at, kind, step_id, data } => Some(NewEvent {
+                at: *at,
+                kind: kind.as_str(),
+                step_id: step_id.as_deref(),
+                data: data.as_ref(),
+            }),
             _ => None,
         })
         .collect();
