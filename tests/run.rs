@@ -1096,3 +1096,29 @@ fn runs_into_a_reader_that_stops_early_exits_normally_without_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
+
+/// Processes that open one fresh database at once all migrate it: a process
+/// that loses the race to change the schema (a table or a column another one
+/// just added) sees the winner's work and goes on, instead of failing with
+/// "duplicate column name".
+#[test]
+fn processes_opening_a_fresh_database_together_all_migrate_it() {
+    for round in 0..4 {
+        let sb = Sandbox::new(&format!("run-migrate-race-{round}"));
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                sb.command(&["migrate"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn lifeboat migrate")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait for lifeboat migrate");
+            assert_eq!(out.status.code(), Some(0), "round {round}: {}", stderr(&out));
+        }
+        // The schema is whole: a run can be listed on it.
+        sb.ok(&["runs"]);
+    }
+}

@@ -11,7 +11,7 @@ struct Layer(&'static [&'static str], bool);
 
 /// The orchestrator, lowest first.
 const ORCHESTRATOR: &[Layer] = &[
-    Layer(&["text", "suggest"], false),
+    Layer(&["text", "suggest", "events"], false),
     Layer(&["model"], false),
     Layer(&["kinds"], false),
     Layer(&["compile"], false),

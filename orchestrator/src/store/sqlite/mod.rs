@@ -89,10 +89,15 @@ const GROUP_COMMIT_MAX: usize = 512;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// Whether SQLite answered "busy" (another process holds the write lock),
-/// or lost a race to create the schema.
+/// or lost a race to change the schema: a table that "already exists", or a
+/// column added by `ALTER TABLE` that is a "duplicate column name" because
+/// another process's migration added it after this one read the schema.
+/// (SQLite reports these only as text; sqlx gives them no code of their own.)
 fn is_busy(e: &impl std::fmt::Display) -> bool {
     let text = e.to_string();
-    text.contains("database is locked") || text.contains("already exists")
+    ["database is locked", "already exists", "duplicate column name"]
+        .iter()
+        .any(|lost| text.contains(lost))
 }
 
 /// Opens the pool. Setting up a connection (`journal_mode`) can meet another
@@ -113,7 +118,7 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool> {
 
 /// Applies the migrations. SQLite has no migration lock in sqlx: two
 /// processes opening a fresh file together race to create the tables, and
-/// the loser fails ("already exists", "locked"). The winner's work is then
+/// the loser fails ("already exists", "duplicate column name", "locked"). The winner's work is then
 /// applied, so the loser retries until it sees it.
 async fn migrate(pool: &SqlitePool) -> Result<()> {
     let mut tries = 0;
