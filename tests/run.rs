@@ -1079,22 +1079,34 @@ fn a_run_over_its_rto_says_so_exactly_once() {
     assert_eq!(logs.matches("rto_breached").count(), 1, "{logs}");
 }
 
+/// Every printing command treats a reader that went away (`lifeboat … | head`)
+/// as the end of its output: exit 0, no panic.
 #[test]
-fn runs_into_a_reader_that_stops_early_exits_normally_without_a_panic() {
+fn commands_into_a_reader_that_stops_early_exit_normally_without_a_panic() {
     let sb = Sandbox::new("runs-broken-pipe");
     sb.write("one.yaml", "name: one\nsteps:\n  a: { uses: set }\n");
+    let mut run = String::new();
     for _ in 0..40 {
-        sb.enqueue("one.yaml", &[]);
+        run = sb.enqueue("one.yaml", &[]);
     }
-    let mut cmd = sb.command(&["runs", "--limit", "1000"]);
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn lifeboat runs");
-    // The reader goes away before anything is written (`lifeboat runs | head -0`).
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("wait for lifeboat runs");
-    let err = stderr(&out);
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let commands: [&[&str]; 5] = [
+        &["runs", "--limit", "1000"],
+        &["runs", "--limit", "1000", "--json"],
+        &["audit", "list"],
+        &["show", &run, "--json"],
+        &["schema"],
+    ];
+    for args in commands {
+        let mut cmd = sb.command(args);
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn lifeboat");
+        // The reader goes away before anything is written (`lifeboat … | head -0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for lifeboat");
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "lifeboat {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "lifeboat {args:?}: {err}");
+    }
 }
 
 /// Processes that open one fresh database at once all migrate it: a process

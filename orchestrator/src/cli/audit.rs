@@ -138,17 +138,17 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 })).collect::<Vec<_>>(),
             });
         }
-        println!("{doc}");
+        outln!("{doc}");
     } else {
         match &walked.broken {
             None => {
-                println!("audit log intact: {} entries", walked.verified);
+                outln!("audit log intact: {} entries", walked.verified);
                 // Kept elsewhere, the head hash also reveals a truncated tail.
-                println!("head hash: {head}");
+                outln!("head hash: {head}");
             }
             Some(b) => {
-                println!("audit log BROKEN at entry {}: {}", b.id, b.reason);
-                println!(
+                outln!("audit log BROKEN at entry {}: {}", b.id, b.reason);
+                outln!(
                     "entries before {} are intact; from there on the log was tampered with or damaged",
                     b.id
                 );
@@ -164,28 +164,28 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn print_anchors(path: &std::path::Path, r: &anchors::Report, last_id: i64) {
     let file = path.display();
     for f in &r.failures {
-        println!("anchor FAILED, {file} {f}");
+        outln!("anchor FAILED, {file} {f}");
     }
     if r.signed == 0 && r.failures.is_empty() {
-        println!("anchors FAILED: {file} holds no anchor, so nothing vouches for the log's tail");
+        outln!("anchors FAILED: {file} holds no anchor, so nothing vouches for the log's tail");
     } else if r.failures.is_empty() {
-        println!("anchors: {} in {file}, all match the log", r.matched);
+        outln!("anchors: {} in {file}, all match the log", r.matched);
     } else {
-        println!(
+        outln!(
             "anchors: {} of {} lines in {file} match the log",
             r.matched,
             r.matched + r.failures.len()
         );
     }
     if !r.failures.is_empty() {
-        println!(
+        outln!(
             "audit log TAMPERED or damaged: the anchors above disagree with it (a deleted tail, a rewrite, or a forged anchor)"
         );
         return;
     }
     let covered = r.covered.unwrap_or(0);
     if last_id > covered {
-        println!(
+        outln!(
             "entries {}..{last_id} are newer than the newest matching anchor: their deletion or rewrite could not be detected",
             covered + 1
         );
@@ -210,9 +210,9 @@ async fn anchor(ctx: &Ctx, args: AnchorArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     if args.json {
-        println!("{}", json!({"file": file.display().to_string(), "anchor": anchor}));
+        outln!("{}", json!({"file": file.display().to_string(), "anchor": anchor}));
     } else {
-        println!("anchored entry {} (hash {}) to {}", anchor.id, anchor.hash, file.display());
+        outln!("anchored entry {} (hash {}) to {}", anchor.id, anchor.hash, file.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -240,19 +240,24 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<ExitCode> {
     }
     if args.json {
         let docs: Vec<Value> = kept.iter().map(entry_json).collect();
-        println!("{}", serde_json::to_string_pretty(&docs)?);
+        outln!("{}", serde_json::to_string_pretty(&docs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if kept.is_empty() {
-        println!("no audit entries");
+        outln!("no audit entries");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:>6}  {:<24}  {:<20}  {:<14}  {:<36}  {:<16}  PAYLOAD",
-        "ID", "AT", "ACTOR", "ACTION", "RUN", "STEP"
+        "ID",
+        "AT",
+        "ACTOR",
+        "ACTION",
+        "RUN",
+        "STEP"
     );
     for e in &kept {
-        println!(
+        outln!(
             "{:>6}  {:<24}  {:<20}  {:<14}  {:<36}  {:<16}  {}",
             e.id,
             time(e.at),

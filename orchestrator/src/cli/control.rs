@@ -72,7 +72,7 @@ async fn send(
         .await?;
     super::audit::record(ctx, kind.as_str(), Some(&run.id), step.as_deref(), audit).await?;
     let target = step.map(|s| format!(" step {s} of")).unwrap_or_default();
-    println!(
+    outln!(
         "{}{target} run {}: requested (applied by the worker driving it)",
         kind.as_str().replace('_', " "),
         run.id

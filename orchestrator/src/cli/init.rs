@@ -31,8 +31,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for (path, text) in &files {
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("created {}", path.display());
+        outln!("created {}", path.display());
     }
-    println!("next: cd {} && lifeboat validate && lifeboat run hello --wait", args.dir.display());
+    outln!("next: cd {} && lifeboat validate && lifeboat run hello --wait", args.dir.display());
     Ok(ExitCode::SUCCESS)
 }

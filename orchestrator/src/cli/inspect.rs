@@ -59,7 +59,7 @@ fn rfc3339(ms: Option<i64>) -> Value {
 
 pub async fn print_run_json(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
     let doc = RunDocument::load(ctx.store.as_ref(), run_id).await?;
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    outln!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }
 
@@ -140,11 +140,11 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
         (Some(s), Some(f)) => format!(" in {}", human_ms(f - s)),
         _ => String::new(),
     };
-    println!("\nrun {} of {}: {}{took}", run.id, run.workflow, run.status);
+    outln!("\nrun {} of {}: {}{took}", run.id, run.workflow, run.status);
     if let Some(e) = &run.error {
-        println!("  error: {}", inline(e));
+        outln!("  error: {}", inline(e));
     }
-    println!("  {:<24} {:<12} {:>8} {:>10}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
+    outln!("  {:<24} {:<12} {:>8} {:>10}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
     for s in &steps {
         let n = attempts
             .iter()
@@ -155,22 +155,22 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
             _ => "-".into(),
         };
         let note = inline(s.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
-        println!("  {:<24} {:<12} {:>8} {:>10}  {note}", s.step_id, s.status.as_str(), n, duration);
+        outln!("  {:<24} {:<12} {:>8} {:>10}  {note}", s.step_id, s.status.as_str(), n, duration);
     }
     if let Some(outputs) =
         run.outputs.as_ref().filter(|o| o.as_object().is_some_and(|m| !m.is_empty()))
     {
-        println!("  outputs: {}", inline(&outputs.to_string()));
+        outln!("  outputs: {}", inline(&outputs.to_string()));
     }
     if !notifications.is_empty() {
-        println!("  notifications:");
+        outln!("  notifications:");
         for n in &notifications {
             let how = match (&n.detail, &n.last_error) {
                 (Some(d), _) if n.status == crate::store::OutboxStatus::Delivered => d.clone(),
                 (_, Some(e)) => e.lines().next().unwrap_or("").to_string(),
                 _ => String::new(),
             };
-            println!(
+            outln!(
                 "    {:<20} {:<18} {:<10} {:>2}x  {}",
                 n.event,
                 n.channel,
@@ -201,7 +201,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
                 e.kind,
                 e.step_id.as_deref().unwrap_or("-")
             );
-            println!("{}", inline(&line));
+            outln!("{}", inline(&line));
         }
         for a in ctx.store.attempts(&run_id).await? {
             if args.step.as_deref().is_some_and(|s| a.step_id != s) || a.finished_at.is_none() {
@@ -213,8 +213,8 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
             for (name, text) in [("stdout", &a.stdout), ("stderr", &a.stderr)] {
                 if let Some(text) = text.as_ref().filter(|t| !t.is_empty()) {
                     // Only lifeboat's headers start a line; output is behind the gutter.
-                    println!("--- {} attempt {} ({}) {name}", a.step_id, a.n, a.phase);
-                    print!("{}", crate::text::gutter(text));
+                    outln!("--- {} attempt {} ({}) {name}", a.step_id, a.n, a.phase);
+                    out!("{}", crate::text::gutter(text));
                 }
             }
         }
@@ -242,11 +242,11 @@ pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(r, s)| json!({"run": r.id, "workflow": r.workflow, "step": s.step_id, "status": s.status, "waiting_for": s.state.as_ref().and_then(|st| st.get("awaiting")).cloned().unwrap_or(json!("decision")), "error": s.error}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
     if waiting.is_empty() {
-        println!("nothing is waiting for people");
+        outln!("nothing is waiting for people");
     }
     for (run, step) in &waiting {
         let what = step
@@ -255,7 +255,7 @@ pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
             .and_then(|s| s.get("awaiting"))
             .and_then(Value::as_str)
             .unwrap_or("a decision");
-        println!(
+        outln!(
             "{}  {:<18} {:<20} waiting for {}",
             run.id,
             run.workflow,
@@ -263,7 +263,7 @@ pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
             inline(what)
         );
         if let Some(e) = &step.error {
-            println!("    {}", inline(e));
+            outln!("    {}", inline(e));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -286,16 +286,16 @@ pub async fn workers(ctx: &Ctx, args: WorkersArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
     if workers.is_empty() {
-        println!("no live workers (none sent a heartbeat in the last {})", human_ms(lease_ms));
+        outln!("no live workers (none sent a heartbeat in the last {})", human_ms(lease_ms));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<40} {:<16} {:>8} {:>14} {:>6}", "WORKER", "HOST", "PID", "HEARTBEAT", "RUNS");
+    outln!("{:<40} {:<16} {:>8} {:>14} {:>6}", "WORKER", "HOST", "PID", "HEARTBEAT", "RUNS");
     for w in &workers {
-        println!(
+        outln!(
             "{:<40} {:<16} {:>8} {:>14} {:>6}",
             w.id,
             w.host,
@@ -304,7 +304,7 @@ pub async fn workers(ctx: &Ctx, args: WorkersArgs) -> anyhow::Result<ExitCode> {
             w.leases.len()
         );
         for (run, until) in &w.leases {
-            println!("    {run}  lease for {}", human_ms(until - now));
+            outln!("    {run}  lease for {}", human_ms(until - now));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,11 +1,29 @@
 //! The command line: argument types (clap derive) and dispatch. Commands
 //! live one per module; `anyhow` is used only here and in `main.rs`.
 
+/// `println!` for command output: see `out.rs` (a closed pipe is no panic).
+macro_rules! outln {
+    () => {
+        $crate::cli::out::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` for command output: see `out.rs`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out::text(format_args!($($arg)*))
+    };
+}
+
 mod audit;
 mod control;
 mod graph;
 mod init;
 pub(crate) mod inspect;
+mod out;
 mod people;
 mod plan;
 mod progress;
@@ -183,7 +201,7 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             Command::Schedules(args) => schedules::run(&ctx, args).await,
             Command::Audit(command) => audit::run(&ctx, command).await,
             Command::Migrate => {
-                println!("migrations applied to {}", crate::app::redact_url(&ctx.database_url));
+                outln!("migrations applied to {}", crate::app::redact_url(&ctx.database_url));
                 Ok(ExitCode::SUCCESS)
             }
             Command::Validate(_)

@@ -59,12 +59,12 @@ pub async fn run(ctx: &Ctx, args: Args, decision: Decision) -> anyhow::Result<Ex
                 Decision::Ack => "acknowledgement",
             };
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"run": run_id, "step": args.step, "decision": decision.name(), "by": actor})
                 );
             } else {
-                println!(
+                outln!(
                     "{done} of {run_id} step {} by {actor} queued; the run's worker applies it",
                     args.step
                 );

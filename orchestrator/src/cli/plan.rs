@@ -145,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let p = plan(&wf);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        outln!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(ExitCode::SUCCESS);
     }
     let list = |v: &Value| {
@@ -153,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
             .unwrap_or_default()
     };
-    println!(
+    outln!(
         "plan of {} ({}): {} steps in {} waves{}",
         wf.name,
         wf.file,
@@ -162,14 +162,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         p["rto"].as_str().map(|r| format!("; RTO {r}")).unwrap_or_default()
     );
     for (k, wave) in p["waves"].as_array().into_iter().flatten().enumerate() {
-        println!("  wave {:>2}: {}", k + 1, list(wave));
+        outln!("  wave {:>2}: {}", k + 1, list(wave));
     }
     let verdict = match p["within_rto"].as_bool() {
         Some(true) => "  (within the RTO)".to_string(),
         Some(false) => format!("  ⚠ may exceed the RTO of {}", p["rto"].as_str().unwrap_or("?")),
         None => String::new(),
     };
-    println!(
+    outln!(
         "critical path, worst case (every retry and timeout spent): {}{verdict}\n  {}",
         p["worst_case"].as_str().unwrap_or(""),
         p["critical_path"]
@@ -178,7 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
     );
     for person in p["people"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "waits for people: {} ({}, up to {})",
             person["step"].as_str().unwrap_or(""),
             person["kind"].as_str().unwrap_or(""),
@@ -187,15 +187,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let unprotected = p["mutating_without_rollback"].as_array().cloned().unwrap_or_default();
     if unprotected.is_empty() {
-        println!("every mutating step has a rollback or is marked irreversible");
+        outln!("every mutating step has a rollback or is marked irreversible");
     } else {
-        println!("⚠ mutating steps with neither `rollback` nor `irreversible: true`:");
+        outln!("⚠ mutating steps with neither `rollback` nor `irreversible: true`:");
         for s in &unprotected {
-            println!(
-                "  {} ({})",
-                s["step"].as_str().unwrap_or(""),
-                s["kind"].as_str().unwrap_or("")
-            );
+            outln!("  {} ({})", s["step"].as_str().unwrap_or(""), s["kind"].as_str().unwrap_or(""));
         }
     }
     Ok(ExitCode::SUCCESS)

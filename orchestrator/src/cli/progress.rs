@@ -15,14 +15,14 @@ pub async fn print_live(mut events: broadcast::Receiver<EventRecord>, started: i
         let event = match events.recv().await {
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                println!("  … {n} events not shown (the terminal fell behind)");
+                outln!("  … {n} events not shown (the terminal fell behind)");
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
         if let Some(line) = format_event(&event, started, &mut step_started) {
             // Errors quote step output: shown, never obeyed by the terminal.
-            println!("{}", crate::text::inline(&line));
+            outln!("{}", crate::text::inline(&line));
             let _ = std::io::stdout().flush();
         }
     }

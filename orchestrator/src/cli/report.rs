@@ -169,7 +169,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let bars = bars(&doc, now);
     let status = doc["status"].as_str().unwrap_or("");
     let workflow = doc["workflow"].as_str().unwrap_or("");
-    println!(
+    outln!(
         "run {run_id} of {}: {} in {}, {verdict}",
         crate::text::inline(workflow),
         crate::text::inline(status),
@@ -178,7 +178,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let scale = |t: i64| ((t - origin) as f64 / took.max(1) as f64 * 40.0).round() as usize;
     for b in &bars {
         let (a, z) = (scale(b.start).min(40), scale(b.end).clamp(scale(b.start) + 1, 41));
-        println!(
+        outln!(
             "  {:<28} {:>8} +{:<8} |{}{}{}| {}",
             crate::text::inline(&b.label),
             human_ms(b.end - b.start),
@@ -233,7 +233,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             svg = timeline_svg(&bars, origin, end, rto),
         );
         std::fs::write(&path, html)?;
-        println!("report written to {}", path.display());
+        outln!("report written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

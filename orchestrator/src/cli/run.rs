@@ -123,23 +123,23 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
                 wf.name
             );
             if args.json {
-                println!("{}", json!({"skipped": true, "active": active}));
+                outln!("{}", json!({"skipped": true, "active": active}));
             } else {
-                println!("{message}");
+                outln!("{message}");
             }
             return Ok(if args.wait { ExitCode::from(1) } else { ExitCode::SUCCESS });
         }
     };
     if !args.wait {
         if args.json {
-            println!("{}", json!({"id": run_id}));
+            outln!("{}", json!({"id": run_id}));
         } else {
-            println!("{run_id}");
+            outln!("{run_id}");
         }
         return Ok(ExitCode::SUCCESS);
     }
     if !args.json {
-        println!("run {run_id} of {} ({} steps) — executing here", wf.name, wf.steps.len());
+        outln!("run {run_id} of {} ({} steps) — executing here", wf.name, wf.steps.len());
     }
     wait_and_report(ctx, engine, &run_id, args.json).await
 }
@@ -242,7 +242,7 @@ pub async fn retry(ctx: &Ctx, args: RetryArgs) -> anyhow::Result<ExitCode> {
     let audit = json!({"from": args.from, "inputs": given, "wait": args.wait});
     super::audit::record(ctx, "retry", Some(&run_id), args.from.as_deref(), audit).await?;
     if !args.wait {
-        println!("retry of {run_id} requested");
+        outln!("retry of {run_id} requested");
         return Ok(ExitCode::SUCCESS);
     }
     wait_and_report(ctx, engine, &run_id, false).await

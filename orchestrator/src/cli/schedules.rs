@@ -34,20 +34,24 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         infos.push(ScheduleInfo::new(&entry, last, now, args.next.max(1)));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&infos)?);
+        outln!("{}", serde_json::to_string_pretty(&infos)?);
         return Ok(ExitCode::SUCCESS);
     }
     if infos.is_empty() {
-        println!("no schedules in {}", ctx.workflows_dir.display());
+        outln!("no schedules in {}", ctx.workflows_dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<24}  {:<16}  {:<16}  {:<8}  {:<25}  NEXT",
-        "SCHEDULE", "CRON", "TIMEZONE", "CATCH_UP", "LAST FIRED"
+        "SCHEDULE",
+        "CRON",
+        "TIMEZONE",
+        "CATCH_UP",
+        "LAST FIRED"
     );
     for i in &infos {
         let catch_up = serde_json::to_value(i.catch_up)?;
-        println!(
+        outln!(
             "{:<24}  {:<16}  {:<16}  {:<8}  {:<25}  {}",
             i.id,
             i.cron,

@@ -14,7 +14,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let text = crate::schema::workflow_schema_json();
     match args.output {
         Some(path) => std::fs::write(path, text)?,
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

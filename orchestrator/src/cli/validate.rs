@@ -95,7 +95,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             });
         }
         out.sort_by(|a, b| a.file.cmp(b.file));
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let color = super::stderr_is_terminal();
         for report in outcome.reports.iter().chain(passed.iter().map(|(_, w)| w)) {
@@ -106,7 +106,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 0 => String::new(),
                 n => format!(", {n} warning{}", plural(n)),
             };
-            println!(
+            outln!(
                 "ok   {} ({}: {} step{}, {} wave{}{warned})",
                 wf.file,
                 wf.name,
@@ -131,7 +131,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             n => format!(", {n} warning{}", plural(n)),
         };
         let invalid = outcome.reports.len();
-        println!(
+        outln!(
             "{} file{}: {} valid, {} invalid ({} error{}{warned})",
             files.len(),
             plural(files.len()),
