@@ -190,7 +190,10 @@ pub struct RunDocument {
 
 impl RunDocument {
     /// Reads run `run_id` (a full id); an unknown run is `StoreError::NotFound`.
-    pub async fn load(store: &dyn Store, run_id: &str) -> anyhow::Result<RunDocument> {
+    pub async fn load(
+        store: &dyn Store,
+        run_id: &str,
+    ) -> Result<RunDocument, crate::store::StoreError> {
         let run = store
             .run(run_id)
             .await?
@@ -221,7 +224,10 @@ impl Serialize for RunDocument {
 }
 
 /// Steps in the workflow's file order.
-async fn ordered_steps(store: &dyn Store, run: &RunRecord) -> anyhow::Result<Vec<StepRecord>> {
+async fn ordered_steps(
+    store: &dyn Store,
+    run: &RunRecord,
+) -> Result<Vec<StepRecord>, crate::store::StoreError> {
     let mut steps = store.steps(&run.id).await?;
     if let Some(def) = store.definition(&run.definition_hash).await?
         && let Ok(wf) = crate::compile::compile(&def.file, &def.source, Default::default())
