@@ -102,20 +102,8 @@ fn fan_out_parent() -> String {
 
 #[test]
 fn kill_9_while_parents_start_children_leaves_exactly_one_child_per_step() {
-    let sb = Sandbox::new("children-crash")
-        .env("LIFEBOAT_EXECUTOR__LEASE", "1500ms")
-        .env("LIFEBOAT_EXECUTOR__HEARTBEAT", "300ms")
-        .env("LIFEBOAT_EXECUTOR__POLL", "100ms");
-    let seed: u64 = std::env::var("LIFEBOAT_TEST_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(42)
-        });
-    eprintln!("children crash test: seed {seed} (LIFEBOAT_TEST_CRASH_SEED={seed} replays it)");
+    let sb = Sandbox::for_crashes("children-crash");
+    let seed = crate::util::crash_seed("children crash test");
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = sb.path("workflows");
     std::fs::create_dir_all(&dir).unwrap();

@@ -275,22 +275,8 @@ pub(crate) fn check_run(doc: &Value, ledger: &Ledger) -> Vec<String> {
 #[test]
 fn kill_9_at_random_moments_loses_no_run_and_repeats_no_completed_step() {
     let began = Instant::now();
-    let sb = Sandbox::new("crash")
-        .env("LIFEBOAT_EXECUTOR__LEASE", "1500ms")
-        .env("LIFEBOAT_EXECUTOR__HEARTBEAT", "300ms")
-        .env("LIFEBOAT_EXECUTOR__POLL", "100ms");
-    let seed: u64 = std::env::var("LIFEBOAT_TEST_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(42)
-        });
-    eprintln!(
-        "crash test: seed {seed} (LIFEBOAT_TEST_CRASH_SEED={seed} replays the kill schedule)"
-    );
+    let sb = Sandbox::for_crashes("crash");
+    let seed = crate::util::crash_seed("crash test");
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let wf = exec_fixture("crash.yaml");

@@ -21,7 +21,7 @@ pub use process::{
     stderr, stdout,
 };
 pub use receivers::{Answer, Receiver, SmtpSink};
-pub use sandbox::{Sandbox, exec_fixture};
+pub use sandbox::{Sandbox, crash_seed, exec_fixture};
 pub use users::users_toml;
 
 // Reachable for tests, though none names them today (helpers return them).

@@ -211,3 +211,30 @@ impl Sandbox {
         Serve::from(child)
     }
 }
+
+impl Sandbox {
+    /// A sandbox for kill -9 tests: a short lease, heartbeat and poll, so a
+    /// killed worker's runs are taken over within seconds.
+    pub fn for_crashes(name: &str) -> Sandbox {
+        Sandbox::new(name)
+            .env("LIFEBOAT_EXECUTOR__LEASE", "1500ms")
+            .env("LIFEBOAT_EXECUTOR__HEARTBEAT", "300ms")
+            .env("LIFEBOAT_EXECUTOR__POLL", "100ms")
+    }
+}
+
+/// The seed of a randomised kill schedule: `LIFEBOAT_TEST_CRASH_SEED` (to
+/// replay one), else the clock. Printed, so a failure can be replayed.
+pub fn crash_seed(test: &str) -> u64 {
+    let seed = std::env::var("LIFEBOAT_TEST_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(42)
+        });
+    eprintln!("{test}: seed {seed} (LIFEBOAT_TEST_CRASH_SEED={seed} replays it)");
+    seed
+}
