@@ -54,7 +54,7 @@ impl Sandbox {
     /// Rows of a query straight on the sandbox's database, every column as
     /// text (write `CAST(x AS TEXT)` for non-text columns; both backends).
     pub fn rows(&self, query: &str) -> Vec<Vec<Option<String>>> {
-        use sqlx::{Connection, Row};
+        use sqlx::Connection;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -63,28 +63,27 @@ impl Sandbox {
             if self.url.starts_with("sqlite:") {
                 let mut conn =
                     sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
-                let rows = sqlx::query(query).fetch_all(&mut conn).await;
-                let rows = rows.unwrap_or_else(|e| panic!("{query}: {e}"));
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
-                            .collect()
-                    })
-                    .collect()
+                as_text(&sqlx::query(query).fetch_all(&mut conn).await, query)
             } else {
                 let mut conn =
                     sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
-                let rows = sqlx::query(query).fetch_all(&mut conn).await;
-                let rows = rows.unwrap_or_else(|e| panic!("{query}: {e}"));
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
-                            .collect()
-                    })
-                    .collect()
+                as_text(&sqlx::query(query).fetch_all(&mut conn).await, query)
             }
         })
     }
+}
+
+/// Every column of every row as text, on either backend.
+fn as_text<R>(rows: &Result<Vec<R>, sqlx::Error>, query: &str) -> Vec<Vec<Option<String>>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let rows = rows.as_ref().unwrap_or_else(|e| panic!("{query}: {e}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).expect("text column")).collect()
+        })
+        .collect()
 }

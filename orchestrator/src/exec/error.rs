@@ -8,7 +8,10 @@ use crate::store::StoreError;
 pub enum ExecError {
     /// A step row's `state` or `rollback` column cannot be read: the run
     /// cannot be resumed safely, so it is failed (quarantined), not guessed at.
-    #[error("run {run}, step `{step}`: the stored {what} cannot be read: {source}")]
+    #[error(
+        "run {run}, step `{step}`: the stored {what} cannot be read ({source}); the run is \
+         failed rather than resumed on a guess: inspect it with `lifeboat show {run}`"
+    )]
     CorruptState {
         run: String,
         step: String,
@@ -18,7 +21,10 @@ pub enum ExecError {
         source: serde_json::Error,
     },
     /// The definition a run is pinned to is not in the store.
-    #[error("definition {0} is missing from the store")]
+    #[error(
+        "definition {0} is missing from the store: the run cannot be driven (was the database \
+         restored from a backup older than the run?)"
+    )]
     DefinitionMissing(String),
     #[error(transparent)]
     Store(#[from] StoreError),

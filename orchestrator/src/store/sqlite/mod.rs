@@ -80,7 +80,9 @@ impl Job {
 }
 
 fn writer_stopped() -> StoreError {
-    StoreError::Unavailable("the store's writer has stopped".into())
+    StoreError::Unavailable(
+        "the SQLite writer task has stopped (the log says why); restart lifeboat".into(),
+    )
 }
 
 /// Most commits merged into one transaction.
