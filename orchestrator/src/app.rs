@@ -1,7 +1,7 @@
 //! The composition root: what every command and the server share — the
 //! configuration, the store, the notifier, and the engine and dispatcher
-//! built from them ([`Ctx`]) — and [`InputError`], the error in what a user
-//! asked for. `cli` opens a `Ctx` from its flags; `serve` receives one.
+//! built from them ([`Ctx`]) — and [`AppError`], why they cannot be opened.
+//! `cli` opens a `Ctx` from its flags; `serve` receives one.
 
 use std::path::{Path, PathBuf};
 
@@ -14,30 +14,16 @@ pub struct Options {
     pub workflows: Option<PathBuf>,
 }
 
-/// An error in what the user asked for (exit 1), as opposed to a usage or
-/// internal error (exit 2).
-#[derive(Debug)]
-pub struct InputError(pub String);
-
-impl std::fmt::Display for InputError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InputError {}
-
-pub fn input_error(message: impl Into<String>) -> anyhow::Error {
-    InputError(message.into()).into()
-}
-
-/// What the user named does not exist (exit 3, HTTP 404): a workflow, a run.
+/// Why a [`Ctx`] cannot be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotFound(pub String);
-
-pub fn not_found(message: impl Into<String>) -> anyhow::Error {
-    NotFound(message.into()).into()
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// `url` is redacted (no password).
+    #[error("cannot open database {url}: {error}")]
+    Database { url: String, error: crate::store::StoreError },
+    #[error("notification templates: {0}")]
+    Templates(#[from] lifeboat_notify::TemplateError),
 }
 
 /// What every database command needs: config, store, engine options.
@@ -57,7 +43,7 @@ pub struct Ctx {
 impl Ctx {
     /// `open`, retried for up to a minute while the database refuses
     /// connections; bad configuration still fails at once.
-    pub async fn open_patiently(opts: &Options) -> anyhow::Result<Ctx> {
+    pub async fn open_patiently(opts: &Options) -> Result<Ctx, AppError> {
         let started = std::time::Instant::now();
         let mut delay = std::time::Duration::from_millis(200);
         loop {
@@ -65,8 +51,7 @@ impl Ctx {
                 Ok(ctx) => return Ok(ctx),
                 Err(e)
                     if started.elapsed() < std::time::Duration::from_secs(60)
-                        && e.downcast_ref::<crate::store::StoreError>()
-                            .is_some_and(|e| e.is_unreachable()) =>
+                        && matches!(&e, AppError::Database { error, .. } if error.is_unreachable()) =>
                 {
                     eprintln!("lifeboat serve: database not reachable yet ({e}); retrying");
                     tokio::time::sleep(delay).await;
@@ -77,18 +62,16 @@ impl Ctx {
         }
     }
 
-    pub async fn open(opts: &Options) -> anyhow::Result<Ctx> {
+    pub async fn open(opts: &Options) -> Result<Ctx, AppError> {
         let Loaded { config, base, from_file } = load_config(opts.config.as_deref())?;
         let known = from_file.then(|| config.known_names(&base));
         let database_url = opts.database_url.clone().unwrap_or_else(|| config.database_url.clone());
         let workflows_dir =
             opts.workflows.clone().unwrap_or_else(|| base.join(&config.workflows_dir));
-        let store = crate::store::open(&database_url).await.map_err(|e| {
-            anyhow::Error::new(e)
-                .context(format!("cannot open database {}", redact_url(&database_url)))
-        })?;
-        let notifier = crate::exec::notifier::Notifier::from_config(&config, &base)
-            .map_err(|e| input_error(format!("notification templates: {e:#}")))?;
+        let store = crate::store::open(&database_url)
+            .await
+            .map_err(|error| AppError::Database { url: redact_url(&database_url), error })?;
+        let notifier = crate::exec::notifier::Notifier::from_config(&config, &base)?;
         Ok(Ctx {
             notifier: std::sync::Arc::new(notifier),
             config,
@@ -157,7 +140,7 @@ pub struct Loaded {
     pub from_file: bool,
 }
 
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Loaded> {
+pub fn load_config(path: Option<&Path>) -> Result<Loaded, crate::config::ConfigError> {
     let (config, path) = crate::config::Config::load(path)?;
     let base = path.as_ref().and_then(|p| p.parent()).map(|d| d.to_path_buf()).unwrap_or_default();
     Ok(Loaded { config, base, from_file: path.is_some() })

@@ -277,12 +277,23 @@ const ENV_KEYS: &[&str] = &[
     "audit.anchor_every",
 ];
 
+/// A configuration that cannot be used: the user's to fix (exit 1), named
+/// with its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// The message names the file and the key.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 impl Config {
     /// Loads `file` (if given, it must exist; else `./lifeboat.toml` if present)
     /// layered over defaults and under the environment.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    pub fn load(file: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
         let path = match file {
-            Some(p) if !p.exists() => anyhow::bail!("config file {} does not exist", p.display()),
+            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_path_buf())),
             Some(p) => Some(p.to_path_buf()),
             None => Some(PathBuf::from("lifeboat.toml")).filter(|p| p.exists()),
         };
@@ -293,7 +304,7 @@ impl Config {
         figment = figment.merge(Env::prefixed("LIFEBOAT_").split("__").only(ENV_KEYS));
         let config: Config = figment.extract().map_err(|e| {
             let at = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
-            anyhow::anyhow!("{at}invalid configuration: {e}")
+            ConfigError::Invalid(format!("{at}invalid configuration: {e}"))
         })?;
         Ok((config, path))
     }
@@ -335,10 +346,10 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn load(toml: &str) -> anyhow::Result<Config> {
-        let dir = tempfile::tempdir()?;
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("lifeboat.toml");
-        std::fs::write(&path, toml)?;
+        std::fs::write(&path, toml).expect("writing the config");
         Config::load(Some(&path)).map(|(config, _)| config)
     }
 

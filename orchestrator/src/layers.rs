@@ -134,6 +134,41 @@ fn no_notify_module_imports_a_module_above_it() {
     assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
 }
 
+/// Every mention of `anyhow` in code outside the given files and folders,
+/// as `file:line`.
+fn anyhow_outside(root: &Path, allowed: &[&str]) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(root, &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let shown = file.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        if allowed.iter().any(|a| shown == *a || shown.starts_with(&format!("{a}/"))) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if !code.starts_with("//") && code.contains("anyhow") {
+                out.push(format!("{shown}:{}", n + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Libraries return typed errors (thiserror) that callers can match on;
+/// `anyhow` only gathers them at the top, in the CLI.
+#[test]
+fn anyhow_is_used_only_by_the_cli() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = anyhow_outside(&manifest.join("src"), &["cli", "main.rs", "layers.rs"]);
+    for library in ["../steps/src", "../notify/src"] {
+        found.extend(anyhow_outside(&manifest.join(library), &[]));
+    }
+    assert!(found.is_empty(), "anyhow outside cli/ and main.rs:\n{}", found.join("\n"));
+}
+
 #[test]
 fn an_upward_import_is_reported_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,4 +181,14 @@ fn an_upward_import_is_reported_with_file_and_line() {
     std::fs::write(dir.path().join("compile.rs"), "use crate::model::Step;\n").unwrap();
     let found = violations(dir.path(), ORCHESTRATOR, &[]);
     assert_eq!(found, ["model/mod.rs:3: `model` imports `compile`, above it"]);
+}
+
+#[test]
+fn anyhow_in_a_library_module_is_reported_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cli")).unwrap();
+    std::fs::write(dir.path().join("cli/run.rs"), "fn f() -> anyhow::Result<()> {}\n").unwrap();
+    std::fs::write(dir.path().join("app.rs"), "// anyhow in a comment\nuse anyhow::Context;\n")
+        .unwrap();
+    assert_eq!(anyhow_outside(dir.path(), &["cli"]), ["app.rs:2"]);
 }

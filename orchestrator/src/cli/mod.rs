@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod audit;
 mod control;
+mod error;
 mod graph;
 mod init;
 pub(crate) mod inspect;
@@ -39,8 +40,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use crate::app::{Ctx, InputError, NotFound, input_error, not_found};
+pub use crate::app::Ctx;
 use crate::exec::people::Decision;
+pub use error::{InputError, NotFound, exit_code, input_error, not_found};
 
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about = "Workflow-driven disaster-recovery orchestrator")]
@@ -126,27 +128,6 @@ pub enum Command {
     Serve(serve::Args),
     /// Apply database migrations (also done on every start).
     Migrate,
-}
-
-/// The exit code of a command that failed with `e` (docs/exit-codes.md),
-/// chosen by the error's type and variant, never by its text.
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    use crate::store::StoreError;
-    if let Some(store) = e.downcast_ref::<StoreError>() {
-        return match store {
-            StoreError::NotFound(_) => 3,
-            StoreError::Unavailable(_) | StoreError::SchemaBehind(_) => 4,
-            StoreError::Ambiguous { .. } | StoreError::Conflict(_) | StoreError::Config(_) => 1,
-            StoreError::Corrupt { .. } | StoreError::Database(_) => 2,
-        };
-    }
-    if e.downcast_ref::<NotFound>().is_some() {
-        3
-    } else if e.downcast_ref::<InputError>().is_some() {
-        1
-    } else {
-        2
-    }
 }
 
 /// Exit codes (docs/exit-codes.md): 0 ok, 1 failed run or invalid input,
@@ -248,5 +229,5 @@ impl GlobalArgs {
 
 /// The configuration `--config` (or `./lifeboat.toml`) names.
 fn load_config(global: &GlobalArgs) -> anyhow::Result<crate::app::Loaded> {
-    crate::app::load_config(global.config.as_deref())
+    Ok(crate::app::load_config(global.config.as_deref())?)
 }

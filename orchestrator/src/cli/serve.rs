@@ -28,8 +28,7 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let anchors = Sink::from_config(&ctx.config.audit, &ctx.base)
         .map_err(|e| input_error(format!("[audit] anchor_file is set but {e}")))?;
-    let addr =
-        server::listen_addr(&ctx.config.server.listen).map_err(|e| input_error(e.to_string()))?;
+    let addr = server::listen_addr(&ctx.config.server.listen)?;
     server::exposure_check(addr, &ctx.config, &ids).map_err(input_error)?;
     let shutdown = CancellationToken::new();
     let listener = match server::bind_now(addr).await {

@@ -28,11 +28,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::ExecError;
 use super::backoff;
 use super::people::Decision;
 use super::render::{render, render_value, truthy};
 use super::runtime::Runtime;
+use super::{ExecError, ExecResult};
 use crate::compile::{CompiledBody, CompiledWorkflow};
 use crate::events::RunEvent;
 use crate::kinds::{KindConfig, NativeKind, StepKind};
@@ -87,11 +87,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub async fn load(
-        rt: Arc<Runtime>,
-        run_id: &str,
-        stop: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    pub async fn load(rt: Arc<Runtime>, run_id: &str, stop: CancellationToken) -> ExecResult<Self> {
         let store = &rt.store;
         let run = store.run(run_id).await?.ok_or_else(|| StoreError::NotFound(run_id.into()))?;
         let wf = rt.definition(&run.definition_hash).await?;
@@ -205,7 +201,7 @@ impl Driver {
 
     /// Commits everything staged in one transaction (group commit), then
     /// tells live watchers about its events.
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    async fn flush(&mut self) -> ExecResult<()> {
         if self.staged.is_empty() {
             return Ok(());
         }
@@ -292,7 +288,7 @@ impl Driver {
     }
 
     /// Stages and flushes.
-    async fn commit(&mut self, changes: Vec<Change>) -> anyhow::Result<()> {
+    async fn commit(&mut self, changes: Vec<Change>) -> ExecResult<()> {
         self.stage(changes)?;
         self.flush().await
     }
@@ -327,7 +323,7 @@ impl Driver {
     }
 
     /// The main loop.
-    pub async fn drive(&mut self) -> anyhow::Result<DriveEnd> {
+    pub async fn drive(&mut self) -> ExecResult<DriveEnd> {
         let result = self.drive_inner().await;
         if result.is_err() || matches!(result, Ok(DriveEnd::Stopped)) {
             for token in self.in_flight.values() {
@@ -342,7 +338,7 @@ impl Driver {
         match result {
             Err(e)
                 if matches!(
-                    e.downcast_ref::<StoreError>(),
+                    e.store(),
                     Some(StoreError::Conflict(crate::store::Conflict::LeaseLost(_)))
                 ) =>
             {
@@ -352,7 +348,7 @@ impl Driver {
         }
     }
 
-    async fn drive_inner(&mut self) -> anyhow::Result<DriveEnd> {
+    async fn drive_inner(&mut self) -> ExecResult<DriveEnd> {
         self.recover().await?;
         let mut last_requests = Instant::now() - Duration::from_secs(3600);
         loop {
@@ -365,7 +361,7 @@ impl Driver {
                     // Reading requests failed while the database is away: next round.
                     Err(e)
                         if self.rt.database_grace_left()
-                            && e.downcast_ref::<StoreError>().is_some_and(|e| {
+                            && e.store().is_some_and(|e| {
                                 matches!(e, StoreError::Database(_) | StoreError::Unavailable(_))
                             }) =>
                     {
@@ -523,7 +519,7 @@ impl Driver {
         })
     }
 
-    async fn advance_forward(&mut self) -> anyhow::Result<()> {
+    async fn advance_forward(&mut self) -> ExecResult<()> {
         if self.blocking_failure() {
             return Ok(()); // no new work once the run is failing
         }
@@ -595,7 +591,7 @@ impl Driver {
         v
     }
 
-    async fn fail_step(&mut self, i: usize, error: String) -> anyhow::Result<()> {
+    async fn fail_step(&mut self, i: usize, error: String) -> ExecResult<()> {
         let now = now_ms();
         let id = self.wf.steps[i].id.clone();
         let error = self.rt.redactor.redact_str(&error).into_owned();
@@ -612,7 +608,7 @@ impl Driver {
     }
 
     /// Starts a step: `when`, then its kind. `first`: not a retry.
-    async fn start_step(&mut self, i: usize, first: bool) -> anyhow::Result<()> {
+    async fn start_step(&mut self, i: usize, first: bool) -> ExecResult<()> {
         let step = self.wf.steps[i].clone();
         let now = now_ms();
         if first && let Some(when) = step.templates.get("when") {

@@ -11,7 +11,8 @@ use tracing::Instrument;
 
 use super::driver::{DriveEnd, Driver};
 use super::runtime::Runtime;
-pub use super::runtime::{EngineOptions, Parent, Quarantine, SubmitKeys, new_worker_id};
+pub use super::runtime::{EngineOptions, Parent, SubmitKeys, new_worker_id};
+use super::{ExecError, ExecResult};
 use crate::store::{Change, RunStatus, RunUpdate, Store, WorkerRecord, now_ms};
 
 /// The message of a caught panic.
@@ -57,7 +58,7 @@ impl Engine {
     /// never be driven (its definition does not compile, or driving it
     /// panicked) is quarantined: failed with the reason, so it is not
     /// claimed again and again, and the worker goes on with the others.
-    pub async fn drive(self: &Arc<Self>, run_id: &str) -> anyhow::Result<DriveEnd> {
+    pub async fn drive(self: &Arc<Self>, run_id: &str) -> ExecResult<DriveEnd> {
         use futures_util::FutureExt;
         let stop = CancellationToken::new();
         self.driving
@@ -77,21 +78,12 @@ impl Engine {
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
-            Err(Quarantine { reason: format!("driving the run panicked: {}", panic_text(&*panic)) }
-                .into())
+            Err(ExecError::Quarantine(format!("driving the run panicked: {}", panic_text(&*panic))))
         });
         self.driving.lock().expect("poisoned").remove(run_id);
         // A run that can never be driven: a definition that does not
         // compile, a panic, or step state that cannot be read.
-        let quarantine = result.as_ref().err().and_then(|e| {
-            if let Some(q) = e.downcast_ref::<Quarantine>() {
-                return Some(q.reason.clone());
-            }
-            match e.downcast_ref::<super::ExecError>() {
-                Some(corrupt @ super::ExecError::CorruptState { .. }) => Some(corrupt.to_string()),
-                _ => None,
-            }
-        });
+        let quarantine = result.as_ref().err().and_then(ExecError::quarantine_reason);
         if let Some(reason) = quarantine {
             tracing::error!(run = %run_id, reason = %reason, "Run quarantined: it is failed and will not be driven again.");
             if let Err(e) = self.quarantine(run_id, &reason).await {
@@ -111,7 +103,7 @@ impl Engine {
 
     /// Fails a run that cannot be driven, with the reason, and hands it back
     /// in the same commit (under this worker's lease, like any transition).
-    async fn quarantine(&self, run_id: &str, reason: &str) -> anyhow::Result<()> {
+    async fn quarantine(&self, run_id: &str, reason: &str) -> ExecResult<()> {
         let now = now_ms();
         let changes = [
             Change::Run(RunUpdate {
@@ -170,7 +162,7 @@ impl Engine {
         self: &Arc<Self>,
         shutdown: CancellationToken,
         only: Option<String>,
-    ) -> anyhow::Result<()> {
+    ) -> ExecResult<()> {
         self.store
             .register_worker(&WorkerRecord {
                 id: self.opts.worker_id.clone(),
@@ -286,7 +278,7 @@ impl Engine {
     }
 
     /// Waits until `run_id` has finished, driving it here; returns its status.
-    pub async fn run_to_end(self: &Arc<Self>, run_id: &str) -> anyhow::Result<RunStatus> {
+    pub async fn run_to_end(self: &Arc<Self>, run_id: &str) -> ExecResult<RunStatus> {
         self.work(CancellationToken::new(), Some(run_id.to_string())).await?;
         Ok(self.store.run(run_id).await?.map(|r| r.status).unwrap_or(RunStatus::Failed))
     }

@@ -16,4 +16,4 @@ pub mod people;
 pub mod render;
 pub mod runtime;
 
-pub use error::ExecError;
+pub use error::{ExecError, ExecResult};

@@ -44,10 +44,12 @@ impl Default for Notifier {
 impl Notifier {
     /// From the configuration: templates from `templates_dir` (if it
     /// exists) over the built-ins.
-    pub fn from_config(config: &crate::config::Config, base: &Path) -> anyhow::Result<Self> {
+    pub fn from_config(
+        config: &crate::config::Config,
+        base: &Path,
+    ) -> Result<Self, lifeboat_notify::TemplateError> {
         let dir = base.join(&config.templates_dir);
-        let templates = Templates::load(dir.is_dir().then_some(dir.as_path()))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let templates = Templates::load(dir.is_dir().then_some(dir.as_path()))?;
         let channel_kinds = config
             .channels
             .iter()

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::{ExecError, ExecResult};
 use crate::compile::{CompileEnv, CompiledWorkflow};
 use crate::store::{Created, Definition, EventRecord, Lease, NewRun, Pins, Store, now_ms};
 
@@ -97,14 +98,6 @@ pub struct SubmitKeys {
     pub audit: Option<crate::store::NewAudit>,
 }
 
-/// A run that can never be driven: failed with this reason instead of
-/// being handed back to be claimed again.
-#[derive(Debug, thiserror::Error)]
-#[error("{reason}")]
-pub struct Quarantine {
-    pub reason: String,
-}
-
 /// Shared by every driver of this worker.
 pub struct Runtime {
     pub store: Arc<dyn Store>,
@@ -156,7 +149,7 @@ impl Runtime {
     }
 
     /// The catalog child workflows are resolved through.
-    pub async fn catalog(&self) -> anyhow::Result<Arc<crate::catalog::Catalog>> {
+    pub async fn catalog(&self) -> ExecResult<Arc<crate::catalog::Catalog>> {
         let catalog = self
             .catalog
             .get_or_try_init(|| async {
@@ -172,7 +165,7 @@ impl Runtime {
     /// the catalog lacks is left out: the step that starts it fails then,
     /// saying so (it may never run, behind a `when`). `None`: `wf` starts
     /// no child.
-    async fn pin_children(&self, wf: &CompiledWorkflow) -> anyhow::Result<Option<Pins>> {
+    async fn pin_children(&self, wf: &CompiledWorkflow) -> ExecResult<Option<Pins>> {
         let mut pins = Pins::new();
         if wf.child_workflows.is_empty() {
             return Ok(None);
@@ -192,7 +185,7 @@ impl Runtime {
     }
 
     /// Stores a definition by hash (immutable: once per process is enough).
-    async fn store_definition(&self, wf: &CompiledWorkflow) -> anyhow::Result<()> {
+    async fn store_definition(&self, wf: &CompiledWorkflow) -> ExecResult<()> {
         if self.definitions.lock().expect("poisoned").contains_key(&wf.hash) {
             return Ok(());
         }
@@ -221,7 +214,7 @@ impl Runtime {
         trigger: Value,
         parent: Option<Parent>,
         drive_here: bool,
-    ) -> anyhow::Result<Created> {
+    ) -> ExecResult<Created> {
         self.submit_with(wf, inputs, trigger, parent, drive_here, SubmitKeys::default()).await
     }
 
@@ -234,7 +227,7 @@ impl Runtime {
         parent: Option<Parent>,
         drive_here: bool,
         keys: SubmitKeys,
-    ) -> anyhow::Result<Created> {
+    ) -> ExecResult<Created> {
         let run = self.new_run(wf, inputs, trigger, parent, drive_here, keys).await?;
         let created = self.store.create_run(run).await?;
         if matches!(created, Created::Run(_)) {
@@ -255,7 +248,7 @@ impl Runtime {
         parent: Option<Parent>,
         drive_here: bool,
         keys: SubmitKeys,
-    ) -> anyhow::Result<NewRun> {
+    ) -> ExecResult<NewRun> {
         self.store_definition(wf).await?;
         // A tree's children are pinned once, when its top run starts.
         let pins = match &parent {
@@ -268,11 +261,13 @@ impl Runtime {
         let concurrency_key =
             match (&wf.definition.concurrency, wf.templates.get("concurrency.key")) {
                 (Some(_), Some(t)) => {
-                    let ctx = handlebars::Context::wraps(&context)?;
-                    Some(
-                        super::render::render(t, &ctx)
-                            .map_err(|e| anyhow::anyhow!("concurrency key: {e}"))?,
-                    )
+                    let ctx = handlebars::Context::wraps(&context).map_err(|e| {
+                        ExecError::Render { what: "concurrency key", message: e.to_string() }
+                    })?;
+                    Some(super::render::render(t, &ctx).map_err(|message| ExecError::Render {
+                        what: "concurrency key",
+                        message,
+                    })?)
                 }
                 _ => None,
             };
@@ -301,7 +296,7 @@ impl Runtime {
     }
 
     /// The compiled definition a run is pinned to.
-    pub async fn definition(&self, hash: &str) -> anyhow::Result<Arc<CompiledWorkflow>> {
+    pub async fn definition(&self, hash: &str) -> ExecResult<Arc<CompiledWorkflow>> {
         if let Some(wf) = self.definitions.lock().expect("poisoned").get(hash) {
             return Ok(wf.clone());
         }
@@ -309,7 +304,7 @@ impl Runtime {
             .store
             .definition(hash)
             .await?
-            .ok_or_else(|| super::ExecError::DefinitionMissing(hash.to_string()))?;
+            .ok_or_else(|| ExecError::DefinitionMissing(hash.to_string()))?;
         // Off the runtime, on a thread of its own: a stored file is input too,
         // and nothing in it may stall the workers or take the process down.
         let workflow = def.workflow.clone();
@@ -323,18 +318,14 @@ impl Runtime {
         let wf = match compiled {
             Ok(Ok(wf)) => Arc::new(wf),
             Ok(Err(rendered)) => {
-                return Err(Quarantine {
-                    reason: format!(
-                        "the stored definition of `{workflow}` does not compile (this lifeboat refuses what an older one accepted); fix the file and start a new run (`lifeboat run {workflow}`):\n{rendered}"
-                    ),
-                }
-                .into());
+                return Err(ExecError::Quarantine(format!(
+                    "the stored definition of `{workflow}` does not compile (this lifeboat refuses what an older one accepted); fix the file and start a new run (`lifeboat run {workflow}`):\n{rendered}"
+                )));
             }
             Err(problem) => {
-                return Err(Quarantine {
-                    reason: format!("compiling the stored definition of `{workflow}`: {problem}"),
-                }
-                .into());
+                return Err(ExecError::Quarantine(format!(
+                    "compiling the stored definition of `{workflow}`: {problem}"
+                )));
             }
         };
         self.definitions.lock().expect("poisoned").insert(hash.to_string(), wf.clone());

@@ -103,17 +103,20 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        let message = format!("{e:#}");
-        if let Some(store) = e.downcast_ref::<crate::store::StoreError>() {
-            store_error(store, message)
-        } else if e.downcast_ref::<crate::app::NotFound>().is_some() {
-            ApiError::not_found(message)
-        } else if e.downcast_ref::<crate::app::InputError>().is_some() {
-            ApiError::bad_request(message)
-        } else {
-            ApiError::internal(message)
+/// Statuses by variant: a run's own template that does not render with the
+/// inputs sent is the request's fault (422); the rest is ours (500) or the
+/// database's (by `store_error`).
+impl From<crate::exec::ExecError> for ApiError {
+    fn from(e: crate::exec::ExecError) -> Self {
+        use crate::exec::ExecError;
+        let message = e.to_string();
+        match &e {
+            ExecError::Store(store) => store_error(store, message),
+            ExecError::Render { .. } => ApiError::unprocessable(message),
+            ExecError::CorruptState { .. }
+            | ExecError::DefinitionMissing(_)
+            | ExecError::Quarantine(_)
+            | ExecError::Background(_) => ApiError::internal(message),
         }
     }
 }
@@ -222,7 +225,12 @@ mod store_tests {
         assert_eq!(status(StoreError::Unavailable("disk".into())), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status(StoreError::SchemaBehind("x".into())), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status(StoreError::corrupt("x")), StatusCode::INTERNAL_SERVER_ERROR);
-        let wrapped = anyhow::Error::new(StoreError::Unavailable("io".into())).context("reading");
-        assert_eq!(ApiError::from(wrapped).status, StatusCode::SERVICE_UNAVAILABLE);
+        let exec = |e: crate::exec::ExecError| ApiError::from(e).status;
+        let outage = crate::exec::ExecError::Store(StoreError::Unavailable("io".into()));
+        assert_eq!(exec(outage), StatusCode::SERVICE_UNAVAILABLE);
+        let key = crate::exec::ExecError::Render { what: "concurrency key", message: "x".into() };
+        assert_eq!(exec(key), StatusCode::UNPROCESSABLE_ENTITY);
+        let missing = crate::exec::ExecError::DefinitionMissing("abc".into());
+        assert_eq!(exec(missing), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -144,9 +144,11 @@ pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
 }
 
 /// `[server] listen` as an address, or an error saying what is expected.
-pub fn listen_addr(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
+pub fn listen_addr(listen: &str) -> Result<std::net::SocketAddr, crate::config::ConfigError> {
     listen.parse().map_err(|e| {
-        anyhow::anyhow!("[server] listen = `{listen}` is not an address like 127.0.0.1:8080: {e}")
+        crate::config::ConfigError::Invalid(format!(
+            "[server] listen = `{listen}` is not an address like 127.0.0.1:8080: {e}"
+        ))
     })
 }
 
@@ -221,9 +223,8 @@ pub async fn bind(
 /// Serves `router` on `listener` until `shutdown`, then lets requests in
 /// flight finish (event streams end at once), under `[server]`'s
 /// connection limits and timeouts.
-pub async fn serve_http(app: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve_http(app: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let shutdown = app.shutdown.clone();
     let limits = listener::Limits::from_config(&app.ctx.config.server);
-    listener::serve(listener, router(app), limits, shutdown).await?;
-    Ok(())
+    listener::serve(listener, router(app), limits, shutdown).await
 }

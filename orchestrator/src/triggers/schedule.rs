@@ -34,7 +34,7 @@ use crate::catalog::WorkflowSource;
 use crate::compile::CompiledWorkflow;
 use crate::exec::engine::{Engine, SubmitKeys};
 use crate::model::{CatchUp, Schedule};
-use crate::store::{Created, NewAudit, StoreError};
+use crate::store::{Created, NewAudit};
 
 /// At most this many missed ticks of one schedule fire after downtime.
 pub const MAX_CATCH_UP: usize = 100;
@@ -252,7 +252,7 @@ struct Watch {
 #[derive(Debug)]
 enum FireError {
     /// The database: try the tick again shortly.
-    Transient(anyhow::Error),
+    Transient(crate::exec::ExecError),
     /// The tick can never fire (its inputs do not render or check).
     Permanent(String),
 }
@@ -403,7 +403,7 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
             .submit_with(wf, inputs.clone(), trigger.clone(), None, false, keys)
             .await
             .map_err(|e| {
-                if e.downcast_ref::<StoreError>().is_some() {
+                if e.store().is_some() {
                     FireError::Transient(e)
                 } else {
                     FireError::Permanent(format!("{e:#}"))

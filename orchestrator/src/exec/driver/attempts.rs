@@ -5,7 +5,7 @@ use super::*;
 
 impl Driver {
     /// Records a new attempt, then runs the action in a task.
-    pub(super) async fn start_attempt(&mut self, i: usize, phase: Phase) -> anyhow::Result<()> {
+    pub(super) async fn start_attempt(&mut self, i: usize, phase: Phase) -> ExecResult<()> {
         let step = self.wf.steps[i].clone();
         let body = self.body(i, phase).clone();
         let now = now_ms();
@@ -262,7 +262,7 @@ impl Driver {
         changes
     }
 
-    pub(super) async fn on_finished(&mut self, done: Finished) -> anyhow::Result<()> {
+    pub(super) async fn on_finished(&mut self, done: Finished) -> ExecResult<()> {
         let i = done.index;
         // A result for a step no longer running (skipped or cancelled meanwhile) is recorded, not applied.
         let current = match done.phase {

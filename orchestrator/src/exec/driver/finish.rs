@@ -5,7 +5,7 @@ use super::*;
 
 impl Driver {
     /// Ends the run when nothing is left to do. Returns true if the status changed.
-    pub(super) async fn try_finish(&mut self) -> anyhow::Result<bool> {
+    pub(super) async fn try_finish(&mut self) -> ExecResult<bool> {
         let now = now_ms();
         if self.run.status == RunStatus::RollingBack {
             let open = (0..self.slots.len()).any(|i| self.rollback_pending(i));
@@ -99,14 +99,14 @@ impl Driver {
         }
         let ctx = self.context(None, None);
         let outputs = match render_value(
-            &serde_json::to_value(
+            &Value::Object(
                 self.wf
                     .definition
                     .outputs
                     .iter()
                     .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
-                    .collect::<serde_json::Map<_, _>>(),
-            )?,
+                    .collect(),
+            ),
             &self.wf.templates,
             "outputs",
             &ctx,

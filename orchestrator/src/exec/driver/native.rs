@@ -4,7 +4,7 @@
 use super::*;
 
 impl Driver {
-    pub(super) async fn start_native(&mut self, i: usize, kind: NativeKind) -> anyhow::Result<()> {
+    pub(super) async fn start_native(&mut self, i: usize, kind: NativeKind) -> ExecResult<()> {
         let step = self.wf.steps[i].clone();
         let now = now_ms();
         let ctx = self.context(None, None);
@@ -113,7 +113,7 @@ impl Driver {
         i: usize,
         c: &crate::kinds::workflow::Config,
         now: i64,
-    ) -> anyhow::Result<()> {
+    ) -> ExecResult<()> {
         let step_id = self.wf.steps[i].id.clone();
         // The child is the definition pinned when the run tree started, by
         // its declared name; never a path, never what the directory holds now.
@@ -192,7 +192,7 @@ impl Driver {
     }
 
     /// A waiting step is due: a timer fired, or a child run may have ended.
-    pub(super) async fn resume_waiting(&mut self, i: usize) -> anyhow::Result<()> {
+    pub(super) async fn resume_waiting(&mut self, i: usize) -> ExecResult<()> {
         let id = self.wf.steps[i].id.clone();
         let now = now_ms();
         match self.slots[i].state.clone() {
@@ -250,7 +250,7 @@ impl Driver {
         &mut self,
         i: usize,
         keys: Vec<String>,
-    ) -> anyhow::Result<()> {
+    ) -> ExecResult<()> {
         let id = self.wf.steps[i].id.clone();
         let rows = self.rt.store.outbox(&self.run.id).await?;
         let mine: Vec<_> = rows.iter().filter(|r| keys.contains(&r.dedupe_key)).collect();

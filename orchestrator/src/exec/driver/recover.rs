@@ -6,7 +6,7 @@ use super::*;
 
 impl Driver {
     /// Attempts that were in flight when their worker died.
-    pub(super) async fn recover(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn recover(&mut self) -> ExecResult<()> {
         let interrupted: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].record.status == StepStatus::Running)
             .collect();

@@ -5,7 +5,7 @@ use super::*;
 
 impl Driver {
     /// Operator requests: cancel, pause, resume, skip, mark, retry.
-    pub(super) async fn process_requests(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn process_requests(&mut self) -> ExecResult<()> {
         let requests = self.rt.store.open_requests(&self.run.id).await?;
         for req in requests {
             let now = now_ms();
@@ -104,7 +104,7 @@ impl Driver {
     /// has ended: its process group killed and its end recorded (not
     /// applied to the step, which the caller decides). Attempts of other
     /// steps that end meanwhile are handled as usual.
-    pub(super) async fn stop_attempt(&mut self, i: usize, phase: Phase) -> anyhow::Result<()> {
+    pub(super) async fn stop_attempt(&mut self, i: usize, phase: Phase) -> ExecResult<()> {
         let Some(token) = self.in_flight.get(&(i, phase)) else { return Ok(()) };
         token.cancel();
         while self.in_flight.contains_key(&(i, phase)) {

@@ -13,7 +13,7 @@ impl Driver {
 
     /// Starts rollbacks in reverse dependency order: a step's rollback waits
     /// for the rollbacks of every step that depends on it.
-    pub(super) async fn advance_rollback(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn advance_rollback(&mut self) -> ExecResult<()> {
         let now = now_ms();
         let order: Vec<usize> = self.wf.topological_order.iter().rev().copied().collect();
         for i in order {
@@ -42,7 +42,7 @@ impl Driver {
         i: usize,
         n: u32,
         result: Result<(), (String, bool)>,
-    ) -> anyhow::Result<()> {
+    ) -> ExecResult<()> {
         let id = self.wf.steps[i].id.clone();
         let retry = self.body(i, Phase::Rollback).retry;
         let now = now_ms();
