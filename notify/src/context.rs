@@ -32,7 +32,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::message::{Action, Severity};
+use crate::incident::{Action, Severity};
 
 /// Every value of [`Context::event`]: the run events, plus `acknowledged`
 /// and `resolved` for escalation follow-ups.

@@ -6,7 +6,8 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 use crate::channel::{Channel, ConfigError};
-use crate::message::{Action, Delivered, Message, SendError, truncate};
+use crate::incident::Action;
+use crate::message::{Delivered, Message, SendError, truncate};
 
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
