@@ -23,6 +23,15 @@ macro_rules! run_events {
                     $(RunEvent::$variant => $name,)*
                 }
             }
+
+            /// The event stored under `name`; `None` for a name this
+            /// lifeboat does not know (written by a newer one).
+            pub fn parse(name: &str) -> Option<RunEvent> {
+                match name {
+                    $($name => Some(RunEvent::$variant),)*
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -101,6 +110,14 @@ impl std::fmt::Display for RunEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_parses_from_its_stored_name() {
+        for event in RunEvent::ALL {
+            assert_eq!(RunEvent::parse(event.as_str()), Some(*event));
+        }
+        assert_eq!(RunEvent::parse("from_a_newer_lifeboat"), None);
+    }
 
     #[test]
     fn names_are_distinct() {

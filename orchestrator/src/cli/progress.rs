@@ -5,6 +5,7 @@ use std::io::Write;
 
 use tokio::sync::broadcast;
 
+use crate::events::RunEvent::{self, *};
 use crate::store::EventRecord;
 
 /// Prints events of the runs in `tree` (a run and its children) as they
@@ -41,9 +42,11 @@ fn format_event(
         map.remove(&key).map(|s| format!(" in {}", human_ms(e.at - s))).unwrap_or_default()
     };
     let run = &e.run_id[e.run_id.len().saturating_sub(8)..];
-    let text = match e.kind.as_str() {
-        "started" => format!("▶ run …{run} started"),
-        "step_started" => {
+    // A name this lifeboat does not know (a newer one wrote it) is not shown.
+    let kind = RunEvent::parse(&e.kind)?;
+    let text = match kind {
+        Started => format!("▶ run …{run} started"),
+        StepStarted => {
             step_started.insert(key.clone(), e.at);
             let attempt = data.get("attempt").and_then(|a| a.as_u64()).unwrap_or(1);
             if attempt > 1 {
@@ -52,25 +55,25 @@ fn format_event(
                 format!("● {step}")
             }
         }
-        "step_succeeded" => format!("✔ {step}{}", took(step_started)),
-        "step_skipped" => format!("○ {step} skipped (`when` is false)"),
-        "step_retrying" => {
+        StepSucceeded => format!("✔ {step}{}", took(step_started)),
+        StepSkipped => format!("○ {step} skipped (`when` is false)"),
+        StepRetrying => {
             let delay = data.get("delay_ms").and_then(|d| d.as_u64()).unwrap_or(0);
             format!("↻ {step} failed: {} — retrying in {}", error_of(&data), human_ms(delay as i64))
         }
-        "step_failed" => format!("✖ {step} failed{}: {}", took(step_started), error_of(&data)),
-        "step_waiting" => format!("⏸ {step} waiting"),
-        "approval_requested" => format!("⏸ {step} waiting for approval"),
-        "escalated" => format!(
+        StepFailed => format!("✖ {step} failed{}: {}", took(step_started), error_of(&data)),
+        StepWaiting => format!("⏸ {step} waiting"),
+        ApprovalRequested => format!("⏸ {step} waiting for approval"),
+        Escalated => format!(
             "⏸ {step} paging tier {} ({})",
             data.get("tier").and_then(|t| t.as_u64()).unwrap_or(1),
             list_of(&data, "channels")
         ),
-        "needs_human" => {
+        NeedsHuman => {
             format!("⚠ {step} needs a person: its attempt was interrupted and it is not idempotent")
         }
-        "step_interrupted" => format!("↻ {step} was interrupted; retrying"),
-        "notification" => {
+        StepInterrupted => format!("↻ {step} was interrupted; retrying"),
+        Notification => {
             let channels: Vec<&str> = data
                 .get("channels")
                 .and_then(|c| c.as_array())
@@ -78,44 +81,48 @@ fn format_event(
                 .unwrap_or_default();
             format!("✉ {step} notification queued for {}", channels.join(", "))
         }
-        "approved" => format!("✔ {step} approved by {}", list_of(&data, "approved_by")),
-        "approval_recorded" => format!(
+        Approved => format!("✔ {step} approved by {}", list_of(&data, "approved_by")),
+        ApprovalRecorded => format!(
             "⏸ {step} approved by {} ({} of {} needed)",
             data.get("by").and_then(|b| b.as_str()).unwrap_or("?"),
             data.get("have").and_then(|b| b.as_u64()).unwrap_or(0),
             data.get("need").and_then(|b| b.as_u64()).unwrap_or(0)
         ),
-        "rejected" => format!(
+        Rejected => format!(
             "✖ {step} rejected by {}",
             data.get("rejected_by").and_then(|b| b.as_str()).unwrap_or("?")
         ),
-        "decision_refused" => format!(
+        DecisionRefused => format!(
             "⚠ {step}: {} refused: {}",
             data.get("by").and_then(|b| b.as_str()).unwrap_or("?"),
             data.get("reason").and_then(|b| b.as_str()).unwrap_or("")
         ),
-        "approval_timed_out" => format!("⌛ {step} approval timed out"),
-        "acknowledged" => format!(
+        ApprovalTimedOut => format!("⌛ {step} approval timed out"),
+        Acknowledged => format!(
             "✔ {step} acknowledged by {}",
             data.get("acked_by").and_then(|b| b.as_str()).unwrap_or("?")
         ),
-        "status_update" => format!("✉ {step} status update to the paged tiers"),
-        "escalation_exhausted" => format!("✖ {step}: nobody acknowledged"),
-        "child_started" => format!(
+        StatusUpdate => format!("✉ {step} status update to the paged tiers"),
+        EscalationExhausted => format!("✖ {step}: nobody acknowledged"),
+        ChildStarted => format!(
             "↳ {step} started child run {}",
             data.get("run").and_then(|r| r.as_str()).unwrap_or("?")
         ),
-        "rolling_back" => "↶ rolling back".to_string(),
-        "rollback_started" => format!("↶ {step} rollback"),
-        "step_rolled_back" => format!("↶ {step} rolled back"),
-        "rollback_step_failed" => format!("✖ {step} rollback failed: {}", error_of(&data)),
-        "succeeded" => "■ run succeeded".to_string(),
-        "failed" => format!("■ run failed: {}", error_of(&data)),
-        "rolled_back" => "■ run rolled back".to_string(),
-        "rollback_failed" => "■ run rollback failed".to_string(),
-        "cancelled" => "■ run cancelled".to_string(),
-        "rto_breached" => "⚠ recovery time objective breached".to_string(),
-        _ => return None,
+        RollingBack => "↶ rolling back".to_string(),
+        RollbackStarted => format!("↶ {step} rollback"),
+        StepRolledBack => format!("↶ {step} rolled back"),
+        RollbackStepFailed => format!("✖ {step} rollback failed: {}", error_of(&data)),
+        Succeeded => "■ run succeeded".to_string(),
+        Failed => format!("■ run failed: {}", error_of(&data)),
+        RolledBack => "■ run rolled back".to_string(),
+        RollbackFailed => "■ run rollback failed".to_string(),
+        Cancelled => "■ run cancelled".to_string(),
+        RtoBreached => "⚠ recovery time objective breached".to_string(),
+        Retried => "↻ run retried".to_string(),
+        Quarantined => format!(
+            "■ run quarantined: {}",
+            data.get("reason").and_then(|r| r.as_str()).unwrap_or("")
+        ),
     };
     Some(format!("{at}  {text}"))
 }
