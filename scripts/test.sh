@@ -36,4 +36,5 @@ cargo test --workspace --all-targets "$@"
 
 # The end-to-end suite once more, every test on Postgres instead of SQLite.
 echo "== end-to-end tests on Postgres"
-LIFEBOAT_E2E_BACKEND=postgres cargo test -p lifeboat-orchestrator --test e2e "$@"
+# `--workspace` keeps the feature set of the first build, so nothing is rebuilt.
+LIFEBOAT_E2E_BACKEND=postgres cargo test --workspace --test e2e "$@"
