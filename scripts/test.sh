@@ -5,7 +5,7 @@
 # cluster that this script starts (scripts/pg.sh) and always stops on exit.
 # To use a server of your own instead, set LIFEBOAT_TEST_POSTGRES_URL to a URL
 # whose user may CREATE DATABASE (each story makes a `story_<random>` database).
-# Usage: scripts/test.sh [extra cargo test args]
+# Usage: scripts/test.sh [FILTER]   (only the tests whose names contain FILTER)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,15 @@ export LIFEBOAT_TEST_POSTGRES_URL
 cargo test --workspace --all-targets "$@"
 
 # The end-to-end suite once more, every test on Postgres instead of SQLite.
+# The binary the first pass built runs again: asking cargo for it by `-p` or
+# `--test` would resolve other features and rebuild half the dependencies.
 echo "== end-to-end tests on Postgres"
-# `--workspace` keeps the feature set of the first build, so nothing is rebuilt.
-LIFEBOAT_E2E_BACKEND=postgres cargo test --workspace --test e2e "$@"
+e2e=$(cargo test --workspace --all-targets --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "e2e" and m.get("executable"):
+        print(m["executable"])')
+[[ -x "$e2e" ]] || { echo "test.sh: the e2e test binary was not found" >&2; exit 1; }
+# Run from the package directory, as `cargo test` does.
+(cd orchestrator && LIFEBOAT_E2E_BACKEND=postgres "$e2e" "$@")
