@@ -665,3 +665,23 @@ fn a_database_outage_is_a_503_from_the_api_and_exit_4_from_the_cli() {
     let out = sb.lifeboat(&["runs"]);
     assert_eq!(out.status.code(), Some(4), "{}", crate::util::stderr(&out));
 }
+
+/// Every `Sandbox::serve` listens on a port of its own, so servers of tests
+/// running at once (or of two test processes) never share one: both answer,
+/// and neither waits for the other's port to be free.
+#[test]
+fn servers_of_two_sandboxes_listen_on_ports_of_their_own() {
+    let (first, second) = (sandbox("serve-port-a"), sandbox("serve-port-b"));
+    let servers = [(&first, first.serve()), (&second, second.serve())];
+    assert_ne!(servers[0].1.addr(), servers[1].1.addr());
+    let client = reqwest::blocking::Client::new();
+    for (sb, serve) in &servers {
+        let addr = serve.addr().expect("Sandbox::serve chooses the address");
+        let healthy =
+            || client.get(format!("http://{addr}/healthz")).send().is_ok_and(|r| r.status() == 200);
+        let up = crate::util::eventually(Duration::from_secs(30), healthy);
+        let logs = sb.serve_logs();
+        assert!(up, "serve on {addr} did not answer:\n{logs}");
+        assert!(!logs.contains("cannot listen"), "waited for a port:\n{logs}");
+    }
+}

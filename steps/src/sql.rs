@@ -243,53 +243,47 @@ fn params(values: &[Value]) -> Vec<Param> {
         .collect()
 }
 
-macro_rules! bind_all {
-    ($query:expr, $params:expr) => {{
-        let mut query = $query;
-        for param in $params {
-            query = match param {
-                Param::Null => query.bind(None::<String>),
-                Param::Bool(b) => query.bind(*b),
-                Param::Int(i) => query.bind(*i),
-                Param::Float(f) => query.bind(*f),
-                Param::Text(s) => query.bind(s.as_str()),
-            };
+/// Defines `$name`, running one statement on one backend's connection: the
+/// same steps on both (connect, bind `params`, read rows up to `max`,
+/// close), only the sqlx types differ.
+macro_rules! runner {
+    ($name:ident, $options:ty, $connection:ty, $result:ty, $decode:path) => {
+        async fn $name(
+            url: &str,
+            sql: &str,
+            values: &[Value],
+            max: usize,
+        ) -> Result<Rows, Failure> {
+            let options = <$options>::from_str(url).map_err(Failure::connect)?;
+            let mut conn: $connection = options.connect().await.map_err(Failure::connect)?;
+            let params = params(values);
+            let mut query = sqlx::query(sql);
+            for param in &params {
+                query = match param {
+                    Param::Null => query.bind(None::<String>),
+                    Param::Bool(b) => query.bind(*b),
+                    Param::Int(i) => query.bind(*i),
+                    Param::Float(f) => query.bind(*f),
+                    Param::Text(s) => query.bind(s.as_str()),
+                };
+            }
+            let rows =
+                collect(conn.fetch_many(query), max, |r: &$result| r.rows_affected(), $decode)
+                    .await;
+            let _ = conn.close().await;
+            rows
         }
-        query
-    }};
+    };
 }
 
-async fn run_sqlite(url: &str, sql: &str, values: &[Value], max: usize) -> Result<Rows, Failure> {
-    let options = SqliteConnectOptions::from_str(url).map_err(Failure::connect)?;
-    let mut conn: SqliteConnection = options.connect().await.map_err(Failure::connect)?;
-    let params = params(values);
-    let query = bind_all!(sqlx::query(sql), &params);
-    let rows = collect(
-        conn.fetch_many(query),
-        max,
-        |r: &sqlx::sqlite::SqliteQueryResult| r.rows_affected(),
-        sqlite_row,
-    )
-    .await;
-    let _ = conn.close().await;
-    rows
-}
-
-async fn run_postgres(url: &str, sql: &str, values: &[Value], max: usize) -> Result<Rows, Failure> {
-    let options = PgConnectOptions::from_str(url).map_err(Failure::connect)?;
-    let mut conn: PgConnection = options.connect().await.map_err(Failure::connect)?;
-    let params = params(values);
-    let query = bind_all!(sqlx::query(sql), &params);
-    let rows = collect(
-        conn.fetch_many(query),
-        max,
-        |r: &sqlx::postgres::PgQueryResult| r.rows_affected(),
-        postgres_row,
-    )
-    .await;
-    let _ = conn.close().await;
-    rows
-}
+runner!(
+    run_sqlite,
+    SqliteConnectOptions,
+    SqliteConnection,
+    sqlx::sqlite::SqliteQueryResult,
+    sqlite_row
+);
+runner!(run_postgres, PgConnectOptions, PgConnection, sqlx::postgres::PgQueryResult, postgres_row);
 
 #[cfg(test)]
 mod tests {

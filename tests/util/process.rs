@@ -94,9 +94,21 @@ pub fn output_or_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, 
 /// A background `lifeboat serve`, SIGKILLed when dropped (also when a test panics).
 pub struct Serve {
     child: Option<Child>,
+    /// Where its API listens, when the test chose it (`Sandbox::serve`).
+    addr: Option<String>,
 }
 
 impl Serve {
+    /// `child`, listening on `addr`.
+    pub fn listening(child: Child, addr: String) -> Serve {
+        Serve { child: Some(child), addr: Some(addr) }
+    }
+
+    /// Where its API listens (`host:port`), if known.
+    pub fn addr(&self) -> Option<&str> {
+        self.addr.as_deref()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
@@ -117,7 +129,7 @@ impl Serve {
 
 impl From<Child> for Serve {
     fn from(child: Child) -> Serve {
-        Serve { child: Some(child) }
+        Serve { child: Some(child), addr: None }
     }
 }
 

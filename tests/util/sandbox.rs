@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::database::{on_postgres, postgres_database};
 use super::documents::is_terminal;
+use super::http::free_port;
 use super::process::{Serve, output_within, root, scratch, stderr, stdout};
 
 /// Executor settings that make takeover after a crash quick, in the
@@ -196,19 +197,27 @@ impl Sandbox {
         logs.iter().map(|(_, p)| std::fs::read_to_string(p).unwrap_or_default()).collect()
     }
 
-    /// Starts `lifeboat serve` in the background; its output goes to `serve-N.log`.
+    /// Starts `lifeboat serve` in the background, its API on a free loopback
+    /// port unless the sandbox sets `LIFEBOAT_SERVER__LISTEN` (never the
+    /// default 8080, which every test's server would share with every
+    /// other's); its output goes to `serve-N.log`.
     pub fn serve(&self) -> Serve {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = std::fs::File::create(self.path(&format!("serve-{n}.log"))).expect("serve log");
+        let addr = match self.envs.iter().find(|(k, _)| k == "LIFEBOAT_SERVER__LISTEN") {
+            Some((_, chosen)) => chosen.clone(),
+            None => format!("127.0.0.1:{}", free_port()),
+        };
         let child = self
             .command(&["serve"])
+            .env("LIFEBOAT_SERVER__LISTEN", &addr)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("serve log"))
             .stderr(log)
             .spawn()
             .expect("start lifeboat serve");
-        Serve::from(child)
+        Serve::listening(child, addr)
     }
 }
 

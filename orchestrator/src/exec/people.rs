@@ -12,6 +12,7 @@
 //! the reason) in the commit of the driver that took it up.
 
 use indexmap::IndexMap;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::store::{
@@ -41,6 +42,64 @@ impl Directory {
             }
         }
         out
+    }
+}
+
+/// What a waiting step's stored `state` says about deciding it: the fields
+/// of the driver's gate (`exec/driver/gates.rs`) that a decision is checked
+/// against, read from the same JSON. Other keys (`kind`, deadlines,
+/// escalation tiers) are ignored and every field may be absent, so it reads
+/// any step's state, tagged or written before tags; a step that is no gate
+/// has `awaiting: None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct GateView {
+    pub awaiting: Option<Awaiting>,
+    /// Who may decide; empty: anyone the roles allow.
+    #[serde(default)]
+    pub people: Vec<String>,
+    /// Approvals needed (0 is read as 1).
+    #[serde(default)]
+    pub min: u32,
+    /// The run's requester, when `exclude_requester` keeps them out.
+    pub requester: Option<String>,
+    #[serde(default)]
+    pub approvals: Vec<ApprovedBy>,
+}
+
+/// Which decision a gate waits for (`awaiting` in the stored state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Awaiting {
+    Approval,
+    Ack,
+}
+
+/// One approval given so far (the stored entry also has `at`, `comment`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ApprovedBy {
+    pub by: String,
+}
+
+impl GateView {
+    /// Reads a step's stored state (`None`: the step has none).
+    pub fn read(state: Option<&Value>) -> Result<GateView, serde_json::Error> {
+        match state {
+            None | Some(Value::Null) => Ok(GateView::default()),
+            Some(v) => GateView::deserialize(v),
+        }
+    }
+
+    /// Whether `decision` is the kind this gate waits for.
+    fn expects(&self, decision: Decision) -> bool {
+        match self.awaiting {
+            Some(Awaiting::Approval) => decision != Decision::Ack,
+            Some(Awaiting::Ack) => decision == Decision::Ack,
+            None => false,
+        }
+    }
+
+    fn min(&self) -> usize {
+        self.min.max(1) as usize
     }
 }
 
@@ -106,7 +165,7 @@ pub fn outcome_audit(req: &RequestRecord, decision: Decision, refused: Option<&s
 /// earlier one (a duplicate or a contradiction), a queued rejection or
 /// acknowledgement that closes the step, or enough queued approvals to pass it.
 pub fn queued_conflict(
-    state: &Value,
+    gate: &GateView,
     queued: &[(String, Decision)],
     step: &str,
     actor: &str,
@@ -135,8 +194,8 @@ pub fn queued_conflict(
         ));
     }
     if decision != Decision::Ack {
-        let min = state.get("min").and_then(Value::as_u64).unwrap_or(1).max(1) as usize;
-        let approved = state.get("approvals").and_then(Value::as_array).map_or(0, Vec::len);
+        let min = gate.min();
+        let approved = gate.approvals.len();
         let waiting: Vec<&str> = queued
             .iter()
             .filter(|(_, d)| *d == Decision::Approve)
@@ -167,45 +226,40 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
-/// Why `actor` may not take `decision` on a step in `state`, if they may not.
-/// Shared by `decide` and the driver.
-pub fn refusal(state: &Value, actor: &str, decision: Decision) -> Option<String> {
-    let awaiting = state.get("awaiting").and_then(Value::as_str).unwrap_or("");
-    let acking = decision == Decision::Ack;
-    match (awaiting, acking) {
-        ("approval", false) | ("ack", true) => {}
-        ("approval", true) => {
-            return Some("this step waits for an approval, not an acknowledgement".into());
-        }
-        ("ack", false) => {
-            return Some("this step waits for an acknowledgement (`lifeboat ack`)".into());
-        }
-        _ => return Some("this step is not waiting for a person".into()),
+/// Why `actor` may not take `decision` on a step waiting at `gate`, if they
+/// may not. Shared by `decide` and the driver.
+pub fn refusal(gate: &GateView, actor: &str, decision: Decision) -> Option<String> {
+    if !gate.expects(decision) {
+        return Some(match gate.awaiting {
+            Some(Awaiting::Approval) => {
+                "this step waits for an approval, not an acknowledgement".into()
+            }
+            Some(Awaiting::Ack) => "this step waits for an acknowledgement (`lifeboat ack`)".into(),
+            None => "this step is not waiting for a person".into(),
+        });
     }
-    let listed = |key: &str| -> Vec<String> {
-        state
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default()
-    };
-    let allowed = listed("people");
-    if !allowed.is_empty() && !allowed.iter().any(|p| p == actor) {
-        return Some(format!("{actor} is not among the approvers ({})", allowed.join(", ")));
+    if !gate.people.is_empty() && !gate.people.iter().any(|p| p == actor) {
+        return Some(format!("{actor} is not among the approvers ({})", gate.people.join(", ")));
     }
-    if state.get("requester").and_then(Value::as_str) == Some(actor) {
+    if gate.requester.as_deref() == Some(actor) {
         return Some(format!(
             "{actor} started this run and `exclude_requester` is set: someone else must decide"
         ));
     }
-    let approved = state
-        .get("approvals")
-        .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|x| x.get("by").and_then(Value::as_str) == Some(actor)));
+    let approved = gate.approvals.iter().any(|a| a.by == actor);
     if decision == Decision::Approve && approved {
         return Some(format!("{actor} has already approved; another person must approve"));
     }
     None
+}
+
+/// `refusal` for a step's stored state: one that cannot be read refuses
+/// every decision, saying why.
+pub fn stored_refusal(state: Option<&Value>, actor: &str, decision: Decision) -> Option<String> {
+    match GateView::read(state) {
+        Ok(gate) => refusal(&gate, actor, decision),
+        Err(e) => Some(format!("the step's stored state cannot be read: {e}")),
+    }
 }
 
 /// Approve, reject or acknowledge `step` of `run` as `actor`: checked,
@@ -245,12 +299,11 @@ pub async fn decide(
             s.status
         )));
     }
-    let state = s.state.clone().unwrap_or(Value::Null);
-    if let Some(why) = refusal(&state, actor, decision) {
-        let forbidden = state.get("awaiting").and_then(Value::as_str).is_some_and(|a| {
-            (a == "approval" && decision != Decision::Ack)
-                || (a == "ack" && decision == Decision::Ack)
-        });
+    let gate = GateView::read(s.state.as_ref())
+        .map_err(|e| StoreError::corrupt(format!("gate state: {e}")).in_run(&run_id, Some(step)))?;
+    if let Some(why) = refusal(&gate, actor, decision) {
+        // The right kind of decision, by the wrong person.
+        let forbidden = gate.expects(decision);
         return Err(if forbidden {
             DecideError::Forbidden(why)
         } else {
@@ -265,7 +318,7 @@ pub async fn decide(
         .filter(|r| r.step_id.as_deref() == Some(step))
         .filter_map(|r| Decision::of(r.kind).map(|d| (r.actor, d)))
         .collect();
-    if let Some(why) = queued_conflict(&state, &queued, step, actor, decision) {
+    if let Some(why) = queued_conflict(&gate, &queued, step, actor, decision) {
         return Err(DecideError::NotWaiting(why));
     }
     let data = json!({ "comment": comment });
@@ -317,17 +370,21 @@ pub async fn cancel_on_resolve(
             Some(wf.steps.iter().filter(|s| s.body.kind == kind).map(|s| s.id.clone()).collect())
         });
     let is_approval = |s: &crate::store::StepRecord| match &approvals {
-        Some(ids) => ids.contains(&s.step_id),
-        None => {
-            s.state.as_ref().and_then(|st| st.get("awaiting")).and_then(Value::as_str)
-                == Some("approval")
-        }
+        Some(ids) => Ok(ids.contains(&s.step_id)),
+        None => GateView::read(s.state.as_ref())
+            .map(|gate| gate.awaiting == Some(Awaiting::Approval))
+            .map_err(|e| {
+                StoreError::corrupt(format!("gate state: {e}")).in_run(run_id, Some(&s.step_id))
+            }),
     };
-    let steps = store.steps(run_id).await?;
-    let gate_passed = steps.iter().any(|s| is_approval(s) && s.status == StepStatus::Succeeded);
-    let gate_ahead = steps
-        .iter()
-        .any(|s| is_approval(s) && matches!(s.status, StepStatus::Pending | StepStatus::Waiting));
+    let mut gate_passed = false;
+    let mut gate_ahead = false;
+    for s in store.steps(run_id).await? {
+        if is_approval(&s)? {
+            gate_passed |= s.status == StepStatus::Succeeded;
+            gate_ahead |= matches!(s.status, StepStatus::Pending | StepStatus::Waiting);
+        }
+    }
     if gate_passed || !gate_ahead {
         return Ok(false);
     }
@@ -356,6 +413,10 @@ pub async fn cancel_on_resolve(
 mod tests {
     use super::*;
 
+    fn gate(state: Value) -> GateView {
+        GateView::read(Some(&state)).expect("a gate state")
+    }
+
     #[test]
     fn groups_expand_to_distinct_users() {
         let mut groups = IndexMap::new();
@@ -369,20 +430,49 @@ mod tests {
 
     #[test]
     fn refusals_name_the_rule() {
-        let state = json!({"awaiting": "approval", "people": ["alice", "bob"], "requester": "bob",
-                           "approvals": [{"by": "alice"}]});
+        let state =
+            gate(json!({"awaiting": "approval", "people": ["alice", "bob"], "requester": "bob",
+                           "approvals": [{"by": "alice", "at": 1, "comment": null}]}));
         assert!(refusal(&state, "carol", Decision::Approve).unwrap().contains("not among"));
         assert!(refusal(&state, "bob", Decision::Approve).unwrap().contains("started this run"));
         assert!(refusal(&state, "alice", Decision::Approve).unwrap().contains("already approved"));
         assert_eq!(refusal(&state, "alice", Decision::Reject), None);
         assert!(refusal(&state, "alice", Decision::Ack).unwrap().contains("approval"));
-        let ack = json!({"awaiting": "ack"});
+        let ack = gate(json!({"awaiting": "ack"}));
         assert_eq!(refusal(&ack, "anyone", Decision::Ack), None);
     }
 
     #[test]
+    fn gate_view_reads_tagged_untagged_and_other_step_states() {
+        // As the driver writes a gate today (tagged, with its timers)...
+        let tagged = gate(json!({"kind": "gate", "awaiting": "approval", "people": ["alice"],
+            "min": 2, "requester": null, "approvals": [{"by": "bob", "at": 5, "comment": "ok"}],
+            "deadline": 99, "on_timeout": "fail", "message": null, "escalation": null,
+            "planned": {"tiers": [{"channels": ["ops"], "ack_within": 60000}], "tier": 0,
+                        "tier_deadline": 0, "repeat_every": null, "next_repeat": null,
+                        "updates": 0, "template": null}}));
+        assert_eq!(tagged.awaiting, Some(Awaiting::Approval));
+        assert_eq!((tagged.people.as_slice(), tagged.min()), (&["alice".to_string()][..], 2));
+        assert_eq!(tagged.approvals, [ApprovedBy { by: "bob".into() }]);
+        // ...and as rows written before the tag still read.
+        let old = gate(json!({"awaiting": "ack", "people": [], "approvals": []}));
+        assert_eq!((old.awaiting, old.min()), (Some(Awaiting::Ack), 1));
+        // A step that is no gate, or has no state, waits for nobody.
+        for state in [Some(json!({"kind": "timer", "wait_until": 7})), None] {
+            let view = GateView::read(state.as_ref()).unwrap();
+            assert_eq!(view.awaiting, None);
+            assert!(refusal(&view, "alice", Decision::Ack).unwrap().contains("not waiting"));
+        }
+        // A gate that does not read is refused, saying so, not taken for "no gate".
+        let bad = json!({"awaiting": "approval", "people": "alice"});
+        assert!(GateView::read(Some(&bad)).is_err());
+        let why = stored_refusal(Some(&bad), "alice", Decision::Approve).unwrap();
+        assert!(why.contains("cannot be read"), "{why}");
+    }
+
+    #[test]
     fn queued_decisions_count_before_they_are_applied() {
-        let gate = json!({"awaiting": "approval", "min": 2, "approvals": []});
+        let gate = gate(json!({"awaiting": "approval", "min": 2, "approvals": []}));
         let q = |list: &[(&str, Decision)]| -> Vec<(String, Decision)> {
             list.iter().map(|(a, d)| (a.to_string(), *d)).collect()
         };

@@ -22,7 +22,7 @@ mod types;
 use std::sync::Arc;
 
 pub use error::{Conflict, Outage, Result, StoreError};
-use reads::with_shared_reads;
+use reads::{select, with_shared_reads};
 pub use types::*;
 
 /// Everything the executor and the CLI need from a database.
@@ -150,6 +150,39 @@ fn check_migrations(applied: i64, known: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `outbox_finish` in the backend's open transaction `$tx`, the same
+/// statements on both (`$N` parameters, `= true`): the row takes the
+/// outcome's columns if it is still pending, and once it is settled, the run
+/// of a step waiting for it (a `required: true` notify) is woken. `$text`
+/// prepares text for the backend (Postgres: no NUL bytes).
+macro_rules! finish_outbox {
+    ($tx:ident, $id:expr, $outcome:expr, $text:path) => {{
+        let (status, next_at, error, detail) = outbox_update($outcome);
+        let waiting: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE outbox SET status = $1, next_at = COALESCE($2, next_at), \
+             last_error = COALESCE($3, last_error), detail = COALESCE($4, detail), \
+             finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END \
+             WHERE id = $6 AND status = 'pending' \
+             RETURNING CASE WHEN step_id IS NULL THEN NULL ELSE run_id END",
+        )
+        .bind(status.as_str())
+        .bind(next_at)
+        .bind(error.map($text))
+        .bind(detail.map($text))
+        .bind(now_ms())
+        .bind($id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if let (Some(Some(run_id)), false) = (waiting, status == OutboxStatus::Pending) {
+            sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
+                .bind(run_id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+use finish_outbox;
 
 /// The columns an outbox outcome sets: (status, next_at, last_error, detail).
 fn outbox_update(

@@ -3,6 +3,20 @@
 //! and rows decode through `rows.rs`. A macro, not generic functions, so
 //! each backend's `impl Store` gets them with its own pool and migrator.
 
+/// One query of a shared read: `$sql` with its parameters bound in order,
+/// fetched from `$pool`, every row (`all`) or at most one (`optional`)
+/// decoded by `$decode`.
+macro_rules! select {
+    ($pool:expr, all $decode:path, $sql:expr $(, $bind:expr)* $(,)?) => {{
+        let rows = sqlx::query($sql)$(.bind($bind))*.fetch_all($pool).await?;
+        rows.iter().map($decode).collect()
+    }};
+    ($pool:expr, optional $decode:path, $sql:expr $(, $bind:expr)* $(,)?) => {{
+        let row = sqlx::query($sql)$(.bind($bind))*.fetch_optional($pool).await?;
+        row.as_ref().map($decode).transpose()
+    }};
+}
+
 /// Wraps a backend's `impl Store` (with `self.pool` and a `MIGRATOR`
 /// static in scope), adding the shared reads to it.
 macro_rules! with_shared_reads {
@@ -12,74 +26,57 @@ macro_rules! with_shared_reads {
             $($own)*
 
             async fn definition(&self, hash: &str) -> Result<Option<Definition>> {
-                let row = sqlx::query(
-                    "SELECT hash, workflow, file, source FROM definitions WHERE hash = $1",
+                select!(
+                    &self.pool, optional definition_row,
+                    "SELECT hash, workflow, file, source FROM definitions WHERE hash = $1", hash
                 )
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.as_ref().map(definition_row).transpose()
             }
 
             async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-                let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.as_ref().map(run_row).transpose()
+                select!(&self.pool, optional run_row, "SELECT * FROM runs WHERE id = $1", id)
             }
 
             async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-                let rows = sqlx::query(
+                select!(
+                    &self.pool, all run_row,
                     "SELECT * FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
                      AND (CAST($2 AS TEXT) IS NULL OR workflow = $2) \
                      AND (CAST($4 AS TEXT) IS NULL OR id < $4) ORDER BY id DESC LIMIT $3",
+                    filter.status.map(|s| s.as_str()),
+                    &filter.workflow,
+                    i64::from(filter.limit.unwrap_or(50)),
+                    &filter.before,
                 )
-                .bind(filter.status.map(|s| s.as_str()))
-                .bind(&filter.workflow)
-                .bind(i64::from(filter.limit.unwrap_or(50)))
-                .bind(&filter.before)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(run_row).collect()
             }
 
             async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-                let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY step_id")
-                    .bind(run_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(step_row).collect()
+                select!(
+                    &self.pool, all step_row,
+                    "SELECT * FROM steps WHERE run_id = $1 ORDER BY step_id", run_id
+                )
             }
 
             async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
-                let rows = sqlx::query(
+                select!(
+                    &self.pool, all attempt_row,
                     "SELECT * FROM attempts WHERE run_id = $1 ORDER BY started_at, n, step_id, phase",
+                    run_id
                 )
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(attempt_row).collect()
             }
 
             async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
-                let rows =
-                    sqlx::query("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id")
-                        .bind(run_id)
-                        .bind(after)
-                        .fetch_all(&self.pool)
-                        .await?;
-                rows.iter().map(event_row).collect()
+                select!(
+                    &self.pool, all event_row,
+                    "SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id", run_id, after
+                )
             }
 
             async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>> {
-                let rows = sqlx::query(
+                select!(
+                    &self.pool, all request_row,
                     "SELECT * FROM requests WHERE run_id = $1 AND done_at IS NULL ORDER BY id",
+                    run_id
                 )
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(request_row).collect()
             }
 
             async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>> {
@@ -97,12 +94,11 @@ macro_rules! with_shared_reads {
             }
 
             async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
-                let rows = sqlx::query("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2")
-                    .bind(after)
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(audit_row).collect()
+                select!(
+                    &self.pool, all audit_row,
+                    "SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+                    after, i64::try_from(limit).unwrap_or(i64::MAX)
+                )
             }
 
             async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
@@ -131,14 +127,13 @@ macro_rules! with_shared_reads {
             }
 
             async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
-                let rows = sqlx::query("SELECT * FROM outbox WHERE run_id = $1 ORDER BY id")
-                    .bind(run_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(outbox_row).collect()
+                select!(
+                    &self.pool, all outbox_row,
+                    "SELECT * FROM outbox WHERE run_id = $1 ORDER BY id", run_id
+                )
             }
         }
     };
 }
 
-pub(crate) use with_shared_reads;
+pub(crate) use {select, with_shared_reads};

@@ -18,6 +18,29 @@ pub(crate) trait Cells {
     fn json(&self, col: &str) -> Result<Option<Value>>;
 }
 
+/// `impl Cells for $row`: text and integers read as such on every backend
+/// (`try_get`); the backend gives `flag` and `json`, which differ.
+macro_rules! impl_cells {
+    ($row:ty { $($own:tt)* }) => {
+        impl Cells for $row {
+            fn text(&self, col: &str) -> Result<String> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_text(&self, col: &str) -> Result<Option<String>> {
+                Ok(self.try_get(col)?)
+            }
+            fn int(&self, col: &str) -> Result<i64> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+                Ok(self.try_get(col)?)
+            }
+            $($own)*
+        }
+    };
+}
+pub(crate) use impl_cells;
+
 /// A stored count (attempts, a pgid) as the `u32` the domain uses.
 pub(crate) fn count(n: i64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| StoreError::corrupt(format!("{what} {n} out of range")))

@@ -3,8 +3,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A closed set of states stored as text: the enum, its text both ways, and
+/// optionally a predicate naming the variants for which it holds
+/// (`fn is_terminal: Succeeded | Failed`).
 macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+    (
+        $(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }
+        $($(#[$pm:meta])* fn $predicate:ident: $($holds:ident)|+)?
+    ) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name { $(#[serde(rename = $text)] $variant,)* }
@@ -17,6 +23,13 @@ macro_rules! string_enum {
             pub fn parse(text: &str) -> Option<Self> {
                 match text { $($text => Some($name::$variant),)* _ => None }
             }
+
+            $(
+                $(#[$pm])*
+                pub fn $predicate(self) -> bool {
+                    matches!(self, $($name::$holds)|+)
+                }
+            )?
         }
 
         impl std::fmt::Display for $name {
@@ -40,20 +53,10 @@ string_enum!(
         RollbackFailed = "rollback_failed",
         Cancelled = "cancelled",
     }
+    fn is_terminal: Succeeded | Failed | RolledBack | RollbackFailed | Cancelled
 );
 
 impl RunStatus {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded
-                | RunStatus::Failed
-                | RunStatus::RolledBack
-                | RunStatus::RollbackFailed
-                | RunStatus::Cancelled
-        )
-    }
-
     pub const ACTIVE: [RunStatus; 4] =
         [RunStatus::Queued, RunStatus::Running, RunStatus::Waiting, RunStatus::RollingBack];
 }
@@ -72,21 +75,9 @@ string_enum!(
         Cancelled = "cancelled",
         RolledBack = "rolled_back",
     }
-);
-
-impl StepStatus {
     /// The step will not change again on its own.
-    pub fn is_settled(self) -> bool {
-        matches!(
-            self,
-            StepStatus::Succeeded
-                | StepStatus::Failed
-                | StepStatus::Skipped
-                | StepStatus::Cancelled
-                | StepStatus::RolledBack
-        )
-    }
-}
+    fn is_settled: Succeeded | Failed | Skipped | Cancelled | RolledBack
+);
 
 string_enum!(
     Phase { Forward = "forward", Rollback = "rollback" }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::Driver;
 use super::state::StepState;
 use crate::events::RunEvent;
-use crate::exec::people::{Decision, outcome_audit, refusal};
+use crate::exec::people::{Decision, outcome_audit, stored_refusal};
 use crate::kinds::approval::{self, OnTimeout};
 use crate::kinds::escalate;
 use crate::store::{Change, RequestRecord, StepStatus, now_ms};
@@ -427,11 +427,7 @@ impl Driver {
         let refused = if self.slots[i].record.status != StepStatus::Waiting {
             Some(format!("step is {}", self.slots[i].record.status))
         } else {
-            refusal(
-                self.slots[i].record.state.as_ref().unwrap_or(&Value::Null),
-                &req.actor,
-                decision,
-            )
+            stored_refusal(self.slots[i].record.state.as_ref(), &req.actor, decision)
         };
         if let Some(why) = refused {
             return Err(why);

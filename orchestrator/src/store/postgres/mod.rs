@@ -438,35 +438,12 @@ impl Store for PostgresStore {
     async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         retrying(|| async {
             let mut tx = self.pool.begin().await?;
-            let now = now_ms();
-            let (status, next_at, error, detail) = outbox_update(&outcome);
-            let waiting: Option<Option<String>> = sqlx::query_scalar(
-                "UPDATE outbox SET status = $1, next_at = COALESCE($2, next_at), \
-                 last_error = COALESCE($3, last_error), detail = COALESCE($4, detail), \
-                 finished_at = CASE WHEN $1 = 'pending' THEN NULL ELSE $5 END \
-                 WHERE id = $6 AND status = 'pending' \
-                 RETURNING CASE WHEN step_id IS NULL THEN NULL ELSE run_id END",
-            )
-            .bind(status.as_str())
-            .bind(next_at)
-            .bind(error.map(text))
-            .bind(detail.map(text))
-            .bind(now)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let (Some(Some(run_id)), false) = (waiting, status == OutboxStatus::Pending) {
-                sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
-                    .bind(run_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            finish_outbox!(tx, id, &outcome, text);
             tx.commit().await?;
             Ok(())
         })
         .await
     }
-
 
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
         sqlx::query(

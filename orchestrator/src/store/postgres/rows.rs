@@ -2,7 +2,7 @@
 //! them (text without NUL).
 
 use super::*;
-use crate::store::rows::Cells;
+use crate::store::rows::{Cells, impl_cells};
 
 /// Postgres text cannot hold NUL characters (SQLite can): replace them so a
 /// step printing a NUL byte cannot make every commit of its run fail.
@@ -41,23 +41,11 @@ pub(super) fn opt_json(v: &Option<Value>) -> Option<Json<Cow<'_, Value>>> {
     v.as_ref().map(json)
 }
 
-impl Cells for PgRow {
-    fn text(&self, col: &str) -> Result<String> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>> {
-        Ok(self.try_get(col)?)
-    }
-    fn int(&self, col: &str) -> Result<i64> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
-        Ok(self.try_get(col)?)
-    }
+impl_cells!(PgRow {
     fn flag(&self, col: &str) -> Result<bool> {
         Ok(self.try_get(col)?)
     }
     fn json(&self, col: &str) -> Result<Option<Value>> {
         Ok(self.try_get(col)?)
     }
-}
+});

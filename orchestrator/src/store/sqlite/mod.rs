@@ -401,32 +401,10 @@ impl Store for SqliteStore {
 
     async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         let (_guard, mut tx) = self.write().await?;
-        let now = now_ms();
-        let (status, next_at, error, detail) = outbox_update(&outcome);
-        let waiting: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE outbox SET status = ?, next_at = COALESCE(?, next_at), last_error = COALESCE(?, last_error), \
-             detail = COALESCE(?, detail), finished_at = CASE WHEN ? = 'pending' THEN NULL ELSE ? END \
-             WHERE id = ? AND status = 'pending' RETURNING CASE WHEN step_id IS NULL THEN NULL ELSE run_id END",
-        )
-        .bind(status.as_str())
-        .bind(next_at)
-        .bind(error)
-        .bind(detail)
-        .bind(status.as_str())
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let (Some(Some(run_id)), false) = (waiting, status == OutboxStatus::Pending) {
-            sqlx::query("UPDATE runs SET wake_at = NULL, woken = 1 WHERE id = ?")
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        finish_outbox!(tx, id, &outcome, std::convert::identity);
         tx.commit().await?;
         Ok(())
     }
-
 
     async fn register_worker(&self, w: &WorkerRecord) -> Result<()> {
         let _guard = self.write_lock.lock().await;

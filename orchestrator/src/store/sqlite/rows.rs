@@ -2,7 +2,7 @@
 //! as SQLite takes them.
 
 use super::*;
-use crate::store::rows::{Cells, parse_json};
+use crate::store::rows::{Cells, impl_cells, parse_json};
 
 pub(super) fn json(value: &Option<Value>) -> Option<String> {
     value.as_ref().map(|v| v.to_string())
@@ -12,23 +12,11 @@ pub(super) fn pins_text(pins: &Option<super::Pins>) -> Option<String> {
     pins.as_ref().map(|p| serde_json::to_string(p).expect("a map of strings"))
 }
 
-impl Cells for SqliteRow {
-    fn text(&self, col: &str) -> Result<String> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>> {
-        Ok(self.try_get(col)?)
-    }
-    fn int(&self, col: &str) -> Result<i64> {
-        Ok(self.try_get(col)?)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
-        Ok(self.try_get(col)?)
-    }
+impl_cells!(SqliteRow {
     fn flag(&self, col: &str) -> Result<bool> {
         Ok(self.try_get::<i64, _>(col)? != 0)
     }
     fn json(&self, col: &str) -> Result<Option<Value>> {
         parse_json(self.try_get(col)?)
     }
-}
+});
