@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::progress::human_ms;
 use super::{Ctx, input_error};
+use crate::exec::people::{Awaiting, GateView};
 use crate::store::{RunFilter, RunRecord, RunStatus, StepRecord};
 use crate::text::inline;
 use crate::views::{RunDocument, RunView, Time};
@@ -226,21 +227,24 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What a person must decide on this step, if it is a gate (an unreadable
+/// state is listed by its status alone).
+fn awaiting(step: &StepRecord) -> Option<Awaiting> {
+    GateView::read(step.state.as_ref()).ok()?.awaiting
+}
+
 pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
     let waiting: Vec<(RunRecord, StepRecord)> = ctx
         .store
         .pending_people()
         .await?
         .into_iter()
-        .filter(|(_, s)| {
-            s.status == crate::store::StepStatus::NeedsHuman
-                || s.state.as_ref().is_some_and(|st| st.get("awaiting").is_some())
-        })
+        .filter(|(_, s)| s.status == crate::store::StepStatus::NeedsHuman || awaiting(s).is_some())
         .collect();
     if args.json {
         let doc: Vec<Value> = waiting
             .iter()
-            .map(|(r, s)| json!({"run": r.id, "workflow": r.workflow, "step": s.step_id, "status": s.status, "waiting_for": s.state.as_ref().and_then(|st| st.get("awaiting")).cloned().unwrap_or(json!("decision")), "error": s.error}))
+            .map(|(r, s)| json!({"run": r.id, "workflow": r.workflow, "step": s.step_id, "status": s.status, "waiting_for": awaiting(s).map_or("decision", Awaiting::as_str), "error": s.error}))
             .collect();
         outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
@@ -249,12 +253,7 @@ pub async fn pending(ctx: &Ctx, args: PendingArgs) -> anyhow::Result<ExitCode> {
         outln!("nothing is waiting for people");
     }
     for (run, step) in &waiting {
-        let what = step
-            .state
-            .as_ref()
-            .and_then(|s| s.get("awaiting"))
-            .and_then(Value::as_str)
-            .unwrap_or("a decision");
+        let what = awaiting(step).map_or("a decision", Awaiting::described);
         outln!(
             "{}  {:<18} {:<20} waiting for {}",
             run.id,

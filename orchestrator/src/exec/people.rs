@@ -74,6 +74,24 @@ pub enum Awaiting {
     Ack,
 }
 
+impl Awaiting {
+    /// The stored name: `approval`, `ack`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Awaiting::Approval => "approval",
+            Awaiting::Ack => "ack",
+        }
+    }
+
+    /// "an approval", "an acknowledgement".
+    pub fn described(self) -> &'static str {
+        match self {
+            Awaiting::Approval => "an approval",
+            Awaiting::Ack => "an acknowledgement",
+        }
+    }
+}
+
 /// One approval given so far (the stored entry also has `at`, `comment`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ApprovedBy {
@@ -98,7 +116,8 @@ impl GateView {
         }
     }
 
-    fn min(&self) -> usize {
+    /// Approvals needed (at least one).
+    pub fn min(&self) -> usize {
         self.min.max(1) as usize
     }
 }

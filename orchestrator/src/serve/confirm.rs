@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::AppState;
 use super::auth::Need;
 use crate::exec::links::LinkTarget;
-use crate::exec::people::{DecideError, Decision, decide};
+use crate::exec::people::{Awaiting, DecideError, Decision, GateView, decide};
 use crate::store::{RunRecord, StepRecord, StepStatus};
 
 /// The form holds an API token and a comment: nothing bigger is needed.
@@ -187,14 +187,6 @@ fn question(target: &LinkTarget, run: &RunRecord) -> String {
     )
 }
 
-fn strings(state: &Value, key: &str) -> Vec<String> {
-    state
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_default()
-}
-
 /// The run's and the step's facts as a definition list.
 fn facts(run: &RunRecord, step: &StepRecord) -> String {
     let mut rows: Vec<(&str, String)> = vec![
@@ -205,29 +197,25 @@ fn facts(run: &RunRecord, step: &StepRecord) -> String {
         ("Step status", escape(step.status.as_str())),
     ];
     let state = step.state.clone().unwrap_or(Value::Null);
-    if let Some(awaiting) = state.get("awaiting").and_then(Value::as_str) {
-        let what = if awaiting == "ack" { "an acknowledgement" } else { "an approval" };
-        rows.push(("Waiting for", what.to_string()));
+    // A state that cannot be read shows no gate facts; deciding says why.
+    let gate = GateView::read(Some(&state)).unwrap_or_default();
+    if let Some(awaiting) = gate.awaiting {
+        rows.push(("Waiting for", awaiting.described().to_string()));
     }
     if let Some(message) = state.get("message").and_then(Value::as_str) {
         rows.push(("Message", escape(message)));
     }
-    let people = strings(&state, "people");
-    if !people.is_empty() {
-        rows.push(("Approvers", escape(&people.join(", "))));
+    if !gate.people.is_empty() {
+        rows.push(("Approvers", escape(&gate.people.join(", "))));
     }
-    let approvals: Vec<String> = state
-        .get("approvals")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.get("by")?.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    if state.get("awaiting").and_then(Value::as_str) == Some("approval") {
-        let min = state.get("min").and_then(Value::as_u64).unwrap_or(1).max(1);
+    if gate.awaiting == Some(Awaiting::Approval) {
+        let approvals: Vec<&str> = gate.approvals.iter().map(|a| a.by.as_str()).collect();
         let so_far =
             if approvals.is_empty() { "none yet".to_string() } else { approvals.join(", ") };
-        rows.push(("Approvals", escape(&format!("{} of {min} needed: {so_far}", approvals.len()))));
+        let (have, min) = (approvals.len(), gate.min());
+        rows.push(("Approvals", escape(&format!("{have} of {min} needed: {so_far}"))));
     }
-    if let Some(requester) = state.get("requester").and_then(Value::as_str) {
+    if let Some(requester) = &gate.requester {
         rows.push(("Started by", escape(&format!("{requester} (may not decide)"))));
     }
     if let Some(deadline) = state
