@@ -45,5 +45,11 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "e2e" and m.get("executable"):
         print(m["executable"])')
 [[ -x "$e2e" ]] || { echo "test.sh: the e2e test binary was not found" >&2; exit 1; }
-# Run from the package directory, as `cargo test` does.
+# Run from the package directory, as `cargo test` does, on the toolchain cargo
+# used: tests that build something (the runbooks build the estate) would
+# otherwise get the rust-toolchain.toml of each dependency's source folder.
+if [[ -z "${RUSTUP_TOOLCHAIN:-}" ]] && command -v rustup >/dev/null; then
+    RUSTUP_TOOLCHAIN=$(rustup show active-toolchain | cut -d' ' -f1)
+    export RUSTUP_TOOLCHAIN
+fi
 (cd orchestrator && LIFEBOAT_E2E_BACKEND=postgres "$e2e" "$@")

@@ -128,11 +128,31 @@ fn kill_9_while_parents_start_children_leaves_exactly_one_child_per_step() {
         if parents_done && runs.iter().all(|r| is_terminal(r["status"].as_str().unwrap_or(""))) {
             break runs;
         }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: runs still active 90s after the last kill ({} of {expected} runs)",
-            runs.len()
-        );
+        if Instant::now() >= deadline {
+            let active: Vec<String> = runs
+                .iter()
+                .filter(|r| !is_terminal(r["status"].as_str().unwrap_or("")))
+                .map(|r| format!("{} {} {}", r["id"], r["workflow"], r["status"]))
+                .collect();
+            let ids: Vec<&str> = runs
+                .iter()
+                .filter(|r| !is_terminal(r["status"].as_str().unwrap_or("")))
+                .filter_map(|r| r["id"].as_str())
+                .collect();
+            let logs = sb.serve_logs();
+            let about: Vec<&str> =
+                logs.lines().filter(|l| ids.iter().any(|id| l.contains(id))).collect();
+            let tail: Vec<&str> = logs.lines().rev().take(20).collect();
+            panic!(
+                "seed {seed}: runs still active 90s after the last kill ({} of {expected} runs \
+                 exist); active:\n{}\nwhat the serve logs say of them:\n{}\nlast serve log \
+                 lines (newest first):\n{}",
+                runs.len(),
+                active.join("\n"),
+                about.join("\n"),
+                tail.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     };
     drop(serve);

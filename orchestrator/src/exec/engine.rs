@@ -33,9 +33,22 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 pub struct Engine {
     rt: Arc<Runtime>,
     /// Drivers running now, to stop one whose lease is lost.
-    /// With when each started: a renewal read before a driver started says
-    /// nothing about that driver's run.
-    driving: Mutex<HashMap<String, (CancellationToken, std::time::Instant)>>,
+    driving: Mutex<HashMap<String, Driving>>,
+    /// Runs claimed again while their last driver was still ending: each is
+    /// driven once more when that driver is gone (see `drive_claimed`).
+    redrive: Mutex<std::collections::HashSet<String>>,
+}
+
+/// One driver running on this worker.
+struct Driving {
+    stop: CancellationToken,
+    /// When it started: a renewal read before a driver started says nothing
+    /// about that driver's run.
+    since: std::time::Instant,
+    /// The run was claimed (leased to this worker) again while this driver
+    /// ended, after its release: nobody else will drive it, and the
+    /// heartbeat would renew its lease forever.
+    claimed_again: bool,
 }
 
 impl std::ops::Deref for Engine {
@@ -51,6 +64,7 @@ impl Engine {
         Arc::new(Engine {
             rt: Arc::new(Runtime::new(store, opts)),
             driving: Mutex::new(HashMap::new()),
+            redrive: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -61,10 +75,9 @@ impl Engine {
     pub async fn drive(self: &Arc<Self>, run_id: &str) -> ExecResult<DriveEnd> {
         use futures_util::FutureExt;
         let stop = CancellationToken::new();
-        self.driving
-            .lock()
-            .expect("poisoned")
-            .insert(run_id.to_string(), (stop.clone(), std::time::Instant::now()));
+        let driving =
+            Driving { stop: stop.clone(), since: std::time::Instant::now(), claimed_again: false };
+        self.driving.lock().expect("poisoned").insert(run_id.to_string(), driving);
         let span = tracing::info_span!("run", run_id = %run_id);
         let result = std::panic::AssertUnwindSafe(
             async {
@@ -80,7 +93,6 @@ impl Engine {
         .unwrap_or_else(|panic| {
             Err(ExecError::Quarantine(format!("driving the run panicked: {}", panic_text(&*panic))))
         });
-        self.driving.lock().expect("poisoned").remove(run_id);
         // A run that can never be driven: a definition that does not
         // compile, a panic, or step state that cannot be read.
         let quarantine = result.as_ref().err().and_then(ExecError::quarantine_reason);
@@ -98,7 +110,26 @@ impl Engine {
                 tracing::warn!(run = %run_id, error = %e, "Could not hand the run back; its lease will expire.");
             }
         }
+        // Last, so a claim made during the release above is seen as one.
+        let entry = self.driving.lock().expect("poisoned").remove(run_id);
+        if entry.is_some_and(|d| d.claimed_again) {
+            self.redrive.lock().expect("poisoned").insert(run_id.to_string());
+        }
         result
+    }
+
+    /// Drives a claimed run, and again for as long as it is claimed again
+    /// while its driver ends (a child's end or a request can make it due
+    /// between its release and its driver's exit).
+    async fn drive_claimed(self: &Arc<Self>, run_id: &str) {
+        loop {
+            if let Err(e) = self.drive(run_id).await {
+                tracing::error!(run = %run_id, error = %format!("{e:#}"), "Driving the run failed.");
+            }
+            if !self.redrive.lock().expect("poisoned").remove(run_id) {
+                return;
+            }
+        }
     }
 
     /// Fails a run that cannot be driven, with the reason, and hands it back
@@ -134,11 +165,11 @@ impl Engine {
             Ok(held) => {
                 self.renewed(asked);
                 let driving = self.driving.lock().expect("poisoned");
-                for (run, (stop, since)) in driving.iter() {
+                for (run, d) in driving.iter() {
                     // A driver started after the renewal was asked for is not in `held`.
-                    if *since < asked && !held.contains(run) {
+                    if d.since < asked && !held.contains(run) {
                         tracing::warn!(run = %run, "Lease lost; stopping this run's steps.");
-                        stop.cancel();
+                        d.stop.cancel();
                     }
                 }
             }
@@ -148,8 +179,8 @@ impl Engine {
             Err(e) => {
                 // Cannot prove we hold anything: stop before the lease can expire.
                 tracing::error!(error = %e, "Lease renewal failed for half a lease; stopping all runs.");
-                for (stop, _) in self.driving.lock().expect("poisoned").values() {
-                    stop.cancel();
+                for d in self.driving.lock().expect("poisoned").values() {
+                    d.stop.cancel();
                 }
             }
         }
@@ -227,7 +258,9 @@ impl Engine {
             };
             let claimed_any = !claimed.is_empty();
             for run_id in claimed {
-                if self.driving.lock().expect("poisoned").contains_key(&run_id) {
+                // Its driver is still ending: it drives the run once more.
+                if let Some(d) = self.driving.lock().expect("poisoned").get_mut(&run_id) {
+                    d.claimed_again = true;
                     continue;
                 }
                 self.spawn_drive(&mut tasks, run_id, wake.clone());
@@ -253,8 +286,8 @@ impl Engine {
         })
         .await;
         if drained.is_err() {
-            for (stop, _) in self.driving.lock().expect("poisoned").values() {
-                stop.cancel();
+            for d in self.driving.lock().expect("poisoned").values() {
+                d.stop.cancel();
             }
             while tasks.join_next().await.is_some() {}
         }
@@ -270,9 +303,7 @@ impl Engine {
     ) {
         let engine = self.clone();
         tasks.spawn(async move {
-            if let Err(e) = engine.drive(&run_id).await {
-                tracing::error!(run = %run_id, error = %format!("{e:#}"), "Driving the run failed.");
-            }
+            engine.drive_claimed(&run_id).await;
             wake.notify_one();
         });
     }
