@@ -120,7 +120,7 @@ fn stuck_runs(sb: &Sandbox) -> String {
                WHERE status NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', \
                'cancelled')";
     let mut cmd = Command::new("psql");
-    cmd.arg(&sb.url).args(["-X", "-c", sql]);
+    cmd.arg(&sb.url).env("PGOPTIONS", "-c search_path=lifeboat").args(["-X", "-c", sql]);
     let mut text = match crate::util::output_or_timeout(cmd, Duration::from_secs(30)) {
         Ok(out) => format!("{}{}", stdout(&out), stderr(&out)),
         Err(e) => e,

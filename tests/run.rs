@@ -691,6 +691,7 @@ fn database_bytes(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
                 let sql = format!("SELECT t::text FROM {table} t");
                 let out = std::process::Command::new("psql")
                     .arg(&sb.url)
+                    .env("PGOPTIONS", "-c search_path=lifeboat")
                     .args(["-qAt", "-c", &sql])
                     .output()
                     .unwrap();

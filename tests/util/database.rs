@@ -28,6 +28,12 @@ pub(super) fn postgres_database(name: &str) -> String {
     lifeboat_orchestrator::store::postgres::with_database(&admin, &db)
 }
 
+/// Connect options for lifeboat's schema of a Postgres URL (its tables are
+/// not in `public`).
+fn pg_options(url: &str) -> sqlx::postgres::PgConnectOptions {
+    lifeboat_orchestrator::store::postgres::connect_options(url).expect("a Postgres URL")
+}
+
 impl Sandbox {
     /// Runs one SQL statement straight on the sandbox's database, bypassing
     /// lifeboat (to tamper with it); the number of rows it touched.
@@ -43,8 +49,9 @@ impl Sandbox {
                     sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
                 sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
             } else {
-                let mut conn =
-                    sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
+                let mut conn = sqlx::PgConnection::connect_with(&pg_options(&self.url))
+                    .await
+                    .expect("connect postgres");
                 sqlx::query(statement).execute(&mut conn).await.map(|r| r.rows_affected())
             };
             done.unwrap_or_else(|e| panic!("{statement}: {e}"))
@@ -65,8 +72,9 @@ impl Sandbox {
                     sqlx::SqliteConnection::connect(&self.url).await.expect("open sqlite");
                 as_text(&sqlx::query(query).fetch_all(&mut conn).await, query)
             } else {
-                let mut conn =
-                    sqlx::PgConnection::connect(&self.url).await.expect("connect postgres");
+                let mut conn = sqlx::PgConnection::connect_with(&pg_options(&self.url))
+                    .await
+                    .expect("connect postgres");
                 as_text(&sqlx::query(query).fetch_all(&mut conn).await, query)
             }
         })

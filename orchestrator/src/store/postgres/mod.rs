@@ -6,8 +6,10 @@
 //!   so replicas never wait on, or both take, the same run;
 //! - `commit` locks the run's row (`SELECT lease_owner … FOR UPDATE`), checks the
 //!   lease (fencing) and applies the changes in the same transaction;
-//! - migrations run under an advisory lock, so replicas starting together apply
-//!   them once;
+//! - lifeboat's tables live in their own schema (`?schema=`, default
+//!   `lifeboat`, see `schema.rs`), every connection's `search_path`;
+//! - migrations run under an advisory lock, so replicas starting together
+//!   create the schema and apply them once;
 //! - `create_run` with `on_conflict: skip` checks and inserts under a
 //!   transaction-scoped advisory lock on the concurrency key;
 //! - a run's events are only inserted while its row is locked, so within a run
@@ -62,37 +64,49 @@ macro_rules! active {
 
 // Below `active!`: a macro is in scope only after its definition.
 mod rows;
+mod schema;
 mod write;
 use rows::*;
+pub use schema::{DEFAULT_SCHEMA, Schema, connect_options};
 use write::*;
 
 impl PostgresStore {
+    /// Opens the database of `url`, in the schema its `?schema=` names.
     pub async fn open(url: &str) -> Result<Self> {
-        Self::open_with(PgConnectOptions::from_str(url)?).await
+        let (url, schema) = schema::split_url(url)?;
+        Self::open_in(PgConnectOptions::from_str(&url)?, &schema).await
     }
 
+    /// Opens the database of `options` in the default schema.
     pub async fn open_with(options: PgConnectOptions) -> Result<Self> {
+        Self::open_in(options, &Schema::default()).await
+    }
+
+    pub async fn open_in(options: PgConnectOptions, schema: &Schema) -> Result<Self> {
         let options = if options.get_application_name().is_none() {
             options.application_name("lifeboat")
         } else {
             options
         };
-        migrate(&options).await?;
+        let schema = migrate(&options, schema).await?;
+        // A startup parameter, not a `SET` after connecting: the schema holds
+        // from a connection's first statement, and a reconnect cannot miss it.
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.options([("search_path", schema)]))
             .await?;
         Ok(PostgresStore { pool })
     }
 }
 
-/// Applies the migrations on a connection of its own, holding an advisory lock:
-/// replicas that start together queue here and the later ones find nothing to
-/// do. The connection is closed afterwards, which releases every session lock
-/// even when a migration failed half-way (sqlx's migrator does not unlock on
-/// error, so this must never be a pooled connection).
-async fn migrate(options: &PgConnectOptions) -> Result<()> {
+/// Chooses and creates the schema, then applies the migrations in it, on a
+/// connection of its own holding an advisory lock: replicas that start
+/// together queue here and the later ones find nothing to do. Returns the
+/// schema. The connection is closed afterwards, which releases every session
+/// lock even when a migration failed half-way (sqlx's migrator does not
+/// unlock on error, so this must never be a pooled connection).
+async fn migrate(options: &PgConnectOptions, schema: &Schema) -> Result<String> {
     let mut conn = PgConnection::connect_with(options).await?;
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(MIGRATION_LOCK)
@@ -102,9 +116,14 @@ async fn migrate(options: &PgConnectOptions) -> Result<()> {
         tracing::info!("another lifeboat process is migrating the database; waiting for it");
         sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut conn).await?;
     }
-    // `run_direct` is `run` on a connection; `run(&mut conn)` makes this future
-    // not `Send` (sqlx's `Acquire` is "not general enough").
-    let result = MIGRATOR.run_direct(&mut conn).await;
+    let result = async {
+        let schema = schema::prepare(&mut conn, schema).await?;
+        // `run_direct` is `run` on a connection; `run(&mut conn)` makes this
+        // future not `Send` (sqlx's `Acquire` is "not general enough").
+        MIGRATOR.run_direct(&mut conn).await?;
+        Ok::<_, StoreError>(schema)
+    }
+    .await;
     if result.is_ok() {
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(MIGRATION_LOCK)
@@ -112,7 +131,7 @@ async fn migrate(options: &PgConnectOptions) -> Result<()> {
             .await?;
     }
     let _ = conn.close().await;
-    Ok(result?)
+    result
 }
 
 /// A deadlock or serialization failure: the transaction was rolled back whole
