@@ -79,6 +79,13 @@ string_enum!(
     fn is_settled: Succeeded | Failed | Skipped | Cancelled | RolledBack
 );
 
+/// A step starts `pending`.
+impl Default for StepStatus {
+    fn default() -> Self {
+        StepStatus::Pending
+    }
+}
+
 string_enum!(
     Phase { Forward = "forward", Rollback = "rollback" }
 );
@@ -196,7 +203,7 @@ pub struct RunRecord {
     pub pins: Option<Pins>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StepRecord {
     pub run_id: String,
     pub step_id: String,
@@ -213,19 +220,7 @@ pub struct StepRecord {
 
 impl StepRecord {
     pub fn pending(run_id: &str, step_id: &str) -> Self {
-        StepRecord {
-            run_id: run_id.into(),
-            step_id: step_id.into(),
-            status: StepStatus::Pending,
-            attempts: 0,
-            outputs: None,
-            error: None,
-            started_at: None,
-            finished_at: None,
-            wake_at: None,
-            state: None,
-            rollback: None,
-        }
+        StepRecord { run_id: run_id.into(), step_id: step_id.into(), ..StepRecord::default() }
     }
 }
 
