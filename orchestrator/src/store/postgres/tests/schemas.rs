@@ -22,6 +22,13 @@ async fn older_deployment(options: &PgConnectOptions) {
     store.pool.close().await;
 }
 
+/// Opens, creates a run and reads it back: lifeboat works.
+async fn works(store: &PostgresStore) {
+    with_definition(store).await;
+    store.create_run(new_run("r1", None, false)).await.unwrap();
+    assert!(store.run("r1").await.unwrap().is_some());
+}
+
 async fn schema_exists(pool: &PgPool, name: &str) -> bool {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
         .bind(name)
@@ -45,8 +52,7 @@ async fn a_database_with_its_own_public_steps_table_migrates_and_works() {
     .await
     .unwrap();
     let store = PostgresStore::open_with(options).await.unwrap();
-    with_definition(&store).await;
-    store.create_run(new_run("r1", None, false)).await.unwrap();
+    works(&store).await;
     assert_eq!(store.run("r1").await.unwrap().unwrap().status, RunStatus::Queued);
     assert_eq!(store.steps("r1").await.unwrap().len(), 2);
     store.ping().await.unwrap();
@@ -74,8 +80,7 @@ async fn another_programs_migrations_in_public_are_not_an_older_lifeboat() {
     .await
     .unwrap();
     let store = PostgresStore::open_with(options).await.unwrap();
-    with_definition(&store).await;
-    store.create_run(new_run("r1", None, false)).await.unwrap();
+    works(&store).await;
     assert_eq!(tables_in(&store.pool, "public").await, ["_sqlx_migrations"]);
     assert!(tables_in(&store.pool, "lifeboat").await.contains(&"runs".to_string()));
 }
@@ -162,13 +167,6 @@ async fn plain_role(conn: &mut PgConnection) -> String {
     .await
     .unwrap();
     name
-}
-
-/// Opens, creates a run and reads it back: lifeboat works.
-async fn works(store: &PostgresStore) {
-    with_definition(store).await;
-    store.create_run(new_run("r1", None, false)).await.unwrap();
-    assert!(store.run("r1").await.unwrap().is_some());
 }
 
 /// CONNECT (PUBLIC's by default) and CREATE on the database are all a role
