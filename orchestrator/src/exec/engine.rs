@@ -34,9 +34,6 @@ pub struct Engine {
     rt: Arc<Runtime>,
     /// Drivers running now, to stop one whose lease is lost.
     driving: Mutex<HashMap<String, Driving>>,
-    /// Runs claimed again while their last driver was still ending: each is
-    /// driven once more when that driver is gone (see `drive_claimed`).
-    redrive: Mutex<std::collections::HashSet<String>>,
 }
 
 /// One driver running on this worker.
@@ -64,7 +61,6 @@ impl Engine {
         Arc::new(Engine {
             rt: Arc::new(Runtime::new(store, opts)),
             driving: Mutex::new(HashMap::new()),
-            redrive: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -73,6 +69,12 @@ impl Engine {
     /// panicked) is quarantined: failed with the reason, so it is not
     /// claimed again and again, and the worker goes on with the others.
     pub async fn drive(self: &Arc<Self>, run_id: &str) -> ExecResult<DriveEnd> {
+        self.drive_once(run_id).await.0
+    }
+
+    /// `drive`, and whether the run was claimed again while this driver
+    /// ended (see `drive_claimed`).
+    async fn drive_once(self: &Arc<Self>, run_id: &str) -> (ExecResult<DriveEnd>, bool) {
         use futures_util::FutureExt;
         let stop = CancellationToken::new();
         let driving =
@@ -112,10 +114,7 @@ impl Engine {
         }
         // Last, so a claim made during the release above is seen as one.
         let entry = self.driving.lock().expect("poisoned").remove(run_id);
-        if entry.is_some_and(|d| d.claimed_again) {
-            self.redrive.lock().expect("poisoned").insert(run_id.to_string());
-        }
-        result
+        (result, entry.is_some_and(|d| d.claimed_again))
     }
 
     /// Drives a claimed run, and again for as long as it is claimed again
@@ -123,10 +122,11 @@ impl Engine {
     /// between its release and its driver's exit).
     async fn drive_claimed(self: &Arc<Self>, run_id: &str) {
         loop {
-            if let Err(e) = self.drive(run_id).await {
+            let (result, claimed_again) = self.drive_once(run_id).await;
+            if let Err(e) = result {
                 tracing::error!(run = %run_id, error = %format!("{e:#}"), "Driving the run failed.");
             }
-            if !self.redrive.lock().expect("poisoned").remove(run_id) {
+            if !claimed_again {
                 return;
             }
         }
