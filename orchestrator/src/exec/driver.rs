@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use handlebars::Context;
 use lifeboat_steps::{ActionConfig, AttemptContext, Outcome};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -82,12 +82,20 @@ pub struct Driver {
     spawned_tx: mpsc::UnboundedSender<Change>,
     spawned_rx: mpsc::UnboundedReceiver<Change>,
     stop: CancellationToken,
+    /// Notified when a request for this run was queued: read requests now,
+    /// not at the next poll.
+    requests_queued: Arc<Notify>,
     /// When the run breaches its RTO (`objectives.rto`), until that is said.
     rto_due: Option<i64>,
 }
 
 impl Driver {
-    pub async fn load(rt: Arc<Runtime>, run_id: &str, stop: CancellationToken) -> ExecResult<Self> {
+    pub async fn load(
+        rt: Arc<Runtime>,
+        run_id: &str,
+        stop: CancellationToken,
+        requests_queued: Arc<Notify>,
+    ) -> ExecResult<Self> {
         let store = &rt.store;
         let run = store.run(run_id).await?.ok_or_else(|| StoreError::NotFound(run_id.into()))?;
         let wf = rt.definition(&run.definition_hash).await?;
@@ -132,6 +140,7 @@ impl Driver {
             spawned_tx,
             spawned_rx,
             stop,
+            requests_queued,
             rto_due,
         })
     }
@@ -350,12 +359,16 @@ impl Driver {
 
     async fn drive_inner(&mut self) -> ExecResult<DriveEnd> {
         self.recover().await?;
-        let mut last_requests = Instant::now() - Duration::from_secs(3600);
+        let mut last_requests = Instant::now();
+        // Read at once: the requests that made the run due.
+        let mut requests_queued = true;
         loop {
             if self.stop.is_cancelled() {
                 return Ok(DriveEnd::Stopped);
             }
-            if last_requests.elapsed() >= self.rt.opts.poll {
+            // The poll is a safety net for a request whose ring was lost.
+            if std::mem::take(&mut requests_queued) || last_requests.elapsed() >= self.rt.opts.poll
+            {
                 match self.process_requests().await {
                     Ok(()) => {}
                     // Reading requests failed while the database is away: next round.
@@ -437,6 +450,7 @@ impl Driver {
                         let sleep = Duration::from_millis((at - now).max(0) as u64);
                         tokio::select! {
                             _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
+                            _ = self.requests_queued.notified() => requests_queued = true,
                             _ = tokio::time::sleep(sleep) => {}
                         }
                         continue;
@@ -478,6 +492,7 @@ impl Driver {
                         self.on_finished(done).await?;
                     }
                 }
+                _ = self.requests_queued.notified() => requests_queued = true,
                 _ = tokio::time::sleep(until_timer) => {}
             }
         }

@@ -39,6 +39,8 @@ pub struct Engine {
 /// One driver running on this worker.
 struct Driving {
     stop: CancellationToken,
+    /// Rung when a request for the run is queued (see `hear_requests`).
+    requests_queued: Arc<tokio::sync::Notify>,
     /// When it started: a renewal read before a driver started says nothing
     /// about that driver's run.
     since: std::time::Instant,
@@ -77,13 +79,18 @@ impl Engine {
     async fn drive_once(self: &Arc<Self>, run_id: &str) -> (ExecResult<DriveEnd>, bool) {
         use futures_util::FutureExt;
         let stop = CancellationToken::new();
-        let driving =
-            Driving { stop: stop.clone(), since: std::time::Instant::now(), claimed_again: false };
+        let requests_queued = Arc::new(tokio::sync::Notify::new());
+        let driving = Driving {
+            stop: stop.clone(),
+            requests_queued: requests_queued.clone(),
+            since: std::time::Instant::now(),
+            claimed_again: false,
+        };
         self.driving.lock().expect("poisoned").insert(run_id.to_string(), driving);
         let span = tracing::info_span!("run", run_id = %run_id);
         let result = std::panic::AssertUnwindSafe(
             async {
-                match Driver::load(self.rt.clone(), run_id, stop).await {
+                match Driver::load(self.rt.clone(), run_id, stop, requests_queued).await {
                     Ok(mut driver) => driver.drive().await,
                     Err(e) => Err(e),
                 }
@@ -186,6 +193,48 @@ impl Engine {
         }
     }
 
+    /// Passes each ring of "a request was queued for run X" to X's driver,
+    /// if this worker drives X (otherwise the request made X due, and a
+    /// claim picks it up).
+    async fn hear_requests(&self, shutdown: CancellationToken) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut requests = self.store.doorbell().requests();
+        loop {
+            let run = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                run = requests.recv() => run,
+            };
+            let driving = self.driving.lock().expect("poisoned");
+            match run {
+                Ok(run) => {
+                    if let Some(d) = driving.get(&run) {
+                        d.requests_queued.notify_one();
+                    }
+                }
+                // Rings were dropped: every driver looks.
+                Err(RecvError::Lagged(_)) => {
+                    driving.values().for_each(|d| d.requests_queued.notify_one());
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// How long an idle worker may wait before a stored timer is due: until
+    /// the earliest `wake_at`, at most the poll interval (the safety net for
+    /// a lost ring and for expired leases).
+    async fn until_next_timer(&self) -> Duration {
+        let now = now_ms();
+        match self.store.next_wake(now).await {
+            Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(self.opts.poll),
+            Ok(None) => self.opts.poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "Reading the next timer failed; polling.");
+                self.opts.poll
+            }
+        }
+    }
+
     /// The worker loop: claim due runs and drive them, until `shutdown`.
     /// `only`: drive just this run tree (`run --wait`), and return when its
     /// root run has finished.
@@ -218,7 +267,18 @@ impl Engine {
                 }
             })
         };
+        // Other processes' rings: without them, their runs wait for a poll.
+        if let Err(e) = self.store.listen().await {
+            tracing::warn!(error = %e, "Runs created by other processes are found by polling.");
+        }
+        let mut due = self.store.doorbell().due();
+        let hearing = {
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { engine.hear_requests(shutdown).await })
+        };
         let mut tasks = tokio::task::JoinSet::new();
+        // A driver ended: room for another run.
         let wake = Arc::new(tokio::sync::Notify::new());
         // `run --wait` created its run already leased to us: drive it at once.
         if let Some(root) = &only
@@ -271,10 +331,14 @@ impl Engine {
                 }
             }
             if !claimed_any {
+                // A ring during the claim above is remembered by `due`: the
+                // wait below ends at once and nothing is missed.
+                let timer = if free > 0 { self.until_next_timer().await } else { self.opts.poll };
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = wake.notified() => {}
-                    _ = tokio::time::sleep(self.opts.poll) => {}
+                    _ = due.changed(), if free > 0 => {}
+                    _ = tokio::time::sleep(timer) => {}
                 }
             }
         };
@@ -292,6 +356,7 @@ impl Engine {
             while tasks.join_next().await.is_some() {}
         }
         beat.abort();
+        hearing.abort();
         result
     }
 

@@ -18,12 +18,14 @@ mod reads;
 mod rows;
 pub mod sqlite;
 mod types;
+pub mod wake;
 
 use std::sync::Arc;
 
 pub use error::{Conflict, Outage, Result, StoreError};
-use reads::{select, with_shared_reads};
+use reads::{NEXT_WAKE_SQL, select, with_shared_reads};
 pub use types::*;
+pub use wake::{Doorbell, Wake};
 
 /// Everything the executor and the CLI need from a database.
 #[async_trait::async_trait]
@@ -107,6 +109,17 @@ pub trait Store: Send + Sync {
     async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()>;
     /// A run's notifications, oldest first.
     async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>>;
+
+    /// This process's doorbell (`wake.rs`), rung by every write here that
+    /// can make a run due and, once `listen` was called, by other processes'.
+    fn doorbell(&self) -> &Doorbell;
+    /// Starts hearing other processes' rings (idempotent). Workers call it;
+    /// a command that only writes never needs to. An error leaves wake-ups
+    /// from other processes to the poll.
+    async fn listen(&self) -> Result<()>;
+    /// The earliest timer after `now`: the smallest `wake_at` past `now` of
+    /// an active run that nobody holds and that is not paused.
+    async fn next_wake(&self, now: i64) -> Result<Option<i64>>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `postgres://…`) and applies migrations.
@@ -179,6 +192,9 @@ macro_rules! finish_outbox {
                 .bind(run_id)
                 .execute(&mut *$tx)
                 .await?;
+            true
+        } else {
+            false
         }
     }};
 }

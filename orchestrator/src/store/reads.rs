@@ -17,6 +17,12 @@ macro_rules! select {
     }};
 }
 
+/// `Store::next_wake`: the statuses are a literal, like the claim's, so a
+/// partial index over active runs applies.
+pub(crate) const NEXT_WAKE_SQL: &str = "SELECT MIN(wake_at) FROM runs \
+     WHERE status IN ('queued','running','waiting','rolling_back') \
+     AND lease_owner IS NULL AND paused = false AND wake_at > $1";
+
 /// Wraps a backend's `impl Store` (with `self.pool` and a `MIGRATOR`
 /// static in scope), adding the shared reads to it.
 macro_rules! with_shared_reads {
@@ -124,6 +130,10 @@ macro_rules! with_shared_reads {
                         .fetch_all(&self.pool)
                         .await?;
                 parse_counts(rows)
+            }
+
+            async fn next_wake(&self, now: i64) -> Result<Option<i64>> {
+                Ok(sqlx::query_scalar(NEXT_WAKE_SQL).bind(now).fetch_one(&self.pool).await?)
             }
 
             async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {

@@ -37,6 +37,12 @@ use crate::store::rows::*;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Rung by this process's writes and, once listening, by `NOTIFY`.
+    bell: Arc<Doorbell>,
+    /// The `NOTIFY` channel of this deployment's schema.
+    channel: String,
+    /// Whether the listener task was started.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -63,6 +69,7 @@ macro_rules! active {
 }
 
 // Below `active!`: a macro is in scope only after its definition.
+mod bell;
 mod rows;
 mod schema;
 mod write;
@@ -94,9 +101,14 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.options([("search_path", schema)]))
+            .connect_with(options.options([("search_path", schema.as_str())]))
             .await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            bell: Arc::default(),
+            channel: bell::channel(&schema),
+            listening: Default::default(),
+        })
     }
 }
 
@@ -169,7 +181,14 @@ impl PostgresStore {
     async fn create_run_once(&self, run: &NewRun) -> Result<Created> {
         let mut tx = self.pool.begin().await?;
         let created = apply::create(&mut Tx(&mut tx), run).await?;
+        let wakes = matches!(created, Created::Run(_));
+        if wakes {
+            bell::announce(&mut tx, &self.channel, &Wake::Due).await?;
+        }
         tx.commit().await?;
+        if wakes {
+            self.bell.ring(&Wake::Due);
+        }
         Ok(created)
     }
 
@@ -220,7 +239,14 @@ impl PostgresStore {
     async fn commit_once(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         apply::commit(&mut Tx(&mut tx), worker, run_id, changes).await?;
+        let wakes = wake::commit_wakes(changes);
+        if wakes {
+            bell::announce(&mut tx, &self.channel, &Wake::Due).await?;
+        }
         tx.commit().await?;
+        if wakes {
+            self.bell.ring(&Wake::Due);
+        }
         Ok(())
     }
 
@@ -262,7 +288,10 @@ impl PostgresStore {
         .bind(json(&data))
         .execute(&mut *tx)
         .await?;
+        let wake = Wake::Requests(req.run_id.clone());
+        bell::announce(&mut tx, &self.channel, &wake).await?;
         tx.commit().await?;
+        self.bell.ring(&wake);
         Ok(id)
     }
 }
@@ -320,7 +349,9 @@ impl Store for PostgresStore {
             .await?;
             Ok(())
         })
-        .await
+        .await?;
+        self.bell.ring(&Wake::Due);
+        bell::send(&self.pool, &self.channel, &Wake::Due).await
     }
 
     async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {
@@ -457,8 +488,14 @@ impl Store for PostgresStore {
     async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         retrying(|| async {
             let mut tx = self.pool.begin().await?;
-            finish_outbox!(tx, id, &outcome, text);
+            let woke = finish_outbox!(tx, id, &outcome, text);
+            if woke {
+                bell::announce(&mut tx, &self.channel, &Wake::Due).await?;
+            }
             tx.commit().await?;
+            if woke {
+                self.bell.ring(&Wake::Due);
+            }
             Ok(())
         })
         .await
@@ -476,6 +513,18 @@ impl Store for PostgresStore {
         .bind(w.started_at)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    fn doorbell(&self) -> &Doorbell {
+        &self.bell
+    }
+
+    async fn listen(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            tokio::spawn(bell::hear(self.pool.clone(), self.channel.clone(), self.bell.clone()));
+        }
         Ok(())
     }
 }

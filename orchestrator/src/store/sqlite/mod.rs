@@ -2,6 +2,7 @@
 //! survives power loss), `BEGIN IMMEDIATE` for writes so several processes
 //! on one file queue for the write lock instead of failing.
 
+mod bell;
 mod rows;
 mod write;
 use rows::*;
@@ -30,6 +31,8 @@ pub struct SqliteStore {
     /// Group commit: concurrent `commit` and `create_run` calls share one
     /// transaction (and one fsync).
     commits: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// Rung by writes that can make a run due, here and in other processes.
+    bells: Arc<bell::Bells>,
 }
 
 /// One write for the group committer, with where to send its result.
@@ -64,6 +67,15 @@ impl Job {
             (job, _) => job.fail(StoreError::Database(sqlx::Error::Protocol(
                 "internal: mismatched job result".into(),
             ))),
+        }
+    }
+
+    /// Whether this job, done as `done`, can have made a run due.
+    fn wakes(&self, done: &Done) -> bool {
+        match (self, done) {
+            (Job::Create { .. }, Done::Create(Ok(Created::Run(_)))) => true,
+            (Job::Commit { changes, .. }, Done::Commit(Ok(()))) => wake::commit_wakes(changes),
+            _ => false,
         }
     }
 
@@ -144,12 +156,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
+        let bells = Arc::new(bell::Bells::new(Some(options.get_filename())));
         let pool = connect(options).await?;
         migrate(&pool).await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let (commits, jobs) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(group_committer(pool.clone(), write_lock.clone(), jobs));
-        Ok(SqliteStore { pool, write_lock, commits })
+        tokio::spawn(group_committer(pool.clone(), write_lock.clone(), jobs, bells.clone()));
+        Ok(SqliteStore { pool, write_lock, commits, bells })
     }
 
     /// A write transaction; hold the guard until it commits.
@@ -240,6 +253,7 @@ impl Store for SqliteStore {
         .bind(worker)
         .execute(&self.pool)
         .await?;
+        self.bells.ring(&Wake::Due);
         Ok(())
     }
 
@@ -313,6 +327,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.bells.ring(&Wake::Requests(req.run_id));
         Ok(id)
     }
 
@@ -401,8 +416,11 @@ impl Store for SqliteStore {
 
     async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         let (_guard, mut tx) = self.write().await?;
-        finish_outbox!(tx, id, &outcome, std::convert::identity);
+        let woke = finish_outbox!(tx, id, &outcome, std::convert::identity);
         tx.commit().await?;
+        if woke {
+            self.bells.ring(&Wake::Due);
+        }
         Ok(())
     }
 
@@ -420,6 +438,17 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    fn doorbell(&self) -> &Doorbell {
+        &self.bells.local
+    }
+
+    async fn listen(&self) -> Result<()> {
+        self.bells
+            .peers
+            .listen(self.bells.local.clone())
+            .map_err(|e| StoreError::Config(format!("cannot hear other processes' wake-ups: {e}")))
     }
 }
 }

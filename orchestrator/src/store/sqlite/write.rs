@@ -12,6 +12,7 @@ pub(super) async fn group_committer(
     pool: SqlitePool,
     write_lock: Arc<tokio::sync::Mutex<()>>,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    bells: Arc<super::bell::Bells>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
@@ -21,9 +22,13 @@ pub(super) async fn group_committer(
                 Err(_) => break,
             }
         }
-        let _guard = write_lock.lock().await;
+        let guard = write_lock.lock().await;
         match commit_batch(&pool, &batch).await {
             Ok(results) => {
+                drop(guard);
+                if batch.iter().zip(&results).any(|(job, done)| job.wakes(done)) {
+                    bells.ring(&Wake::Due);
+                }
                 for (job, result) in batch.into_iter().zip(results) {
                     job.answer(result);
                 }
