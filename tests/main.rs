@@ -22,3 +22,4 @@ mod ssrf;
 mod ui;
 mod util;
 mod validate;
+mod wakeups;

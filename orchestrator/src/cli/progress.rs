@@ -10,10 +10,24 @@ use crate::store::EventRecord;
 
 /// Prints events of the runs in `tree` (a run and its children) as they
 /// are committed, until the channel closes or the task is aborted.
-pub async fn print_live(mut events: broadcast::Receiver<EventRecord>, started: i64) {
+pub async fn print_live(
+    mut events: broadcast::Receiver<EventRecord>,
+    started: i64,
+    done: tokio_util::sync::CancellationToken,
+) {
     let mut step_started: HashMap<(String, String), i64> = HashMap::new();
     loop {
-        let event = match events.recv().await {
+        // Events first: once the run is done, what is queued is still shown.
+        let event = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            _ = done.cancelled() => match events.try_recv() {
+                Ok(e) => Ok(e),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                Err(_) => return,
+            },
+        };
+        let event = match event {
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 outln!("  … {n} events not shown (the terminal fell behind)");

@@ -152,8 +152,11 @@ async fn wait_and_report(
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
     let started = crate::store::now_ms();
-    let printer = (!json_out)
-        .then(|| tokio::spawn(super::progress::print_live(engine.progress.subscribe(), started)));
+    let printed = tokio_util::sync::CancellationToken::new();
+    let printer = (!json_out).then(|| {
+        let events = engine.progress.subscribe();
+        tokio::spawn(super::progress::print_live(events, started, printed.clone()))
+    });
     // Notifications go out while the run runs here, and the last ones
     // (its end) get a short grace period for their first attempt; what must
     // be retried stays in the outbox for `serve` to deliver.
@@ -184,9 +187,11 @@ async fn wait_and_report(
     }
     stop_dispatch.cancel();
     let _ = dispatch.await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Every event was sent before its commit returned: the printer shows
+    // what is queued, then ends.
+    printed.cancel();
     if let Some(p) = printer {
-        p.abort();
+        let _ = p.await;
     }
     if json_out {
         super::inspect::print_run_json(ctx, run_id).await?;

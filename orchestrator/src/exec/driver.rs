@@ -89,6 +89,11 @@ pub struct Driver {
     rto_due: Option<i64>,
 }
 
+/// A timer due within this is waited for by the driver, holding the lease;
+/// a later one hands the run back (a durable row), and the worker claims it
+/// again when `Store::next_wake` says it is due.
+const HOLD_FOR_TIMER: Duration = Duration::from_secs(1);
+
 impl Driver {
     pub async fn load(
         rt: Arc<Runtime>,
@@ -445,7 +450,7 @@ impl Driver {
                 let now = now_ms();
                 match wake {
                     // A timer due soon: wait here rather than hand the run back.
-                    Some(at) if at - now <= 2 * self.rt.opts.poll.as_millis() as i64 => {
+                    Some(at) if at - now <= HOLD_FOR_TIMER.as_millis() as i64 => {
                         self.flush().await?;
                         let sleep = Duration::from_millis((at - now).max(0) as u64);
                         tokio::select! {

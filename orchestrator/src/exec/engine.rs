@@ -24,6 +24,14 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Logs a driver task that ended in a panic (its run is handed back by
+/// lease expiry).
+fn reap(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "A run driver panicked.");
+    }
+}
+
 /// A worker: the `Runtime` its drivers share, plus the loop that claims
 /// runs, renews their leases and stops a driver whose lease is lost.
 ///
@@ -278,18 +286,20 @@ impl Engine {
             tokio::spawn(async move { engine.hear_requests(shutdown).await })
         };
         let mut tasks = tokio::task::JoinSet::new();
-        // A driver ended: room for another run.
-        let wake = Arc::new(tokio::sync::Notify::new());
         // `run --wait` created its run already leased to us: drive it at once.
         if let Some(root) = &only
             && let Some(run) = self.store.run(root).await?
             && run.lease_owner.as_deref() == Some(self.opts.worker_id.as_str())
         {
-            self.spawn_drive(&mut tasks, root.clone(), wake.clone());
+            self.spawn_drive(&mut tasks, root.clone());
         }
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
+            }
+            // Reaped first, so `run --wait` sees its last driver gone at once.
+            while let Some(done) = tasks.try_join_next() {
+                reap(done);
             }
             if let Some(root) = &only
                 && tasks.is_empty()
@@ -323,12 +333,7 @@ impl Engine {
                     d.claimed_again = true;
                     continue;
                 }
-                self.spawn_drive(&mut tasks, run_id, wake.clone());
-            }
-            while let Some(done) = tasks.try_join_next() {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "A run driver panicked.");
-                }
+                self.spawn_drive(&mut tasks, run_id);
             }
             if !claimed_any {
                 // A ring during the claim above is remembered by `due`: the
@@ -336,7 +341,8 @@ impl Engine {
                 let timer = if free > 0 { self.until_next_timer().await } else { self.opts.poll };
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = wake.notified() => {}
+                    // A driver ended: room for another run, or `run --wait` is done.
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => reap(done),
                     _ = due.changed(), if free > 0 => {}
                     _ = tokio::time::sleep(timer) => {}
                 }
@@ -364,12 +370,10 @@ impl Engine {
         self: &Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
         run_id: String,
-        wake: Arc<tokio::sync::Notify>,
     ) {
         let engine = self.clone();
         tasks.spawn(async move {
             engine.drive_claimed(&run_id).await;
-            wake.notify_one();
         });
     }
 

@@ -153,12 +153,12 @@ impl Writer for Tx<'_> {
         .bind(pins_text(&run.pins))
         .execute(&mut **tx)
         .await?;
-        for step in &run.step_ids {
-            sqlx::query("INSERT INTO steps (run_id, step_id, status) VALUES (?, ?, 'pending')")
-                .bind(&run.id)
-                .bind(step)
-                .execute(&mut **tx)
-                .await?;
+        for chunk in run.step_ids.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO steps (run_id, step_id, status) ");
+            q.push_values(chunk, |mut b, step| {
+                b.push_bind(&run.id).push_bind(step).push("'pending'");
+            });
+            q.build().execute(&mut **tx).await?;
         }
         sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)")
             .bind(&run.id)
