@@ -19,7 +19,8 @@ const PROMPT_MS: i64 = 2_000;
 
 const CHAIN: &str = "name: chain\nsteps:\n  a: { uses: set }\n  b: { uses: set, needs: [a] }\n  c: { uses: set, needs: [b] }\n";
 
-const SLEEPER: &str = "name: sleeper\nsteps:\n  nap:\n    uses: shell\n    with: { command: [sleep, \"2\"] }\n";
+const SLEEPER: &str =
+    "name: sleeper\nsteps:\n  nap:\n    uses: shell\n    with: { command: [sleep, \"2\"] }\n";
 
 fn sandbox(name: &str) -> Sandbox {
     let sb = Sandbox::new(name)

@@ -366,11 +366,7 @@ impl Engine {
         result
     }
 
-    fn spawn_drive(
-        self: &Arc<Self>,
-        tasks: &mut tokio::task::JoinSet<()>,
-        run_id: String,
-    ) {
+    fn spawn_drive(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>, run_id: String) {
         let engine = self.clone();
         tasks.spawn(async move {
             engine.drive_claimed(&run_id).await;

@@ -162,10 +162,12 @@ pub(crate) async fn commit(
     }
 }
 
-/// A run and, with it, its audit entry.
+/// A run and, with it, its audit entry. A schedule tick that already fired
+/// (another replica, or before a restart) is routine and not audited.
 pub(crate) async fn create(w: &mut impl Writer, run: &NewRun) -> Result<Created> {
     let created = w.insert_run(run).await?;
-    if let Some(entry) = run.audit.clone() {
+    let routine = run.schedule_tick.is_some() && !matches!(created, Created::Run(_));
+    if let Some(entry) = run.audit.clone().filter(|_| !routine) {
         w.append_audit(entry.about(&created)).await?;
     }
     Ok(created)

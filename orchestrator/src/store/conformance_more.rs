@@ -110,3 +110,54 @@ async fn a_database_migrated_by_a_newer_lifeboat_is_schema_behind() {
     assert!(matches!(err, StoreError::SchemaBehind(_)), "{err:?}");
     assert!(err.to_string().contains("upgrade lifeboat"), "{err}");
 }
+
+/// A burst of submissions at once (group-committed on SQLite, runs written
+/// together): every run is created whole, with its audit entry, the chain
+/// holds, and a duplicate in the same burst is still recognised.
+#[tokio::test]
+async fn a_burst_of_submissions_creates_every_run_with_its_audit_entry() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let audited = |run: NewRun| NewRun {
+            audit: Some(NewAudit {
+                actor: "alice".into(),
+                action: "run".into(),
+                run_id: None,
+                step_id: None,
+                payload: json!({"workflow": "wf"}),
+            }),
+            ..run
+        };
+        let deduped =
+            |id: &str| NewRun { dedupe_key: Some("am:fp".into()), ..new_run(id, None, false) };
+        let mut runs: Vec<NewRun> =
+            (0..60).map(|i| audited(new_run(&format!("burst-{i:02}"), None, false))).collect();
+        runs.push(deduped("dup-1"));
+        runs.push(deduped("dup-2"));
+        let created = futures_util::future::join_all(runs.into_iter().map(|run| {
+            let store = store.clone();
+            async move { store.create_run(run).await.unwrap() }
+        }))
+        .await;
+        let started = created.iter().filter(|c| matches!(c, Created::Run(_))).count();
+        assert_eq!(started, 61, "{name}: 60 runs and one of the duplicates: {created:?}");
+        for i in 0..60 {
+            let id = format!("burst-{i:02}");
+            let run = store.run(&id).await.unwrap().unwrap_or_else(|| panic!("{name}: {id}"));
+            assert_eq!(run.status, RunStatus::Queued, "{name}");
+            let steps = store.steps(&id).await.unwrap();
+            assert_eq!(steps.len(), 2, "{name}: {id}");
+            let events = store.events(&id, 0).await.unwrap();
+            assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["queued"]);
+        }
+        let log = store.audit_list(0, 1000).await.unwrap();
+        assert_eq!(log.len(), 60, "{name}");
+        let mut named: Vec<&str> = log.iter().filter_map(|e| e.run_id.as_deref()).collect();
+        named.sort();
+        named.dedup();
+        assert_eq!(named.len(), 60, "{name}: one entry per run");
+        let walk = audit::walk(&*store, None, &Default::default()).await.unwrap();
+        assert!(walk.broken.is_none(), "{name}: {:?}", walk.broken);
+        assert_eq!(walk.verified, 60, "{name}");
+    }
+}

@@ -396,8 +396,20 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
             "timezone": entry.schedule.timezone.as_str(),
         });
         let inputs = trigger_inputs(wf, entry.trigger, &event).map_err(FireError::Permanent)?;
-        let keys =
-            SubmitKeys { schedule_tick: Some((entry.id.clone(), tick)), ..Default::default() };
+        // Written with the run, in its commit: a crash between the two
+        // cannot leave a fired tick unaudited.
+        let audit = NewAudit {
+            actor: format!("schedule:{}", entry.id),
+            action: "run".into(),
+            run_id: None,
+            step_id: None,
+            payload: json!({"workflow": wf.name, "inputs": inputs, "trigger": trigger}),
+        };
+        let keys = SubmitKeys {
+            schedule_tick: Some((entry.id.clone(), tick)),
+            audit: Some(audit),
+            ..Default::default()
+        };
         let created = self
             .engine
             .submit_with(wf, inputs.clone(), trigger.clone(), None, false, keys)
@@ -413,16 +425,6 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
             Created::Run(run) => {
                 crate::metrics::schedule_fired(&wf.name);
                 tracing::info!(schedule = %entry.id, workflow = %wf.name, tick = %at, run = %run, "Schedule fired.");
-                let audit = NewAudit {
-                    actor: format!("schedule:{}", entry.id),
-                    action: "run".into(),
-                    run_id: Some(run.clone()),
-                    step_id: None,
-                    payload: json!({"workflow": wf.name, "inputs": inputs, "trigger": trigger}),
-                };
-                if let Err(e) = self.engine.store.audit_append(audit).await {
-                    tracing::error!(schedule = %entry.id, run = %run, error = %e, "Could not write the audit entry of a scheduled run.");
-                }
             }
             Created::Duplicate { existing } => {
                 tracing::debug!(schedule = %entry.id, tick = %at, run = %existing, "Tick already fired (another replica, or before a restart).");

@@ -3,6 +3,7 @@
 //! on one file queue for the write lock instead of failing.
 
 mod bell;
+mod create;
 mod rows;
 mod write;
 use rows::*;

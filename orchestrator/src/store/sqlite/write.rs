@@ -46,8 +46,12 @@ pub(super) async fn group_committer(
 /// job's failure (a lost lease) does not undo the others.
 pub(super) async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> Result<Vec<Done>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
+    let mut results: Vec<Option<Done>> = batch.iter().map(|_| None).collect();
+    create_together(&mut tx, batch, &mut results).await?;
+    for (job, result) in batch.iter().zip(results.iter_mut()) {
+        if result.is_some() {
+            continue;
+        }
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
         let mut w = Tx(&mut tx);
         let done = match job {
@@ -61,14 +65,49 @@ pub(super) async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> Result<Vec
             sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
         }
         sqlx::query("RELEASE job").execute(&mut *tx).await?;
-        results.push(done);
+        *result = Some(done);
     }
     tx.commit().await?;
-    Ok(results)
+    Ok(results.into_iter().map(|r| r.expect("every job done")).collect())
+}
+
+/// The batch's new runs that are always created, in one go (see
+/// `create.rs`), their results set; if that fails, they are left to be
+/// created one by one, so one bad run cannot fail the others.
+async fn create_together(
+    tx: &mut Transaction<'static, Sqlite>,
+    batch: &[Job],
+    results: &mut [Option<Done>],
+) -> Result<()> {
+    let (indexes, runs): (Vec<usize>, Vec<&NewRun>) = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, job)| match job {
+            Job::Create { run, .. } if super::create::always_created(run) => Some((i, &**run)),
+            _ => None,
+        })
+        .unzip();
+    if runs.len() < 2 {
+        return Ok(());
+    }
+    sqlx::query("SAVEPOINT creates").execute(&mut **tx).await?;
+    match super::create::create_runs(tx, &runs).await {
+        Ok(()) => {
+            for (i, run) in indexes.into_iter().zip(runs) {
+                results[i] = Some(Done::Create(Ok(Created::Run(run.id.clone()))));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Creating runs together failed; creating them one by one.");
+            sqlx::query("ROLLBACK TO creates").execute(&mut **tx).await?;
+        }
+    }
+    sqlx::query("RELEASE creates").execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound values).
-const ROWS_PER_INSERT: usize = 256;
+pub(super) const ROWS_PER_INSERT: usize = 256;
 
 /// A write transaction, as `apply` writes through it.
 pub(super) struct Tx<'a>(pub(super) &'a mut Transaction<'static, Sqlite>);
@@ -127,73 +166,13 @@ impl Writer for Tx<'_> {
                 .execute(&mut **tx)
                 .await?;
         }
-        let now = now_ms();
-        let (owner, expires) = match &run.lease_to {
-            Some((worker, lease)) => (Some(worker.clone()), Some(lease.now + lease.duration_ms)),
-            None => (None, None),
-        };
-        sqlx::query(
-            "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins) \
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&run.id)
-        .bind(&run.workflow)
-        .bind(&run.definition_hash)
-        .bind(run.inputs.to_string())
-        .bind(run.trigger.to_string())
-        .bind(&run.concurrency_key)
-        .bind(run.parent.as_ref().map(|p| &p.0))
-        .bind(run.parent.as_ref().map(|p| &p.1))
-        .bind(run.root.clone().unwrap_or_else(|| run.id.clone()))
-        .bind(now)
-        .bind(owner)
-        .bind(expires)
-        .bind(&run.dedupe_key)
-        .bind(pins_text(&run.pins))
-        .execute(&mut **tx)
-        .await?;
-        for chunk in run.step_ids.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO steps (run_id, step_id, status) ");
-            q.push_values(chunk, |mut b, step| {
-                b.push_bind(&run.id).push_bind(step).push("'pending'");
-            });
-            q.build().execute(&mut **tx).await?;
-        }
-        sqlx::query("INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, 'queued', ?)")
-            .bind(&run.id)
-            .bind(now)
-            .bind(run.trigger.to_string())
-            .execute(&mut **tx)
-            .await?;
+        super::create::insert_runs(tx, &[run]).await?;
         Ok(Created::Run(run.id.clone()))
     }
 
     async fn append_audit(&mut self, entry: NewAudit) -> Result<AuditRecord> {
-        // The write lock serializes appends.
-        let tx = &mut *self.0;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?;
-        let record = audit::next_record(last, entry, now_ms());
-        sqlx::query(
-            "INSERT INTO audit (id, at, actor, action, run_id, step_id, payload, payload_sha256, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(record.id)
-        .bind(record.at)
-        .bind(&record.actor)
-        .bind(&record.action)
-        .bind(&record.run_id)
-        .bind(&record.step_id)
-        .bind(audit::payload_text(&record.payload))
-        .bind(&record.payload_sha256)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut **tx)
-        .await?;
-        Ok(record)
+        let records = super::create::append_audits(self.0, vec![entry]).await?;
+        Ok(records.into_iter().next().expect("one entry, one record"))
     }
 
     async fn update_run(&mut self, run_id: &str, u: &RunUpdate) -> Result<()> {
