@@ -21,7 +21,7 @@ const HISTORY: i64 = 100_000;
 /// Active runs: what a busy worker has at once.
 const ACTIVE: usize = 20;
 
-const OLD_CLAIM: &str = "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2, woken = 0 WHERE id IN ( \
+pub(super) const OLD_CLAIM: &str = "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2, woken = 0 WHERE id IN ( \
    SELECT r.id FROM runs r WHERE r.status IN ('queued','running','waiting','rolling_back') \
      AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3) \
      AND (r.wake_at IS NULL OR r.wake_at <= ?3) \
@@ -31,7 +31,7 @@ const OLD_CLAIM: &str = "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2
        SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
          AND o.status IN ('queued','running','waiting','rolling_back'))) \
    ORDER BY r.id LIMIT ?4) RETURNING id";
-const OLD_PENDING: &str = "SELECT s.* FROM steps s JOIN runs r ON r.id = s.run_id \
+pub(super) const OLD_PENDING: &str = "SELECT s.* FROM steps s JOIN runs r ON r.id = s.run_id \
    WHERE r.status IN ('queued','running','waiting','rolling_back') \
    AND s.status IN ('needs_human', 'waiting') ORDER BY s.run_id";
 const OLD_LIST: &str = "SELECT * FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
@@ -39,7 +39,7 @@ const OLD_LIST: &str = "SELECT * FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR st
    AND (CAST($4 AS TEXT) IS NULL OR id < $4) ORDER BY id DESC LIMIT $3";
 const OLD_COUNTS: &str = "SELECT status, COUNT(*) FROM runs GROUP BY status";
 /// Back to the indexes of migration 0005.
-const UNDO_0006: &str = "DROP INDEX runs_active_by_concurrency; \
+pub(super) const UNDO_0006: &str = "DROP INDEX runs_active_by_concurrency; \
    DROP INDEX runs_by_status; DROP INDEX runs_by_workflow_id; DROP INDEX runs_by_workflow_status; \
    DROP INDEX outbox_pending_by_run; DROP INDEX workers_by_heartbeat; \
    CREATE INDEX runs_by_concurrency ON runs (concurrency_key) WHERE concurrency_key IS NOT NULL; \
@@ -216,7 +216,7 @@ async fn measure(store: &sqlite::SqliteStore, old: bool) -> Vec<(&'static str, D
                     .await
                     .unwrap();
             } else {
-                store.runs(&filter).await.unwrap();
+                store.runs(filter).await.unwrap();
             }
         })
         .await;
@@ -259,6 +259,9 @@ async fn hot_queries_with_100k_runs_of_history() {
         .unwrap();
     let after = measure(&store, false).await;
     sqlx::raw_sql(UNDO_0006).execute(&store.pool).await.unwrap();
+    // A new pool: no connection plans with the schema it knew before.
+    store.pool.close().await;
+    let store = sqlite::SqliteStore::open(&url).await.unwrap();
     let before = measure(&store, true).await;
     eprintln!("{:<40} {:>12} {:>12}", "query", "before", "after");
     for ((name, b), (_, a)) in before.iter().zip(&after) {
