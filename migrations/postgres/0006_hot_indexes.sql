@@ -6,6 +6,10 @@
 -- A partial index over active runs only applies when a query repeats its
 -- predicate: the store writes `status IN ('queued','running','waiting','rolling_back')`
 -- exactly as below.
+--
+-- Postgres: these are plain CREATE INDEX (a migration runs in a transaction,
+-- where CONCURRENTLY is refused), so on a large `runs` table writers wait
+-- while they are built, once, when the first replica of this version starts.
 
 -- An older active run holding a concurrency key (the claim), the active run
 -- of a key (`on_conflict: skip`). Replaces the index over every run with a
