@@ -1080,6 +1080,29 @@ fn a_run_over_its_rto_says_so_exactly_once() {
     assert_eq!(logs.matches("rto_breached").count(), 1, "{logs}");
 }
 
+/// `runs --before RUN` pages back through history by keyset: the page
+/// after a page is the runs older than its last, none repeated or skipped.
+#[test]
+fn runs_before_a_run_lists_the_next_page() {
+    let sb = Sandbox::new("runs-before");
+    sb.write("one.yaml", "name: one\nsteps:\n  a: { uses: set }\n");
+    let mut started: Vec<String> = (0..5).map(|_| sb.enqueue("one.yaml", &[])).collect();
+    started.reverse();
+    let page = |args: &[&str]| -> Vec<String> {
+        let out = sb.ok(&[&["runs", "--json", "--limit", "2"][..], args].concat());
+        let doc: Value = serde_json::from_str(&stdout(&out)).expect("runs --json");
+        doc.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    let mut seen = page(&[]);
+    while seen.len() < started.len() {
+        let next = page(&["--before", seen.last().unwrap()]);
+        assert!(!next.is_empty(), "{seen:?}");
+        seen.extend(next);
+    }
+    assert_eq!(seen, started, "newest first, each once");
+    assert!(page(&["--before", &started[4]]).is_empty(), "nothing older than the first");
+}
+
 /// Every printing command treats a reader that went away (`lifeboat … | head`)
 /// as the end of its output: exit 0, no panic.
 #[test]

@@ -127,7 +127,7 @@ fn serve_answers_health_readiness_and_metrics_without_a_token() {
     for family in [
         "# TYPE lifeboat_runs gauge",
         "lifeboat_runs{status=\"queued\"}",
-        "lifeboat_runs{status=\"succeeded\"} 0",
+        "lifeboat_runs{status=\"waiting\"} 0",
         "# TYPE lifeboat_lease_takeovers counter",
         "lifeboat_webhook_requests_total{hook=\"alertmanager\",outcome=\"started\"} 1",
         "lifeboat_http_requests_total{method=\"GET\",route=\"/healthz\",code=\"200\"}",

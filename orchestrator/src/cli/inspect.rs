@@ -22,6 +22,10 @@ pub struct RunsArgs {
     pub workflow: Option<String>,
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// Only runs older than this run (its id or a unique prefix): the next
+    /// page after a page that ended with it.
+    #[arg(long, value_name = "RUN")]
+    pub before: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -71,13 +75,17 @@ pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
+    let before = match &args.before {
+        Some(run) => Some(ctx.store.resolve_run_id(run).await?),
+        None => None,
+    };
     let runs = ctx
         .store
         .runs(&RunFilter {
             status,
             workflow: args.workflow.clone(),
             limit: Some(args.limit),
-            before: None,
+            before,
         })
         .await?;
     let printed = print_runs(&mut std::io::stdout().lock(), &runs, args.json);

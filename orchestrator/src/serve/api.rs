@@ -6,7 +6,8 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -181,7 +182,7 @@ pub async fn list_runs(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<RunsQuery>,
-) -> ApiResult {
+) -> ApiResult<Response> {
     app.ids.authorize(&headers, Need::Read)?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
@@ -209,7 +210,43 @@ pub async fn list_runs(
         before: q.before.filter(|b| !b.is_empty()),
     };
     let runs = app.ctx.store.runs(&filter).await?;
-    view(&runs.iter().map(RunView::from).collect::<Vec<_>>())
+    let mut response = view(&runs.iter().map(RunView::from).collect::<Vec<_>>())?.into_response();
+    let last = runs.last().map(|r| r.id.as_str());
+    if let Some(link) = next_link(&filter, runs.len(), last) {
+        let link = HeaderValue::from_str(&link).map_err(|e| ApiError::internal(e.to_string()))?;
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
+
+/// The next page after a full page of runs, as a `Link` header (`rel="next"`:
+/// the same filters, `before` the page's last id). A keyset cursor, so a
+/// page costs the same however deep it is. `None` when the page (`count`
+/// runs, the last `last`) is not full.
+fn next_link(filter: &RunFilter, count: usize, last: Option<&str>) -> Option<String> {
+    let limit = filter.limit.unwrap_or(50);
+    let last = last.filter(|_| count == limit as usize)?;
+    let mut query = vec![format!("limit={limit}")];
+    if let Some(status) = filter.status {
+        query.push(format!("status={status}"));
+    }
+    if let Some(workflow) = &filter.workflow {
+        query.push(format!("workflow={}", percent(workflow)));
+    }
+    query.push(format!("before={}", percent(last)));
+    Some(format!("</api/v1/runs?{}>; rel=\"next\"", query.join("&")))
+}
+
+/// `text` percent-encoded for a query string (RFC 3986's unreserved kept).
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A view (`crate::views`) as the answer: the CLI's `--json` prints the same.
@@ -397,4 +434,27 @@ pub async fn ack(
 /// Unknown paths under `/api/v1` answer with the JSON error shape.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; the endpoints are listed in lifeboat's docs/api.md")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_page_links_to_the_next_with_the_same_filters() {
+        let filter = RunFilter {
+            status: Some(RunStatus::Failed),
+            workflow: Some("site down".into()),
+            limit: Some(2),
+            before: None,
+        };
+        assert_eq!(
+            next_link(&filter, 2, Some("0193-b")).as_deref(),
+            Some(
+                "</api/v1/runs?limit=2&status=failed&workflow=site%20down&before=0193-b>; rel=\"next\""
+            )
+        );
+        assert_eq!(next_link(&filter, 1, Some("0193-b")), None, "the last page");
+        assert_eq!(next_link(&RunFilter::default(), 0, None), None);
+    }
 }

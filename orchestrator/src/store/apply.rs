@@ -65,6 +65,32 @@ pub(crate) trait Writer: Send {
     async fn notify(&mut self, run_id: &str, notification: &NewNotification) -> Result<()>;
 }
 
+/// The SQL of the hot writes shared by both backends, named for `plans.rs`.
+pub(crate) const RENEW: &str = "UPDATE runs SET lease_expires_at = $1 \
+     WHERE lease_owner = $2 AND lease_expires_at >= $3 RETURNING id";
+pub(crate) const HEARTBEAT: &str = "UPDATE workers SET heartbeat_at = $1 WHERE id = $2";
+pub(crate) const REQUEST_DONE: &str = "UPDATE requests SET done_at = $1 WHERE id = $2";
+pub(crate) const WAKE: &str = "UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1";
+pub(crate) const RELEASE_IN_COMMIT: &str = "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+     wake_at = CASE WHEN woken = true THEN NULL ELSE $1 END WHERE id = $2";
+/// A run's lease owner (Postgres adds `FOR UPDATE`).
+pub(crate) const LEASE_OWNER: &str = "SELECT lease_owner FROM runs WHERE id = $1";
+/// `on_conflict: skip`: the active run holding a concurrency key.
+pub(crate) const ACTIVE_WITH_CONCURRENCY_KEY: &str = concat!(
+    "SELECT id FROM runs WHERE concurrency_key = $1 AND status IN ",
+    active!(),
+    " ORDER BY id LIMIT 1"
+);
+/// A webhook's dedupe check: the active run of a workflow with this key.
+pub(crate) const ACTIVE_WITH_DEDUPE_KEY: &str = concat!(
+    "SELECT id FROM runs WHERE workflow = $1 AND dedupe_key = $2 AND status IN ",
+    active!(),
+    " LIMIT 1"
+);
+/// Whether a schedule tick fired.
+pub(crate) const TICK_FIRED: &str =
+    "SELECT run_id FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2";
+
 /// Wraps a backend's `impl Writer` (over `self.0`, its open transaction),
 /// adding the pieces whose SQL is the same text on both backends.
 macro_rules! with_shared_writes {
@@ -74,16 +100,13 @@ macro_rules! with_shared_writes {
             $($own)*
 
             async fn renew_leases(&mut self, worker: &str, lease: Lease) -> Result<Vec<String>> {
-                let mut ids: Vec<String> = sqlx::query_scalar(
-                    "UPDATE runs SET lease_expires_at = $1 \
-                     WHERE lease_owner = $2 AND lease_expires_at >= $3 RETURNING id",
-                )
+                let mut ids: Vec<String> = sqlx::query_scalar(crate::store::apply::RENEW)
                 .bind(lease.now + lease.duration_ms)
                 .bind(worker)
                 .bind(lease.now)
                 .fetch_all(&mut **self.0)
                 .await?;
-                sqlx::query("UPDATE workers SET heartbeat_at = $1 WHERE id = $2")
+                sqlx::query(crate::store::apply::HEARTBEAT)
                     .bind(lease.now)
                     .bind(worker)
                     .execute(&mut **self.0)
@@ -115,7 +138,7 @@ macro_rules! with_shared_writes {
             }
 
             async fn request_done(&mut self, id: i64, at: i64) -> Result<()> {
-                sqlx::query("UPDATE requests SET done_at = $1 WHERE id = $2")
+                sqlx::query(crate::store::apply::REQUEST_DONE)
                     .bind(at)
                     .bind(id)
                     .execute(&mut **self.0)
@@ -124,7 +147,7 @@ macro_rules! with_shared_writes {
             }
 
             async fn wake(&mut self, run_id: &str) -> Result<()> {
-                sqlx::query("UPDATE runs SET wake_at = NULL, woken = true WHERE id = $1")
+                sqlx::query(crate::store::apply::WAKE)
                     .bind(run_id)
                     .execute(&mut **self.0)
                     .await?;
@@ -132,10 +155,7 @@ macro_rules! with_shared_writes {
             }
 
             async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
-                sqlx::query(
-                    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
-                     wake_at = CASE WHEN woken = true THEN NULL ELSE $1 END WHERE id = $2",
-                )
+                sqlx::query(crate::store::apply::RELEASE_IN_COMMIT)
                 .bind(wake_at)
                 .bind(run_id)
                 .execute(&mut **self.0)

@@ -18,6 +18,9 @@ const PAGE: usize = 1000;
 /// The `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The chain's head, which every append reads (the newest entry, by key).
+pub(crate) const LAST: &str = "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1";
+
 /// Hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -5,6 +5,15 @@
 //! only while the caller still holds the run's lease (fencing), so a worker
 //! that lost its lease can never overwrite its successor's progress.
 
+/// The active run states, as SQL: a literal, so that the partial indexes
+/// over active runs (migrations 0001, 0002, 0006) apply to the queries that
+/// repeat it.
+macro_rules! active {
+    () => {
+        "('queued','running','waiting','rolling_back')"
+    };
+}
+
 mod apply;
 pub mod audit;
 #[cfg(test)]
@@ -12,7 +21,11 @@ mod conformance;
 #[cfg(test)]
 mod conformance_more;
 mod error;
+#[cfg(test)]
+mod history;
 mod ids;
+#[cfg(test)]
+mod plans;
 pub mod postgres;
 mod reads;
 mod rows;
@@ -90,7 +103,10 @@ pub trait Store: Send + Sync {
     async fn last_tick(&self, schedule: &str) -> Result<Option<i64>>;
     /// The database answers and its schema is current.
     async fn ping(&self) -> Result<()>;
-    /// Runs per status.
+    /// Active runs per status (queued, running, waiting, rolling_back),
+    /// from the partial index over active runs. Terminal runs are not
+    /// counted: that would read all of history on every scrape (they are
+    /// the `lifeboat_runs_finished_total` counter).
     async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
 
     /// Claims up to `limit` due outbox rows for `lease_ms` (another

@@ -3,6 +3,57 @@
 //! and rows decode through `rows.rs`. A macro, not generic functions, so
 //! each backend's `impl Store` gets them with its own pool and migrator.
 
+/// The SQL of the hot reads, named so that `plans.rs` explains the very text
+/// the store runs (docs/query-plans.md).
+pub(crate) const RUN: &str = "SELECT * FROM runs WHERE id = $1";
+pub(crate) const STEPS: &str = "SELECT * FROM steps WHERE run_id = $1 ORDER BY step_id";
+pub(crate) const ATTEMPTS: &str =
+    "SELECT * FROM attempts WHERE run_id = $1 ORDER BY started_at, n, step_id, phase";
+pub(crate) const EVENTS: &str = "SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id";
+pub(crate) const OPEN_REQUESTS: &str =
+    "SELECT * FROM requests WHERE run_id = $1 AND done_at IS NULL ORDER BY id";
+pub(crate) const WORKERS: &str =
+    "SELECT * FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at";
+pub(crate) const LEASES: &str =
+    "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL";
+pub(crate) const LAST_TICK: &str = "SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = $1";
+/// Active runs only, from the partial index: terminal counts would grow
+/// with history (they are `lifeboat_runs_finished_total`).
+pub(crate) const RUN_COUNTS: &str =
+    concat!("SELECT status, COUNT(*) FROM runs WHERE status IN ", active!(), " GROUP BY status");
+pub(crate) const OUTBOX: &str = "SELECT * FROM outbox WHERE run_id = $1 ORDER BY id";
+pub(crate) const AUDIT_LIST: &str = "SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// The run list's SQL for the filters `filter` sets, newest first from its
+/// cursor on: each combination is its own text with only its own
+/// conditions, so each has an index range to walk (an `($1 IS NULL OR …)`
+/// has none). Parameters in order: status, workflow, before (each if set),
+/// then the limit.
+pub(crate) fn runs_sql(filter: &RunFilter) -> String {
+    let mut conditions = Vec::new();
+    let mut n = 0;
+    let mut next = |column: &str, op: &str| {
+        n += 1;
+        conditions.push(format!("{column} {op} ${n}"));
+    };
+    if filter.status.is_some() {
+        next("status", "=");
+    }
+    if filter.workflow.is_some() {
+        next("workflow", "=");
+    }
+    if filter.before.is_some() {
+        next("id", "<");
+    }
+    let limit = conditions.len() + 1;
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!("SELECT * FROM runs{filter} ORDER BY id DESC LIMIT ${limit}")
+}
+
 /// One query of a shared read: `$sql` with its parameters bound in order,
 /// fetched from `$pool`, every row (`all`) or at most one (`optional`)
 /// decoded by `$decode`.
@@ -19,9 +70,11 @@ macro_rules! select {
 
 /// `Store::next_wake`: the statuses are a literal, like the claim's, so a
 /// partial index over active runs applies.
-pub(crate) const NEXT_WAKE_SQL: &str = "SELECT MIN(wake_at) FROM runs \
-     WHERE status IN ('queued','running','waiting','rolling_back') \
-     AND lease_owner IS NULL AND paused = false AND wake_at > $1";
+pub(crate) const NEXT_WAKE_SQL: &str = concat!(
+    "SELECT MIN(wake_at) FROM runs WHERE status IN ",
+    active!(),
+    " AND lease_owner IS NULL AND paused = false AND wake_at > $1"
+);
 
 /// Wraps a backend's `impl Store` (with `self.pool` and a `MIGRATOR`
 /// static in scope), adding the shared reads to it.
@@ -39,78 +92,63 @@ macro_rules! with_shared_reads {
             }
 
             async fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-                select!(&self.pool, optional run_row, "SELECT * FROM runs WHERE id = $1", id)
+                select!(&self.pool, optional run_row, crate::store::reads::RUN, id)
             }
 
             async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
-                select!(
-                    &self.pool, all run_row,
-                    "SELECT * FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
-                     AND (CAST($2 AS TEXT) IS NULL OR workflow = $2) \
-                     AND (CAST($4 AS TEXT) IS NULL OR id < $4) ORDER BY id DESC LIMIT $3",
-                    filter.status.map(|s| s.as_str()),
-                    &filter.workflow,
-                    i64::from(filter.limit.unwrap_or(50)),
-                    &filter.before,
-                )
+                let sql = crate::store::reads::runs_sql(filter);
+                let mut query = sqlx::query(&sql);
+                if let Some(status) = filter.status {
+                    query = query.bind(status.as_str());
+                }
+                if let Some(workflow) = &filter.workflow {
+                    query = query.bind(workflow);
+                }
+                if let Some(before) = &filter.before {
+                    query = query.bind(before);
+                }
+                let rows = query
+                    .bind(i64::from(filter.limit.unwrap_or(50)))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(run_row).collect()
             }
 
             async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-                select!(
-                    &self.pool, all step_row,
-                    "SELECT * FROM steps WHERE run_id = $1 ORDER BY step_id", run_id
-                )
+                select!(&self.pool, all step_row, crate::store::reads::STEPS, run_id)
             }
 
             async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
-                select!(
-                    &self.pool, all attempt_row,
-                    "SELECT * FROM attempts WHERE run_id = $1 ORDER BY started_at, n, step_id, phase",
-                    run_id
-                )
+                select!(&self.pool, all attempt_row, crate::store::reads::ATTEMPTS, run_id)
             }
 
             async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
-                select!(
-                    &self.pool, all event_row,
-                    "SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id", run_id, after
-                )
+                select!(&self.pool, all event_row, crate::store::reads::EVENTS, run_id, after)
             }
 
             async fn open_requests(&self, run_id: &str) -> Result<Vec<RequestRecord>> {
-                select!(
-                    &self.pool, all request_row,
-                    "SELECT * FROM requests WHERE run_id = $1 AND done_at IS NULL ORDER BY id",
-                    run_id
-                )
+                select!(&self.pool, all request_row, crate::store::reads::OPEN_REQUESTS, run_id)
             }
 
             async fn workers(&self, since: i64) -> Result<Vec<WorkerStatus>> {
-                let rows =
-                    sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at")
-                        .bind(since)
-                        .fetch_all(&self.pool)
-                        .await?;
-                let leases: Vec<(String, String, i64)> = sqlx::query_as(
-                    "SELECT id, lease_owner, lease_expires_at FROM runs WHERE lease_owner IS NOT NULL",
-                )
-                .fetch_all(&self.pool)
-                .await?;
+                let rows = sqlx::query(crate::store::reads::WORKERS)
+                    .bind(since)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let leases: Vec<(String, String, i64)> =
+                    sqlx::query_as(crate::store::reads::LEASES).fetch_all(&self.pool).await?;
                 worker_rows(&rows, &leases)
             }
 
             async fn audit_list(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
                 select!(
-                    &self.pool, all audit_row,
-                    "SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+                    &self.pool, all audit_row, crate::store::reads::AUDIT_LIST,
                     after, i64::try_from(limit).unwrap_or(i64::MAX)
                 )
             }
 
             async fn last_tick(&self, schedule: &str) -> Result<Option<i64>> {
-                Ok(sqlx::query_scalar(
-                    "SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = $1",
-                )
+                Ok(sqlx::query_scalar(crate::store::reads::LAST_TICK)
                 .bind(schedule)
                 .fetch_one(&self.pool)
                 .await?)
@@ -126,9 +164,7 @@ macro_rules! with_shared_reads {
 
             async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
                 let rows: Vec<(String, i64)> =
-                    sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
-                        .fetch_all(&self.pool)
-                        .await?;
+                    sqlx::query_as(crate::store::reads::RUN_COUNTS).fetch_all(&self.pool).await?;
                 parse_counts(rows)
             }
 
@@ -137,13 +173,12 @@ macro_rules! with_shared_reads {
             }
 
             async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
-                select!(
-                    &self.pool, all outbox_row,
-                    "SELECT * FROM outbox WHERE run_id = $1 ORDER BY id", run_id
-                )
+                select!(&self.pool, all outbox_row, crate::store::reads::OUTBOX, run_id)
             }
         }
     };
 }
 
 pub(crate) use {select, with_shared_reads};
+
+use super::RunFilter;

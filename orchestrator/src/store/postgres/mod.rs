@@ -36,7 +36,7 @@ use crate::store::apply::{self, Writer};
 use crate::store::rows::*;
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(in crate::store) pool: PgPool,
     /// Rung by this process's writes and, once listening, by `NOTIFY`.
     bell: Arc<Doorbell>,
     /// The `NOTIFY` channel of this deployment's schema.
@@ -61,18 +61,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// Tries of a transaction that failed on a deadlock or serialization failure.
 const TRANSIENT_TRIES: u32 = 8;
 
-/// The active run states, as SQL (a literal, so the partial index applies).
-macro_rules! active {
-    () => {
-        "('queued','running','waiting','rolling_back')"
-    };
-}
-
-// Below `active!`: a macro is in scope only after its definition.
 mod bell;
 mod rows;
 mod schema;
-mod write;
+pub(in crate::store) mod write;
 use rows::*;
 pub use schema::{DEFAULT_SCHEMA, Schema, connect_options};
 use write::*;
@@ -177,6 +169,48 @@ where
     }
 }
 
+/// The claim: due, unleased (or lease expired), not paused unless a request
+/// waits, and for queued runs: no older active run holds the concurrency
+/// key; only active runs (the partial indexes' predicate), oldest first.
+/// SKIP LOCKED: rows another replica is claiming or committing are left to
+/// it (they are leased or busy anyway) instead of waited for.
+pub(in crate::store) const CLAIM: &str = concat!(
+    "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, woken = false WHERE id IN ( \
+       SELECT r.id FROM runs r WHERE r.status IN ",
+    active!(),
+    " AND (r.lease_owner IS NULL OR r.lease_expires_at < $3) \
+         AND (r.wake_at IS NULL OR r.wake_at <= $3) \
+         AND (NOT r.paused OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
+         AND ($5::text IS NULL OR r.root_run_id = $5::text) \
+         AND NOT (r.status = 'queued' AND r.concurrency_key IS NOT NULL AND EXISTS ( \
+           SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
+             AND o.status IN ",
+    active!(),
+    ")) ORDER BY r.id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id"
+);
+
+/// A worker gives a run back.
+pub(in crate::store) const RELEASE: &str = "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+     wake_at = CASE WHEN woken THEN NULL ELSE $1 END WHERE id = $2 AND lease_owner = $3";
+
+/// Steps waiting for people, from the active runs (never all steps); their
+/// runs are then read by `RUNS_BY_IDS`.
+pub(in crate::store) const PENDING_PEOPLE: &str = concat!(
+    "SELECT s.* FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.status IN ",
+    active!(),
+    " AND s.status IN ('needs_human', 'waiting') ORDER BY s.run_id, s.step_id"
+);
+pub(in crate::store) const RUNS_BY_IDS: &str = "SELECT * FROM runs WHERE id = ANY($1)";
+
+/// The dispatcher's claim: due pending rows, each the oldest pending of its
+/// run and channel.
+pub(in crate::store) const OUTBOX_CLAIM: &str = "UPDATE outbox SET next_at = $1, claimed_by = $2, attempts = attempts + 1 WHERE id IN ( \
+       SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_at <= $3 \
+         AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.run_id = o.run_id \
+           AND e.channel = o.channel AND e.status = 'pending' AND e.id < o.id) \
+       ORDER BY o.next_at, o.id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING *";
+
 impl PostgresStore {
     async fn create_run_once(&self, run: &NewRun) -> Result<Created> {
         let mut tx = self.pool.begin().await?;
@@ -199,25 +233,7 @@ impl PostgresStore {
         limit: usize,
         only: Option<&str>,
     ) -> Result<Vec<String>> {
-        // Due, unleased (or lease expired), not paused unless a request waits,
-        // and for queued runs: no older active run holds the concurrency key.
-        // SKIP LOCKED: rows another replica is claiming or committing are left
-        // to it (they are leased or busy anyway) instead of waited for.
-        const SQL: &str = concat!(
-            "UPDATE runs SET lease_owner = $1, lease_expires_at = $2, woken = false WHERE id IN ( \
-               SELECT r.id FROM runs r WHERE r.status IN ",
-            active!(),
-            " AND (r.lease_owner IS NULL OR r.lease_expires_at < $3) \
-                 AND (r.wake_at IS NULL OR r.wake_at <= $3) \
-                 AND (NOT r.paused OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
-                 AND ($5::text IS NULL OR r.root_run_id = $5::text) \
-                 AND NOT (r.status = 'queued' AND r.concurrency_key IS NOT NULL AND EXISTS ( \
-                   SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
-                     AND o.status IN ",
-            active!(),
-            ")) ORDER BY r.id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id"
-        );
-        let mut ids: Vec<String> = sqlx::query_scalar(SQL)
+        let mut ids: Vec<String> = sqlx::query_scalar(CLAIM)
             .bind(worker)
             .bind(lease.now + lease.duration_ms)
             .bind(lease.now)
@@ -338,10 +354,7 @@ impl Store for PostgresStore {
 
     async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
         retrying(|| async {
-            sqlx::query(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
-                 wake_at = CASE WHEN woken THEN NULL ELSE $1 END WHERE id = $2 AND lease_owner = $3",
-            )
+            sqlx::query(RELEASE)
             .bind(wake_at)
             .bind(run_id)
             .bind(worker)
@@ -360,12 +373,11 @@ impl Store for PostgresStore {
 
 
     async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
-        let (len, prefix) = ids::prefix_args(prefix);
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE substr(id, 1, $1::int) = $2 ORDER BY id LIMIT $3",
-        )
+        let (len, prefix, upper) = ids::prefix_args(prefix);
+        let found: Vec<String> = sqlx::query_scalar(ids::BY_PREFIX)
         .bind(len)
         .bind(text(prefix))
+        .bind(text(&upper))
         .bind(ids::CANDIDATES as i64 + 1)
         .fetch_all(&self.pool)
         .await?;
@@ -382,17 +394,13 @@ impl Store for PostgresStore {
 
 
     async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>> {
-        let rows = sqlx::query(concat!(
-            "SELECT s.* FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.status IN ",
-            active!(),
-            " AND s.status IN ('needs_human', 'waiting') ORDER BY s.run_id, s.step_id"
-        ))
+        let rows = sqlx::query(PENDING_PEOPLE)
         .fetch_all(&self.pool)
         .await?;
         let steps = rows.iter().map(step_row).collect::<Result<Vec<_>>>()?;
         let mut ids: Vec<&str> = steps.iter().map(|s| s.run_id.as_str()).collect();
         ids.dedup();
-        let runs: HashMap<String, RunRecord> = sqlx::query("SELECT * FROM runs WHERE id = ANY($1)")
+        let runs: HashMap<String, RunRecord> = sqlx::query(RUNS_BY_IDS)
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?
@@ -466,14 +474,7 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<OutboxRecord>> {
         retrying(|| async {
-            let rows = sqlx::query(
-                "UPDATE outbox SET next_at = $1, claimed_by = $2, attempts = attempts + 1 WHERE id IN ( \
-                   SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_at <= $3 \
-                     AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.run_id = o.run_id \
-                       AND e.channel = o.channel AND e.status = 'pending' AND e.id < o.id) \
-                   ORDER BY o.next_at, o.id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 RETURNING *",
-            )
+            let rows = sqlx::query(OUTBOX_CLAIM)
             .bind(now + lease_ms)
             .bind(worker)
             .bind(now)

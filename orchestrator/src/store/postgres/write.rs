@@ -5,7 +5,11 @@
 //! and the checks are `apply`'s.
 
 use super::*;
-use crate::store::apply::{FinishedAttempt, NewEvent, Writer, with_shared_writes};
+use crate::store::apply::{self, FinishedAttempt, NewEvent, Writer, with_shared_writes};
+
+/// A run's lease owner, its row locked until the transaction ends.
+pub(in crate::store) const LEASE_OWNER_FOR_UPDATE: &str =
+    "SELECT lease_owner FROM runs WHERE id = $1 FOR UPDATE";
 
 /// An open transaction, as `apply` writes through it.
 pub(super) struct Tx<'a>(pub(super) &'a mut Transaction<'static, Postgres>);
@@ -16,9 +20,7 @@ impl Tx<'_> {
         let tx = &mut *self.0;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK).execute(&mut **tx).await?;
         let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?;
+            sqlx::query_as(audit::LAST).fetch_optional(&mut **tx).await?;
         let mut clean = entry;
         clean.actor = text(&clean.actor).into_owned();
         clean.action = text(&clean.action).into_owned();
@@ -53,7 +55,7 @@ impl Writer for Tx<'_> {
     async fn lease_owner(&mut self, run_id: &str) -> Result<Option<Option<String>>> {
         // The row lock fences: a worker taking the run over waits for this
         // transaction, and this one sees the lease as it is now.
-        Ok(sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = $1 FOR UPDATE")
+        Ok(sqlx::query_scalar(LEASE_OWNER_FOR_UPDATE)
             .bind(run_id)
             .fetch_optional(&mut **self.0)
             .await?)
@@ -70,11 +72,7 @@ impl Writer for Tx<'_> {
                 .execute(&mut **tx)
                 .await?;
             if run.skip_on_conflict {
-                let active: Option<String> = sqlx::query_scalar(concat!(
-                    "SELECT id FROM runs WHERE concurrency_key = $1 AND status IN ",
-                    active!(),
-                    " ORDER BY id LIMIT 1"
-                ))
+                let active: Option<String> = sqlx::query_scalar(apply::ACTIVE_WITH_CONCURRENCY_KEY)
                 .bind(key)
                 .fetch_optional(&mut **tx)
                 .await?;
@@ -90,11 +88,7 @@ impl Writer for Tx<'_> {
                 .bind(format!("{}\n{key}", run.workflow))
                 .execute(&mut **tx)
                 .await?;
-            let active: Option<String> = sqlx::query_scalar(concat!(
-                "SELECT id FROM runs WHERE workflow = $1 AND dedupe_key = $2 AND status IN ",
-                active!(),
-                " LIMIT 1"
-            ))
+            let active: Option<String> = sqlx::query_scalar(apply::ACTIVE_WITH_DEDUPE_KEY)
             .bind(&run.workflow)
             .bind(key)
             .fetch_optional(&mut **tx)
@@ -116,9 +110,7 @@ impl Writer for Tx<'_> {
             .await?
             .rows_affected();
             if inserted == 0 {
-                let existing: String = sqlx::query_scalar(
-                    "SELECT run_id FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2",
-                )
+                let existing: String = sqlx::query_scalar(apply::TICK_FIRED)
                 .bind(schedule)
                 .bind(tick)
                 .fetch_one(&mut **tx)

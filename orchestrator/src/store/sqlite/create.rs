@@ -99,9 +99,7 @@ pub(super) async fn append_audits(
     }
     let now = now_ms();
     let mut last: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
+        sqlx::query_as(audit::LAST).fetch_optional(&mut **tx).await?;
     let records: Vec<_> = entries
         .into_iter()
         .map(|entry| {

@@ -25,7 +25,7 @@ use crate::store::apply::Writer;
 use crate::store::rows::*;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(in crate::store) pool: SqlitePool,
     /// One writer at a time inside this process: SQLite has one write lock,
     /// and waiting on a mutex is cheaper than SQLite's sleeping busy handler.
     write_lock: Arc<tokio::sync::Mutex<()>>,
@@ -175,7 +175,44 @@ impl SqliteStore {
     }
 }
 
-const ACTIVE_SQL: &str = "('queued','running','waiting','rolling_back')";
+/// The claim: due, unleased (or lease expired), not paused unless a request
+/// waits, and for queued runs: no older active run holds the concurrency
+/// key. Walks only active runs (the literal `status IN` is the partial
+/// indexes' predicate), oldest first.
+pub(in crate::store) const CLAIM: &str = concat!(
+    "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2, woken = 0 WHERE id IN ( \
+       SELECT r.id FROM runs r WHERE r.status IN ",
+    active!(),
+    " AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3) \
+         AND (r.wake_at IS NULL OR r.wake_at <= ?3) \
+         AND (r.paused = 0 OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
+         AND (?5 IS NULL OR r.root_run_id = ?5) \
+         AND NOT (r.status = 'queued' AND r.concurrency_key IS NOT NULL AND EXISTS ( \
+           SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
+             AND o.status IN ",
+    active!(),
+    ")) ORDER BY r.id LIMIT ?4) RETURNING id"
+);
+
+/// A worker gives a run back.
+pub(in crate::store) const RELEASE: &str = "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
+     wake_at = CASE WHEN woken = 1 THEN NULL ELSE ? END WHERE id = ? AND lease_owner = ?";
+
+/// Steps waiting for people, from the active runs (never all steps).
+pub(in crate::store) const PENDING_PEOPLE: &str = concat!(
+    "SELECT s.* FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.status IN ",
+    active!(),
+    " AND s.status IN ('needs_human', 'waiting') ORDER BY s.run_id, s.step_id"
+);
+
+/// The dispatcher's claim: due pending rows, each the oldest pending of its
+/// run and channel.
+pub(in crate::store) const OUTBOX_CLAIM: &str = "UPDATE outbox SET next_at = ?1, claimed_by = ?2, attempts = attempts + 1 WHERE id IN ( \
+       SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_at <= ?3 \
+         AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.run_id = o.run_id AND e.channel = o.channel \
+           AND e.status = 'pending' AND e.id < o.id) \
+       ORDER BY o.next_at, o.id LIMIT ?4) \
+     RETURNING *";
 
 with_shared_reads! {
 #[async_trait::async_trait]
@@ -210,21 +247,7 @@ impl Store for SqliteStore {
         only: Option<&str>,
     ) -> Result<Vec<String>> {
         let (_guard, mut tx) = self.write().await?;
-        // Due, unleased (or lease expired), not paused unless a request waits,
-        // and for queued runs: no older active run holds the concurrency key.
-        let sql = format!(
-            "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2, woken = 0 WHERE id IN ( \
-               SELECT r.id FROM runs r WHERE r.status IN {ACTIVE_SQL} \
-                 AND (r.lease_owner IS NULL OR r.lease_expires_at < ?3) \
-                 AND (r.wake_at IS NULL OR r.wake_at <= ?3) \
-                 AND (r.paused = 0 OR EXISTS (SELECT 1 FROM requests q WHERE q.run_id = r.id AND q.done_at IS NULL)) \
-                 AND (?5 IS NULL OR r.root_run_id = ?5) \
-                 AND NOT (r.status = 'queued' AND r.concurrency_key IS NOT NULL AND EXISTS ( \
-                   SELECT 1 FROM runs o WHERE o.concurrency_key = r.concurrency_key AND o.id < r.id \
-                     AND o.status IN {ACTIVE_SQL})) \
-               ORDER BY r.id LIMIT ?4) RETURNING id"
-        );
-        let ids: Vec<String> = sqlx::query_scalar(&sql)
+        let ids: Vec<String> = sqlx::query_scalar(CLAIM)
             .bind(worker)
             .bind(lease.now + lease.duration_ms)
             .bind(lease.now)
@@ -245,10 +268,7 @@ impl Store for SqliteStore {
 
     async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
         let _guard = self.write_lock.lock().await;
-        sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, \
-             wake_at = CASE WHEN woken = 1 THEN NULL ELSE ? END WHERE id = ? AND lease_owner = ?",
-        )
+        sqlx::query(RELEASE)
         .bind(wake_at)
         .bind(run_id)
         .bind(worker)
@@ -274,12 +294,11 @@ impl Store for SqliteStore {
 
 
     async fn resolve_run_id(&self, prefix: &str) -> Result<String> {
-        let (len, prefix) = ids::prefix_args(prefix);
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
-        )
+        let (len, prefix, upper) = ids::prefix_args(prefix);
+        let found: Vec<String> = sqlx::query_scalar(ids::BY_PREFIX)
         .bind(len)
         .bind(prefix)
+        .bind(upper)
         .bind(ids::CANDIDATES as i64 + 1)
         .fetch_all(&self.pool)
         .await?;
@@ -334,10 +353,7 @@ impl Store for SqliteStore {
 
 
     async fn pending_people(&self) -> Result<Vec<(RunRecord, StepRecord)>> {
-        let rows = sqlx::query(&format!(
-            "SELECT s.* FROM steps s JOIN runs r ON r.id = s.run_id WHERE r.status IN {ACTIVE_SQL} \
-             AND s.status IN ('needs_human', 'waiting') ORDER BY s.run_id"
-        ))
+        let rows = sqlx::query(PENDING_PEOPLE)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::new();
@@ -397,14 +413,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<OutboxRecord>> {
         let (_guard, mut tx) = self.write().await?;
-        let rows = sqlx::query(
-            "UPDATE outbox SET next_at = ?1, claimed_by = ?2, attempts = attempts + 1 WHERE id IN ( \
-               SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_at <= ?3 \
-                 AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.run_id = o.run_id AND e.channel = o.channel \
-                   AND e.status = 'pending' AND e.id < o.id) \
-               ORDER BY o.next_at, o.id LIMIT ?4) \
-             RETURNING *",
-        )
+        let rows = sqlx::query(OUTBOX_CLAIM)
         .bind(now + lease_ms)
         .bind(worker)
         .bind(now)

@@ -117,7 +117,7 @@ with_shared_writes! {
 impl Writer for Tx<'_> {
     async fn lease_owner(&mut self, run_id: &str) -> Result<Option<Option<String>>> {
         // BEGIN IMMEDIATE holds the write lock: nobody changes it under us.
-        Ok(sqlx::query_scalar("SELECT lease_owner FROM runs WHERE id = ?")
+        Ok(sqlx::query_scalar(apply::LEASE_OWNER)
             .bind(run_id)
             .fetch_optional(&mut **self.0)
             .await?)
@@ -126,9 +126,7 @@ impl Writer for Tx<'_> {
     async fn insert_run(&mut self, run: &NewRun) -> Result<Created> {
         let tx = &mut *self.0;
         if let (Some(key), true) = (&run.concurrency_key, run.skip_on_conflict) {
-            let active: Option<String> = sqlx::query_scalar(&format!(
-                "SELECT id FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1"
-            ))
+            let active: Option<String> = sqlx::query_scalar(apply::ACTIVE_WITH_CONCURRENCY_KEY)
             .bind(key)
             .fetch_optional(&mut **tx)
             .await?;
@@ -137,9 +135,7 @@ impl Writer for Tx<'_> {
             }
         }
         if let Some(key) = &run.dedupe_key {
-            let active: Option<String> = sqlx::query_scalar(&format!(
-                "SELECT id FROM runs WHERE workflow = ? AND dedupe_key = ? AND status IN {ACTIVE_SQL} LIMIT 1"
-            ))
+            let active: Option<String> = sqlx::query_scalar(apply::ACTIVE_WITH_DEDUPE_KEY)
             .bind(&run.workflow)
             .bind(key)
             .fetch_optional(&mut **tx)
@@ -149,9 +145,7 @@ impl Writer for Tx<'_> {
             }
         }
         if let Some((schedule, tick)) = &run.schedule_tick {
-            let fired: Option<String> = sqlx::query_scalar(
-                "SELECT run_id FROM schedule_ticks WHERE schedule = ? AND tick_at = ?",
-            )
+            let fired: Option<String> = sqlx::query_scalar(apply::TICK_FIRED)
             .bind(schedule)
             .bind(tick)
             .fetch_optional(&mut **tx)
