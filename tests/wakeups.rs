@@ -132,7 +132,7 @@ fn two_replicas_hand_work_to_each_other() {
     }
     let killed = sb.rows(
         "SELECT CAST(pg_terminate_backend(pid) AS TEXT) FROM pg_stat_activity \
-         WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
+         WHERE query LIKE 'LISTEN %' AND datname = current_database() AND pid <> pg_backend_pid()",
     );
     assert_eq!(killed.len(), 2, "each replica listens on a connection: {killed:?}");
     let second = batch(4);

@@ -43,6 +43,8 @@ pub struct PostgresStore {
     channel: String,
     /// Whether the listener task was started.
     listening: std::sync::atomic::AtomicBool,
+    /// Run creation, group-committed.
+    creator: create::Creator,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -62,6 +64,7 @@ const MAX_CONNECTIONS: u32 = 16;
 const TRANSIENT_TRIES: u32 = 8;
 
 mod bell;
+mod create;
 mod rows;
 mod schema;
 pub(in crate::store) mod write;
@@ -95,12 +98,10 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.options([("search_path", schema.as_str())]))
             .await?;
-        Ok(PostgresStore {
-            pool,
-            bell: Arc::default(),
-            channel: bell::channel(&schema),
-            listening: Default::default(),
-        })
+        let bell = Arc::<Doorbell>::default();
+        let channel = bell::channel(&schema);
+        let creator = create::Creator::start(pool.clone(), channel.clone(), bell.clone());
+        Ok(PostgresStore { pool, bell, channel, listening: Default::default(), creator })
     }
 }
 
@@ -212,20 +213,6 @@ pub(in crate::store) const OUTBOX_CLAIM: &str = "UPDATE outbox SET next_at = $1,
      RETURNING *";
 
 impl PostgresStore {
-    async fn create_run_once(&self, run: &NewRun) -> Result<Created> {
-        let mut tx = self.pool.begin().await?;
-        let created = apply::create(&mut Tx(&mut tx), run).await?;
-        let wakes = matches!(created, Created::Run(_));
-        if wakes {
-            bell::announce(&mut tx, &self.channel, &Wake::Due).await?;
-        }
-        tx.commit().await?;
-        if wakes {
-            self.bell.ring(&Wake::Due);
-        }
-        Ok(created)
-    }
-
     async fn claim_once(
         &self,
         worker: &str,
@@ -332,7 +319,7 @@ impl Store for PostgresStore {
 
 
     async fn create_run(&self, run: NewRun) -> Result<Created> {
-        retrying(|| self.create_run_once(&run)).await
+        self.creator.create(run).await
     }
 
     async fn claim(
