@@ -11,9 +11,12 @@ pub mod audit;
 mod conformance;
 #[cfg(test)]
 mod conformance_more;
+#[cfg(test)]
+mod conformance_prune;
 mod error;
 mod ids;
 pub mod postgres;
+mod prune;
 mod reads;
 mod rows;
 pub mod sqlite;
@@ -22,6 +25,7 @@ mod types;
 use std::sync::Arc;
 
 pub use error::{Conflict, Outage, Result, StoreError};
+pub use prune::{PruneBatch, PruneCursor, PrunePolicy, Pruned};
 use reads::{select, with_shared_reads};
 pub use types::*;
 
@@ -107,6 +111,30 @@ pub trait Store: Send + Sync {
     async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()>;
     /// A run's notifications, oldest first.
     async fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>>;
+
+    /// One batch of retention (`prune.rs`), in a short transaction of its
+    /// own: of the next `limit` ended runs after `after`, the whole trees
+    /// that `policy` lets go are deleted with every row keyed by their runs
+    /// (or counted: `dry_run`). Never an active run, a run with an active
+    /// relative, or the audit log. `next` is where the following batch
+    /// starts; `None` when the pass is over.
+    async fn prune_runs(
+        &self,
+        policy: &PrunePolicy,
+        after: Option<&PruneCursor>,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneBatch>;
+    /// Deletes at most `limit` each of schedule ticks older than
+    /// `ticks_before` (never a schedule's latest, which its catch-up starts
+    /// from) and webhook signatures expired at `now`. A dry run counts them all.
+    async fn prune_markers(
+        &self,
+        ticks_before: Option<i64>,
+        now: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<Pruned>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `postgres://…`) and applies migrations.

@@ -63,6 +63,7 @@ macro_rules! active {
 }
 
 // Below `active!`: a macro is in scope only after its definition.
+pub(crate) mod prune;
 mod rows;
 mod schema;
 mod write;
@@ -477,6 +478,26 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn prune_runs(
+        &self,
+        policy: &PrunePolicy,
+        after: Option<&PruneCursor>,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneBatch> {
+        self.prune_runs_batch(policy, after, limit, dry_run).await
+    }
+
+    async fn prune_markers(
+        &self,
+        ticks_before: Option<i64>,
+        now: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<Pruned> {
+        self.prune_markers_batch(ticks_before, now, limit, dry_run).await
     }
 }
 }

@@ -2,6 +2,7 @@
 //! survives power loss), `BEGIN IMMEDIATE` for writes so several processes
 //! on one file queue for the write lock instead of failing.
 
+pub(crate) mod prune;
 mod rows;
 mod write;
 use rows::*;
@@ -420,6 +421,26 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn prune_runs(
+        &self,
+        policy: &PrunePolicy,
+        after: Option<&PruneCursor>,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneBatch> {
+        self.prune_runs_batch(policy, after, limit, dry_run).await
+    }
+
+    async fn prune_markers(
+        &self,
+        ticks_before: Option<i64>,
+        now: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<Pruned> {
+        self.prune_markers_batch(ticks_before, now, limit, dry_run).await
     }
 }
 }
