@@ -405,7 +405,7 @@ fn default_interval() -> Interval {
 }
 
 fn default_batch() -> Batch {
-    Batch(100)
+    Batch(50)
 }
 
 impl Default for RetentionConfig {
