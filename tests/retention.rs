@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Sandbox, crash_seed, eventually, stderr, stdout};
+use crate::util::{Api, Sandbox, crash_seed, eventually, stderr, stdout};
 
 const DAY: i64 = 86_400_000;
 
@@ -210,16 +210,32 @@ fn a_serve_killed_in_the_middle_of_a_prune_leaves_every_run_whole_and_the_next_f
     }
 
     // The next serve finishes the prune; the recent run stays.
-    let _serve = sb.serve();
+    let api = Api::start(&sb);
     assert!(
         eventually(Duration::from_secs(120), || runs() == 1),
         "{} runs left:\n{}",
         runs(),
-        sb.serve_logs()
+        api.log_text()
     );
     sb.ok(&["show", &template]);
     assert_eq!(orphans(&sb), []);
     sb.ok(&["audit", "verify"]);
-    let logs = sb.serve_logs();
-    assert!(logs.is_empty() || !logs.contains("Pruning failed"), "{logs}");
+    // Logged, counted and audited.
+    let counted = format!("lifeboat_pruned_rows_total{{table=\"runs\"}} {}", left - 1);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            api.get("/metrics", None).body.as_str().is_some_and(|m| m.contains(&counted))
+        }),
+        "{counted}:\n{:?}",
+        api.get("/metrics", None).body
+    );
+    let log = api.log_text();
+    assert!(log.contains("Pruned ended runs past their retention."), "{log}");
+    assert!(!log.contains("Pruning failed"), "{log}");
+    let audit: Vec<Value> =
+        serde_json::from_slice(&sb.ok(&["audit", "list", "--json"]).stdout).expect("JSON");
+    assert!(
+        audit.iter().any(|e| e["action"] == "prune"
+            && e["actor"].as_str().is_some_and(|a| a.starts_with("serve ")))
+    );
 }

@@ -351,3 +351,29 @@ async fn no_retention_statement_reads_a_whole_table_on_postgres() {
         assert!(!plan.iter().any(|l| full_scan(l)), "{sql}\n{}", plan.join("\n"));
     }
 }
+
+#[tokio::test]
+async fn pruners_running_at_once_delete_each_run_once() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let now = now_ms();
+        for i in 0..12 {
+            let ended = Some(now - 100 * DAY + i);
+            seed(
+                &*store,
+                new_run(&format!("r{i:02}"), None, false),
+                RunStatus::Succeeded,
+                ended,
+                false,
+            )
+            .await;
+        }
+        let policy = PrunePolicy { cutoff: Some(now - DAY), ..Default::default() };
+        // Two passes at once (two replicas; on Postgres, two connections).
+        let (a, b) =
+            tokio::join!(pass(&*store, &policy, 2, false), pass(&*store, &policy, 3, false));
+        assert_eq!(a.runs + b.runs, 12, "{name}: {a:?} {b:?}");
+        assert_eq!(a.steps + b.steps, 24, "{name}: no row counted twice");
+        assert_eq!(store.run_counts().await.unwrap(), [], "{name}: every run went");
+    }
+}
