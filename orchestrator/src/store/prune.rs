@@ -10,7 +10,7 @@
 //! notifications is still being delivered. So an active run, a run whose
 //! parent (or any relative) is still active, and a run a notification waits
 //! on are never touched. Deleting a tree removes every row keyed by its
-//! runs (`RUN_TABLES`, children first, `runs` last) in one transaction. The
+//! runs (`RUN_TABLES`, `runs` last) in one transaction. The
 //! audit log is never touched: its hash chain would break (`audit verify`),
 //! and it is the evidence kept longest. Definitions stay too (shared by
 //! runs, content-addressed, small).
@@ -134,17 +134,6 @@ impl Pruned {
             ("webhook_signatures", self.webhook_signatures),
         ]
     }
-
-    fn set(&mut self, table: &str, n: u64) {
-        match table {
-            "steps" => self.steps = n,
-            "attempts" => self.attempts = n,
-            "events" => self.events = n,
-            "requests" => self.requests = n,
-            "outbox" => self.outbox = n,
-            _ => self.runs = n,
-        }
-    }
 }
 
 fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -171,11 +160,20 @@ pub(crate) struct TreeRun {
     pub finished_at: Option<i64>,
 }
 
-/// Tables with a `run_id` column, deleted before the runs themselves
-/// (`steps` references `runs`). The audit log is not one of them, ever;
-/// `schedule_ticks` is pruned by age instead (`TICKS_*`), keeping each
-/// schedule's latest tick, which the scheduler's catch-up starts from.
-pub(crate) const RUN_TABLES: [&str; 5] = ["attempts", "events", "requests", "outbox", "steps"];
+/// Every table with rows of a run, with its count in `Pruned`: the tables
+/// with a `run_id` column first (`steps` references `runs`), `runs` last.
+/// The audit log is not one of them, ever; `schedule_ticks` is pruned by
+/// age instead (`ticks_sql`), keeping each schedule's latest tick, which
+/// the scheduler's catch-up starts from.
+type Count = fn(&mut Pruned) -> &mut u64;
+pub(crate) const RUN_TABLES: [(&str, Count); 6] = [
+    ("attempts", |p| &mut p.attempts),
+    ("events", |p| &mut p.events),
+    ("requests", |p| &mut p.requests),
+    ("outbox", |p| &mut p.outbox),
+    ("steps", |p| &mut p.steps),
+    ("runs", |p| &mut p.runs),
+];
 
 /// The oldest ended runs, after the cursor: `$1` bound, `($2, $3)` cursor,
 /// `$4` limit. Served by `runs_ended` (migration 0007) without reading history.
@@ -235,7 +233,7 @@ pub(crate) fn signatures_sql(delete: bool, lock: &str) -> String {
 #[cfg(test)]
 pub(crate) fn statements(in_roots: &str) -> Vec<String> {
     let mut out = vec![ENDED_SQL.to_string(), TREE_SQL.into(), DELIVERING_SQL.into()];
-    for table in RUN_TABLES.iter().chain(&["runs"]) {
+    for (table, _) in RUN_TABLES {
         out.push(rows_sql(table, true));
         out.push(rows_sql(table, false));
     }
@@ -303,9 +301,8 @@ pub(crate) async fn batch(
     if doomed.is_empty() {
         return Ok(PruneBatch { pruned, next });
     }
-    for table in RUN_TABLES.iter().chain(&["runs"]) {
-        let n = tx.rows(&rows_sql(table, !dry_run), &doomed, !dry_run).await?;
-        pruned.set(table, n);
+    for (table, count) in RUN_TABLES {
+        *count(&mut pruned) = tx.rows(&rows_sql(table, !dry_run), &doomed, !dry_run).await?;
     }
     let ended_at =
         doomed.iter().flat_map(|root| &trees[root.as_str()]).filter_map(|r| r.finished_at);
