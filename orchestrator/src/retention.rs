@@ -26,21 +26,33 @@ pub fn policy(config: &RetentionConfig, now: i64) -> PrunePolicy {
     }
 }
 
-/// One whole pass: batches of `batch` runs until none is left, then the
-/// schedule ticks older than `ticks_before` (each schedule's latest kept)
-/// and the expired webhook signatures. Yields between batches, so the
-/// workers' writes interleave with the pass's.
+/// What one pass deletes (or counts, `dry_run`).
+pub struct Pass<'a> {
+    pub policy: &'a PrunePolicy,
+    /// Schedule ticks older than this go (each schedule's latest kept).
+    pub ticks_before: Option<i64>,
+    /// Ended runs per batch.
+    pub batch: usize,
+    pub dry_run: bool,
+}
+
+/// One whole pass: batches of runs until none is left, then the old
+/// schedule ticks and the expired webhook signatures; `each` sees every
+/// batch's counts as it commits. Yields between batches, so the workers'
+/// writes interleave with the pass's, and ends early (with what it did)
+/// once `stop` is cancelled, between batches: a batch is never cut short.
 pub async fn prune(
     store: &dyn Store,
-    policy: &PrunePolicy,
-    ticks_before: Option<i64>,
-    batch: usize,
-    dry_run: bool,
+    pass: Pass<'_>,
+    stop: &CancellationToken,
+    mut each: impl FnMut(&Pruned) + Send,
 ) -> crate::store::Result<Pruned> {
+    let Pass { policy, ticks_before, batch, dry_run } = pass;
     let mut total = Pruned::default();
     let mut after = None;
-    loop {
+    while !stop.is_cancelled() {
         let done = store.prune_runs(policy, after.as_ref(), batch, dry_run).await?;
+        each(&done.pruned);
         total.add(&done.pruned);
         match done.next {
             Some(next) => after = Some(next),
@@ -49,8 +61,9 @@ pub async fn prune(
         tokio::task::yield_now().await;
     }
     let now = crate::store::now_ms();
-    loop {
+    while !stop.is_cancelled() {
         let done = store.prune_markers(ticks_before, now, batch, dry_run).await?;
+        each(&done);
         total.add(&done);
         if dry_run || (done.schedule_ticks < batch as u64 && done.webhook_signatures < batch as u64)
         {
@@ -61,8 +74,10 @@ pub async fn prune(
     Ok(total)
 }
 
-/// The pruner of `serve`: a pass now and every `interval` until `shutdown`.
-/// A failed pass is logged and counted, and the next one tries again: it
+/// The pruner of `serve`: a pass now and every `interval` until `shutdown`
+/// (which ends a pass between two batches). Rows are counted in the metrics
+/// batch by batch; a pass that deleted something is logged and audited. A
+/// failed pass is logged and counted, and the next one tries again: it
 /// never stops `serve`.
 pub async fn run(
     store: Arc<dyn Store>,
@@ -78,13 +93,14 @@ pub async fn run(
     loop {
         let now = crate::store::now_ms();
         let policy = policy(&config, now);
-        let pass = tokio::select! {
-            pass = prune(&*store, &policy, policy.cutoff, config.batch.0, false) => pass,
-            _ = shutdown.cancelled() => return,
+        let pass = Pass {
+            policy: &policy,
+            ticks_before: policy.cutoff,
+            batch: config.batch.0,
+            dry_run: false,
         };
-        match pass {
+        match prune(&*store, pass, &shutdown, crate::metrics::pruned).await {
             Ok(pruned) => {
-                crate::metrics::pruned(&pruned);
                 if !pruned.is_empty() {
                     tracing::info!(
                         runs = pruned.runs,

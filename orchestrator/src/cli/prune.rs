@@ -48,14 +48,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     };
     let ticks_before = if args.workflow.is_some() { None } else { policy.cutoff };
     policy.only = args.workflow.clone();
-    let pruned = crate::retention::prune(
-        &*ctx.store,
-        &policy,
+    let pass = crate::retention::Pass {
+        policy: &policy,
         ticks_before,
-        retention.batch.0,
-        args.dry_run,
-    )
-    .await?;
+        batch: retention.batch.0,
+        dry_run: args.dry_run,
+    };
+    let never = tokio_util::sync::CancellationToken::new();
+    let pruned = crate::retention::prune(&*ctx.store, pass, &never, |_| {}).await?;
     if !args.dry_run && !pruned.is_empty() {
         super::audit::record(
             ctx,
