@@ -13,6 +13,7 @@ mod init;
 mod injection;
 mod people;
 mod redaction;
+mod retention;
 mod run;
 mod runbooks;
 mod schedules;

@@ -1,7 +1,10 @@
 //! `lifeboat.toml`: defaults -> file -> `LIFEBOAT_*` env -> flags.
 //! Secrets are never in the file: it names the env variables that hold them.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -33,6 +36,9 @@ pub struct Config {
     pub executor: ExecutorConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// How long ended runs are kept (`crate::retention`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Where `http` steps may connect (see `lifeboat_steps::http::policy`).
     #[serde(default)]
     pub http: lifeboat_steps::http::PolicyConfig,
@@ -112,6 +118,7 @@ impl Default for Config {
             connections: IndexMap::new(),
             executor: ExecutorConfig::default(),
             audit: AuditConfig::default(),
+            retention: Default::default(),
             http: Default::default(),
         }
     }
@@ -255,6 +262,176 @@ pub struct ConnectionConfig {
     pub url_env: String,
 }
 
+// ---- `[retention]` (the pruner that applies it: `crate::retention`) ----
+
+/// The shortest retention `[retention]` accepts: runs deleted sooner than
+/// this would vanish while people still look at them.
+const MIN_KEEP_MS: u64 = 60 * 60 * 1000;
+/// Most runs one batch looks at: a batch is one transaction that workers
+/// queue behind on SQLite.
+const MAX_BATCH: usize = 10_000;
+
+/// How long ended runs are kept: `"never"` (kept forever) or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Keep {
+    Forever,
+    For(crate::model::Duration),
+}
+
+impl Keep {
+    /// The cutoff at `now`: runs that ended before it may go.
+    pub fn cutoff(self, now: i64) -> Option<i64> {
+        match self {
+            Keep::Forever => None,
+            Keep::For(d) => {
+                Some(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+            }
+        }
+    }
+}
+
+impl FromStr for Keep {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Keep, String> {
+        if text.trim() == "never" {
+            return Ok(Keep::Forever);
+        }
+        let d: crate::model::Duration = text.parse().map_err(|e| {
+            format!("{e}; write how long runs are kept after they end, e.g. \"90d\", or \"never\"")
+        })?;
+        if d.as_millis() < MIN_KEEP_MS {
+            return Err(format!(
+                "`{text}` is less than an hour: runs would be deleted while people still read them; \
+                 keep them at least \"1h\" (`lifeboat prune --older-than` deletes sooner by hand)"
+            ));
+        }
+        Ok(Keep::For(d))
+    }
+}
+
+impl TryFrom<String> for Keep {
+    type Error = String;
+    fn try_from(text: String) -> Result<Keep, String> {
+        text.parse()
+    }
+}
+
+impl From<Keep> for String {
+    fn from(keep: Keep) -> String {
+        keep.to_string()
+    }
+}
+
+impl fmt::Display for Keep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Keep::Forever => f.write_str("never"),
+            Keep::For(d) => d.fmt(f),
+        }
+    }
+}
+
+/// How often the pruner runs: at least a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "crate::model::Duration", into = "crate::model::Duration")]
+pub struct Interval(pub crate::model::Duration);
+
+impl TryFrom<crate::model::Duration> for Interval {
+    type Error = String;
+    fn try_from(d: crate::model::Duration) -> Result<Interval, String> {
+        if d.as_millis() < 1_000 {
+            return Err(format!("`{d}` is shorter than a second: the pruner would never rest"));
+        }
+        Ok(Interval(d))
+    }
+}
+
+impl From<Interval> for crate::model::Duration {
+    fn from(i: Interval) -> crate::model::Duration {
+        i.0
+    }
+}
+
+/// Runs one batch looks at: 1 ..= 10,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "usize", into = "usize")]
+pub struct Batch(pub usize);
+
+impl TryFrom<usize> for Batch {
+    type Error = String;
+    fn try_from(n: usize) -> Result<Batch, String> {
+        if n == 0 || n > MAX_BATCH {
+            return Err(format!(
+                "{n} is not a batch size: a batch deletes 1 to {MAX_BATCH} runs in one short transaction"
+            ));
+        }
+        Ok(Batch(n))
+    }
+}
+
+impl From<Batch> for usize {
+    fn from(b: Batch) -> usize {
+        b.0
+    }
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How long runs are kept after they end (`"never"`: forever).
+    #[serde(default = "default_runs")]
+    pub runs: Keep,
+    /// Per workflow, replacing `runs` for its runs (a DR runbook's runs
+    /// kept for the audit year: `failover = "400d"`).
+    #[serde(default)]
+    pub workflows: BTreeMap<String, Keep>,
+    /// How often `serve` prunes.
+    #[serde(default = "default_interval")]
+    pub interval: Interval,
+    /// Ended runs one batch (one short transaction) looks at.
+    #[serde(default = "default_batch")]
+    pub batch: Batch,
+}
+
+fn default_runs() -> Keep {
+    Keep::Forever
+}
+
+fn default_interval() -> Interval {
+    Interval(crate::model::Duration::from_millis(60 * 60 * 1000))
+}
+
+fn default_batch() -> Batch {
+    Batch(50)
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            runs: default_runs(),
+            workflows: BTreeMap::new(),
+            interval: default_interval(),
+            batch: default_batch(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The `[retention.workflows]` keys for which `known` says no: a typo
+    /// there would quietly give a runbook the default retention.
+    pub fn unknown_workflows(&self, known: impl Fn(&str) -> bool) -> Vec<&str> {
+        self.workflows.keys().map(String::as_str).filter(|w| !known(w)).collect()
+    }
+
+    /// Whether anything is ever deleted.
+    pub fn prunes(&self) -> bool {
+        self.runs != Keep::Forever || self.workflows.values().any(|k| *k != Keep::Forever)
+    }
+}
+
 /// Keys that may come from `LIFEBOAT_*` variables (`__` separates levels).
 /// Other `LIFEBOAT_*` variables (tokens, secrets) are not configuration.
 const ENV_KEYS: &[&str] = &[
@@ -275,6 +452,9 @@ const ENV_KEYS: &[&str] = &[
     "audit.anchor_file",
     "audit.anchor_key_env",
     "audit.anchor_every",
+    "retention.runs",
+    "retention.interval",
+    "retention.batch",
 ];
 
 /// A configuration that cannot be used: the user's to fix (exit 1), named

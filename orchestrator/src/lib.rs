@@ -20,6 +20,7 @@ pub mod kinds;
 mod layers;
 pub mod metrics;
 pub mod model;
+pub mod retention;
 pub mod schema;
 pub mod serve;
 pub mod store;

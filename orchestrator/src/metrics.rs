@@ -78,6 +78,13 @@ struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<HttpLabels>,
     connections_closed: Family<ReasonLabel, Counter>,
+    pruned_rows: Family<TableLabel, Counter>,
+    prune_failures: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
 }
 
 fn step_buckets() -> Histogram {
@@ -112,6 +119,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         http_requests: Family::default(),
         http_duration: Family::new_with_constructor(http_buckets),
         connections_closed: Family::default(),
+        pruned_rows: Family::default(),
+        prune_failures: Counter::default(),
     };
     // Name, then the field registered under it, then its help text.
     register! { registry, m,
@@ -126,6 +135,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "http_requests" => http_requests, "HTTP requests served, by method, route and status code";
         "http_request_duration_seconds" => http_duration, "HTTP request latency, by method, route and status code";
         "http_connections_closed" => connections_closed, "Connections the server closed itself, by reason (refused: over [server] max_connections; timed_out: header_read_timeout or idle_timeout)";
+        "pruned_rows" => pruned_rows, "Rows the retention pruner deleted, by table (runs, steps, attempts, events, requests, outbox, schedule_ticks, webhook_signatures)";
+        "prune_failures" => prune_failures, "Pruner passes that failed (logged; tried again at the next interval)";
     }
     Metrics { registry, ..m }
 });
@@ -193,6 +204,18 @@ pub fn connection_refused() {
 /// A connection was closed by `[server] header_read_timeout` or `idle_timeout`.
 pub fn connection_timed_out() {
     METRICS.connections_closed.get_or_create(&ReasonLabel { reason: "timed_out".into() }).inc();
+}
+
+/// A pruner pass deleted these rows.
+pub fn pruned(pruned: &crate::store::Pruned) {
+    for (table, n) in pruned.counts() {
+        METRICS.pruned_rows.get_or_create(&TableLabel { table: table.into() }).inc_by(n);
+    }
+}
+
+/// A pruner pass failed.
+pub fn prune_failed() {
+    METRICS.prune_failures.inc();
 }
 
 /// Sets the gauges of active runs; statuses absent from `counts` are set

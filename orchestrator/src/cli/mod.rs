@@ -28,6 +28,7 @@ mod out;
 mod people;
 mod plan;
 mod progress;
+mod prune;
 mod report;
 mod run;
 mod schedules;
@@ -124,6 +125,8 @@ pub enum Command {
     /// The hash-chained audit log: `verify` it, `list` entries.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Delete ended runs past their retention (or --older-than), with --dry-run to count.
+    Prune(prune::Args),
     /// The worker loop, the HTTP API, webhooks, schedules and notifications.
     Serve(serve::Args),
     /// Apply database migrations (also done on every start).
@@ -181,6 +184,7 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             Command::Serve(args) => serve::run(&ctx, args).await,
             Command::Schedules(args) => schedules::run(&ctx, args).await,
             Command::Audit(command) => audit::run(&ctx, command).await,
+            Command::Prune(args) => prune::run(&ctx, args).await,
             Command::Migrate => {
                 outln!("migrations applied to {}", crate::app::redact_url(&ctx.database_url));
                 Ok(ExitCode::SUCCESS)

@@ -69,6 +69,12 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         if app.catalog.snapshot().workflows.len() == 1 { "" } else { "s" },
         ctx.workflows_dir.display()
     );
+    for name in ctx.config.retention.unknown_workflows(|w| app.catalog.get(w).is_some()) {
+        eprintln!(
+            "lifeboat serve: warning: [retention.workflows] {name} names no workflow in {}; its runs (if any) are kept as [retention] runs says",
+            ctx.workflows_dir.display()
+        );
+    }
     let background = server::spawn_background(&app);
     // Checkpoints of the audit head: now, every `anchor_every`, and last
     // after everything else stopped.

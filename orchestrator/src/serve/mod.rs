@@ -128,7 +128,8 @@ async fn observe(req: Request, next: Next) -> Response {
 }
 
 /// Tasks that run beside the workers and the HTTP server until `shutdown`:
-/// the catalog's reloads, the scheduler, and the notification dispatcher.
+/// the catalog's reloads, the scheduler, the notification dispatcher, and
+/// the retention pruner (`crate::retention::run`).
 pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(
@@ -140,6 +141,12 @@ pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
             app.shutdown.clone(),
         )),
         tokio::spawn(app.ctx.dispatcher(&app.engine).run(app.shutdown.clone())),
+        tokio::spawn(crate::retention::run(
+            app.ctx.store.clone(),
+            app.ctx.config.retention.clone(),
+            format!("serve {}", app.engine.opts.worker_id),
+            app.shutdown.clone(),
+        )),
     ]
 }
 

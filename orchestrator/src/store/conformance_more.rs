@@ -161,3 +161,24 @@ async fn a_burst_of_submissions_creates_every_run_with_its_audit_entry() {
         assert_eq!(walk.verified, 60, "{name}");
     }
 }
+
+/// A request for a run that is not there (pruned a moment ago, or a wrong
+/// id) is refused as not found, and leaves no request or event behind.
+#[tokio::test]
+async fn a_request_for_a_missing_run_is_not_found_and_writes_nothing() {
+    for (name, store, _dir) in backends().await {
+        let err = store
+            .request(NewRequest {
+                run_id: "gone".into(),
+                kind: RequestKind::Cancel,
+                step_id: None,
+                data: None,
+                actor: "alice".into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(ref id) if id == "gone"), "{name}: {err}");
+        assert!(store.open_requests("gone").await.unwrap().is_empty(), "{name}");
+        assert!(store.events("gone", 0).await.unwrap().is_empty(), "{name}");
+    }
+}

@@ -20,6 +20,8 @@ pub mod audit;
 mod conformance;
 #[cfg(test)]
 mod conformance_more;
+#[cfg(test)]
+mod conformance_prune;
 mod error;
 #[cfg(test)]
 mod history;
@@ -27,6 +29,7 @@ mod ids;
 #[cfg(test)]
 mod plans;
 pub mod postgres;
+mod prune;
 mod reads;
 mod rows;
 pub mod sqlite;
@@ -36,6 +39,7 @@ pub mod wake;
 use std::sync::Arc;
 
 pub use error::{Conflict, Outage, Result, StoreError};
+pub use prune::{PruneBatch, PruneCursor, PrunePolicy, Pruned};
 use reads::{NEXT_WAKE_SQL, select, with_shared_reads};
 pub use types::*;
 pub use wake::{Doorbell, Wake};
@@ -136,6 +140,29 @@ pub trait Store: Send + Sync {
     /// The earliest timer after `now`: the smallest `wake_at` past `now` of
     /// an active run that nobody holds and that is not paused.
     async fn next_wake(&self, now: i64) -> Result<Option<i64>>;
+    /// One batch of retention (`prune.rs`), in a short transaction of its
+    /// own: of the next `limit` ended runs after `after`, the whole trees
+    /// that `policy` lets go are deleted with every row keyed by their runs
+    /// (or counted: `dry_run`). Never an active run, a run with an active
+    /// relative, or the audit log. `next` is where the following batch
+    /// starts; `None` when the pass is over.
+    async fn prune_runs(
+        &self,
+        policy: &PrunePolicy,
+        after: Option<&PruneCursor>,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneBatch>;
+    /// Deletes at most `limit` each of schedule ticks older than
+    /// `ticks_before` (never a schedule's latest, which its catch-up starts
+    /// from) and webhook signatures expired at `now`. A dry run counts them all.
+    async fn prune_markers(
+        &self,
+        ticks_before: Option<i64>,
+        now: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<Pruned>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `postgres://…`) and applies migrations.

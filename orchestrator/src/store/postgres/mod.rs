@@ -65,6 +65,7 @@ const TRANSIENT_TRIES: u32 = 8;
 
 mod bell;
 mod create;
+pub(crate) mod prune;
 mod rows;
 mod schema;
 pub(in crate::store) mod write;
@@ -257,7 +258,7 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         // The run's row first: its lock orders this event among the run's own.
         // Due now; a finished run asked to retry becomes claimable again.
-        sqlx::query(
+        let found = sqlx::query(
             "UPDATE runs SET wake_at = NULL, woken = true, \
                status = CASE WHEN $2 THEN 'queued' ELSE status END, \
                finished_at = CASE WHEN $2 THEN NULL ELSE finished_at END \
@@ -267,6 +268,10 @@ impl PostgresStore {
         .bind(req.kind == RequestKind::Retry)
         .execute(&mut *tx)
         .await?;
+        // Pruned (or never there): nothing is written for it.
+        if found.rows_affected() == 0 {
+            return Err(StoreError::NotFound(req.run_id.clone()));
+        }
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO requests (run_id, kind, step_id, data, actor, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -514,6 +519,26 @@ impl Store for PostgresStore {
             tokio::spawn(bell::hear(self.pool.clone(), self.channel.clone(), self.bell.clone()));
         }
         Ok(())
+    }
+
+    async fn prune_runs(
+        &self,
+        policy: &PrunePolicy,
+        after: Option<&PruneCursor>,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneBatch> {
+        self.prune_runs_batch(policy, after, limit, dry_run).await
+    }
+
+    async fn prune_markers(
+        &self,
+        ticks_before: Option<i64>,
+        now: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<Pruned> {
+        self.prune_markers_batch(ticks_before, now, limit, dry_run).await
     }
 }
 }

@@ -4,6 +4,7 @@
 
 mod bell;
 mod create;
+pub(crate) mod prune;
 mod rows;
 mod write;
 use rows::*;
@@ -330,10 +331,15 @@ impl Store for SqliteStore {
         } else {
             ""
         };
-        sqlx::query(&format!("UPDATE runs SET wake_at = NULL, woken = 1{reopen} WHERE id = ?"))
-            .bind(&req.run_id)
-            .execute(&mut *tx)
-            .await?;
+        let found =
+            sqlx::query(&format!("UPDATE runs SET wake_at = NULL, woken = 1{reopen} WHERE id = ?"))
+                .bind(&req.run_id)
+                .execute(&mut *tx)
+                .await?;
+        // Pruned (or never there): nothing is written for it.
+        if found.rows_affected() == 0 {
+            return Err(StoreError::NotFound(req.run_id));
+        }
         sqlx::query(
             "INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?, ?, 'request', ?, ?)",
         )
@@ -459,6 +465,26 @@ impl Store for SqliteStore {
             .peers
             .listen(self.bells.local.clone())
             .map_err(|e| StoreError::Config(format!("cannot hear other processes' wake-ups: {e}")))
+    }
+
+    async fn prune_runs(
+        &self,
+        policy: &PrunePolicy,
+        after: Option<&PruneCursor>,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<PruneBatch> {
+        self.prune_runs_batch(policy, after, limit, dry_run).await
+    }
+
+    async fn prune_markers(
+        &self,
+        ticks_before: Option<i64>,
+        now: i64,
+        limit: usize,
+        dry_run: bool,
+    ) -> Result<Pruned> {
+        self.prune_markers_batch(ticks_before, now, limit, dry_run).await
     }
 }
 }

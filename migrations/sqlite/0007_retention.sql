@@ -1,0 +1,10 @@
+-- Retention (store/prune.rs): the pruner walks ended runs oldest first and
+-- deletes every row keyed by them, without reading history to do it.
+-- Twin: migrations/postgres/0007_retention.sql.
+
+-- Ended runs in the order they ended (active runs have no finished_at).
+CREATE INDEX runs_ended ON runs (finished_at, id) WHERE finished_at IS NOT NULL;
+-- A run's requests, answered ones included (requests_open holds only open ones).
+CREATE INDEX requests_by_run ON requests (run_id);
+-- Schedule ticks by age, for pruning all but each schedule's latest.
+CREATE INDEX schedule_ticks_by_age ON schedule_ticks (tick_at);
