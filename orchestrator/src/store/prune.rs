@@ -262,6 +262,70 @@ pub(crate) trait PruneTx: Send {
     async fn rows(&mut self, sql: &str, roots: &[String], delete: bool) -> Result<u64>;
 }
 
+/// Wraps a backend's `impl PruneTx` (which writes `trees`), adding the
+/// methods that differ only in how the list of root ids is bound: `$in` is
+/// the backend's membership test for `{in_roots}`, `$bind` turns `&[String]`
+/// into what it binds.
+macro_rules! with_shared_pruning {
+    (in = $in:expr, bind = $bind:expr; $(#[$attr:meta])* impl PruneTx for $tx:ty { $($own:tt)* }) => {
+        $(#[$attr])*
+        impl PruneTx for $tx {
+            $($own)*
+
+            async fn ended(
+                &mut self,
+                before: i64,
+                after: Option<&PruneCursor>,
+                limit: i64,
+            ) -> Result<Vec<(i64, String, String)>> {
+                Ok(sqlx::query_as(prune::ENDED_SQL)
+                    .bind(before)
+                    .bind(after.map_or(i64::MIN, |c| c.finished_at))
+                    .bind(after.map_or("", |c| c.id.as_str()))
+                    .bind(limit)
+                    .fetch_all(&mut **self.0)
+                    .await?)
+            }
+
+            async fn delivering(&mut self, roots: &[String]) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar(&prune::DELIVERING_SQL.replace("{in_roots}", $in))
+                    .bind($bind(roots))
+                    .fetch_all(&mut **self.0)
+                    .await?)
+            }
+
+            async fn rows(&mut self, sql: &str, roots: &[String], delete: bool) -> Result<u64> {
+                let query = sql.replace("{in_roots}", $in);
+                if delete {
+                    let done = sqlx::query(&query).bind($bind(roots)).execute(&mut **self.0).await?;
+                    Ok(done.rows_affected())
+                } else {
+                    let n: i64 =
+                        sqlx::query_scalar(&query).bind($bind(roots)).fetch_one(&mut **self.0).await?;
+                    Ok(n.max(0) as u64)
+                }
+            }
+        }
+    };
+}
+pub(crate) use with_shared_pruning;
+
+/// The rows of `TREE_SQL`.
+pub(crate) type TreeRow = (String, String, String, String, Option<i64>);
+
+/// `TREE_SQL`'s rows as runs.
+pub(crate) fn tree_runs(rows: Vec<TreeRow>) -> Vec<TreeRun> {
+    rows.into_iter()
+        .map(|(id, root, workflow, status, finished_at)| TreeRun {
+            id,
+            root,
+            workflow,
+            status,
+            finished_at,
+        })
+        .collect()
+}
+
 /// One batch: the next `limit` ended runs after `after`; the trees rooted
 /// at them that may go entirely are deleted (or counted, `dry_run`).
 pub(crate) async fn batch(

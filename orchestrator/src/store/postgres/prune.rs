@@ -6,7 +6,7 @@
 //! retry request cannot reopen a run between the check and the delete.
 
 use super::*;
-use crate::store::prune::{self, PruneTx, TreeRun};
+use crate::store::prune::{self, PruneTx, TreeRun, with_shared_pruning};
 
 /// Membership in the `text[]` bound as `$1`.
 pub(crate) const IN_ROOTS: &str = "= ANY($1)";
@@ -17,59 +17,21 @@ const PRUNE_LOCK: i64 = 0x6c62_7072_756e_6521;
 /// An open transaction, as `prune::batch` deletes through it.
 pub(super) struct Pruning<'a>(pub(super) &'a mut Transaction<'static, Postgres>);
 
+with_shared_pruning! {
+in = IN_ROOTS, bind = std::convert::identity;
 #[async_trait::async_trait]
 impl PruneTx for Pruning<'_> {
-    async fn ended(
-        &mut self,
-        before: i64,
-        after: Option<&PruneCursor>,
-        limit: i64,
-    ) -> Result<Vec<(i64, String, String)>> {
-        Ok(sqlx::query_as(prune::ENDED_SQL)
-            .bind(before)
-            .bind(after.map_or(i64::MIN, |c| c.finished_at))
-            .bind(after.map_or("", |c| c.id.as_str()))
-            .bind(limit)
-            .fetch_all(&mut **self.0)
-            .await?)
-    }
-
     async fn trees(&mut self, roots: &[String], lock: bool) -> Result<Vec<TreeRun>> {
         let mut sql = prune::TREE_SQL.replace("{in_roots}", IN_ROOTS);
         if lock {
             // In id order, as claims and commits lock single rows: no cycle.
             sql.push_str(" ORDER BY id FOR UPDATE");
         }
-        let rows: Vec<(String, String, String, String, Option<i64>)> =
+        let rows: Vec<prune::TreeRow> =
             sqlx::query_as(&sql).bind(roots).fetch_all(&mut **self.0).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, root, workflow, status, finished_at)| TreeRun {
-                id,
-                root,
-                workflow,
-                status,
-                finished_at,
-            })
-            .collect())
+        Ok(prune::tree_runs(rows))
     }
-
-    async fn delivering(&mut self, roots: &[String]) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(&prune::DELIVERING_SQL.replace("{in_roots}", IN_ROOTS))
-            .bind(roots)
-            .fetch_all(&mut **self.0)
-            .await?)
-    }
-
-    async fn rows(&mut self, sql: &str, roots: &[String], delete: bool) -> Result<u64> {
-        let query = sql.replace("{in_roots}", IN_ROOTS);
-        if delete {
-            Ok(sqlx::query(&query).bind(roots).execute(&mut **self.0).await?.rows_affected())
-        } else {
-            let n: i64 = sqlx::query_scalar(&query).bind(roots).fetch_one(&mut **self.0).await?;
-            Ok(n.max(0) as u64)
-        }
-    }
+}
 }
 
 impl PostgresStore {

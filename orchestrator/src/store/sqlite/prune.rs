@@ -4,7 +4,7 @@
 //! JSON array read back with `json_each`.
 
 use super::*;
-use crate::store::prune::{self, PruneTx, TreeRun};
+use crate::store::prune::{self, PruneTx, TreeRun, with_shared_pruning};
 
 /// Membership in the JSON array bound as `$1`.
 pub(crate) const IN_ROOTS: &str = "IN (SELECT value FROM json_each($1))";
@@ -16,59 +16,20 @@ fn list(ids: &[String]) -> String {
     serde_json::to_string(ids).expect("strings are JSON")
 }
 
+with_shared_pruning! {
+in = IN_ROOTS, bind = list;
 #[async_trait::async_trait]
 impl PruneTx for Pruning<'_> {
-    async fn ended(
-        &mut self,
-        before: i64,
-        after: Option<&PruneCursor>,
-        limit: i64,
-    ) -> Result<Vec<(i64, String, String)>> {
-        Ok(sqlx::query_as(prune::ENDED_SQL)
-            .bind(before)
-            .bind(after.map_or(i64::MIN, |c| c.finished_at))
-            .bind(after.map_or("", |c| c.id.as_str()))
-            .bind(limit)
-            .fetch_all(&mut **self.0)
-            .await?)
-    }
-
     async fn trees(&mut self, roots: &[String], _lock: bool) -> Result<Vec<TreeRun>> {
         // The write lock is held: nothing changes these rows until commit.
-        let rows: Vec<(String, String, String, String, Option<i64>)> =
+        let rows: Vec<prune::TreeRow> =
             sqlx::query_as(&prune::TREE_SQL.replace("{in_roots}", IN_ROOTS))
                 .bind(list(roots))
                 .fetch_all(&mut **self.0)
                 .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, root, workflow, status, finished_at)| TreeRun {
-                id,
-                root,
-                workflow,
-                status,
-                finished_at,
-            })
-            .collect())
+        Ok(prune::tree_runs(rows))
     }
-
-    async fn delivering(&mut self, roots: &[String]) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(&prune::DELIVERING_SQL.replace("{in_roots}", IN_ROOTS))
-            .bind(list(roots))
-            .fetch_all(&mut **self.0)
-            .await?)
-    }
-
-    async fn rows(&mut self, sql: &str, roots: &[String], delete: bool) -> Result<u64> {
-        let query = sql.replace("{in_roots}", IN_ROOTS);
-        if delete {
-            Ok(sqlx::query(&query).bind(list(roots)).execute(&mut **self.0).await?.rows_affected())
-        } else {
-            let n: i64 =
-                sqlx::query_scalar(&query).bind(list(roots)).fetch_one(&mut **self.0).await?;
-            Ok(n.max(0) as u64)
-        }
-    }
+}
 }
 
 impl SqliteStore {
