@@ -117,6 +117,17 @@ async fn seed_async(target: &Target<'_>, template: &str, count: u64) -> Duration
         };
         selects.push(copy_sql(target, table, key, &columns, template, created));
     }
+    if let Target::Postgres { .. } = target {
+        // The store writes audit ids itself (the hash chain numbers them),
+        // so the sequence the copies draw from may lag behind.
+        for table in ["events", "audit"] {
+            conn.integer(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+                 (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+            ))
+            .await;
+        }
+    }
     let mut lo = 1;
     while lo <= count {
         let hi = (lo + BATCH - 1).min(count);
