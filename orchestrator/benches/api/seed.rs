@@ -198,3 +198,49 @@ fn copy_sql(
         values.join(", ")
     )
 }
+
+/// A direct connection for what the benchmark must not ask the API during a
+/// measurement: `GET /api/v1/runs/{id}` resolves id prefixes with
+/// `substr(id, 1, n)`, a scan of every run, so polling runs through it
+/// would load the server in proportion to history.
+pub struct Db {
+    runtime: tokio::runtime::Runtime,
+    conn: Conn,
+}
+
+impl Db {
+    pub fn open(target: &Target<'_>) -> Db {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let conn = runtime.block_on(async {
+            match target {
+                Target::Sqlite { url } => {
+                    Conn::Sqlite(sqlx::SqliteConnection::connect(url).await.expect("open SQLite"))
+                }
+                Target::Postgres { url, schema } => {
+                    let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                    sqlx::raw_sql(&format!("SET search_path TO {schema}"))
+                        .execute(&mut c)
+                        .await
+                        .expect("search_path");
+                    Conn::Postgres(c)
+                }
+            }
+        });
+        Db { runtime, conn }
+    }
+
+    /// Runs not ended (the predicate of the `runs_claimable` partial index).
+    pub fn active(&mut self) -> i64 {
+        let sql = "SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running', 'waiting', 'rolling_back')";
+        self.runtime.block_on(self.conn.integer(sql))
+    }
+
+    /// The latest `finished_at` (unix ms) of `workflow`'s runs created since `since`.
+    pub fn last_finished(&mut self, workflow: &str, since: i64) -> i64 {
+        let sql = format!(
+            "SELECT COALESCE(MAX(finished_at), 0) FROM runs WHERE workflow = '{workflow}' AND created_at >= {since}"
+        );
+        self.runtime.block_on(self.conn.integer(&sql))
+    }
+}
