@@ -15,19 +15,16 @@
 //! `LIFEBOAT_BENCH_NO_HOOK_LIMITS=1` for a build that predates the hook
 //! rate limit, whose configuration keys it would refuse).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::{Serve, binary};
 use criterion::{Criterion, criterion_group, criterion_main};
-
-fn binary() -> PathBuf {
-    std::env::var_os("LIFEBOAT_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lifeboat")))
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
@@ -62,10 +59,6 @@ fn tiny_server() -> u16 {
         }
     });
     port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 struct Sandbox {
@@ -111,25 +104,8 @@ impl Sandbox {
         cmd
     }
 
-    fn serve(&self) -> (Child, String) {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = self
-            .command(&["serve"])
-            .env("LIFEBOAT_SERVER__LISTEN", &addr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start lifeboat serve");
-        let base = format!("http://{addr}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::blocking::get(format!("{base}/healthz")).map(|r| r.status()).ok()
-            != Some(reqwest::StatusCode::OK)
-        {
-            assert!(Instant::now() < deadline, "serve did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (child, base)
+    fn serve(&self) -> Serve {
+        Serve::start(self.command(&["serve"]))
     }
 }
 
@@ -139,7 +115,8 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("front_door");
     group.sample_size(20).measurement_time(Duration::from_secs(10));
 
-    let (mut serve, base) = sb.serve();
+    let serve = sb.serve();
+    let base = serve.base.clone();
     let client = reqwest::blocking::Client::new();
     let mut n = 0u64;
     group.bench_function("webhook_accepted", |b| {
@@ -154,8 +131,7 @@ fn benches(c: &mut Criterion) {
             assert_eq!(reply.status(), 202, "{}", reply.text().unwrap_or_default());
         })
     });
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 
     group.bench_function("http_steps_20", |b| {
         b.iter(|| {
