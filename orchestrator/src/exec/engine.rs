@@ -24,6 +24,12 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// The shortest time between two claims that took runs, when a ring (not
+/// a timer or a free slot) wakes the worker: a run submitted alone is
+/// claimed at once, and a burst's runs are claimed a batch at a time
+/// instead of one claim each.
+const CLAIM_GAP: Duration = Duration::from_millis(2);
+
 /// Logs a driver task that ended in a panic (its run is handed back by
 /// lease expiry).
 fn reap(done: Result<(), tokio::task::JoinError>) {
@@ -286,6 +292,9 @@ impl Engine {
             tokio::spawn(async move { engine.hear_requests(shutdown).await })
         };
         let mut tasks = tokio::task::JoinSet::new();
+        let mut last_claim = std::time::Instant::now()
+            .checked_sub(CLAIM_GAP)
+            .unwrap_or_else(std::time::Instant::now);
         // `run --wait` created its run already leased to us: drive it at once.
         if let Some(root) = &only
             && let Some(run) = self.store.run(root).await?
@@ -326,7 +335,11 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            let claimed_any = !claimed.is_empty();
+            // Took all it could: more may be due already, look again at once.
+            let full = free > 0 && claimed.len() >= free;
+            if !claimed.is_empty() {
+                last_claim = std::time::Instant::now();
+            }
             for run_id in claimed {
                 // Its driver is still ending: it drives the run once more.
                 if let Some(d) = self.driving.lock().expect("poisoned").get_mut(&run_id) {
@@ -335,7 +348,7 @@ impl Engine {
                 }
                 self.spawn_drive(&mut tasks, run_id);
             }
-            if !claimed_any {
+            if !full {
                 // A ring during the claim above is remembered by `due`: the
                 // wait below ends at once and nothing is missed.
                 let timer = if free > 0 { self.until_next_timer().await } else { self.opts.poll };
@@ -343,7 +356,14 @@ impl Engine {
                     _ = shutdown.cancelled() => {}
                     // A driver ended: room for another run, or `run --wait` is done.
                     Some(done) = tasks.join_next(), if !tasks.is_empty() => reap(done),
-                    _ = due.changed(), if free > 0 => {}
+                    _ = due.changed(), if free > 0 => {
+                        // Under a burst, rings come faster than claims are
+                        // worth making: one claim per gap takes them all.
+                        let since = last_claim.elapsed();
+                        if since < CLAIM_GAP {
+                            tokio::time::sleep(CLAIM_GAP - since).await;
+                        }
+                    }
                     _ = tokio::time::sleep(timer) => {}
                 }
             }
