@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgConnection;
 use sqlx::postgres::{PgListener, PgPool};
-use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::store::{Doorbell, Result, Wake};
 
@@ -19,25 +19,11 @@ pub(super) fn channel(schema: &str) -> String {
     format!("lifeboat_wake:{schema}")
 }
 
-/// Queues `wake` for the other replicas, sent when `tx` commits.
-pub(super) async fn announce(
-    tx: &mut Transaction<'static, Postgres>,
-    channel: &str,
-    wake: &Wake,
-) -> Result<()> {
-    notify(tx, channel, wake).await
-}
-
-async fn notify(conn: &mut PgConnection, channel: &str, wake: &Wake) -> Result<()> {
+/// Queues `wake` for the other replicas on `conn`'s open transaction: sent
+/// when, and only if, it commits.
+pub(super) async fn announce(conn: &mut PgConnection, channel: &str, wake: &Wake) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(wake.encode()).execute(conn).await?;
     Ok(())
-}
-
-/// Sends `wake` now, outside any transaction (for a write that is one
-/// statement on the pool).
-pub(super) async fn send(pool: &PgPool, channel: &str, wake: &Wake) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    notify(&mut conn, channel, wake).await
 }
 
 /// Listens on `channel` for as long as the process runs, ringing `bell`.

@@ -88,14 +88,15 @@ async fn create_batch(
     let mut results = Vec::with_capacity(runs.len());
     for run in runs {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
-        let created = apply::create(&mut Tx(&mut tx), run).await;
-        match &created {
-            Err(e) if is_transient(e) => return Err(created.unwrap_err()),
-            Err(_) => {
+        let created = match apply::create(&mut Tx(&mut tx), run).await {
+            // The whole batch is rolled back and tried again.
+            Err(e) if is_transient(&e) => return Err(e),
+            Err(e) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT job").execute(&mut *tx).await?;
+                Err(e)
             }
-            Ok(_) => {}
-        }
+            ok => ok,
+        };
         sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
         results.push(created);
     }

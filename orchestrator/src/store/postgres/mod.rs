@@ -345,18 +345,24 @@ impl Store for PostgresStore {
     }
 
     async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
+        // One statement: the release, and its `NOTIFY` only if it released.
+        let sql = format!(
+            "WITH released AS ({RELEASE} RETURNING id) SELECT pg_notify($4, $5) FROM released"
+        );
         retrying(|| async {
-            sqlx::query(RELEASE)
-            .bind(wake_at)
-            .bind(run_id)
-            .bind(worker)
-            .execute(&self.pool)
-            .await?;
+            sqlx::query(&sql)
+                .bind(wake_at)
+                .bind(run_id)
+                .bind(worker)
+                .bind(&self.channel)
+                .bind(Wake::Due.encode())
+                .execute(&self.pool)
+                .await?;
             Ok(())
         })
         .await?;
         self.bell.ring(&Wake::Due);
-        bell::send(&self.pool, &self.channel, &Wake::Due).await
+        Ok(())
     }
 
     async fn commit(&self, worker: &str, run_id: &str, changes: &[Change]) -> Result<()> {

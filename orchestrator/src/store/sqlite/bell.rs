@@ -98,7 +98,12 @@ impl Peers {
         if self.own.get().is_some() {
             return Ok(());
         }
-        std::fs::create_dir_all(dir)?;
+        // Named in the error: the operator fixes that directory's permissions.
+        let at = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{path}: {e}"))
+        };
+        std::fs::create_dir_all(dir).map_err(at(dir))?;
         let suffix = &uuid::Uuid::now_v7().simple().to_string()[20..];
         let path = dir.join(format!("{}-{suffix}.sock", std::process::id()));
         if path.as_os_str().len() > SOCKET_PATH_MAX {
@@ -111,7 +116,7 @@ impl Peers {
                 ),
             ));
         }
-        let socket = tokio::net::UnixDatagram::bind(&path)?;
+        let socket = tokio::net::UnixDatagram::bind(&path).map_err(at(&path))?;
         if self.own.set(path.clone()).is_err() {
             // Another call bound first; this socket is not needed.
             let _ = std::fs::remove_file(&path);
@@ -168,6 +173,16 @@ mod tests {
         assert_eq!(requests.recv().await.unwrap(), "run-1");
         assert!(!stale.exists(), "the dead socket is removed by its sender");
         assert!(listener.own.get().unwrap().exists());
+    }
+
+    #[test]
+    fn a_socket_that_cannot_be_made_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lb.db");
+        // A file where the socket directory should be.
+        std::fs::write(dir.path().join("lb.db.wake"), "").unwrap();
+        let err = Peers::new(Some(&db)).listen(Arc::new(Doorbell::default())).unwrap_err();
+        assert!(err.to_string().contains("lb.db.wake"), "{err}");
     }
 
     #[test]
