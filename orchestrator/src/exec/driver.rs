@@ -57,6 +57,9 @@ pub enum DriveEnd {
     Stopped,
 }
 
+/// An attempt's task, not started yet.
+type Launch = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// What a step task reports back.
 struct Finished {
     index: usize,
@@ -74,6 +77,10 @@ pub struct Driver {
     in_flight: HashMap<(usize, Phase), CancellationToken>,
     /// Changes applied locally but not yet committed (see `stage`).
     staged: Vec<Change>,
+    /// Attempts whose start is staged: launched by the `flush` that makes
+    /// the start durable, so several starts (a fan-out) and the previous
+    /// step's end share one commit, and no side effect precedes its record.
+    launches: Vec<((usize, Phase), Launch)>,
     /// Step id -> index in `wf.steps`.
     index: HashMap<String, usize>,
     tx: mpsc::UnboundedSender<Finished>,
@@ -139,6 +146,7 @@ impl Driver {
             slots,
             in_flight: HashMap::new(),
             staged: Vec::new(),
+            launches: Vec::new(),
             index,
             tx,
             rx,
@@ -214,11 +222,30 @@ impl Driver {
     }
 
     /// Commits everything staged in one transaction (group commit), then
-    /// tells live watchers about its events.
+    /// launches the attempts it started and tells live watchers about its
+    /// events.
     async fn flush(&mut self) -> ExecResult<()> {
         if self.staged.is_empty() {
             return Ok(());
         }
+        if let Err(e) = self.commit_staged().await {
+            self.drop_launches();
+            return Err(e);
+        }
+        for (_, attempt) in self.launches.drain(..) {
+            tokio::spawn(attempt);
+        }
+        Ok(())
+    }
+
+    /// Attempts whose start was never committed never run.
+    fn drop_launches(&mut self) {
+        for (key, _) in std::mem::take(&mut self.launches) {
+            self.in_flight.remove(&key);
+        }
+    }
+
+    async fn commit_staged(&mut self) -> ExecResult<()> {
         self.stage_waiting_or_running()?;
         let changes = std::mem::take(&mut self.staged);
         // A database blip (restart, dropped connection) is retried while the
@@ -339,6 +366,7 @@ impl Driver {
     /// The main loop.
     pub async fn drive(&mut self) -> ExecResult<DriveEnd> {
         let result = self.drive_inner().await;
+        self.drop_launches();
         if result.is_err() || matches!(result, Ok(DriveEnd::Stopped)) {
             for token in self.in_flight.values() {
                 token.cancel();
@@ -482,7 +510,11 @@ impl Driver {
                 _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
                 // A process group is recorded before the attempt's end is.
                 Some(pgid) = self.spawned_rx.recv() => {
-                    self.commit(vec![pgid]).await?;
+                    let mut pgids = vec![pgid];
+                    while let Ok(pgid) = self.spawned_rx.try_recv() {
+                        pgids.push(pgid);
+                    }
+                    self.commit(pgids).await?;
                 }
                 _ = self.rt.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {
                     // Re-check promptly; steps in flight keep running.

@@ -114,7 +114,9 @@ impl Driver {
             self.stage(all)?;
             return Ok(());
         }
-        self.commit(changes).await?;
+        // Staged: the next flush records this start (with whatever else is
+        // staged) and only then launches the attempt.
+        self.stage(changes)?;
         self.in_flight.insert((i, phase), token);
         let tx = self.tx.clone();
         let poll = if phase == Phase::Forward {
@@ -129,16 +131,14 @@ impl Driver {
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
         let span = tracing::info_span!("attempt", run_id = %run_id, step_id = %step_id, attempt = n, phase = %phase);
-        tokio::spawn(
-            async move {
-                let outcome = run_action(
-                    spawned, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
-                )
-                .await;
-                let _ = tx.send(Finished { index: i, phase, n, outcome });
-            }
-            .instrument(span),
-        );
+        let attempt = async move {
+            let outcome = run_action(
+                spawned, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
+            )
+            .await;
+            let _ = tx.send(Finished { index: i, phase, n, outcome });
+        };
+        self.launches.push(((i, phase), Box::pin(attempt.instrument(span))));
         Ok(())
     }
 
@@ -275,20 +275,24 @@ impl Driver {
                 .as_ref()
                 .is_some_and(|r| r.status == RollbackStatus::Running && r.attempts == done.n),
         };
+        // An end is staged, not committed: it has no side effect to guard,
+        // and it becomes durable with the next flush, which is before the
+        // driver waits and before any new attempt starts (one commit per
+        // step in a chain).
         let mut changes = self.finish_changes(i, done.phase, done.n, &done.outcome);
         if !current {
             changes.truncate(1);
-            return self.commit(changes).await;
+            return self.stage(changes);
         }
         if done.phase == Phase::Rollback {
             let result = match &done.outcome {
                 Outcome::Succeeded { .. } => Ok(()),
                 Outcome::Failed { error, retryable, .. } => Err((error.clone(), *retryable)),
             };
-            self.commit(changes).await?;
+            self.stage(changes)?;
             return self.finish_rollback(i, done.n, result).await;
         }
-        self.commit(changes).await
+        self.stage(changes)
     }
 }
 

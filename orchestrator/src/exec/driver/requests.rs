@@ -105,6 +105,9 @@ impl Driver {
     /// applied to the step, which the caller decides). Attempts of other
     /// steps that end meanwhile are handled as usual.
     pub(super) async fn stop_attempt(&mut self, i: usize, phase: Phase) -> ExecResult<()> {
+        // An attempt staged but not launched yet is launched first: its
+        // start is then on record, and its end will be.
+        self.flush().await?;
         let Some(token) = self.in_flight.get(&(i, phase)) else { return Ok(()) };
         token.cancel();
         while self.in_flight.contains_key(&(i, phase)) {
