@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use lifeboat_notify::{ChannelConfig, Templates};
 
@@ -21,7 +22,10 @@ impl std::fmt::Debug for Notifier {
 }
 
 pub struct Notifier {
-    pub templates: Templates,
+    /// A `templates_dir`'s templates over the built-ins, compiled (and
+    /// checked) at start; `None`: the built-ins alone, compiled on first use
+    /// (a `lifeboat run` that sends nothing never pays for them).
+    templates: Option<Templates>,
     /// Channel name -> kind (`email`, `pagerduty`, …).
     pub channel_kinds: HashMap<String, &'static str>,
     /// `server.public_url`, for run links.
@@ -32,12 +36,7 @@ pub struct Notifier {
 
 impl Default for Notifier {
     fn default() -> Self {
-        Notifier {
-            templates: Templates::load(None).expect("built-in templates compile"),
-            channel_kinds: HashMap::new(),
-            public_url: None,
-            links: None,
-        }
+        Notifier { templates: None, channel_kinds: HashMap::new(), public_url: None, links: None }
     }
 }
 
@@ -49,7 +48,7 @@ impl Notifier {
         base: &Path,
     ) -> Result<Self, lifeboat_notify::TemplateError> {
         let dir = base.join(&config.templates_dir);
-        let templates = Templates::load(dir.is_dir().then_some(dir.as_path()))?;
+        let templates = if dir.is_dir() { Some(Templates::load(Some(&dir))?) } else { None };
         let channel_kinds = config
             .channels
             .iter()
@@ -62,6 +61,12 @@ impl Notifier {
             public_url: Some(config.server.public_url.trim_end_matches('/').to_string()),
             links,
         })
+    }
+
+    pub fn templates(&self) -> &Templates {
+        static BUILTIN: LazyLock<Templates> =
+            LazyLock::new(|| Templates::load(None).expect("built-in templates compile"));
+        self.templates.as_ref().unwrap_or(&BUILTIN)
     }
 
     pub fn run_link(&self, run_id: &str) -> Option<String> {

@@ -81,7 +81,7 @@ impl Driver {
             |ctx| {
                 let notifier = &self.rt.opts.notifier;
                 notifier
-                    .templates
+                    .templates()
                     .render(template.unwrap_or("incident"), ctx)
                     .map_err(|e| e.to_string())
             },
