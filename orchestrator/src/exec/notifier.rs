@@ -21,6 +21,7 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
+#[derive(Default)]
 pub struct Notifier {
     /// A `templates_dir`'s templates over the built-ins, compiled (and
     /// checked) at start; `None`: the built-ins alone, compiled on first use
@@ -32,12 +33,6 @@ pub struct Notifier {
     pub public_url: Option<String>,
     /// Signs one-click approve/reject/ack links; `None`: no links.
     pub links: Option<LinkSigner>,
-}
-
-impl Default for Notifier {
-    fn default() -> Self {
-        Notifier { templates: None, channel_kinds: HashMap::new(), public_url: None, links: None }
-    }
 }
 
 impl Notifier {
