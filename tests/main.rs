@@ -5,6 +5,7 @@ mod alertmanager;
 mod audit;
 mod big_files;
 mod children;
+mod contrib;
 mod crash;
 mod front_door;
 mod ha;

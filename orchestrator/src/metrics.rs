@@ -80,6 +80,10 @@ struct Metrics {
     connections_closed: Family<ReasonLabel, Counter>,
     pruned_rows: Family<TableLabel, Counter>,
     prune_failures: Counter,
+    rto_breaches: Family<WorkflowLabel, Counter>,
+    outbox_pending: Gauge,
+    outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    workers_live: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,6 +125,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connections_closed: Family::default(),
         pruned_rows: Family::default(),
         prune_failures: Counter::default(),
+        rto_breaches: Family::default(),
+        outbox_pending: Gauge::default(),
+        outbox_oldest: Gauge::default(),
+        workers_live: Gauge::default(),
     };
     // Name, then the field registered under it, then its help text.
     register! { registry, m,
@@ -137,6 +145,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "http_connections_closed" => connections_closed, "Connections the server closed itself, by reason (refused: over [server] max_connections; timed_out: header_read_timeout or idle_timeout)";
         "pruned_rows" => pruned_rows, "Rows the retention pruner deleted, by table (runs, steps, attempts, events, requests, outbox, schedule_ticks, webhook_signatures)";
         "prune_failures" => prune_failures, "Pruner passes that failed (logged; tried again at the next interval)";
+        "rto_breaches" => rto_breaches, "Runs that took longer than their workflow's objectives.rto, by workflow";
+        "outbox_pending" => outbox_pending, "Notifications queued and not delivered yet (all replicas), read at scrape time";
+        "outbox_oldest_pending_seconds" => outbox_oldest, "Age of the oldest undelivered notification (0 when none), read at scrape time";
+        "workers_live" => workers_live, "Workers (serve replicas) whose heartbeat is within one lease, read at scrape time";
     }
     Metrics { registry, ..m }
 });
@@ -213,6 +225,22 @@ pub fn pruned(pruned: &crate::store::Pruned) {
     }
 }
 
+/// A run breached its RTO (said once per run).
+pub fn rto_breached(workflow: &str) {
+    METRICS.rto_breaches.get_or_create(&WorkflowLabel { workflow: workflow.into() }).inc();
+}
+
+/// The outbox at scrape time: undelivered rows and the oldest one's age.
+pub fn set_outbox_backlog(pending: i64, oldest_age_secs: f64) {
+    METRICS.outbox_pending.set(pending);
+    METRICS.outbox_oldest.set(oldest_age_secs);
+}
+
+/// Workers alive at scrape time.
+pub fn set_workers_live(n: i64) {
+    METRICS.workers_live.set(n);
+}
+
 /// A pruner pass failed.
 pub fn prune_failed() {
     METRICS.prune_failures.inc();
@@ -240,8 +268,10 @@ pub fn encode() -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn every_family_is_rendered_with_its_labels() {
+    use std::collections::BTreeSet;
+
+    /// One sample in every family (a labelled family shows only once it has one).
+    fn touch_every_family() {
         super::run_started("failover");
         super::run_finished("failover", crate::store::RunStatus::Succeeded);
         super::step_finished("shell", "succeeded", 0.2);
@@ -250,6 +280,18 @@ mod tests {
         super::schedule_fired("backup");
         super::notification("oncall-email", "delivered");
         super::set_run_counts(&[(crate::store::RunStatus::Queued, 3)]);
+        super::rto_breached("failover");
+        super::set_outbox_backlog(2, 90.5);
+        super::set_workers_live(3);
+        super::http_request("GET", "/healthz", 200, 0.001);
+        super::connection_refused();
+        super::pruned(&crate::store::Pruned { runs: 1, ..Default::default() });
+        super::prune_failed();
+    }
+
+    #[test]
+    fn every_family_is_rendered_with_its_labels() {
+        touch_every_family();
         let text = super::encode();
         for needle in [
             "lifeboat_runs_started_total{workflow=\"failover\"}",
@@ -261,8 +303,79 @@ mod tests {
             "lifeboat_notification_deliveries_total{channel=\"oncall-email\",outcome=\"delivered\"}",
             "lifeboat_runs{status=\"queued\"} 3",
             "lifeboat_runs{status=\"rolling_back\"} 0",
+            "lifeboat_rto_breaches_total{workflow=\"failover\"}",
+            "lifeboat_outbox_pending 2",
+            "lifeboat_outbox_oldest_pending_seconds 90.5",
+            "lifeboat_workers_live 3",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+
+    /// Every series name a scrape can show: a counter `x` is sampled as
+    /// `x_total`, a histogram as `x_bucket`, `x_sum` and `x_count`.
+    fn exported_series(metrics: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for line in metrics.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+                (words.next(), words.next(), words.next(), words.next())
+            {
+                let suffixes: &[&str] = match kind {
+                    "counter" => &["_total"],
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    _ => &[""],
+                };
+                names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+            }
+        }
+        names
+    }
+
+    /// The `lifeboat_…` names in a text.
+    fn referenced(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("lifeboat_") {
+            let tail = &rest[at..];
+            let end =
+                tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// contrib/grafana and contrib/prometheus chart and alert on what this
+    /// registry exports, and nothing else (a renamed metric breaks them).
+    #[test]
+    fn the_dashboard_and_the_alerting_rules_name_only_exported_metrics() {
+        touch_every_family();
+        let exported = exported_series(&super::encode());
+        let dashboard = include_str!("../../contrib/grafana/lifeboat.json");
+        let parsed: serde_json::Value = serde_json::from_str(dashboard).expect("dashboard JSON");
+        assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10), "too few panels");
+        let rules = include_str!("../../contrib/prometheus/lifeboat-rules.yml");
+        // Only the queries of the rules: their descriptions may name series loosely.
+        let exprs: String = rules
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (file, text) in [("lifeboat.json", dashboard), ("lifeboat-rules.yml", exprs.as_str())] {
+            let unknown: Vec<_> = referenced(text).difference(&exported).cloned().collect();
+            assert!(unknown.is_empty(), "{file} names metrics not exported: {unknown:?}");
+        }
+        let shown = referenced(dashboard);
+        for needed in [
+            "lifeboat_runs",
+            "lifeboat_step_duration_seconds_bucket",
+            "lifeboat_rto_breaches_total",
+            "lifeboat_outbox_pending",
+            "lifeboat_workers_live",
+            "lifeboat_lease_takeovers_total",
+        ] {
+            assert!(shown.contains(needed), "the dashboard does not show {needed}");
         }
     }
 }

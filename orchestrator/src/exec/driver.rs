@@ -301,7 +301,7 @@ impl Driver {
     }
 
     /// Prometheus counters for committed transitions: runs that ended,
-    /// steps that settled (with their duration).
+    /// steps that settled (with their duration), RTO breaches.
     fn record_metrics(&self, changes: &[Change]) {
         for change in changes {
             match change {
@@ -309,6 +309,9 @@ impl Driver {
                     if let Some(status) = u.status.filter(|s| s.is_terminal()) {
                         crate::metrics::run_finished(&self.run.workflow, status);
                     }
+                }
+                Change::Event { kind: RunEvent::RtoBreached, .. } => {
+                    crate::metrics::rto_breached(&self.run.workflow);
                 }
                 Change::Step(s) if s.status.is_settled() && s.finished_at.is_some() => {
                     if let Some(&i) = self.index.get(&s.step_id) {

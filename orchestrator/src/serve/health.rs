@@ -42,10 +42,32 @@ pub async fn metrics(
         Ok(Err(e)) => tracing::warn!(error = %e, "Metrics: cannot count runs."),
         Err(_) => tracing::warn!("Metrics: counting runs timed out."),
     }
+    scrape_outbox_and_workers(&app).await;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         crate::metrics::encode(),
     )
         .into_response())
+}
+
+/// The scrape-time gauges of the outbox and the live workers; a failure
+/// leaves the last values and is logged, like the run counts.
+async fn scrape_outbox_and_workers(app: &AppState) {
+    let store = &app.ctx.store;
+    let now = crate::store::now_ms();
+    match tokio::time::timeout(PING_TIMEOUT, store.outbox_backlog()).await {
+        Ok(Ok((pending, oldest))) => {
+            let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+            crate::metrics::set_outbox_backlog(pending, age);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "Metrics: cannot read the outbox backlog."),
+        Err(_) => tracing::warn!("Metrics: reading the outbox backlog timed out."),
+    }
+    let lease = app.ctx.config.executor.lease.as_millis() as i64;
+    match tokio::time::timeout(PING_TIMEOUT, store.workers(now - lease)).await {
+        Ok(Ok(workers)) => crate::metrics::set_workers_live(workers.len() as i64),
+        Ok(Err(e)) => tracing::warn!(error = %e, "Metrics: cannot read the workers."),
+        Err(_) => tracing::warn!("Metrics: reading the workers timed out."),
+    }
 }

@@ -112,6 +112,9 @@ pub trait Store: Send + Sync {
     /// counted: that would read all of history on every scrape (they are
     /// the `lifeboat_runs_finished_total` counter).
     async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
+    /// Notifications waiting to be delivered: how many, and when the oldest
+    /// was queued (a stuck outbox grows old).
+    async fn outbox_backlog(&self) -> Result<(i64, Option<i64>)>;
 
     /// Claims up to `limit` due outbox rows for `lease_ms` (another
     /// dispatcher may take a row over once that passes). Per run and

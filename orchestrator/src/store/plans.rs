@@ -78,6 +78,7 @@ fn shared() -> Vec<Hot> {
         hot("leases held (workers)", reads::LEASES),
         hot("schedule last tick", reads::LAST_TICK),
         hot("run counts (metrics)", reads::RUN_COUNTS),
+        hot("outbox backlog (metrics)", reads::OUTBOX_BACKLOG),
         hot("audit page", reads::AUDIT_LIST).ordered(),
     ];
     for (status, workflow, before) in [

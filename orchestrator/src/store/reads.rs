@@ -22,6 +22,10 @@ pub(crate) const LAST_TICK: &str = "SELECT MAX(tick_at) FROM schedule_ticks WHER
 pub(crate) const RUN_COUNTS: &str =
     concat!("SELECT status, COUNT(*) FROM runs WHERE status IN ", active!(), " GROUP BY status");
 pub(crate) const OUTBOX: &str = "SELECT * FROM outbox WHERE run_id = $1 ORDER BY id";
+/// Notifications not delivered yet, and the oldest one's creation (metrics):
+/// the partial index over pending rows.
+pub(crate) const OUTBOX_BACKLOG: &str =
+    "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'";
 pub(crate) const AUDIT_LIST: &str = "SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// The run list's SQL for the filters `filter` sets, newest first from its
@@ -166,6 +170,10 @@ macro_rules! with_shared_reads {
                 let rows: Vec<(String, i64)> =
                     sqlx::query_as(crate::store::reads::RUN_COUNTS).fetch_all(&self.pool).await?;
                 parse_counts(rows)
+            }
+
+            async fn outbox_backlog(&self) -> Result<(i64, Option<i64>)> {
+                Ok(sqlx::query_as(crate::store::reads::OUTBOX_BACKLOG).fetch_one(&self.pool).await?)
             }
 
             async fn next_wake(&self, now: i64) -> Result<Option<i64>> {
