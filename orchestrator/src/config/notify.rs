@@ -4,7 +4,7 @@
 //! name the file, line, column and key; the file is read again with spans
 //! for that (figment keeps no positions). A relative `file` channel `dir`
 //! is resolved here against the configuration file's directory, like every
-//! other path in it.
+//! other path in it, and made absolute.
 
 use std::path::Path;
 
@@ -109,7 +109,10 @@ pub(super) fn check(config: &mut Config, path: Option<&Path>) -> Result<(), Conf
         if let ChannelConfig::File { dir, .. } = channel
             && dir.is_relative()
         {
-            *dir = base.join(&*dir);
+            // Absolute, so a delivery's record (`wrote <path>`) reads the
+            // same from any directory.
+            let joined = base.join(&*dir);
+            *dir = std::path::absolute(&joined).unwrap_or(joined);
         }
     }
     Ok(())
