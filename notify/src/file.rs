@@ -453,6 +453,9 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&nested).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
+            let file = nested.join(&files(&nested)[0]);
+            let mode = std::fs::metadata(file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
         }
     }
 
