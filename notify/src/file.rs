@@ -265,6 +265,9 @@ fn eml(channel: &str, msg: &Message) -> Result<Vec<u8>, SendError> {
     if msg.drill {
         facts.push(("X-Lifeboat-Drill", "true".to_string()));
     }
+    if let Some(live) = &msg.live_channel {
+        facts.push(("X-Lifeboat-Live-Channel", live.clone()));
+    }
     for (name, value) in facts {
         let name = HeaderName::new_from_ascii_str(name);
         builder = builder.raw_header(HeaderValue::new(name, header_text(&value)));
@@ -328,7 +331,9 @@ mod tests {
     #[tokio::test]
     async fn an_eml_file_has_the_subject_facts_and_both_parts() {
         let dir = tempfile::tempdir().unwrap();
-        channel(dir.path(), Format::Eml).send(&message(Mode::Drill)).await.unwrap();
+        let mut msg = message(Mode::Drill);
+        msg.live_channel = Some("oncall-pager".into());
+        channel(dir.path(), Format::Eml).send(&msg).await.unwrap();
 
         let names = files(dir.path());
         assert_eq!(names.len(), 1);
@@ -336,6 +341,7 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(&names[0])).unwrap();
         assert!(text.contains("Subject: [DRILL] [P0] Recovery FAILED: failover (dc01)"), "{text}");
         assert!(text.contains("X-Lifeboat-Drill: true"), "{text}");
+        assert!(text.contains("X-Lifeboat-Live-Channel: oncall-pager"), "{text}");
         assert!(text.contains("X-Lifeboat-Channel: drills-file"), "{text}");
         assert!(text.contains("Content-Type: text/plain"), "{text}");
         assert!(text.contains("Content-Type: text/html"), "{text}");

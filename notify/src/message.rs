@@ -59,6 +59,10 @@ pub struct Message {
     /// payloads (`"drill": true`) and subjects ([`DRILL_PREFIX`]).
     #[serde(default)]
     pub drill: bool,
+    /// A drill routed by `[drill] channels`: the channel a live run would
+    /// have sent this message to (the one it stands in for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_channel: Option<String>,
 }
 
 /// What starts the subject, Slack header and PagerDuty summary of a drill.
@@ -105,6 +109,7 @@ impl Message {
             idempotency_key,
             data: serde_json::to_value(context).unwrap_or(serde_json::Value::Null),
             drill: context.run.mode.is_drill(),
+            live_channel: None,
         };
         message.marked()
     }

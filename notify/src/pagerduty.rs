@@ -64,6 +64,9 @@ pub fn payload(routing_key: &str, msg: &Message) -> Value {
                 "drill": msg.drill,
             },
         });
+        if let Some(live) = &msg.live_channel {
+            body["payload"]["custom_details"]["live_channel"] = json!(live);
+        }
         body["client"] = json!("lifeboat");
         if let Some(link) = &msg.link {
             body["client_url"] = json!(link);

@@ -57,8 +57,11 @@ pub fn payload(msg: &Message) -> Value {
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&msg.subject, 150), "emoji": true}}),
     ];
     if msg.drill {
-        blocks
-            .push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": DRILL_NOTE}]}));
+        let note = match &msg.live_channel {
+            Some(live) => format!("{DRILL_NOTE} Live, this would go to `{}`.", escape(live)),
+            None => DRILL_NOTE.to_string(),
+        };
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]}));
     }
     blocks.push(json!({"type": "section", "fields": fields}));
     blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape(&msg.text), 3000)}}));
@@ -123,6 +126,15 @@ mod tests {
         assert_eq!(body["text"], "[DRILL] Recovery FAILED");
         assert_eq!(body["blocks"][0]["text"]["text"], "[DRILL] Recovery FAILED");
         assert_eq!(body["blocks"][1]["elements"][0]["text"], DRILL_NOTE);
+    }
+
+    #[test]
+    fn a_rerouted_drill_says_where_it_would_have_gone() {
+        let mut msg = message(Mode::Drill);
+        msg.live_channel = Some("oncall-pager".into());
+        let body = payload(&msg);
+        let note = body["blocks"][1]["elements"][0]["text"].as_str().unwrap();
+        assert!(note.ends_with("Live, this would go to `oncall-pager`."), "{note}");
     }
 
     #[test]

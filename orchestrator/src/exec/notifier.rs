@@ -3,7 +3,7 @@
 //! are rendered when they are queued (the outbox holds the finished text),
 //! so a later template edit or restart never changes what was sent.
 //! A drill's notifications go to `[drill] channels` when it is set
-//! ([`Notifier::channels_for`]).
+//! ([`Notifier::routes`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,28 +72,52 @@ impl Notifier {
         })
     }
 
-    /// The channels a notification of a run in `mode` goes to, when its rule
-    /// or step names `channels`: those, live or without `[drill] channels`;
-    /// else, for a drill that notifies anyone at all, the drill channels
-    /// (once each, however many channels they replace).
-    pub fn channels_for(&self, mode: Mode, channels: &[String]) -> Vec<String> {
-        match (&self.drill_channels, mode) {
-            (Some(drill), Mode::Drill) if !channels.is_empty() => {
-                let mut out: Vec<String> = Vec::with_capacity(drill.len());
-                for c in drill {
-                    if !out.contains(c) {
-                        out.push(c.clone());
-                    }
+    /// Where a notification of a run in `mode` goes when its rule or step
+    /// names `channels`: to those, live or without `[drill] channels`. A
+    /// drill with `[drill] channels` sends, for each channel named, one
+    /// message to each drill channel, saying which channel it stands in
+    /// for: the drill shows every message a live run would send, and sends
+    /// none of them where a live run would.
+    pub fn routes(&self, mode: Mode, channels: &[String]) -> Vec<Route> {
+        let unique = |list: &[String]| {
+            let mut out: Vec<String> = Vec::with_capacity(list.len());
+            for c in list {
+                if !out.contains(c) {
+                    out.push(c.clone());
                 }
-                out
             }
-            _ => channels.to_vec(),
+            out
+        };
+        match (&self.drill_channels, mode) {
+            (Some(drill), Mode::Drill) => {
+                let drill = unique(drill);
+                unique(channels)
+                    .into_iter()
+                    .flat_map(|live| {
+                        drill.iter().map(move |d| Route {
+                            channel: d.clone(),
+                            live_channel: Some(live.clone()),
+                        })
+                    })
+                    .collect()
+            }
+            _ => {
+                channels.iter().map(|c| Route { channel: c.clone(), live_channel: None }).collect()
+            }
         }
     }
 
     pub fn run_link(&self, run_id: &str) -> Option<String> {
         self.public_url.as_ref().map(|u| format!("{u}/runs/{run_id}"))
     }
+}
+
+/// One outbox row's destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub channel: String,
+    /// A rerouted drill's: the channel a live run would have notified.
+    pub live_channel: Option<String>,
 }
 
 #[cfg(test)]
@@ -108,29 +132,49 @@ mod tests {
         Notifier { drill_channels: drill.map(names), ..Notifier::default() }
     }
 
-    #[test]
-    fn a_live_run_always_notifies_the_channels_it_names() {
-        let n = notifier(Some(&["drills-file"]));
-        let named = names(&["oncall-pager", "incidents-slack"]);
-        assert_eq!(n.channels_for(Mode::Live, &named), named);
+    /// (channel, live channel) of each route.
+    fn routes(n: &Notifier, mode: Mode, named: &[&str]) -> Vec<(String, Option<String>)> {
+        n.routes(mode, &names(named)).into_iter().map(|r| (r.channel, r.live_channel)).collect()
+    }
+
+    fn plain(list: &[&str]) -> Vec<(String, Option<String>)> {
+        list.iter().map(|c| (c.to_string(), None)).collect()
     }
 
     #[test]
-    fn drill_channels_replace_every_named_channel_once() {
+    fn a_live_run_always_notifies_the_channels_it_names() {
+        let n = notifier(Some(&["drills-file"]));
+        let named = ["oncall-pager", "incidents-slack"];
+        assert_eq!(routes(&n, Mode::Live, &named), plain(&named));
+    }
+
+    #[test]
+    fn drill_channels_replace_every_named_channel_saying_which() {
         let n = notifier(Some(&["drills-file", "drills-slack", "drills-file"]));
-        let named = names(&["oncall-pager", "incidents-slack", "oncall-email"]);
-        assert_eq!(n.channels_for(Mode::Drill, &named), names(&["drills-file", "drills-slack"]));
+        let got = routes(&n, Mode::Drill, &["oncall-pager", "incidents-slack", "oncall-pager"]);
+        let to = |d: &str, live: &str| (d.to_string(), Some(live.to_string()));
+        assert_eq!(
+            got,
+            [
+                to("drills-file", "oncall-pager"),
+                to("drills-slack", "oncall-pager"),
+                to("drills-file", "incidents-slack"),
+                to("drills-slack", "incidents-slack"),
+            ]
+        );
     }
 
     #[test]
     fn a_drill_rule_naming_no_channel_still_notifies_nobody() {
         let n = notifier(Some(&["drills-file"]));
-        assert!(n.channels_for(Mode::Drill, &[]).is_empty());
+        assert!(routes(&n, Mode::Drill, &[]).is_empty());
     }
 
     #[test]
     fn without_drill_channels_a_drill_uses_the_named_channels() {
-        let named = names(&["oncall-pager"]);
-        assert_eq!(notifier(None).channels_for(Mode::Drill, &named), named);
+        assert_eq!(
+            routes(&notifier(None), Mode::Drill, &["oncall-pager"]),
+            plain(&["oncall-pager"])
+        );
     }
 }
