@@ -12,7 +12,8 @@
 //! a hidden temporary name (`.<random>.tmp`), flushed to disk, then linked to
 //! its name only if that name is free (so another process writing the same
 //! instant takes the next sequence number instead of replacing it): a
-//! reader never sees a partial file.
+//! reader never sees a partial file (a crash mid-write can leave a hidden
+//! `.*.tmp`, nothing else).
 //!
 //! `dir` may not contain `..` (refused when the configuration is read);
 //! a relative `dir` is resolved by the caller (lifeboat: against the
