@@ -12,6 +12,7 @@ mod ha;
 mod hostile;
 mod init;
 mod injection;
+mod notify_files;
 mod people;
 mod redaction;
 mod retention;

@@ -1,6 +1,6 @@
 //! What every channel kind shares: the [`Channel`] trait, [`ConfigError`],
 //! the attempt [`TIMEOUT`] and [`env_var`] for secrets. The kinds (`email`,
-//! `slack`, `pagerduty`, `webhook`) sit above this module and never import
+//! `slack`, `pagerduty`, `webhook`, `file`) sit above this module and never import
 //! each other; `channels` (above them all) builds one from its config.
 
 use std::time::Duration;

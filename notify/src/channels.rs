@@ -32,6 +32,14 @@ pub enum ChannelConfig {
     },
     /// JSON POST signed with HMAC-SHA256.
     Webhook { url: String, hmac_secret_env: Option<String> },
+    /// Each message written to `dir` as one `.json` (default) or `.eml`
+    /// file (see [`crate::file`]). `dir` may not contain `..`; it is created
+    /// when missing.
+    File {
+        dir: std::path::PathBuf,
+        #[serde(default)]
+        format: crate::file::Format,
+    },
 }
 
 impl ChannelConfig {
@@ -41,6 +49,17 @@ impl ChannelConfig {
             ChannelConfig::Slack { .. } => "slack",
             ChannelConfig::Pagerduty { .. } => "pagerduty",
             ChannelConfig::Webhook { .. } => "webhook",
+            ChannelConfig::File { .. } => "file",
+        }
+    }
+
+    /// What can be checked without the environment or any IO (a `file`
+    /// channel's `dir`), for when the configuration is read: the same
+    /// checks [`build`] makes, earlier.
+    pub fn check(&self, name: &str) -> Result<(), ConfigError> {
+        match self {
+            ChannelConfig::File { dir, .. } => crate::file::check_dir(name, dir),
+            _ => Ok(()),
         }
     }
 }
@@ -79,6 +98,9 @@ pub fn build(
                 .transpose()?;
             Box::new(crate::webhook::Webhook::new(name, url, secret)?)
         }
+        ChannelConfig::File { dir, format } => {
+            Box::new(crate::file::File::new(name, dir, *format)?)
+        }
     })
 }
 
@@ -108,6 +130,19 @@ mod tests {
         let c = parse("type: webhook\nurl: http://127.0.0.1:1/x\nhmac_secret_env: HOOK_SECRET\n");
         let err = build("status", &c, &|_| None).err().unwrap();
         assert!(matches!(err, ConfigError::MissingEnv { ref var, .. } if var == "HOOK_SECRET"));
+    }
+
+    #[test]
+    fn file_format_defaults_to_json_and_unknown_formats_are_refused() {
+        let c = parse("type: file\ndir: out\n");
+        assert_eq!(c, ChannelConfig::File { dir: "out".into(), format: crate::file::Format::Json });
+        assert_eq!(c.kind(), "file");
+        let eml = parse("type: file\ndir: out\nformat: eml\n");
+        assert!(matches!(eml, ChannelConfig::File { format: crate::file::Format::Eml, .. }));
+        assert!(
+            serde_saphyr::from_str::<ChannelConfig>("type: file\ndir: out\nformat: pdf\n").is_err()
+        );
+        assert!(parse("type: file\ndir: a/../b\n").check("drops").is_err());
     }
 
     #[test]

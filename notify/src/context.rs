@@ -11,7 +11,8 @@
 //!                        | "cancelled" | "step_failed" | "approval_requested" | "needs_human"
 //!                        | "escalated" | "rto_breached" | "acknowledged" | "resolved"
 //! action                 "trigger" | "acknowledge" | "resolve"
-//! run      {id, workflow, status, started_at, finished_at?, link?, trigger, inputs: {..}}
+//! run      {id, workflow, status, mode: "live" | "drill", started_at, finished_at?, link?,
+//!           trigger, inputs: {..}}
 //! incident {id, severity: "P0".."P3", service, detected_at, description,
 //!           action_taken?, expected_resolution?}
 //! steps    [{id, status, attempts, error?, started_at?, finished_at?}]   (file order)
@@ -74,12 +75,47 @@ pub struct Context {
     pub message: Option<String>,
 }
 
+/// Whether a run is the real thing or a rehearsal. In a drill every
+/// message is marked as one whatever its template says (see
+/// [`Message::new`](crate::Message::new)), so a drill never reads as a
+/// live incident.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Live,
+    Drill,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Drill => "drill",
+        }
+    }
+
+    pub fn is_drill(self) -> bool {
+        self == Mode::Drill
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub id: String,
     pub workflow: String,
     /// The run state (`running`, `rolled_back`, …).
     pub status: String,
+    /// `live` (the default, also for contexts stored before modes existed)
+    /// or `drill`: `{{#if (eq run.mode "drill")}}` in a template.
+    #[serde(default)]
+    pub mode: Mode,
     pub started_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
@@ -167,6 +203,7 @@ impl Context {
                 id: "0194b2a0-0000-7000-8000-000000000000".into(),
                 workflow: "failover".into(),
                 status: "running".into(),
+                mode: Mode::Live,
                 started_at: at(1),
                 finished_at: Some(at(9)),
                 link: Some(

@@ -129,7 +129,9 @@ impl Email {
         Ok(Email { name: name.to_string(), transport: builder.build(), from, to })
     }
 
+    /// The email of `msg`; a drill's subject starts with `[DRILL]`.
     fn compose(&self, msg: &Message) -> Result<lettre::Message, SendError> {
+        let msg = &msg.marked();
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
             .subject(msg.subject.clone())

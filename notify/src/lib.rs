@@ -1,4 +1,4 @@
-//! Notification channels (email, Slack, PagerDuty, webhook) and the
+//! Notification channels (email, Slack, PagerDuty, webhook, file) and the
 //! templates that render incident messages. Knows nothing of the store.
 //!
 //! # How the orchestrator uses this crate
@@ -31,6 +31,17 @@
 //!   run), severity P0..P3 → critical/error/warning/info.
 //! - [`webhook`]: the [`Message`] as JSON, `Idempotency-Key` =
 //!   `msg.idempotency_key`, signed when `hmac_secret_env` is set.
+//! - [`file`]: each message as one `.json` or `.eml` file in a directory,
+//!   written atomically under a name that sorts by time.
+//!
+//! # Drills
+//!
+//! A [`Context`] whose `run.mode` is [`Mode::Drill`] makes a drill message:
+//! [`Message::new`] marks it (`drill: true`, subject and summary prefixed
+//! `[DRILL] `, PagerDuty `dedup_key` = `drill-<run id>`), and every channel
+//! sends [`Message::marked`], so no template can leave the marks out. Slack
+//! and the webhook add `"drill": true` to their JSON, PagerDuty
+//! `custom_details.drill`.
 //!
 //! HTTP 2xx is delivered; 408, 429 and 5xx, connection errors and timeouts
 //! are retryable (`Retry-After` seconds or HTTP-date honoured); other
@@ -42,6 +53,7 @@ pub mod channels;
 pub mod context;
 pub mod email;
 pub mod event;
+pub mod file;
 mod http;
 pub mod incident;
 pub mod message;
@@ -53,7 +65,7 @@ pub mod webhook;
 
 pub use channel::{Channel, ConfigError};
 pub use channels::{ChannelConfig, build};
-pub use context::Context;
+pub use context::{Context, Mode};
 pub use event::Event;
 pub use incident::{Action, Severity};
 pub use message::{Delivered, Message, SendError};

@@ -1,5 +1,11 @@
 //! What a channel delivers: a [`Message`], already rendered, and what a
 //! delivery attempt returns ([`Delivered`] or [`SendError`]).
+//!
+//! A message of a drill is marked here, not in templates, so no template
+//! can forget it: [`Message::new`] prefixes its subject and summary with
+//! [`DRILL_PREFIX`], sets `drill` and gives it a [`DRILL_DEDUP_PREFIX`]ed
+//! incident key; every channel sends [`Message::marked`], which applies the
+//! same marks again (idempotently) to whatever the caller changed since.
 
 use std::time::Duration;
 
@@ -49,7 +55,21 @@ pub struct Message {
     /// The full template context (see [`Context`]), sent as-is by webhooks.
     #[serde(default)]
     pub data: serde_json::Value,
+    /// A drill's message (`run.mode` = `drill`): channels say so in their
+    /// payloads (`"drill": true`) and subjects ([`DRILL_PREFIX`]).
+    #[serde(default)]
+    pub drill: bool,
+    /// A drill routed by `[drill] channels`: the channel a live run would
+    /// have sent this message to (the one it stands in for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_channel: Option<String>,
 }
+
+/// What starts the subject, Slack header and PagerDuty summary of a drill.
+pub const DRILL_PREFIX: &str = "[DRILL] ";
+/// What starts the PagerDuty incident key of a drill, so a drill's events
+/// never merge into a live incident.
+pub const DRILL_DEDUP_PREFIX: &str = "drill-";
 
 impl Message {
     /// Builds the message for `rendered` from the context it was rendered
@@ -73,7 +93,7 @@ impl Message {
         } else {
             context.incident.service.clone()
         };
-        Message {
+        let message = Message {
             summary: truncate(&rendered.subject, 1024),
             subject: rendered.subject,
             text: rendered.text,
@@ -88,7 +108,30 @@ impl Message {
             dedup_key: context.run.id.clone(),
             idempotency_key,
             data: serde_json::to_value(context).unwrap_or(serde_json::Value::Null),
+            drill: context.run.mode.is_drill(),
+            live_channel: None,
+        };
+        message.marked()
+    }
+
+    /// The message as channels send it: when `drill`, the subject and
+    /// summary start with [`DRILL_PREFIX`] and `dedup_key` with
+    /// [`DRILL_DEDUP_PREFIX`] (each added once: marking twice changes
+    /// nothing). A live message is returned unchanged.
+    pub fn marked(&self) -> Message {
+        let mut msg = self.clone();
+        if msg.drill {
+            if !msg.subject.starts_with(DRILL_PREFIX) {
+                msg.subject.insert_str(0, DRILL_PREFIX);
+            }
+            if !msg.summary.starts_with(DRILL_PREFIX) {
+                msg.summary = truncate(&format!("{DRILL_PREFIX}{}", msg.summary), 1024);
+            }
+            if !msg.dedup_key.starts_with(DRILL_DEDUP_PREFIX) {
+                msg.dedup_key.insert_str(0, DRILL_DEDUP_PREFIX);
+            }
         }
+        msg
     }
 }
 
@@ -153,6 +196,54 @@ mod tests {
         assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), msg);
         assert_eq!(msg.dedup_key, ctx.run.id);
         assert_eq!(msg.idempotency_key, format!("{}:step_failed:promote:tier1", ctx.run.id));
+    }
+
+    fn drill_message() -> Message {
+        let mut ctx = Context::sample("failed");
+        ctx.run.mode = crate::context::Mode::Drill;
+        let rendered = Rendered { subject: "Recovery FAILED".into(), text: "t".into(), html: None };
+        Message::new(&ctx, rendered)
+    }
+
+    #[test]
+    fn a_drill_message_is_marked_whatever_its_template_said() {
+        let msg = drill_message();
+        assert!(msg.drill);
+        assert_eq!(msg.subject, "[DRILL] Recovery FAILED");
+        assert_eq!(msg.summary, "[DRILL] Recovery FAILED");
+        assert_eq!(msg.data["run"]["mode"], "drill");
+    }
+
+    #[test]
+    fn a_drill_incident_key_differs_from_the_live_one_of_the_same_run() {
+        let live = Message::new(
+            &Context::sample("failed"),
+            Rendered { subject: "s".into(), text: "t".into(), html: None },
+        );
+        let drill = drill_message();
+        assert_eq!(live.run_id, drill.run_id);
+        assert!(!live.drill);
+        assert_eq!(live.dedup_key, live.run_id);
+        assert_eq!(drill.dedup_key, format!("drill-{}", drill.run_id));
+        assert_eq!(live.marked(), live, "a live message is not marked");
+    }
+
+    #[test]
+    fn marking_is_idempotent_and_survives_later_edits() {
+        let mut msg = drill_message();
+        assert_eq!(msg.marked(), msg);
+        msg.subject = "edited after new".into();
+        msg.dedup_key = "custom".into();
+        let again = msg.marked();
+        assert_eq!(again.subject, "[DRILL] edited after new");
+        assert_eq!(again.dedup_key, "drill-custom");
+    }
+
+    #[test]
+    fn a_message_stored_before_modes_existed_reads_as_live() {
+        let mut json = serde_json::to_value(drill_message()).unwrap();
+        json.as_object_mut().unwrap().remove("drill");
+        assert!(!serde_json::from_value::<Message>(json).unwrap().drill);
     }
 
     #[test]

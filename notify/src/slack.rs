@@ -31,8 +31,11 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// The Block Kit payload for `msg`.
+/// The Block Kit payload for `msg`. A drill's says so three times: the
+/// header and fallback text start with `[DRILL]`, a context line under the
+/// header, and `"drill": true` for anything reading the JSON.
 pub fn payload(msg: &Message) -> Value {
+    let msg = &msg.marked();
     let run = match &msg.link {
         Some(link) => format!("<{}|{}>", escape(link), escape(&msg.run_id)),
         None => format!("`{}`", escape(&msg.run_id)),
@@ -52,9 +55,16 @@ pub fn payload(msg: &Message) -> Value {
     }
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&msg.subject, 150), "emoji": true}}),
-        json!({"type": "section", "fields": fields}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape(&msg.text), 3000)}}),
     ];
+    if msg.drill {
+        let note = match &msg.live_channel {
+            Some(live) => format!("{DRILL_NOTE} Live, this would go to `{}`.", escape(live)),
+            None => DRILL_NOTE.to_string(),
+        };
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]}));
+    }
+    blocks.push(json!({"type": "section", "fields": fields}));
+    blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape(&msg.text), 3000)}}));
     if let Some(link) = &msg.link {
         blocks.push(json!({"type": "actions", "elements": [{
             "type": "button",
@@ -64,8 +74,15 @@ pub fn payload(msg: &Message) -> Value {
         }]}));
     }
     // `text` is the notification fallback (phones, screen readers).
-    json!({"text": msg.subject, "blocks": blocks})
+    let mut body = json!({"text": msg.subject, "blocks": blocks});
+    if msg.drill {
+        body["drill"] = json!(true);
+    }
+    body
 }
+
+/// The line under a drill's header.
+const DRILL_NOTE: &str = "*DRILL*: a rehearsal of this runbook, not a live incident.";
 
 #[async_trait]
 impl Channel for Slack {
@@ -86,5 +103,45 @@ impl Channel for Slack {
             .await
             .map_err(crate::http::transport_error)?;
         crate::http::outcome(response).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Context, Mode};
+    use crate::templates::Rendered;
+
+    fn message(mode: Mode) -> Message {
+        let mut ctx = Context::sample("failed");
+        ctx.run.mode = mode;
+        let rendered = Rendered { subject: "Recovery FAILED".into(), text: "t".into(), html: None };
+        Message::new(&ctx, rendered)
+    }
+
+    #[test]
+    fn a_drill_payload_is_marked_in_text_header_and_json() {
+        let body = payload(&message(Mode::Drill));
+        assert_eq!(body["drill"], true);
+        assert_eq!(body["text"], "[DRILL] Recovery FAILED");
+        assert_eq!(body["blocks"][0]["text"]["text"], "[DRILL] Recovery FAILED");
+        assert_eq!(body["blocks"][1]["elements"][0]["text"], DRILL_NOTE);
+    }
+
+    #[test]
+    fn a_rerouted_drill_says_where_it_would_have_gone() {
+        let mut msg = message(Mode::Drill);
+        msg.live_channel = Some("oncall-pager".into());
+        let body = payload(&msg);
+        let note = body["blocks"][1]["elements"][0]["text"].as_str().unwrap();
+        assert!(note.ends_with("Live, this would go to `oncall-pager`."), "{note}");
+    }
+
+    #[test]
+    fn a_live_payload_carries_no_drill_marks() {
+        let body = payload(&message(Mode::Live));
+        assert!(body.get("drill").is_none(), "{body}");
+        assert_eq!(body["text"], "Recovery FAILED");
+        assert_eq!(body["blocks"][1]["type"], "section");
     }
 }

@@ -385,6 +385,16 @@ mod tests {
     }
 
     #[test]
+    fn templates_read_the_run_mode() {
+        let t = Templates::load(None).unwrap();
+        let mut ctx = Context::sample("started");
+        let template = "{{#if (eq run.mode \"drill\")}}rehearsal{{else}}{{run.mode}}{{/if}}";
+        assert_eq!(t.render_inline(template, "", &ctx).unwrap().subject, "live");
+        ctx.run.mode = crate::context::Mode::Drill;
+        assert_eq!(t.render_inline(template, "", &ctx).unwrap().subject, "rehearsal");
+    }
+
+    #[test]
     fn subject_is_one_line() {
         assert_eq!(one_line(" a\n b \r\n\nc "), "a b c");
     }

@@ -37,8 +37,10 @@ impl Channel for Webhook {
         "webhook"
     }
 
-    /// Body: `serde_json::to_vec(msg)`, exactly the bytes signed.
+    /// Body: `serde_json::to_vec(msg.marked())`, exactly the bytes signed
+    /// (a drill's has `"drill": true` and a `[DRILL]` subject).
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
+        let msg = &msg.marked();
         let body = serde_json::to_vec(msg)
             .map_err(|e| SendError::Permanent(format!("cannot encode message: {e}")))?;
         let mut request = self
@@ -47,6 +49,9 @@ impl Channel for Webhook {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", &msg.idempotency_key)
             .header("X-Lifeboat-Event", msg.event.as_str());
+        if msg.drill {
+            request = request.header("X-Lifeboat-Drill", "true");
+        }
         if let Some(secret) = &self.secret {
             let now = chrono::Utc::now().timestamp();
             request =

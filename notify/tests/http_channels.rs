@@ -130,6 +130,23 @@ async fn webhook_body_is_the_message_and_its_signature_verifies() {
 }
 
 #[tokio::test]
+async fn webhook_marks_a_drill_even_when_the_caller_edited_the_subject() {
+    let server = Recorder::ok().await;
+    let mut msg = message(Event::Failed);
+    msg.drill = true;
+    msg.subject = "custom subject".into();
+
+    webhook(&server.url, None).send(&msg).await.unwrap();
+
+    let req = server.only_request();
+    let body = req.json();
+    assert_eq!(body["drill"], true);
+    assert_eq!(body["subject"], "[DRILL] custom subject");
+    assert_eq!(body["dedup_key"], format!("drill-{}", msg.run_id));
+    assert_eq!(req.header("x-lifeboat-drill"), Some("true"));
+}
+
+#[tokio::test]
 async fn webhook_without_secret_is_unsigned() {
     let server = Recorder::ok().await;
 

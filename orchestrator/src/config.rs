@@ -12,6 +12,9 @@ use indexmap::IndexMap;
 use lifeboat_notify::ChannelConfig;
 use serde::{Deserialize, Serialize};
 
+mod notify;
+pub use notify::DrillConfig;
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://lifeboat.db";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -30,6 +33,9 @@ pub struct Config {
     pub hooks: IndexMap<String, HookConfig>,
     #[serde(default, skip_serializing)]
     pub channels: IndexMap<String, ChannelConfig>,
+    /// Where drills' notifications go (`config/notify.rs`).
+    #[serde(default)]
+    pub drill: DrillConfig,
     #[serde(default)]
     pub connections: IndexMap<String, ConnectionConfig>,
     #[serde(default)]
@@ -115,6 +121,7 @@ impl Default for Config {
             groups: IndexMap::new(),
             hooks: IndexMap::new(),
             channels: IndexMap::new(),
+            drill: DrillConfig::default(),
             connections: IndexMap::new(),
             executor: ExecutorConfig::default(),
             audit: AuditConfig::default(),
@@ -482,10 +489,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(p));
         }
         figment = figment.merge(Env::prefixed("LIFEBOAT_").split("__").only(ENV_KEYS));
-        let config: Config = figment.extract().map_err(|e| {
+        let mut config: Config = figment.extract().map_err(|e| {
             let at = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
             ConfigError::Invalid(format!("{at}invalid configuration: {e}"))
         })?;
+        notify::check(&mut config, path.as_deref())?;
         Ok((config, path))
     }
 

@@ -2,12 +2,14 @@
 //! templates, the configured channels, and where runs are linked. Messages
 //! are rendered when they are queued (the outbox holds the finished text),
 //! so a later template edit or restart never changes what was sent.
+//! A drill's notifications go to `[drill] channels` when it is set
+//! ([`Notifier::routes`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::LazyLock;
 
-use lifeboat_notify::{ChannelConfig, Templates};
+use lifeboat_notify::{ChannelConfig, Mode, Templates};
 
 use super::links::LinkSigner;
 
@@ -17,6 +19,7 @@ impl std::fmt::Debug for Notifier {
             .field("channels", &self.channel_kinds)
             .field("public_url", &self.public_url)
             .field("links", &self.links.is_some())
+            .field("drill_channels", &self.drill_channels)
             .finish_non_exhaustive()
     }
 }
@@ -33,6 +36,9 @@ pub struct Notifier {
     pub public_url: Option<String>,
     /// Signs one-click approve/reject/ack links; `None`: no links.
     pub links: Option<LinkSigner>,
+    /// `[drill] channels`: where every drill notification goes instead of
+    /// the channels its rule or step names; `None`: those channels.
+    pub drill_channels: Option<Vec<String>>,
 }
 
 impl Notifier {
@@ -55,6 +61,7 @@ impl Notifier {
             channel_kinds,
             public_url: Some(config.server.public_url.trim_end_matches('/').to_string()),
             links,
+            drill_channels: config.drill.channels.clone(),
         })
     }
 
@@ -64,7 +71,109 @@ impl Notifier {
         self.templates.as_ref().unwrap_or(&BUILTIN)
     }
 
+    /// Where a notification of a run in `mode` goes when its rule or step
+    /// names `channels`: to those, live or without `[drill] channels`. A
+    /// drill with `[drill] channels` sends, for each channel named, one
+    /// message to each drill channel, saying which channel it stands in
+    /// for: the drill shows every message a live run would send, and sends
+    /// none of them where a live run would.
+    pub fn routes(&self, mode: Mode, channels: &[String]) -> Vec<Route> {
+        let unique = |list: &[String]| {
+            let mut out: Vec<String> = Vec::with_capacity(list.len());
+            for c in list {
+                if !out.contains(c) {
+                    out.push(c.clone());
+                }
+            }
+            out
+        };
+        match (&self.drill_channels, mode) {
+            (Some(drill), Mode::Drill) => {
+                let drill = unique(drill);
+                unique(channels)
+                    .into_iter()
+                    .flat_map(|live| {
+                        drill.iter().map(move |d| Route {
+                            channel: d.clone(),
+                            live_channel: Some(live.clone()),
+                        })
+                    })
+                    .collect()
+            }
+            _ => {
+                channels.iter().map(|c| Route { channel: c.clone(), live_channel: None }).collect()
+            }
+        }
+    }
+
     pub fn run_link(&self, run_id: &str) -> Option<String> {
         self.public_url.as_ref().map(|u| format!("{u}/runs/{run_id}"))
+    }
+}
+
+/// One outbox row's destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub channel: String,
+    /// A rerouted drill's: the channel a live run would have notified.
+    pub live_channel: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn notifier(drill: Option<&[&str]>) -> Notifier {
+        Notifier { drill_channels: drill.map(names), ..Notifier::default() }
+    }
+
+    /// (channel, live channel) of each route.
+    fn routes(n: &Notifier, mode: Mode, named: &[&str]) -> Vec<(String, Option<String>)> {
+        n.routes(mode, &names(named)).into_iter().map(|r| (r.channel, r.live_channel)).collect()
+    }
+
+    fn plain(list: &[&str]) -> Vec<(String, Option<String>)> {
+        list.iter().map(|c| (c.to_string(), None)).collect()
+    }
+
+    #[test]
+    fn a_live_run_always_notifies_the_channels_it_names() {
+        let n = notifier(Some(&["drills-file"]));
+        let named = ["oncall-pager", "incidents-slack"];
+        assert_eq!(routes(&n, Mode::Live, &named), plain(&named));
+    }
+
+    #[test]
+    fn drill_channels_replace_every_named_channel_saying_which() {
+        let n = notifier(Some(&["drills-file", "drills-slack", "drills-file"]));
+        let got = routes(&n, Mode::Drill, &["oncall-pager", "incidents-slack", "oncall-pager"]);
+        let to = |d: &str, live: &str| (d.to_string(), Some(live.to_string()));
+        assert_eq!(
+            got,
+            [
+                to("drills-file", "oncall-pager"),
+                to("drills-slack", "oncall-pager"),
+                to("drills-file", "incidents-slack"),
+                to("drills-slack", "incidents-slack"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_drill_rule_naming_no_channel_still_notifies_nobody() {
+        let n = notifier(Some(&["drills-file"]));
+        assert!(routes(&n, Mode::Drill, &[]).is_empty());
+    }
+
+    #[test]
+    fn without_drill_channels_a_drill_uses_the_named_channels() {
+        assert_eq!(
+            routes(&notifier(None), Mode::Drill, &["oncall-pager"]),
+            plain(&["oncall-pager"])
+        );
     }
 }
