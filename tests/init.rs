@@ -13,6 +13,13 @@ fn init_scaffolds_a_config_and_a_workflow_that_validate() {
     let out =
         lifeboat(&["validate", "--config", config.to_str().unwrap(), workflows.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    // Editors find the schema the starter names, offline.
+    let starter = std::fs::read_to_string(workflows.join("hello.yaml")).unwrap();
+    assert!(starter.starts_with("# yaml-language-server: $schema=./schema.json"), "{starter}");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workflows.join("schema.json")).unwrap())
+            .expect("schema.json is JSON");
+    assert!(schema["$defs"]["Step"].is_object());
 
     // A second init must not overwrite anything.
     let again = lifeboat(&["init", target.to_str().unwrap()]);

@@ -21,6 +21,7 @@ mod runbooks;
 mod schedules;
 mod serve;
 mod shared;
+mod shell;
 mod ssrf;
 mod ui;
 mod util;

@@ -16,9 +16,13 @@ pub const CONFIG: &str = include_str!("init/lifeboat.toml");
 pub const STARTER: &str = include_str!("init/hello.yaml");
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The schema beside the workflows: the starter's first line points
+    // editors (yaml-language-server) at it, offline.
+    let schema = crate::schema::workflow_schema_json();
     let files = [
         (args.dir.join("lifeboat.toml"), CONFIG),
         (args.dir.join("workflows").join("hello.yaml"), STARTER),
+        (args.dir.join("workflows").join("schema.json"), schema.as_str()),
     ];
     for (path, _) in &files {
         if path.exists() {

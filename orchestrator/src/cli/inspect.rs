@@ -18,7 +18,7 @@ use crate::views::{RunDocument, RunView, Time};
 pub struct RunsArgs {
     #[arg(long)]
     pub status: Option<String>,
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCompleter::new(super::shell::workflow_names))]
     pub workflow: Option<String>,
     #[arg(long, default_value_t = 20)]
     pub limit: u32,

@@ -34,6 +34,7 @@ mod run;
 mod schedules;
 mod schema;
 mod serve;
+mod shell;
 pub(crate) mod validate;
 
 use std::path::PathBuf;
@@ -45,8 +46,23 @@ pub use crate::app::Ctx;
 use crate::exec::people::Decision;
 pub use error::{InputError, NotFound, exit_code, input_error, not_found};
 
+/// `--version`: the crate version, the commit it was built from and the
+/// build date (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LIFEBOAT_GIT_COMMIT"),
+    ", built ",
+    env!("LIFEBOAT_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat", version, about = "Workflow-driven disaster-recovery orchestrator")]
+#[command(
+    name = "lifeboat",
+    version = VERSION,
+    about = "Workflow-driven disaster-recovery orchestrator"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -131,11 +147,16 @@ pub enum Command {
     Serve(serve::Args),
     /// Apply database migrations (also done on every start).
     Migrate,
+    /// Print the Tab-completion script for bash, zsh or fish.
+    Completions(shell::CompletionsArgs),
+    /// Write the man pages (lifeboat.1 and one per command) into a directory.
+    Man(shell::ManArgs),
 }
 
 /// Exit codes (docs/exit-codes.md): 0 ok, 1 failed run or invalid input,
 /// 2 usage or internal error, 3 not found, 4 database unavailable.
 pub fn main() -> ExitCode {
+    shell::complete_if_asked();
     let cli = Cli::parse();
     let global = cli.global;
     let result = match cli.command {
@@ -144,6 +165,8 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Init(args) => init::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
         command => async_main(global, command),
     };
     match result {
@@ -193,7 +216,9 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             | Command::Graph(_)
             | Command::Plan(_)
             | Command::Schema(_)
-            | Command::Init(_) => {
+            | Command::Init(_)
+            | Command::Completions(_)
+            | Command::Man(_) => {
                 unreachable!("handled synchronously")
             }
         }

@@ -15,6 +15,7 @@ use crate::store::{Created, NewRequest, RequestKind, RunStatus};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A workflow's declared name (in the workflows directory) or a file.
+    #[arg(add = clap_complete::ArgValueCompleter::new(super::shell::workflow_names))]
     pub workflow: String,
     /// An input, `key=value`; repeat for more.
     #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
