@@ -3,6 +3,8 @@
 //! notifications, audit anchors), until SIGTERM or Ctrl-C. Then the server
 //! stops accepting, event streams end, workers stop claiming and let steps
 //! in flight finish or hand them back; the audit head is anchored last.
+//! Under systemd it says when it is ready and stopping, and keeps the
+//! watchdog (`serve/systemd.rs`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -57,6 +59,7 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            server::systemd::stopping();
             shutdown.cancel();
         });
     }
@@ -95,12 +98,18 @@ pub async fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
                     None => return Ok(()),
                 },
             };
-            eprintln!("lifeboat serve: listening on http://{}", listener.local_addr()?);
+            let local = listener.local_addr()?;
+            eprintln!("lifeboat serve: listening on http://{local}");
+            server::systemd::ready(&format!("serving on http://{local}"));
             server::serve_http(app, listener).await
         })
     };
+    let watchdog = server::systemd::spawn_watchdog(shutdown.clone());
     engine.work(shutdown.clone(), None).await?;
     shutdown.cancel();
+    if let Some(task) = watchdog {
+        let _ = task.await;
+    }
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("lifeboat serve: HTTP server: {e:#}"),

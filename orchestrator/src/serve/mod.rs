@@ -18,6 +18,7 @@ pub mod hook_guard;
 pub mod hooks;
 pub mod listener;
 pub mod sse;
+pub mod systemd;
 pub mod ui;
 
 use std::sync::Arc;
