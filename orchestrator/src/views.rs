@@ -267,6 +267,10 @@ mod tests {
             lease_owner: None,
             lease_expires_at: None,
             pins: None,
+            mode: crate::store::RunMode::Live,
+            scenario: None,
+            drill: None,
+            verdict: None,
         }
     }
 

@@ -79,6 +79,8 @@ fn shared() -> Vec<Hot> {
         hot("schedule last tick", reads::LAST_TICK),
         hot("run counts (metrics)", reads::RUN_COUNTS),
         hot("audit page", reads::AUDIT_LIST).ordered(),
+        hot("drill history", reads::DRILLS).ordered(),
+        hot("drill history of a workflow", reads::DRILLS_OF).ordered(),
     ];
     for (status, workflow, before) in [
         (false, false, false),
