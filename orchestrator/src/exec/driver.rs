@@ -7,6 +7,7 @@
 //! flight into interrupted ones.
 
 mod attempts;
+mod drill;
 mod finish;
 mod gates;
 mod native;
@@ -87,6 +88,8 @@ pub struct Driver {
     requests_queued: Arc<Notify>,
     /// When the run breaches its RTO (`objectives.rto`), until that is said.
     rto_due: Option<i64>,
+    /// A drill's faults, expectations and queued notifications (`drill.rs`).
+    drill: Option<drill::DrillState>,
 }
 
 /// A timer due within this is waited for by the driver, holding the lease;
@@ -132,7 +135,9 @@ impl Driver {
         {
             rto_due = None;
         }
+        let drill = drill::DrillState::load(&rt, &run).await?;
         Ok(Driver {
+            drill,
             rt,
             wf,
             run,
@@ -158,7 +163,7 @@ impl Driver {
     /// makes them durable. Only side-effect-free work is staged without a
     /// flush (pure steps): anything with a side effect flushes first, so its
     /// attempt is recorded before it starts.
-    fn stage(&mut self, changes: Vec<Change>) -> Result<(), ExecError> {
+    fn stage(&mut self, mut changes: Vec<Change>) -> Result<(), ExecError> {
         for change in &changes {
             match change {
                 Change::Step(s) => {
@@ -189,6 +194,9 @@ impl Driver {
                     if let Some(inputs) = &u.inputs {
                         self.run.inputs = inputs.clone();
                     }
+                    if u.outputs.is_some() {
+                        self.run.outputs.clone_from(&u.outputs);
+                    }
                     if u.error.is_some() {
                         self.run.error.clone_from(&u.error);
                     }
@@ -203,8 +211,10 @@ impl Driver {
         if ended {
             notifications.extend(self.resolve_pages());
         }
+        let verdict = self.drill_staged(&mut changes, &notifications, ended);
         self.staged.extend(changes);
         self.staged.extend(notifications);
+        self.staged.extend(verdict);
         Ok(())
     }
 
@@ -504,9 +514,8 @@ impl Driver {
     }
 
     fn has_rollback_work(&self) -> bool {
-        self.wf.steps.iter().enumerate().any(|(i, s)| {
-            s.rollback.is_some() && self.slots[i].record.status == StepStatus::Succeeded
-        })
+        (0..self.wf.steps.len())
+            .any(|i| self.has_rollback(i) && self.slots[i].record.status == StepStatus::Succeeded)
     }
 
     /// The earliest timer among steps and rollbacks.
@@ -592,6 +601,7 @@ impl Driver {
                 "started_at": self.run.started_at.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
                 "trigger": self.run.trigger.get("kind").cloned().unwrap_or(json!("manual")),
                 "requested_by": self.run.trigger.get("by").cloned().unwrap_or(Value::Null),
+                "mode": self.run.mode.as_str(),
             },
             "alert": payload,
             "event": payload,
@@ -651,7 +661,10 @@ impl Driver {
                 Err(e) => return self.fail_step(i, format!("`when`: {e}")).await,
             }
         }
-        match step.body.kind {
+        if self.drill_skips(i) {
+            return self.drill_skip(i).await;
+        }
+        match self.body(i, Phase::Forward).kind {
             StepKind::Native(kind) => self.start_native(i, kind).await,
             StepKind::Action(_) => self.start_attempt(i, Phase::Forward).await,
         }
@@ -660,7 +673,7 @@ impl Driver {
     fn body(&self, i: usize, phase: Phase) -> &CompiledBody {
         let step = &self.wf.steps[i];
         match phase {
-            Phase::Forward => &step.body,
+            Phase::Forward => self.drill_body(i).unwrap_or(&step.body),
             Phase::Rollback => {
                 step.rollback.as_ref().expect("rollback phase only for steps with a rollback")
             }

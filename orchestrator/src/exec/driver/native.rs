@@ -168,8 +168,7 @@ impl Driver {
             pins: self.run.pins.clone().unwrap_or_default(),
         });
         // A drill's children rehearse too (without its faults).
-        let keys =
-            crate::exec::runtime::SubmitKeys { mode: self.run.mode, ..Default::default() };
+        let keys = crate::exec::runtime::SubmitKeys { mode: self.run.mode, ..Default::default() };
         let mut run = self.rt.new_run(&child, inputs, trigger, parent, false, keys).await?;
         // Created by this commit, so it must be created: behind a busy
         // concurrency key the child queues (it is not skipped).
