@@ -6,6 +6,7 @@ mod audit;
 mod big_files;
 mod children;
 mod crash;
+mod drills;
 mod front_door;
 mod ha;
 mod hostile;

@@ -88,12 +88,10 @@ impl FromStr for Fault {
                     .map(Fault::Delay)
                     .map_err(|e| format!("fault `{other}`: {e}")),
                 None => {
-                    let hint = crate::suggest::did_you_mean(
-                        other,
-                        ["fail", "timeout", "crash", "delay:"].into_iter(),
-                    )
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default();
+                    let hint =
+                        crate::suggest::did_you_mean(other, ["fail", "timeout", "crash", "delay:"])
+                            .map(|h| format!(" ({h})"))
+                            .unwrap_or_default();
                     Err(format!(
                         "unknown fault `{other}`{hint}: write fail, timeout, delay:DURATION (e.g. delay:30s) or crash"
                     ))

@@ -96,6 +96,8 @@ string_enum!(
     RunMode { Live = "live", Drill = "drill" }
 );
 
+// `string_enum!` cannot mark a `#[default]` variant.
+#[allow(clippy::derivable_impls)]
 impl Default for RunMode {
     fn default() -> Self {
         RunMode::Live
