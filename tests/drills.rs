@@ -241,3 +241,129 @@ fn plan_lists_what_a_drill_runs_skips_and_substitutes() {
     assert_eq!(d["scenarios"], serde_json::json!(["happy", "wrong"]));
     assert_eq!(d["refused"], serde_json::json!([]));
 }
+
+const GATED: &str = r#"
+name: gated
+notify:
+  - on: [approval_requested, succeeded]
+    channels: [hook]
+steps:
+  gate: { uses: approval, with: { approvers: [bob] } }
+  after: { uses: set, needs: [gate], with: { done: "yes" } }
+drills:
+  approved:
+    expect:
+      status: succeeded
+      steps: { gate: succeeded }
+      notified: [approval_requested, succeeded]
+"#;
+
+/// Runs `python3 -c SCRIPT` on `stdin`; its standard output.
+fn python(script: &str, stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_report_of_a_drill_is_evidence_verdict_decisions_notifications_junit_and_audit() {
+    let sb = Sandbox::new("drill-evidence")
+        .with_users(&["bob"])
+        .config("[channels.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n");
+    let file = sb.write("gated.yaml", GATED).display().to_string();
+    sb.ok(&["migrate"]);
+    let _serve = sb.serve();
+    let mut cmd = sb.command(&["drill", &file, "--scenario", "approved"]);
+    cmd.env("USER", "alice");
+    let out = crate::util::output_within(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = stdout(&out).trim().to_string();
+    sb.wait_for(&run, Duration::from_secs(30), |d| step(d, "gate")["status"] == "waiting");
+    let mut cmd = sb.command(&["approve", &run, "gate"]);
+    cmd.env("USER", "bob").env_remove("LOGNAME");
+    let out = crate::util::output_within(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let doc = sb.wait_finished(&run, Duration::from_secs(30));
+    assert_eq!(doc["verdict"]["passed"], true, "{doc:#}");
+
+    let report: Value =
+        serde_json::from_slice(&sb.ok(&["report", &run, "--format", "json"]).stdout).unwrap();
+    assert_eq!(report["drill"]["scenario"], "approved", "{report:#}");
+    assert_eq!(report["drill"]["started_by"], "alice", "{report:#}");
+    assert_eq!(report["drill"]["verdict"]["passed"], true);
+    let decisions = report["decisions"].as_array().unwrap();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["decision"] == "approved" && d["by"] == serde_json::json!(["bob"])),
+        "{decisions:#?}"
+    );
+    let events: Vec<&str> = report["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["event"].as_str())
+        .collect();
+    assert!(events.contains(&"approval_requested") && events.contains(&"succeeded"), "{events:?}");
+
+    let text = stdout(&sb.ok(&["report", &run]));
+    assert!(text.contains("drill verdict: PASSED") && text.contains("decision: "), "{text}");
+
+    let junit = stdout(&sb.ok(&["report", &run, "--format", "junit"]));
+    let parsed = python(
+        "import sys, xml.etree.ElementTree as E\n\
+         root = E.fromstring(sys.stdin.read())\n\
+         assert root.tag == 'testsuites', root.tag\n\
+         for s in root.iter('testsuite'):\n\
+         \x20   cases = s.findall('testcase')\n\
+         \x20   assert int(s.get('tests')) == len(cases)\n\
+         \x20   assert int(s.get('failures')) == sum(1 for c in cases if c.find('failure') is not None)\n\
+         \x20   print(s.get('name'), s.get('tests'), s.get('failures'), ','.join(c.get('name') for c in cases))\n",
+        &junit,
+    );
+    assert_eq!(
+        parsed.trim(),
+        "gated/approved 4 0 status,step gate,notified approval_requested,notified succeeded"
+    );
+
+    let audit: Value = serde_json::from_slice(&sb.ok(&["audit", "list", "--json"]).stdout).unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["run_id"] == run.as_str())
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap_or("")))
+        .collect();
+    assert!(actions.contains(&("drill", "alice")), "{actions:?}");
+    assert!(actions.iter().any(|(a, _)| *a == "drill_verdict"), "{actions:?}");
+    sb.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn a_failed_drills_junit_has_its_failure_with_expected_and_actual() {
+    let (sb, file) = sandbox("drill-junit-fail", RUNBOOK);
+    let (_, doc) = drill_wait(&sb, &[&file, "--scenario", "wrong"]);
+    let run = doc["id"].as_str().unwrap();
+    let junit = stdout(&sb.ok(&["report", run, "--format", "junit"]));
+    let parsed = python(
+        "import sys, xml.etree.ElementTree as E\n\
+         root = E.fromstring(sys.stdin.read())\n\
+         for c in root.iter('testcase'):\n\
+         \x20   f = c.find('failure')\n\
+         \x20   print(c.get('name'), '|', f.get('message') if f is not None else 'ok')\n",
+        &junit,
+    );
+    assert_eq!(
+        parsed.lines().collect::<Vec<_>>(),
+        ["step cutover | expected succeeded, actual skipped"]
+    );
+}

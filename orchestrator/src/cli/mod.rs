@@ -22,6 +22,7 @@ mod audit;
 mod control;
 mod drill;
 mod error;
+mod evidence;
 mod graph;
 mod init;
 pub(crate) mod inspect;
