@@ -367,3 +367,33 @@ fn a_failed_drills_junit_has_its_failure_with_expected_and_actual() {
         ["step cutover | expected succeeded, actual skipped"]
     );
 }
+
+#[test]
+fn the_api_starts_a_drill_and_lists_the_drill_history() {
+    let sb = Sandbox::new("drill-api").with_users(&["alice", "vic"]);
+    std::fs::create_dir_all(sb.path("workflows")).unwrap();
+    sb.write("workflows/failover.yaml", RUNBOOK);
+    let api = crate::util::Api::start(&sb);
+    let start = |body: Value, token: &str| {
+        api.post("/api/v1/workflows/failover/drills", Some(token), &body)
+    };
+    let bad = start(serde_json::json!({"inject": ["flakey=fail"]}), "alice-token");
+    assert_eq!(bad.status, 422, "{bad:?}");
+    assert!(bad.body["error"]["message"].as_str().unwrap().contains("did you mean `flaky`?"));
+    assert_eq!(start(serde_json::json!({"scenario": "happy"}), "vic-token").status, 403);
+    let made = start(serde_json::json!({"scenario": "happy"}), "alice-token");
+    assert_eq!(made.status, 201, "{made:?}");
+    let id = made.body["id"].as_str().unwrap().to_string();
+    let doc = api.wait_run("vic-token", &id, Duration::from_secs(30), |d| d["verdict"].is_object());
+    assert_eq!(
+        (doc["mode"].as_str(), doc["verdict"]["passed"].as_bool()),
+        (Some("drill"), Some(true))
+    );
+    let history = api.get("/api/v1/drills?workflow=failover", Some("vic-token"));
+    assert_eq!(history.status, 200, "{history:?}");
+    let d = &history.body[0];
+    assert_eq!((d["run"].as_str(), d["scenario"].as_str()), (Some(id.as_str()), Some("happy")));
+    assert_eq!((d["passed"].as_bool(), d["started_by"].as_str()), (Some(true), Some("alice")));
+    let none = api.get("/api/v1/drills?workflow=other", Some("vic-token"));
+    assert_eq!(none.body, serde_json::json!([]));
+}
