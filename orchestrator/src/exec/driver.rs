@@ -181,6 +181,7 @@ impl Driver {
                     if u.reopen {
                         self.run.finished_at = None;
                         self.run.error = None;
+                        self.run.verdict = None;
                     }
                     if u.finished_at.is_some() {
                         self.run.finished_at = u.finished_at;

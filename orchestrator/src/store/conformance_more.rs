@@ -209,6 +209,10 @@ async fn a_drill_keeps_its_mode_spec_and_verdict_and_is_listed_as_a_drill() {
         assert_eq!(run.scenario.as_deref(), Some("happy"), "{name}");
         assert_eq!(run.drill, Some(spec), "{name}");
         assert_eq!(run.verdict, Some(verdict), "{name}");
+        // A retried drill is active again: its verdict is cleared for the next end.
+        let reopen = RunUpdate { reopen: true, ..Default::default() };
+        store.commit("w1", "d1", &[Change::Run(reopen)]).await.unwrap();
+        assert_eq!(store.run("d1").await.unwrap().unwrap().verdict, None, "{name}");
         let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(store.drills(None, 10).await.unwrap()), ["d1"], "{name}");
         assert_eq!(ids(store.drills(Some("wf"), 10).await.unwrap()), ["d1"], "{name}");

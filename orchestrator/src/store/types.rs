@@ -334,7 +334,8 @@ pub struct RunUpdate {
     pub error: Option<String>,
     pub paused: Option<bool>,
     pub cancelled_by: Option<String>,
-    /// Clears `finished_at` and `error` (a retried run is active again).
+    /// Clears `finished_at`, `error` and a drill's `verdict` (a retried run
+    /// is active again, and its next end gets a verdict of its own).
     pub reopen: bool,
     pub inputs: Option<Value>,
     /// A drill's verdict (`exec::drill::Verdict`).

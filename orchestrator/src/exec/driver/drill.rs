@@ -21,7 +21,8 @@ pub(super) struct DrillState {
 
 impl DrillState {
     /// Read with the run: nothing for a live run or a drill's child (no
-    /// spec); the outbox once for an unfinished drill (its earlier drives).
+    /// spec); for a drill, its outbox once per drive (what earlier drives
+    /// queued), never once per step.
     pub(super) async fn load(rt: &Runtime, run: &RunRecord) -> ExecResult<Option<Self>> {
         let Some(stored) = run.drill.as_ref().filter(|_| run.mode == RunMode::Drill) else {
             return Ok(None);
@@ -33,11 +34,7 @@ impl DrillState {
                 what: "drill",
                 source,
             })?;
-        let notified = if run.verdict.is_some() {
-            BTreeSet::new()
-        } else {
-            rt.store.outbox(&run.id).await?.into_iter().map(|r| r.event).collect()
-        };
+        let notified = rt.store.outbox(&run.id).await?.into_iter().map(|r| r.event).collect();
         Ok(Some(DrillState { spec, notified }))
     }
 }

@@ -178,7 +178,7 @@ impl Writer for Tx<'_> {
              finished_at = CASE WHEN $3 THEN NULL ELSE COALESCE($4, finished_at) END, \
              outputs = COALESCE($5, outputs), error = CASE WHEN $3 THEN NULL ELSE COALESCE($6, error) END, \
              paused = COALESCE($7, paused), cancelled_by = COALESCE($8, cancelled_by), \
-             inputs = COALESCE($9, inputs), verdict = COALESCE($11, verdict) WHERE id = $10",
+             inputs = COALESCE($9, inputs), verdict = CASE WHEN $3 THEN NULL ELSE COALESCE($11, verdict) END WHERE id = $10",
         )
         .bind(u.status.map(|s| s.as_str()))
         .bind(u.started_at)
