@@ -50,11 +50,12 @@ pub fn document(doc: &Value, rto_ms: Option<i64>, took_ms: i64, decisions: Vec<V
         "duration_ms": took_ms,
         "rto_ms": rto_ms,
         "within_rto": rto_ms.map(|r| took_ms <= r),
-        "drill": doc.get("verdict").map(|verdict| json!({
+        // `verdict` is null while the drill runs.
+        "drill": (doc["mode"] == "drill").then(|| json!({
             "scenario": doc["scenario"],
             "faults": doc["drill"]["faults"],
             "started_by": doc["trigger"]["by"],
-            "verdict": verdict,
+            "verdict": doc["verdict"],
         })),
         "decisions": decisions,
         "notifications": doc["notifications"],
