@@ -317,6 +317,11 @@ fn the_report_of_a_drill_is_evidence_verdict_decisions_notifications_junit_and_a
 
     let text = stdout(&sb.ok(&["report", &run]));
     assert!(text.contains("drill verdict: PASSED") && text.contains("decision: "), "{text}");
+    let html = sb.path("report.html").display().to_string();
+    sb.ok(&["report", &run, "--html", &html]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Drill verdict") && page.contains("<h2>Decisions</h2>"), "{page}");
+    assert!(page.contains("approved on gate by"), "{page}");
 
     let junit = stdout(&sb.ok(&["report", &run, "--format", "junit"]));
     let parsed = python(

@@ -280,6 +280,11 @@ fn decision_line(d: &Value) -> String {
     let by = match &d["by"] {
         Value::Null => String::new(),
         Value::String(s) => format!(" by {s}"),
+        Value::Array(people) => {
+            let names: Vec<String> =
+                people.iter().map(|p| p.as_str().map_or(p.to_string(), String::from)).collect();
+            format!(" by {}", names.join(", "))
+        }
         other => format!(" by {other}"),
     };
     format!(
