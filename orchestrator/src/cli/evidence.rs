@@ -157,11 +157,11 @@ mod tests {
             "trigger": {"by": "ann <ops>"},
             "verdict": {"passed": false, "recovery_ms": 1500, "expectations": [
                 {"what": "status", "expected": "succeeded", "actual": "failed", "ok": false},
-                {"what": "output x", "expected": "a match of /a&b/", "actual": "\"a\u{1b}\"", "ok": true},
+                {"what": "output x", "expected": "a match of /a&b/", "actual": "\"a\u{1b}\"", "ok": false},
             ]},
         });
         let xml = junit(&doc, 1500);
-        assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+        assert!(xml.contains("tests=\"2\" failures=\"2\""), "{xml}");
         assert!(xml.contains("<testcase classname=\"failover.happy\" name=\"status\" time=\"0\">"));
         assert!(xml.contains("message=\"expected succeeded, actual failed\""), "{xml}");
         assert!(xml.contains("value=\"ann &lt;ops&gt;\"") && xml.contains("a&amp;b"), "{xml}");
