@@ -195,6 +195,31 @@ fn failover_p0_fences_the_dead_primary_promotes_the_replica_and_moves_traffic() 
     assert!(summary.contains("dc02 promoted") && summary.contains("within the RTO"), "{summary}");
 }
 
+/// The failover's `happy-path` drill scenario (issue #14) holds.
+#[test]
+fn failover_happy_path_drill_passes_its_scenario() {
+    let (sb, estate) = Estate::start("rb-failover-drill");
+    let input = estate.input();
+    let out = sb.lifeboat(&[
+        "drill",
+        &workflow("failover"),
+        "--scenario",
+        "happy-path",
+        "-i",
+        &input,
+        "--wait",
+        "--json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), crate::util::stderr(&out)));
+    assert_eq!(out.status.code(), Some(0), "{:#}", doc["verdict"]);
+    assert_eq!(
+        (doc["mode"].as_str(), doc["verdict"]["passed"].as_bool()),
+        (Some("drill"), Some(true))
+    );
+    assert_eq!(estate.status()["primary"], "dc02");
+}
+
 #[test]
 fn failover_rolls_back_and_unfences_when_promote_fails() {
     let (sb, estate) = Estate::start("rb-failover-promote-fails");

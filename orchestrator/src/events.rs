@@ -57,6 +57,7 @@ run_events! {
     StepWaiting => "step_waiting",
     StepInterrupted => "step_interrupted",
     NeedsHuman => "needs_human",
+    FaultInjected => "fault_injected",
     ChildStarted => "child_started",
     Notification => "notification",
     RollbackStarted => "rollback_started",
@@ -96,7 +97,7 @@ impl RunEvent {
             | StepRetrying | StepWaiting | StepInterrupted | ChildStarted | Notification
             | RollbackStarted | StepRolledBack | RollbackStepFailed | ApprovalRecorded
             | ApprovalTimedOut | Approved | Rejected | Acknowledged | DecisionRefused
-            | StatusUpdate | EscalationExhausted => return None,
+            | StatusUpdate | EscalationExhausted | FaultInjected => return None,
         })
     }
 }

@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::store::{
-    AttemptRecord, AttemptStatus, OutboxRecord, OutboxStatus, Phase, RunRecord, RunStatus,
+    AttemptRecord, AttemptStatus, OutboxRecord, OutboxStatus, Phase, RunMode, RunRecord, RunStatus,
     StepRecord, StepStatus, Store,
 };
 
@@ -53,6 +53,16 @@ pub struct RunView<'a> {
     pub id: &'a str,
     pub workflow: &'a str,
     pub status: RunStatus,
+    /// `live` or `drill`.
+    pub mode: RunMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<&'a str>,
+    /// A drill's faults and expectations (`exec::drill::DrillSpec`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<&'a Value>,
+    /// A drill's verdict once it ended (`exec::drill::Verdict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<&'a Value>,
     pub inputs: &'a Value,
     pub outputs: Outputs<'a>,
     pub error: Option<&'a str>,
@@ -71,6 +81,10 @@ impl<'a> From<&'a RunRecord> for RunView<'a> {
             id: &run.id,
             workflow: &run.workflow,
             status: run.status,
+            mode: run.mode,
+            scenario: run.scenario.as_deref(),
+            drill: run.drill.as_ref(),
+            verdict: run.verdict.as_ref(),
             inputs: &run.inputs,
             outputs: Outputs(run.outputs.as_ref()),
             error: run.error.as_deref(),
@@ -81,6 +95,64 @@ impl<'a> From<&'a RunRecord> for RunView<'a> {
             created_at: Time::at(run.created_at),
             started_at: Time(run.started_at),
             finished_at: Time(run.finished_at),
+        }
+    }
+}
+
+/// A drill in the history (`lifeboat drills`, `GET /api/v1/drills`).
+#[derive(Debug, Serialize)]
+pub struct DrillView<'a> {
+    pub run: &'a str,
+    pub workflow: &'a str,
+    pub scenario: Option<&'a str>,
+    pub status: RunStatus,
+    /// `None` until the drill has ended.
+    pub passed: Option<bool>,
+    pub recovery_ms: Option<i64>,
+    pub rto_ms: Option<u64>,
+    pub within_rto: Option<bool>,
+    pub started_by: Option<&'a str>,
+    pub faults: Option<&'a Value>,
+    pub created_at: Time,
+    pub started_at: Time,
+    pub finished_at: Time,
+    /// Every expectation, expected against actual.
+    pub verdict: Option<&'a Value>,
+    #[serde(skip)]
+    pub created_at_ms: i64,
+}
+
+impl DrillView<'_> {
+    /// `passed`, `failed`, or `-` while it runs.
+    pub fn verdict_word(&self) -> &'static str {
+        match self.passed {
+            Some(true) => "passed",
+            Some(false) => "failed",
+            None => "-",
+        }
+    }
+}
+
+impl<'a> From<&'a RunRecord> for DrillView<'a> {
+    fn from(run: &'a RunRecord) -> Self {
+        let verdict = run.verdict.as_ref();
+        let field = |name: &str| verdict.and_then(|v| v.get(name));
+        DrillView {
+            run: &run.id,
+            workflow: &run.workflow,
+            scenario: run.scenario.as_deref(),
+            status: run.status,
+            passed: field("passed").and_then(Value::as_bool),
+            recovery_ms: field("recovery_ms").and_then(Value::as_i64),
+            rto_ms: field("rto_ms").and_then(Value::as_u64),
+            within_rto: field("within_rto").and_then(Value::as_bool),
+            started_by: run.trigger.get("by").and_then(Value::as_str),
+            faults: run.drill.as_ref().and_then(|d| d.get("faults")),
+            created_at: Time::at(run.created_at),
+            started_at: Time(run.started_at),
+            finished_at: Time(run.finished_at),
+            verdict,
+            created_at_ms: run.created_at,
         }
     }
 }
@@ -267,6 +339,10 @@ mod tests {
             lease_owner: None,
             lease_expires_at: None,
             pins: None,
+            mode: crate::store::RunMode::Live,
+            scenario: None,
+            drill: None,
+            verdict: None,
         }
     }
 
@@ -277,7 +353,7 @@ mod tests {
         let doc =
             RunDocument { run: run(), steps: vec![step], attempts: vec![], notifications: vec![] };
         let expected = json!({
-            "id": "r1", "workflow": "wf", "status": "failed", "inputs": {"site": "b"},
+            "id": "r1", "workflow": "wf", "status": "failed", "mode": "live", "inputs": {"site": "b"},
             "outputs": {}, "error": "boom", "trigger": {"kind": "cli"}, "paused": false,
             "parent_run_id": null, "definition_hash": "h",
             "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:01.000Z",

@@ -109,8 +109,8 @@ fn print_runs(out: &mut impl Write, runs: &[RunRecord], json: bool) -> std::io::
     }
     writeln!(
         out,
-        "{:<36}  {:<18}  {:<15}  {:<24}  DURATION",
-        "RUN", "WORKFLOW", "STATUS", "STARTED"
+        "{:<36}  {:<18}  {:<15}  {:<5}  {:<24}  DURATION",
+        "RUN", "WORKFLOW", "STATUS", "MODE", "STARTED"
     )?;
     for r in runs {
         let started = Time(r.started_at.or(Some(r.created_at))).text();
@@ -121,10 +121,11 @@ fn print_runs(out: &mut impl Write, runs: &[RunRecord], json: bool) -> std::io::
         };
         writeln!(
             out,
-            "{:<36}  {:<18}  {:<15}  {:<24}  {duration}",
+            "{:<36}  {:<18}  {:<15}  {:<5}  {:<24}  {duration}",
             r.id,
             r.workflow,
             r.status.as_str(),
+            r.mode.as_str(),
             started.as_deref().unwrap_or("-")
         )?;
     }
@@ -149,7 +150,12 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
         (Some(s), Some(f)) => format!(" in {}", human_ms(f - s)),
         _ => String::new(),
     };
-    outln!("\nrun {} of {}: {}{took}", run.id, run.workflow, run.status);
+    let mode = match (run.mode, &run.scenario) {
+        (crate::store::RunMode::Live, _) => String::new(),
+        (_, Some(scenario)) => format!(" (drill, scenario {scenario})"),
+        (_, None) => " (drill)".into(),
+    };
+    outln!("\nrun {} of {}{mode}: {}{took}", run.id, run.workflow, run.status);
     if let Some(e) = &run.error {
         outln!("  error: {}", inline(e));
     }
@@ -170,6 +176,9 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
         run.outputs.as_ref().filter(|o| o.as_object().is_some_and(|m| !m.is_empty()))
     {
         outln!("  outputs: {}", inline(&outputs.to_string()));
+    }
+    if let Some(verdict) = &run.verdict {
+        super::drill::print_verdict(verdict);
     }
     if !notifications.is_empty() {
         outln!("  notifications:");

@@ -20,7 +20,9 @@ macro_rules! out {
 
 mod audit;
 mod control;
+mod drill;
 mod error;
+mod evidence;
 mod graph;
 mod init;
 pub(crate) mod inspect;
@@ -108,6 +110,10 @@ pub enum Command {
     Run(run::Args),
     /// Run the failed part of a run again, optionally with new inputs.
     Retry(run::RetryArgs),
+    /// Rehearse a workflow: a drill run, with a scenario's or given faults.
+    Drill(drill::Args),
+    /// Drill history: scenario, verdict, recovery time against the RTO.
+    Drills(drill::HistoryArgs),
     /// List runs.
     Runs(inspect::RunsArgs),
     /// A run and its steps (status, attempts, durations).
@@ -190,6 +196,8 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
         match command {
             Command::Run(args) => run::run(&ctx, args).await,
             Command::Retry(args) => run::retry(&ctx, args).await,
+            Command::Drill(args) => drill::run(&ctx, args).await,
+            Command::Drills(args) => drill::history(&ctx, args).await,
             Command::Runs(args) => inspect::runs(&ctx, args).await,
             Command::Show(args) => inspect::show(&ctx, args).await,
             Command::Report(args) => report::run(&ctx, args).await,

@@ -132,6 +132,31 @@ pub fn plan(wf: &CompiledWorkflow) -> Value {
         "people": people,
         "steps_worst_case": wf.steps.iter().map(|s| json!({"step": s.id, "kind": s.body.kind.name(), "worst_case": human(bound[s.index])})).collect::<Vec<_>>(),
         "mutating_without_rollback": unprotected,
+        "drill": drill_plan(wf),
+    })
+}
+
+/// What a drill of `wf` runs, skips and substitutes; the scenarios; and
+/// why a drill would be refused (an irreversible step with no `drill:`).
+fn drill_plan(wf: &CompiledWorkflow) -> Value {
+    use crate::compile::DrillAction;
+    let ids = |f: fn(&DrillAction) -> bool| {
+        wf.steps.iter().filter(|s| f(&s.drill)).map(|s| s.id.clone()).collect::<Vec<_>>()
+    };
+    let substitute: Vec<Value> = wf
+        .steps
+        .iter()
+        .filter_map(|s| match &s.drill {
+            DrillAction::Substitute(b) => Some(json!({"step": s.id, "uses": b.kind.name()})),
+            _ => None,
+        })
+        .collect();
+    json!({
+        "run": ids(|d| matches!(d, DrillAction::Run)),
+        "skip": ids(|d| matches!(d, DrillAction::Skip)),
+        "substitute": substitute,
+        "scenarios": wf.definition.drills.keys().collect::<Vec<_>>(),
+        "refused": crate::exec::drill::unprotected_steps(wf),
     })
 }
 
@@ -194,7 +219,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             outln!("  {} ({})", s["step"].as_str().unwrap_or(""), s["kind"].as_str().unwrap_or(""));
         }
     }
+    print_drill(&p["drill"], list);
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_drill(d: &Value, list: impl Fn(&Value) -> String) {
+    let substitutes: Vec<String> = d["substitute"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{} (by {})",
+                s["step"].as_str().unwrap_or(""),
+                s["uses"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let or_none = |s: String| if s.is_empty() { "none".to_string() } else { s };
+    outln!("in a drill:");
+    outln!("  runs:        {}", or_none(list(&d["run"])));
+    outln!("  skips:       {}", or_none(list(&d["skip"])));
+    outln!("  substitutes: {}", or_none(substitutes.join(", ")));
+    outln!("  scenarios:   {}", or_none(list(&d["scenarios"])));
+    for refused in d["refused"].as_array().into_iter().flatten() {
+        outln!("  ⚠ a drill is refused: {}", refused.as_str().unwrap_or(""));
+    }
 }
 
 #[cfg(test)]

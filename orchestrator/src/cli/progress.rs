@@ -70,7 +70,13 @@ fn format_event(
             }
         }
         StepSucceeded => format!("✔ {step}{}", took(step_started)),
+        StepSkipped if data.get("drill").is_some() => format!("○ {step} skipped (drill: skip)"),
         StepSkipped => format!("○ {step} skipped (`when` is false)"),
+        FaultInjected => format!(
+            "⚡ {step} attempt {}: injected fault `{}` (drill)",
+            data.get("attempt").and_then(|a| a.as_u64()).unwrap_or(1),
+            data.get("fault").and_then(|f| f.as_str()).unwrap_or("?")
+        ),
         StepRetrying => {
             let delay = data.get("delay_ms").and_then(|d| d.as_u64()).unwrap_or(0);
             format!("↻ {step} failed: {} — retrying in {}", error_of(&data), human_ms(delay as i64))

@@ -1,7 +1,10 @@
-//! `lifeboat report RUN [--html FILE]`: what happened when — a timeline of
-//! every step and attempt against the RTO, for the post-incident review.
-//! The terminal gets bars; `--html` writes one self-contained page with an
-//! SVG timeline, the step table and the notifications.
+//! `lifeboat report RUN [--html FILE] [--format text|json|junit]`: what
+//! happened when — a timeline of every step and attempt against the RTO,
+//! a drill's verdict, every decision and notification, for the
+//! post-incident review or as drill evidence. The terminal gets bars;
+//! `--html` writes one self-contained page with an SVG timeline, the step
+//! table, the verdict, decisions and notifications; `json` and `junit` are
+//! in `evidence.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +20,17 @@ pub struct Args {
     /// Write an HTML report (SVG timeline) to this file.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// `text` (a timeline), `json` (one document) or `junit` (XML, a
+    /// testcase per drill expectation), on standard output.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Junit,
 }
 
 /// Milliseconds of an RFC 3339 field, if set.
@@ -166,6 +180,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         Some(r) => format!("OVER the RTO of {} by {}", human_ms(r), human_ms(took - r)),
         None => "no RTO declared".into(),
     };
+    let decisions = super::evidence::decisions(&ctx.store.events(&run_id, 0).await?);
+    match args.format {
+        Format::Json => {
+            let report = super::evidence::document(&doc, rto, took, decisions);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Format::Junit => {
+            out!("{}", super::evidence::junit(&doc, took));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Format::Text => {}
+    }
     let bars = bars(&doc, now);
     let status = doc["status"].as_str().unwrap_or("");
     let workflow = doc["workflow"].as_str().unwrap_or("");
@@ -189,7 +216,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             crate::text::inline(&b.status)
         );
     }
+    if let Some(verdict) = doc.get("verdict") {
+        super::drill::print_verdict(verdict);
+    }
+    for d in &decisions {
+        outln!("  decision: {}", crate::text::inline(&decision_line(d)));
+    }
+    for n in doc["notifications"].as_array().into_iter().flatten() {
+        outln!("  notification: {}", crate::text::inline(&notification_line(n)));
+    }
     if let Some(path) = args.html {
+        let evidence = evidence_html(&doc, &decisions);
         let rows: String = doc["steps"]
             .as_array()
             .into_iter()
@@ -224,7 +261,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
              <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>\
              <h1>{workflow}: {status}</h1><p>Run {run}, took {took}, {verdict}.</p><h2>Timeline</h2>{svg}\
              <h2>Steps</h2><table><tr><th>step</th><th>status</th><th>attempts</th><th>error</th></tr>{rows}</table>\
-             <h2>Notifications</h2><table><tr><th>event</th><th>channel</th><th>status</th><th>answer</th></tr>{notes}</table></body></html>",
+             <h2>Notifications</h2><table><tr><th>event</th><th>channel</th><th>status</th><th>answer</th></tr>{notes}</table>{evidence}</body></html>",
             run = escape(&run_id),
             workflow = escape(workflow),
             status = escape(status),
@@ -236,6 +273,67 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         outln!("report written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-01-01T00:00:00.000Z approved on gate by ann`.
+fn decision_line(d: &Value) -> String {
+    let by = match &d["by"] {
+        Value::Null => String::new(),
+        Value::String(s) => format!(" by {s}"),
+        Value::Array(people) => {
+            let names: Vec<String> =
+                people.iter().map(|p| p.as_str().map_or(p.to_string(), String::from)).collect();
+            format!(" by {}", names.join(", "))
+        }
+        other => format!(" by {other}"),
+    };
+    format!(
+        "{} {} on {}{by}",
+        d["at"].as_str().unwrap_or(""),
+        d["decision"].as_str().unwrap_or(""),
+        d["step"].as_str().unwrap_or("the run")
+    )
+}
+
+fn notification_line(n: &Value) -> String {
+    format!(
+        "{} → {} ({}, {})",
+        n["event"].as_str().unwrap_or(""),
+        n["channel"].as_str().unwrap_or(""),
+        n["status"].as_str().unwrap_or(""),
+        n["queued_at"].as_str().unwrap_or("")
+    )
+}
+
+/// The drill verdict and the decisions, as HTML sections.
+fn evidence_html(doc: &Value, decisions: &[Value]) -> String {
+    let mut html = String::new();
+    if let Some(v) = doc.get("verdict") {
+        let passed = v["passed"] == true;
+        html += &format!(
+            "<h2>Drill verdict: <span style=\"color:{}\">{}</span></h2><p>Scenario {}.</p><table><tr><th></th><th>expectation</th><th>expected</th><th>actual</th></tr>",
+            if passed { colour("succeeded") } else { colour("failed") },
+            if passed { "PASSED" } else { "FAILED" },
+            escape(doc["scenario"].as_str().unwrap_or("(none)"))
+        );
+        for c in v["expectations"].as_array().into_iter().flatten() {
+            let ok = c["ok"] == true;
+            html += &format!(
+                "<tr><td style=\"color:{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if ok { colour("succeeded") } else { colour("failed") },
+                if ok { "PASS" } else { "FAIL" },
+                escape(c["what"].as_str().unwrap_or("")),
+                escape(c["expected"].as_str().unwrap_or("")),
+                escape(c["actual"].as_str().unwrap_or(""))
+            );
+        }
+        html += "</table>";
+    }
+    html += "<h2>Decisions</h2><ul>";
+    for d in decisions {
+        html += &format!("<li>{}</li>", escape(&decision_line(d)));
+    }
+    html + "</ul>"
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Drives `run_id` here with live progress; the exit code is its result.
-async fn wait_and_report(
+pub(super) async fn wait_and_report(
     ctx: &Ctx,
     engine: std::sync::Arc<crate::exec::engine::Engine>,
     run_id: &str,

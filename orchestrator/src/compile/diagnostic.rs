@@ -57,6 +57,7 @@ codes! {
     TooLarge = "LB027": "workflow over a size limit",
     Untrusted = "LB028": "untrusted value decides a destination or an option",
     NameNotStem = "LB029": "file name differs from the workflow name",
+    Drill = "LB030": "invalid drill scenario or step drill",
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

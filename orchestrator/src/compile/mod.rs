@@ -83,6 +83,19 @@ pub struct CompiledStep {
     /// `when`, `for_each`, `poll.until`.
     pub templates: IndexMap<String, templates::Parsed>,
     pub rollback: Option<CompiledBody>,
+    /// What the step does in a drill.
+    pub drill: DrillAction,
+    /// Where its id is written (`lifeboat drill` names an unprotected
+    /// irreversible step by file:line).
+    pub span: Span,
+}
+
+/// A step in a drill: as in a live run, skipped, or replaced by a body.
+#[derive(Debug, Clone)]
+pub enum DrillAction {
+    Run,
+    Skip,
+    Substitute(Box<CompiledBody>),
 }
 
 /// What runs: a kind, its parameters and its policies.

@@ -7,6 +7,7 @@
 //! flight into interrupted ones.
 
 mod attempts;
+mod drill;
 mod finish;
 mod gates;
 mod native;
@@ -94,6 +95,8 @@ pub struct Driver {
     requests_queued: Arc<Notify>,
     /// When the run breaches its RTO (`objectives.rto`), until that is said.
     rto_due: Option<i64>,
+    /// A drill's faults, expectations and queued notifications (`drill.rs`).
+    drill: Option<drill::DrillState>,
 }
 
 /// A timer due within this is waited for by the driver, holding the lease;
@@ -139,7 +142,9 @@ impl Driver {
         {
             rto_due = None;
         }
+        let drill = drill::DrillState::load(&rt, &run).await?;
         Ok(Driver {
+            drill,
             rt,
             wf,
             run,
@@ -166,7 +171,7 @@ impl Driver {
     /// makes them durable. Only side-effect-free work is staged without a
     /// flush (pure steps): anything with a side effect flushes first, so its
     /// attempt is recorded before it starts.
-    fn stage(&mut self, changes: Vec<Change>) -> Result<(), ExecError> {
+    fn stage(&mut self, mut changes: Vec<Change>) -> Result<(), ExecError> {
         for change in &changes {
             match change {
                 Change::Step(s) => {
@@ -184,6 +189,7 @@ impl Driver {
                     if u.reopen {
                         self.run.finished_at = None;
                         self.run.error = None;
+                        self.run.verdict = None;
                     }
                     if u.finished_at.is_some() {
                         self.run.finished_at = u.finished_at;
@@ -196,6 +202,9 @@ impl Driver {
                     }
                     if let Some(inputs) = &u.inputs {
                         self.run.inputs = inputs.clone();
+                    }
+                    if u.outputs.is_some() {
+                        self.run.outputs.clone_from(&u.outputs);
                     }
                     if u.error.is_some() {
                         self.run.error.clone_from(&u.error);
@@ -211,8 +220,10 @@ impl Driver {
         if ended {
             notifications.extend(self.resolve_pages());
         }
+        let verdict = self.drill_staged(&mut changes, &notifications, ended);
         self.staged.extend(changes);
         self.staged.extend(notifications);
+        self.staged.extend(verdict);
         Ok(())
     }
 
@@ -539,9 +550,8 @@ impl Driver {
     }
 
     fn has_rollback_work(&self) -> bool {
-        self.wf.steps.iter().enumerate().any(|(i, s)| {
-            s.rollback.is_some() && self.slots[i].record.status == StepStatus::Succeeded
-        })
+        (0..self.wf.steps.len())
+            .any(|i| self.has_rollback(i) && self.slots[i].record.status == StepStatus::Succeeded)
     }
 
     /// The earliest timer among steps and rollbacks.
@@ -627,6 +637,7 @@ impl Driver {
                 "started_at": self.run.started_at.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
                 "trigger": self.run.trigger.get("kind").cloned().unwrap_or(json!("manual")),
                 "requested_by": self.run.trigger.get("by").cloned().unwrap_or(Value::Null),
+                "mode": self.run.mode.as_str(),
             },
             "alert": payload,
             "event": payload,
@@ -686,7 +697,10 @@ impl Driver {
                 Err(e) => return self.fail_step(i, format!("`when`: {e}")).await,
             }
         }
-        match step.body.kind {
+        if self.drill_skips(i) {
+            return self.drill_skip(i).await;
+        }
+        match self.body(i, Phase::Forward).kind {
             StepKind::Native(kind) => self.start_native(i, kind).await,
             StepKind::Action(_) => self.start_attempt(i, Phase::Forward).await,
         }
@@ -695,7 +709,7 @@ impl Driver {
     fn body(&self, i: usize, phase: Phase) -> &CompiledBody {
         let step = &self.wf.steps[i];
         match phase {
-            Phase::Forward => &step.body,
+            Phase::Forward => self.drill_body(i).unwrap_or(&step.body),
             Phase::Rollback => {
                 step.rollback.as_ref().expect("rollback phase only for steps with a rollback")
             }

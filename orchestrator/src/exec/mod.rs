@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod dispatcher;
+pub mod drill;
 pub mod driver;
 pub mod engine;
 mod error;

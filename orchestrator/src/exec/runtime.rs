@@ -96,6 +96,10 @@ pub struct SubmitKeys {
     pub schedule_tick: Option<(String, i64)>,
     /// The audit entry of this trigger or manual run, written with the run.
     pub audit: Option<crate::store::NewAudit>,
+    /// `drill`: a rehearsal, with its scenario and its `exec::drill::DrillSpec`.
+    pub mode: crate::store::RunMode,
+    pub scenario: Option<String>,
+    pub drill: Option<Value>,
 }
 
 /// Shared by every driver of this worker.
@@ -292,6 +296,9 @@ impl Runtime {
             schedule_tick: keys.schedule_tick,
             audit: keys.audit,
             pins,
+            mode: keys.mode,
+            scenario: keys.scenario,
+            drill: keys.drill,
         })
     }
 

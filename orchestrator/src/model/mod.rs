@@ -3,6 +3,7 @@
 //! template references, names known only to the config) is checked by
 //! `compile`.
 
+pub mod drill;
 pub mod duration;
 pub mod located;
 pub mod scalars;
@@ -11,6 +12,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use drill::{DrillMode, Expect, Fault, Scenario, StepDrill};
 pub use duration::Duration;
 pub use lifeboat_notify::Event;
 pub use located::{Located, Span};
@@ -43,6 +45,9 @@ pub struct Workflow {
     /// Steps keyed by id, in file order; `needs` are the graph's edges.
     #[serde(default)]
     pub steps: IndexMap<String, Step>,
+    /// Drill scenarios by name (`lifeboat drill WORKFLOW --scenario NAME`).
+    #[serde(default)]
+    pub drills: IndexMap<String, Scenario>,
 }
 
 /// Recovery objectives the run is measured against.
@@ -245,9 +250,12 @@ pub struct Step {
     /// `false`: an interrupted attempt goes to `needs_human` instead of being retried.
     #[serde(default = "yes")]
     pub idempotent: bool,
-    /// Changes the world and has no rollback, on purpose.
+    /// Changes the world and has no rollback, on purpose. A drill refuses
+    /// to start unless the step says what it does in one (`drill:`).
     #[serde(default)]
     pub irreversible: bool,
+    /// In a drill: `run` (default), `skip`, or a substitute body.
+    pub drill: Option<StepDrill>,
 }
 
 fn yes() -> bool {

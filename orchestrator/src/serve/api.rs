@@ -105,7 +105,10 @@ pub async fn list_workflows(State(app): State<AppState>, headers: HeaderMap) -> 
     Ok(Json(Value::Array(list)))
 }
 
-fn find_workflow(app: &AppState, name: &str) -> Result<std::sync::Arc<CompiledWorkflow>, ApiError> {
+pub(super) fn find_workflow(
+    app: &AppState,
+    name: &str,
+) -> Result<std::sync::Arc<CompiledWorkflow>, ApiError> {
     let snapshot = app.catalog.snapshot();
     snapshot.get(name).cloned().ok_or_else(|| {
         let hint =

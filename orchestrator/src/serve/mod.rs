@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod confirm;
+pub mod drills;
 pub mod error;
 pub mod health;
 pub mod hook_guard;
@@ -79,6 +80,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/workflows", get(api::list_workflows))
         .route("/api/v1/workflows/{name}", get(api::get_workflow))
         .route("/api/v1/workflows/{name}/runs", post(api::start_run))
+        .route("/api/v1/workflows/{name}/drills", post(drills::start_drill))
+        .route("/api/v1/drills", get(drills::list_drills))
         .route("/api/v1/runs", get(api::list_runs))
         .route("/api/v1/runs/{id}", get(api::get_run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel_run))

@@ -55,6 +55,9 @@ pub(super) fn new_run(id: &str, key: Option<&str>, skip: bool) -> NewRun {
         schedule_tick: None,
         audit: None,
         pins: None,
+        mode: RunMode::Live,
+        scenario: None,
+        drill: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! More behaviour stories on every backend (conformance.rs has the rest):
-//! run id prefixes, and a child run created in its parent's commit.
+//! run id prefixes, a child run created in its parent's commit, and a
+//! drill's mode, spec and verdict.
 
 use serde_json::json;
 
@@ -180,5 +181,41 @@ async fn a_request_for_a_missing_run_is_not_found_and_writes_nothing() {
         assert!(matches!(err, StoreError::NotFound(ref id) if id == "gone"), "{name}: {err}");
         assert!(store.open_requests("gone").await.unwrap().is_empty(), "{name}");
         assert!(store.events("gone", 0).await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_drill_keeps_its_mode_spec_and_verdict_and_is_listed_as_a_drill() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let spec = json!({"faults": [{"step": "a", "fault": "fail"}]});
+        let drill = NewRun {
+            mode: RunMode::Drill,
+            scenario: Some("happy".into()),
+            drill: Some(spec.clone()),
+            ..new_run("d1", None, false)
+        };
+        store.create_run(drill).await.unwrap();
+        store.create_run(new_run("l1", None, false)).await.unwrap();
+        let live = store.run("l1").await.unwrap().unwrap();
+        assert_eq!((live.mode, live.scenario, live.drill), (RunMode::Live, None, None), "{name}");
+        let now = now_ms();
+        assert_eq!(store.claim("w1", lease(now), 10, None).await.unwrap().len(), 2, "{name}");
+        let verdict = json!({"passed": true, "expectations": []});
+        let update = RunUpdate { verdict: Some(verdict.clone()), ..Default::default() };
+        store.commit("w1", "d1", &[Change::Run(update)]).await.unwrap();
+        let run = store.run("d1").await.unwrap().unwrap();
+        assert_eq!(run.mode, RunMode::Drill, "{name}");
+        assert_eq!(run.scenario.as_deref(), Some("happy"), "{name}");
+        assert_eq!(run.drill, Some(spec), "{name}");
+        assert_eq!(run.verdict, Some(verdict), "{name}");
+        // A retried drill is active again: its verdict is cleared for the next end.
+        let reopen = RunUpdate { reopen: true, ..Default::default() };
+        store.commit("w1", "d1", &[Change::Run(reopen)]).await.unwrap();
+        assert_eq!(store.run("d1").await.unwrap().unwrap().verdict, None, "{name}");
+        let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.drills(None, 10).await.unwrap()), ["d1"], "{name}");
+        assert_eq!(ids(store.drills(Some("wf"), 10).await.unwrap()), ["d1"], "{name}");
+        assert!(store.drills(Some("other"), 10).await.unwrap().is_empty(), "{name}");
     }
 }

@@ -75,6 +75,8 @@ pub trait Store: Send + Sync {
     /// Resolves a unique prefix of a run id (operators type the first characters).
     async fn resolve_run_id(&self, prefix: &str) -> Result<String>;
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+    /// Drill runs, newest first: of `workflow`, or of every workflow.
+    async fn drills(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>>;

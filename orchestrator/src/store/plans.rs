@@ -80,6 +80,8 @@ fn shared() -> Vec<Hot> {
         hot("run counts (metrics)", reads::RUN_COUNTS),
         hot("outbox backlog (metrics)", reads::OUTBOX_BACKLOG),
         hot("audit page", reads::AUDIT_LIST).ordered(),
+        hot("drill history", reads::DRILLS).ordered(),
+        hot("drill history of a workflow", reads::DRILLS_OF).ordered(),
     ];
     for (status, workflow, before) in [
         (false, false, false),

@@ -26,6 +26,10 @@ pub(crate) const OUTBOX: &str = "SELECT * FROM outbox WHERE run_id = $1 ORDER BY
 /// the partial index over pending rows.
 pub(crate) const OUTBOX_BACKLOG: &str =
     "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'";
+/// Drill history (`lifeboat drills`), on the partial indexes of migration 0008.
+pub(crate) const DRILLS: &str = "SELECT * FROM runs WHERE mode = 'drill' ORDER BY id DESC LIMIT $1";
+pub(crate) const DRILLS_OF: &str =
+    "SELECT * FROM runs WHERE mode = 'drill' AND workflow = $1 ORDER BY id DESC LIMIT $2";
 pub(crate) const AUDIT_LIST: &str = "SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// The run list's SQL for the filters `filter` sets, newest first from its
@@ -116,6 +120,17 @@ macro_rules! with_shared_reads {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(run_row).collect()
+            }
+
+            async fn drills(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
+                match workflow {
+                    Some(w) => select!(
+                        &self.pool, all run_row, crate::store::reads::DRILLS_OF, w, i64::from(limit)
+                    ),
+                    None => select!(
+                        &self.pool, all run_row, crate::store::reads::DRILLS, i64::from(limit)
+                    ),
+                }
             }
 
             async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {

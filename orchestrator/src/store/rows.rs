@@ -89,6 +89,10 @@ pub(crate) fn run_row(row: &impl Cells) -> Result<RunRecord> {
             lease_owner: row.opt_text("lease_owner")?,
             lease_expires_at: row.opt_int("lease_expires_at")?,
             pins: row.json("pins")?.map(pins_from_json).transpose()?,
+            mode: parsed(row.text("mode")?, "run mode", RunMode::parse)?,
+            scenario: row.opt_text("scenario")?,
+            drill: row.json("drill")?,
+            verdict: row.json("verdict")?,
         })
     };
     decode().map_err(|e| e.in_run(&id, None))

@@ -91,6 +91,20 @@ string_enum!(
 );
 
 string_enum!(
+    /// A run is for real (`live`) or a rehearsal (`drill`: faults may be
+    /// injected, steps skipped or substituted, and a verdict is recorded).
+    RunMode { Live = "live", Drill = "drill" }
+);
+
+// `string_enum!` cannot mark a `#[default]` variant.
+#[allow(clippy::derivable_impls)]
+impl Default for RunMode {
+    fn default() -> Self {
+        RunMode::Live
+    }
+}
+
+string_enum!(
     AttemptStatus {
         Running = "running",
         Succeeded = "succeeded",
@@ -150,6 +164,11 @@ pub struct NewRun {
     /// The child workflows the run tree may start: name -> definition hash
     /// (`None`: the workflow starts none).
     pub pins: Option<Pins>,
+    pub mode: RunMode,
+    /// A drill's scenario name (`None`: faults given by hand, or live).
+    pub scenario: Option<String>,
+    /// A drill's faults and expectations, opaque to the store (`exec::drill`).
+    pub drill: Option<Value>,
 }
 
 /// Child workflows pinned when a run tree starts: name -> definition hash.
@@ -201,6 +220,12 @@ pub struct RunRecord {
     pub lease_expires_at: Option<i64>,
     /// `None` for runs created before pinning existed.
     pub pins: Option<Pins>,
+    pub mode: RunMode,
+    pub scenario: Option<String>,
+    /// A drill's faults and expectations (`exec::drill::DrillSpec`).
+    pub drill: Option<Value>,
+    /// A drill's verdict, written in the commit that ended it.
+    pub verdict: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -309,9 +334,12 @@ pub struct RunUpdate {
     pub error: Option<String>,
     pub paused: Option<bool>,
     pub cancelled_by: Option<String>,
-    /// Clears `finished_at` and `error` (a retried run is active again).
+    /// Clears `finished_at`, `error` and a drill's `verdict` (a retried run
+    /// is active again, and its next end gets a verdict of its own).
     pub reopen: bool,
     pub inputs: Option<Value>,
+    /// A drill's verdict (`exec::drill::Verdict`).
+    pub verdict: Option<Value>,
 }
 
 /// One part of an atomic transition.

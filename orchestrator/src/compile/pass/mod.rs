@@ -1,6 +1,7 @@
 //! The compile pass: parse, type every part with recovery, then check the
 //! graph, templates, inputs, triggers and names, collecting every problem.
 
+mod drills;
 mod header;
 mod names;
 
@@ -17,7 +18,9 @@ use super::limits::{MAX_DIAGNOSTICS, MAX_NEEDS, MAX_STEPS, MAX_TEMPLATES};
 use super::templates::{self, Parsed, Scope, StepNames};
 use super::untrusted;
 use super::yaml::{self, Node, NodeKind};
-use super::{CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, EffectiveRetry};
+use super::{
+    CompileEnv, CompiledBody, CompiledStep, CompiledWorkflow, DrillAction, EffectiveRetry,
+};
 use crate::kinds::{KindConfig, StepKind};
 use crate::model::scalars::is_valid_name;
 use crate::model::{InputSpec, InputType, Located, RetryPolicy, Span, Step, StepBody, Workflow};
@@ -369,6 +372,7 @@ impl<'a> Pass<'a> {
                     .help("name a workflow of the workflows directory by its `name:` (e.g. `restore-test`); paths and templates are not allowed");
                 }
             }
+            let drill = self.compile_step_drill(&step, node, &header, &scope);
             compiled_steps.push(CompiledStep {
                 id: id.clone(),
                 index: i,
@@ -377,11 +381,14 @@ impl<'a> Pass<'a> {
                 needs: needs[i].clone(),
                 templates: step_templates,
                 rollback,
+                drill,
+                span: key.span,
             });
         }
 
         let workflow_templates =
             self.check_workflow_level(root, &header, &input_names, &step_names);
+        self.check_drills(root, &header, &step_names, &parsed_steps);
 
         if self.has_errors() || compiled_steps.len() != ids.len() {
             return None;

@@ -42,6 +42,8 @@ impl Driver {
             Phase::Forward => self.slots[i].record.attempts + 1,
             Phase::Rollback => self.slots[i].rollback.as_ref().map_or(0, |r| r.attempts) + 1,
         };
+        // A drill's fault, recorded with the attempt's start (same commit).
+        let fault = if phase == Phase::Forward { self.drill_fault(i, n) } else { None };
         let mut changes = vec![Change::AttemptStarted(AttemptRecord {
             run_id: self.run.id.clone(),
             step_id: step.id.clone(),
@@ -83,8 +85,18 @@ impl Driver {
                 ));
             }
         }
+        if let Some(fault) = fault {
+            changes.push(self.fault_event(i, n, fault));
+        }
+        if fault == Some(crate::model::Fault::Crash) {
+            // Recorded as started, then abandoned as if its worker died.
+            self.commit(changes).await?;
+            let interrupted = self.interrupted(i, n, now_ms(), true);
+            return self.commit(interrupted).await;
+        }
         // Pure kinds have no side effect to protect: their start and end share one commit.
-        let pure = config.as_ref().is_some_and(|c| c.kind().is_pure())
+        let pure = fault.is_none()
+            && config.as_ref().is_some_and(|c| c.kind().is_pure())
             && items.is_none()
             && step.definition.poll.is_none();
         let token = CancellationToken::new();
@@ -131,11 +143,16 @@ impl Driver {
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
         let span = tracing::info_span!("attempt", run_id = %run_id, step_id = %step_id, attempt = n, phase = %phase);
+        let timeout = body.timeout;
         let attempt = async move {
-            let outcome = run_action(
+            let cancel = actx.cancel.clone();
+            let attempt = run_action(
                 spawned, &run_id, &step_id, phase, n, config, actx, for_each, poll, base_ctx,
-            )
-            .await;
+            );
+            let outcome = match fault {
+                Some(fault) => super::drill::injected(fault, timeout, cancel, attempt).await,
+                None => attempt.await,
+            };
             let _ = tx.send(Finished { index: i, phase, n, outcome });
         };
         self.launches.push(((i, phase), Box::pin(attempt.instrument(span))));

@@ -167,7 +167,8 @@ impl Driver {
             root: self.run.root_run_id.clone(),
             pins: self.run.pins.clone().unwrap_or_default(),
         });
-        let keys = crate::exec::runtime::SubmitKeys::default();
+        // A drill's children rehearse too (without its faults).
+        let keys = crate::exec::runtime::SubmitKeys { mode: self.run.mode, ..Default::default() };
         let mut run = self.rt.new_run(&child, inputs, trigger, parent, false, keys).await?;
         // Created by this commit, so it must be created: behind a busy
         // concurrency key the child queues (it is not skipped).

@@ -218,9 +218,12 @@ impl Driver {
             }
             other => other.to_string(),
         };
-        // The one place a notification learns the run's mode (issue #14):
-        // LEAD: replace with the run's stored mode once runs carry one.
-        let mode = lifeboat_notify::Mode::Live;
+        // The one place a notification learns the run's mode: a drill's
+        // messages are marked and routed to the drill channels.
+        let mode = match run.mode {
+            crate::store::RunMode::Live => lifeboat_notify::Mode::Live,
+            crate::store::RunMode::Drill => lifeboat_notify::Mode::Drill,
+        };
         let inputs = run.inputs.as_object().cloned().unwrap_or_default();
         let service = ["failed_site", "site", "service", "target", "database"]
             .iter()

@@ -38,44 +38,7 @@ impl Driver {
             {
                 kill(a);
             }
-            changes.push(Change::AttemptFinished {
-                step_id: id.clone(),
-                phase: Phase::Forward,
-                n,
-                status: AttemptStatus::Interrupted,
-                finished_at: now,
-                error: Some("interrupted: the worker running it stopped".into()),
-                stdout: None,
-                stderr: None,
-            });
-            let step = &self.wf.steps[i];
-            let run = self.run.id.clone();
-            if !step.definition.idempotent {
-                changes.push(self.step_change(i, |s| {
-                    s.status = StepStatus::NeedsHuman;
-                    s.wake_at = None;
-                    s.error = Some(format!(
-                        "attempt {n} was interrupted and the step is `idempotent: false`: a person decides \
-                         (lifeboat retry {run} --from {id} | skip {run} {id} | mark {run} {id} succeeded|failed)"
-                    ));
-                }));
-                changes.push(Self::event(
-                    RunEvent::NeedsHuman,
-                    Some(&id),
-                    Some(json!({"attempt": n})),
-                ));
-            } else {
-                changes.push(self.step_change(i, |s| {
-                    s.status = StepStatus::RetryWait;
-                    s.wake_at = Some(now);
-                    s.error = Some(format!("attempt {n} was interrupted; retrying"));
-                }));
-                changes.push(Self::event(
-                    RunEvent::StepInterrupted,
-                    Some(&id),
-                    Some(json!({"attempt": n})),
-                ));
-            }
+            changes.extend(self.interrupted(i, n, now, false));
         }
         for i in rollback_interrupted {
             let id = self.wf.steps[i].id.clone();
@@ -101,5 +64,58 @@ impl Driver {
             changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
         }
         self.commit(changes).await
+    }
+
+    /// The attempt `n` of step `i` ended as its worker died (or as a drill's
+    /// injected `crash`): interrupted, then retried, or handed to a person
+    /// when the step is `idempotent: false`.
+    pub(super) fn interrupted(&self, i: usize, n: u32, now: i64, injected: bool) -> Vec<Change> {
+        let id = self.wf.steps[i].id.clone();
+        let mut changes = Vec::new();
+        changes.push(Change::AttemptFinished {
+            step_id: id.clone(),
+            phase: Phase::Forward,
+            n,
+            status: AttemptStatus::Interrupted,
+            finished_at: now,
+            error: Some(match injected {
+                true => {
+                    "interrupted: injected fault (drill): crash, as if the worker running it died"
+                        .into()
+                }
+                false => "interrupted: the worker running it stopped".into(),
+            }),
+            stdout: None,
+            stderr: None,
+        });
+        let step = &self.wf.steps[i];
+        let run = self.run.id.clone();
+        if !step.definition.idempotent {
+            changes.push(self.step_change(i, |s| {
+                    s.status = StepStatus::NeedsHuman;
+                    s.wake_at = None;
+                    s.error = Some(format!(
+                        "attempt {n} was interrupted and the step is `idempotent: false`: a person decides \
+                         (lifeboat retry {run} --from {id} | skip {run} {id} | mark {run} {id} succeeded|failed)"
+                    ));
+                }));
+            changes.push(Self::event(
+                RunEvent::NeedsHuman,
+                Some(&id),
+                Some(json!({"attempt": n, "injected": injected})),
+            ));
+        } else {
+            changes.push(self.step_change(i, |s| {
+                s.status = StepStatus::RetryWait;
+                s.wake_at = Some(now);
+                s.error = Some(format!("attempt {n} was interrupted; retrying"));
+            }));
+            changes.push(Self::event(
+                RunEvent::StepInterrupted,
+                Some(&id),
+                Some(json!({"attempt": n, "injected": injected})),
+            ));
+        }
+        changes
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 impl Driver {
     /// A succeeded step with a rollback body whose rollback has not ended.
     pub(super) fn rollback_pending(&self, i: usize) -> bool {
-        self.wf.steps[i].rollback.is_some()
+        self.has_rollback(i)
             && self.slots[i].record.status == StepStatus::Succeeded
             && !self.slots[i].rollback.as_ref().is_some_and(RollbackState::ended)
     }

@@ -112,7 +112,7 @@
       runs.sort((a, b) => (b.created_at || "").localeCompare(a.created_at || ""));
       $("runs-body").replaceChildren(...runs.map((r) => el("tr", {},
         el("td", { class: "mono" }, el("a", { href: "/runs/" + encodeURIComponent(r.id), title: r.id, onclick: (e) => { e.preventDefault(); go("/runs/" + encodeURIComponent(r.id)); } }, shortId(r.id))),
-        el("td", {}, r.workflow),
+        el("td", {}, r.workflow + (r.mode === "drill" ? " (drill)" : "")),
         el("td", {}, badge(r.status)),
         el("td", {}, when(r.created_at)),
         el("td", {}, duration(r.started_at, r.finished_at)),
@@ -214,7 +214,10 @@
       ...fact("Created", when(doc.created_at)),
       ...fact("Duration", duration(doc.started_at, doc.finished_at)),
       ...fact("Trigger", doc.trigger ? (doc.trigger.kind || "") + (doc.trigger.by ? " by " + doc.trigger.by : "") : ""),
-      ...(doc.error ? fact("Error", doc.error) : []));
+      ...(doc.error ? fact("Error", doc.error) : []),
+      ...fact("Mode", (doc.mode || "live") + (doc.scenario ? " (scenario " + doc.scenario + ")" : "")),
+      ...(doc.verdict ? fact("Drill verdict", (doc.verdict.passed ? "PASSED" : "FAILED") + ": " +
+        (doc.verdict.expectations || []).map((c) => (c.ok ? "PASS " : "FAIL ") + c.what + ": expected " + c.expected + ", actual " + c.actual).join("; ")) : []));
     const active = !TERMINAL.includes(doc.status);
     $("steps-body").replaceChildren(...doc.steps.map((s) => {
       const forward = (s.attempts || []).filter((a) => a.phase !== "rollback");

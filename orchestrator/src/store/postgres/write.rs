@@ -126,8 +126,9 @@ impl Writer for Tx<'_> {
         let pins = run.pins.as_ref().map(|p| serde_json::to_value(p).expect("a map of strings"));
         sqlx::query(
             "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins, \
+             mode, scenario, drill) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&run.id)
         .bind(&run.workflow)
@@ -143,6 +144,9 @@ impl Writer for Tx<'_> {
         .bind(expires)
         .bind(&run.dedupe_key)
         .bind(pins.as_ref().map(json))
+        .bind(run.mode.as_str())
+        .bind(&run.scenario)
+        .bind(run.drill.as_ref().map(json))
         .execute(&mut **tx)
         .await?;
         sqlx::query(
@@ -174,7 +178,7 @@ impl Writer for Tx<'_> {
              finished_at = CASE WHEN $3 THEN NULL ELSE COALESCE($4, finished_at) END, \
              outputs = COALESCE($5, outputs), error = CASE WHEN $3 THEN NULL ELSE COALESCE($6, error) END, \
              paused = COALESCE($7, paused), cancelled_by = COALESCE($8, cancelled_by), \
-             inputs = COALESCE($9, inputs) WHERE id = $10",
+             inputs = COALESCE($9, inputs), verdict = CASE WHEN $3 THEN NULL ELSE COALESCE($11, verdict) END WHERE id = $10",
         )
         .bind(u.status.map(|s| s.as_str()))
         .bind(u.started_at)
@@ -186,6 +190,7 @@ impl Writer for Tx<'_> {
         .bind(opt_text(&u.cancelled_by))
         .bind(opt_json(&u.inputs))
         .bind(run_id)
+        .bind(opt_json(&u.verdict))
         .execute(&mut **self.0)
         .await?;
         Ok(())

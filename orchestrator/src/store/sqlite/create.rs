@@ -43,7 +43,8 @@ pub(super) async fn insert_runs(
     for chunk in runs.chunks(ROWS_PER_INSERT) {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "INSERT INTO runs (id, workflow, definition_hash, status, inputs, trigger, concurrency_key, \
-             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins) ",
+             parent_run_id, parent_step_id, root_run_id, created_at, lease_owner, lease_expires_at, dedupe_key, pins, \
+             mode, scenario, drill) ",
         );
         q.push_values(chunk, |mut b, run| {
             let lease = run.lease_to.as_ref();
@@ -61,7 +62,10 @@ pub(super) async fn insert_runs(
                 .push_bind(lease.map(|(worker, _)| worker))
                 .push_bind(lease.map(|(_, l)| l.now + l.duration_ms))
                 .push_bind(&run.dedupe_key)
-                .push_bind(pins_text(&run.pins));
+                .push_bind(pins_text(&run.pins))
+                .push_bind(run.mode.as_str())
+                .push_bind(&run.scenario)
+                .push_bind(run.drill.as_ref().map(|d| d.to_string()));
         });
         q.build().execute(&mut **tx).await?;
     }

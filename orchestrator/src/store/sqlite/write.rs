@@ -175,7 +175,7 @@ impl Writer for Tx<'_> {
              finished_at = CASE WHEN ? THEN NULL ELSE COALESCE(?, finished_at) END, \
              outputs = COALESCE(?, outputs), error = CASE WHEN ? THEN NULL ELSE COALESCE(?, error) END, \
              paused = COALESCE(?, paused), cancelled_by = COALESCE(?, cancelled_by), \
-             inputs = COALESCE(?, inputs) WHERE id = ?",
+             inputs = COALESCE(?, inputs), verdict = CASE WHEN ? THEN NULL ELSE COALESCE(?, verdict) END WHERE id = ?",
         )
         .bind(u.status.map(|s| s.as_str()))
         .bind(u.started_at)
@@ -187,6 +187,8 @@ impl Writer for Tx<'_> {
         .bind(u.paused.map(i64::from))
         .bind(&u.cancelled_by)
         .bind(json(&u.inputs))
+        .bind(u.reopen)
+        .bind(json(&u.verdict))
         .bind(run_id)
         .execute(&mut **self.0)
         .await?;

@@ -1,0 +1,190 @@
+//! The drill part of the pass: each step's `drill:` entry (a substitute body
+//! is compiled like a `rollback`), and the `drills:` scenarios — their
+//! inputs, faults and expectations checked against the workflow (LB030).
+
+use super::*;
+use crate::model::drill::{FINAL_RUN_STATUSES, STEP_STATUSES};
+use crate::model::{Scenario, StepDrill};
+
+impl Pass<'_> {
+    /// A step's `drill:` as the executor needs it.
+    pub(super) fn compile_step_drill(
+        &mut self,
+        step: &Step,
+        node: &Node,
+        header: &Workflow,
+        scope: &Scope<'_>,
+    ) -> DrillAction {
+        match &step.drill {
+            None | Some(StepDrill::Mode(crate::model::DrillMode::Run)) => DrillAction::Run,
+            Some(StepDrill::Mode(crate::model::DrillMode::Skip)) => DrillAction::Skip,
+            Some(StepDrill::Substitute(body)) => {
+                let Some(drill_node) = node.get("drill") else { return DrillAction::Run };
+                let place = format!("the drill substitute of {}", scope.place);
+                let sub_scope = Scope { place: &place, ..scope.clone() };
+                let parts = BodyParts {
+                    uses: &body.uses,
+                    retry: body.retry.as_ref(),
+                    timeout: body.timeout,
+                };
+                let Some(compiled) =
+                    self.compile_body(&parts, drill_node, header, &sub_scope, &place, "drill.")
+                else {
+                    return DrillAction::Run;
+                };
+                if !matches!(compiled.kind, StepKind::Action(_)) {
+                    self.error(
+                        Code::Drill,
+                        format!("{place}: a substitute must be an action (shell, http, sql, set, assert), not `{}`", compiled.kind.name()),
+                        body.uses.span,
+                    )
+                    .help("use `drill: skip`, or a `set`/`shell` step that stands in for it");
+                }
+                DrillAction::Substitute(Box::new(compiled))
+            }
+        }
+    }
+
+    /// Every scenario under `drills:`: its name, inputs, faults and
+    /// expectations name things that exist, with a did-you-mean when not.
+    pub(super) fn check_drills(
+        &mut self,
+        root: &Node,
+        wf: &Workflow,
+        steps: &StepNames<'_>,
+        parsed_steps: &[Option<Step>],
+    ) {
+        let drills_node = root.get("drills");
+        for (name, scenario) in &wf.drills {
+            let node = drills_node.and_then(|n| n.get(name));
+            if !is_valid_name(name) {
+                let span = drills_node.and_then(|n| n.key_node(name)).map(|n| n.span);
+                self.error(Code::BadName, format!("drill scenario name `{name}` is invalid"), span)
+                    .help("use lower case letters, digits, `_` and `-` (e.g. `promote-fails`)");
+            }
+            self.check_scenario(name, scenario, node, wf, steps, parsed_steps);
+        }
+    }
+
+    fn check_scenario(
+        &mut self,
+        name: &str,
+        scenario: &Scenario,
+        node: Option<&Node>,
+        wf: &Workflow,
+        steps: &StepNames<'_>,
+        parsed_steps: &[Option<Step>],
+    ) {
+        let place = format!("drill scenario `{name}`");
+        let key_span = |path: &[&str], key: &str| {
+            node.and_then(|n| n.at_path(path)).and_then(|n| n.key_node(key)).map(|n| n.span)
+        };
+        let input_names: Vec<&str> = wf.inputs.keys().map(String::as_str).collect();
+        for (input, value) in &scenario.inputs {
+            match wf.inputs.get(input) {
+                None => {
+                    self.error(
+                        Code::Drill,
+                        format!("{place}: input `{input}` is not declared by the workflow"),
+                        key_span(&["inputs"], input),
+                    )
+                    .maybe_help(suggest::did_you_mean(input, input_names.iter().copied()));
+                }
+                Some(spec) => {
+                    if let Err(why) = check_value(spec, &value.value) {
+                        self.error(
+                            Code::Drill,
+                            format!("{place}: input `{input}` {why}"),
+                            value.span,
+                        );
+                    }
+                }
+            }
+        }
+        for (step, fault) in &scenario.inject {
+            let span = key_span(&["inject"], step);
+            match steps.get(step) {
+                None => self.unknown_step(&place, "injects a fault into", step, steps, span),
+                Some(i) => {
+                    let native = parsed_steps[i].as_ref().is_some_and(|s| {
+                        !matches!(StepKind::from_name(&s.uses.value), Some(StepKind::Action(_)))
+                    });
+                    if native {
+                        self.error(
+                            Code::Drill,
+                            format!("{place}: `{step}` is not an action step; faults (`{}`) are injected into action attempts (shell, http, sql, set, assert)", fault.value),
+                            span.or(fault.span),
+                        );
+                    }
+                }
+            }
+        }
+        let expect = &scenario.expect;
+        if let Some(status) = &expect.status
+            && !FINAL_RUN_STATUSES.contains(&status.value.as_str())
+        {
+            self.error(
+                Code::Drill,
+                format!("{place}: `{}` is not a final run status", status.value),
+                status.span,
+            )
+            .help(
+                suggest::did_you_mean(&status.value, FINAL_RUN_STATUSES.iter().copied())
+                    .unwrap_or_else(|| format!("one of {}", FINAL_RUN_STATUSES.join(", "))),
+            );
+        }
+        for (step, status) in &expect.steps {
+            if steps.get(step).is_none() {
+                let span = key_span(&["expect", "steps"], step);
+                self.unknown_step(&place, "expects a status of", step, steps, span);
+            }
+            if !STEP_STATUSES.contains(&status.value.as_str()) {
+                self.error(
+                    Code::Drill,
+                    format!("{place}: `{}` is not a step status", status.value),
+                    status.span,
+                )
+                .help(
+                    suggest::did_you_mean(&status.value, STEP_STATUSES.iter().copied())
+                        .unwrap_or_else(|| format!("one of {}", STEP_STATUSES.join(", "))),
+                );
+            }
+        }
+        let outputs: Vec<&str> = wf.outputs.keys().map(String::as_str).collect();
+        for (output, value) in &expect.outputs {
+            if !wf.outputs.contains_key(output) {
+                self.error(
+                    Code::Drill,
+                    format!("{place}: the workflow has no output `{output}`"),
+                    key_span(&["expect", "outputs"], output),
+                )
+                .maybe_help(suggest::did_you_mean(output, outputs.iter().copied()));
+            }
+            if let Some(pattern) = value.value.as_str().and_then(|s| s.strip_prefix('~'))
+                && let Err(e) = regex::Regex::new(pattern)
+            {
+                self.error(
+                    Code::Drill,
+                    format!("{place}: output `{output}`: `~{pattern}` is not a valid regex: {e}"),
+                    value.span,
+                );
+            }
+        }
+    }
+
+    fn unknown_step(
+        &mut self,
+        place: &str,
+        what: &str,
+        step: &str,
+        steps: &StepNames<'_>,
+        span: Option<Span>,
+    ) {
+        self.error(
+            Code::Drill,
+            format!("{place} {what} `{step}`, which is not a step of this workflow"),
+            span,
+        )
+        .maybe_help(suggest::did_you_mean(step, steps.ids.iter().copied()));
+    }
+}
