@@ -7,6 +7,7 @@ mod big_files;
 mod children;
 mod contrib;
 mod crash;
+mod doctor;
 mod drills;
 mod front_door;
 mod ha;

@@ -22,6 +22,10 @@ pub trait Channel: Send + Sync {
     /// `email`, `slack`, `pagerduty` or `webhook`.
     fn kind(&self) -> &'static str;
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError>;
+    /// Whether the far end can be reached, without sending a message
+    /// (`lifeboat doctor`): what was checked, or why it failed. Never
+    /// reveals a secret URL or key.
+    async fn probe(&self) -> Result<String, String>;
 }
 
 /// A channel that cannot be built from its configuration.

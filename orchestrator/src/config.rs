@@ -156,6 +156,14 @@ pub struct ServerConfig {
     /// Event streams (`/api/v1/runs/{id}/events`) one user may hold open at once.
     #[serde(default = "default_max_streams_per_user")]
     pub max_streams_per_user: usize,
+    /// How often `serve` runs the checks of `lifeboat doctor` and exports
+    /// them as `lifeboat_readiness` (`0s`: never).
+    #[serde(default = "default_readiness_interval")]
+    pub readiness_interval: crate::model::Duration,
+}
+
+fn default_readiness_interval() -> crate::model::Duration {
+    crate::model::Duration::from_millis(5 * 60_000)
 }
 
 fn default_link_secret_env() -> String {
@@ -189,6 +197,7 @@ impl Default for ServerConfig {
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             max_streams_per_user: default_max_streams_per_user(),
+            readiness_interval: default_readiness_interval(),
         }
     }
 }
@@ -452,6 +461,7 @@ const ENV_KEYS: &[&str] = &[
     "server.idle_timeout",
     "server.max_connections",
     "server.max_streams_per_user",
+    "server.readiness_interval",
     "executor.lease",
     "executor.heartbeat",
     "executor.poll",

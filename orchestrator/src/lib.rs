@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod doctor;
 pub mod events;
 pub mod exec;
 pub mod kinds;

@@ -84,6 +84,13 @@ struct Metrics {
     outbox_pending: Gauge,
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     workers_live: Gauge,
+    readiness: Family<ReadinessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadinessLabels {
+    check: String,
+    target: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,6 +136,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbox_pending: Gauge::default(),
         outbox_oldest: Gauge::default(),
         workers_live: Gauge::default(),
+        readiness: Family::default(),
     };
     // Name, then the field registered under it, then its help text.
     register! { registry, m,
@@ -149,6 +157,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "outbox_pending" => outbox_pending, "Notifications queued and not delivered yet (all replicas), read at scrape time";
         "outbox_oldest_pending_seconds" => outbox_oldest, "Age of the oldest undelivered notification (0 when none), read at scrape time";
         "workers_live" => workers_live, "Workers (serve replicas) whose heartbeat is within one lease, read at scrape time";
+        "readiness" => readiness, "The checks of lifeboat doctor, run by serve every [server] readiness_interval: 1 pass, 0.5 warn, 0 fail, by check and target";
     }
     Metrics { registry, ..m }
 });
@@ -241,6 +250,12 @@ pub fn set_workers_live(n: i64) {
     METRICS.workers_live.set(n);
 }
 
+/// One `lifeboat doctor` check's latest result (1 pass, 0.5 warn, 0 fail).
+pub fn set_readiness(check: &str, target: &str, value: f64) {
+    let labels = ReadinessLabels { check: check.into(), target: target.into() };
+    METRICS.readiness.get_or_create(&labels).set(value);
+}
+
 /// A pruner pass failed.
 pub fn prune_failed() {
     METRICS.prune_failures.inc();
@@ -283,6 +298,7 @@ mod tests {
         super::rto_breached("failover");
         super::set_outbox_backlog(2, 90.5);
         super::set_workers_live(3);
+        super::set_readiness("channel", "oncall-email", 0.0);
         super::http_request("GET", "/healthz", 200, 0.001);
         super::connection_refused();
         super::pruned(&crate::store::Pruned { runs: 1, ..Default::default() });
@@ -307,6 +323,7 @@ mod tests {
             "lifeboat_outbox_pending 2",
             "lifeboat_outbox_oldest_pending_seconds 90.5",
             "lifeboat_workers_live 3",
+            "lifeboat_readiness{check=\"channel\",target=\"oncall-email\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }

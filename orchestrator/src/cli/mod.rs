@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod audit;
 mod control;
+mod doctor;
 mod drill;
 mod error;
 mod evidence;
@@ -151,6 +152,9 @@ pub enum Command {
     Prune(prune::Args),
     /// The worker loop, the HTTP API, webhooks, schedules and notifications.
     Serve(serve::Args),
+    /// Is this deployment ready? Config, env, database, workflows, channels,
+    /// connections, programs, clock and replicas: pass/warn/fail with fixes.
+    Doctor(doctor::Args),
     /// Apply database migrations (also done on every start).
     Migrate,
     /// Print the Tab-completion script for bash, zsh or fish.
@@ -173,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
+        Command::Doctor(args) => doctor::run(&global, args),
         command => async_main(global, command),
     };
     match result {
@@ -226,6 +231,7 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             | Command::Schema(_)
             | Command::Init(_)
             | Command::Completions(_)
+            | Command::Doctor(_)
             | Command::Man(_) => {
                 unreachable!("handled synchronously")
             }

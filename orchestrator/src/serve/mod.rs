@@ -18,6 +18,7 @@ pub mod health;
 pub mod hook_guard;
 pub mod hooks;
 pub mod listener;
+pub mod readiness;
 pub mod sse;
 pub mod systemd;
 pub mod ui;
@@ -151,6 +152,7 @@ pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
             format!("serve {}", app.engine.opts.worker_id),
             app.shutdown.clone(),
         )),
+        tokio::spawn(readiness::run(app.ctx.clone(), app.shutdown.clone())),
     ]
 }
 

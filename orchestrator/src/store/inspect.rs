@@ -66,19 +66,26 @@ pub async fn inspect(url: &str) -> Result<Inspection> {
     })
 }
 
+/// The file of a `sqlite:` URL when it does not exist yet.
+pub fn missing_sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (url.starts_with("sqlite:") && !file.exists()).then(|| file.to_path_buf())
+}
+
 fn versions(migrator: &sqlx::migrate::Migrator) -> Vec<i64> {
     migrator.iter().filter(|m| m.migration_type.is_up_migration()).map(|m| m.version).collect()
 }
 
 async fn inspect_sqlite(url: &str) -> Result<Inspection> {
-    let options = SqliteConnectOptions::from_str(url)?.read_only(true);
-    let file = options.get_filename().to_path_buf();
-    if !file.exists() {
+    if let Some(file) = missing_sqlite_file(url) {
         return Err(StoreError::Config(format!(
             "{} does not exist (lifeboat creates it at its first start)",
             file.display()
         )));
     }
+    let options = SqliteConnectOptions::from_str(url)?.read_only(true);
+    let file = options.get_filename().to_path_buf();
     let mut conn = SqliteConnection::connect_with(&options).await?;
     let journal_mode: String =
         sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await?;
