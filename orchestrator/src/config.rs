@@ -490,6 +490,9 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("LIFEBOAT_").split("__").only(ENV_KEYS));
         let mut config: Config = figment.extract().map_err(|e| {
+            if let Some(located) = path.as_deref().and_then(notify::channel_error) {
+                return located;
+            }
             let at = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
             ConfigError::Invalid(format!("{at}invalid configuration: {e}"))
         })?;
