@@ -4,11 +4,13 @@
 mod alertmanager;
 mod audit;
 mod big_files;
+mod channels;
 mod children;
 mod contrib;
 mod crash;
 mod drills;
 mod front_door;
+mod grafana;
 mod ha;
 mod hostile;
 mod init;
