@@ -251,6 +251,14 @@ mod tests {
     }
 
     #[test]
+    fn a_rerouted_drill_names_the_channel_it_stands_in_for() {
+        let mut msg = message(Mode::Drill, "failed");
+        msg.live_channel = Some("oncall-opsgenie".into());
+        assert_eq!(payload(&msg)["details"]["live_channel"], "oncall-opsgenie");
+        assert!(payload(&message(Mode::Live, "failed"))["details"].get("live_channel").is_none());
+    }
+
+    #[test]
     fn an_alias_is_one_path_segment_whatever_it_holds() {
         let mut msg = message(Mode::Live, "succeeded");
         msg.dedup_key = "a/../b?c#d".into();
