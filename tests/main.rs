@@ -4,12 +4,14 @@
 mod alertmanager;
 mod audit;
 mod big_files;
+mod channels;
 mod children;
 mod contrib;
 mod crash;
 mod doctor;
 mod drills;
 mod front_door;
+mod grafana;
 mod ha;
 mod hostile;
 mod init;

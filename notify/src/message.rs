@@ -45,8 +45,9 @@ pub struct Message {
     /// URL of the run in the lifeboat UI, when `server.public_url` is known.
     #[serde(default)]
     pub link: Option<String>,
-    /// Incident key: PagerDuty `dedup_key`. The run id, so one incident
-    /// follows one run through trigger, acknowledge and resolve.
+    /// Incident key: PagerDuty `dedup_key`, Opsgenie `alias`. The run id,
+    /// so one incident follows one run through trigger, acknowledge and
+    /// resolve.
     pub dedup_key: String,
     /// Key of this one notification, stable across redeliveries of the same
     /// outbox row: the webhook `Idempotency-Key`. Unlike `dedup_key` it must

@@ -228,7 +228,7 @@ pub struct HookConfig {
     pub format: HookFormat,
     pub bearer_token_env: Option<String>,
     pub hmac_secret_env: Option<String>,
-    /// Alerts (Alertmanager) one payload may carry; more is refused with 413.
+    /// Alerts (Alertmanager, Grafana) one payload may carry; more is refused with 413.
     #[serde(default = "default_max_alerts")]
     pub max_alerts: usize,
     /// Sustained requests per minute (token bucket, per replica); past it, 429.
@@ -267,8 +267,13 @@ fn default_burst() -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookFormat {
+    /// Alertmanager's webhook (version 4): one trigger per alert.
     #[default]
     Alertmanager,
+    /// Grafana Alerting's webhook contact point (version 1): Alertmanager's
+    /// payload with Grafana's fields, matched and deduplicated alike.
+    Grafana,
+    /// Any JSON object: one event.
     Json,
 }
 
@@ -500,6 +505,9 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("LIFEBOAT_").split("__").only(ENV_KEYS));
         let mut config: Config = figment.extract().map_err(|e| {
+            if let Some(located) = path.as_deref().and_then(notify::channel_error) {
+                return located;
+            }
             let at = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
             ConfigError::Invalid(format!("{at}invalid configuration: {e}"))
         })?;

@@ -35,7 +35,7 @@ const NOTIFY: &[Layer] = &[
     Layer(&["message"]),
     Layer(&["channel"]),
     Layer(&["http"]),
-    Layer(&["email", "slack", "pagerduty", "webhook", "file"]),
+    Layer(&["email", "slack", "teams", "pagerduty", "opsgenie", "webhook", "file"]),
     Layer(&["channels"]),
 ];
 

@@ -16,6 +16,7 @@ pub mod drills;
 pub mod error;
 pub mod health;
 pub mod hook_guard;
+mod hook_payload;
 pub mod hooks;
 pub mod listener;
 pub mod readiness;
