@@ -147,6 +147,10 @@ impl Channel for Opsgenie {
         "opsgenie"
     }
 
+    async fn probe(&self) -> Result<String, String> {
+        crate::http::probe_origin(&self.client, &self.api_url).await
+    }
+
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
         let response = self
             .client

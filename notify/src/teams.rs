@@ -119,6 +119,10 @@ impl Channel for Teams {
         "teams"
     }
 
+    async fn probe(&self) -> Result<String, String> {
+        crate::http::probe_origin(&self.client, &self.url).await
+    }
+
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
         let response = self
             .client

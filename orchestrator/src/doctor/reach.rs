@@ -19,6 +19,7 @@ pub(super) async fn channels(setup: &Setup, probe: Probe, findings: &mut Vec<Fin
     let checks = setup.config.channels.iter().map(|(name, config)| {
         let built = lifeboat_notify::channels::build(name, config, &env);
         let host = host.clone();
+        let incidents = config.follows_incidents();
         async move {
             let channel = match built {
                 Ok(channel) => channel,
@@ -33,7 +34,7 @@ pub(super) async fn channels(setup: &Setup, probe: Probe, findings: &mut Vec<Fin
             };
             let mut out = vec![reach(channel.as_ref()).await];
             if probe.send_test && out[0].status != super::Status::Fail {
-                out.push(send_test(channel.as_ref(), &host).await);
+                out.push(send_test(channel.as_ref(), &host, incidents).await);
             }
             out
         }
@@ -67,8 +68,9 @@ fn fix(channel: &dyn Channel) -> &'static str {
     }
 }
 
-/// One real message; an incident opened by it is resolved at once.
-async fn send_test(channel: &dyn Channel, host: &str) -> Finding {
+/// One real message; an incident it opens (PagerDuty, Opsgenie) is
+/// resolved at once.
+async fn send_test(channel: &dyn Channel, host: &str, incidents: bool) -> Finding {
     let name = channel.name();
     let mut msg = Message::test(name, host);
     let sent = match channel.send(&msg).await {
@@ -77,7 +79,7 @@ async fn send_test(channel: &dyn Channel, host: &str) -> Finding {
             return Finding::fail("send-test", name, e.to_string(), fix(channel));
         }
     };
-    if matches!(channel.kind(), "pagerduty") {
+    if incidents {
         msg.action = Action::Resolve;
         if let Err(e) = channel.send(&msg).await {
             return Finding::warn(
