@@ -24,6 +24,7 @@ mod serve;
 mod shared;
 mod shell;
 mod ssrf;
+mod telemetry;
 mod ui;
 mod util;
 mod validate;

@@ -5,6 +5,7 @@ mod clock;
 mod database;
 mod documents;
 mod http;
+mod otlp;
 mod poll;
 mod process;
 mod receivers;
@@ -14,6 +15,7 @@ mod users;
 pub use clock::tick_ms;
 pub use database::on_postgres;
 pub use documents::{attempts, is_terminal, ms, step};
+pub use otlp::{OtlpReceiver, SpanRecord, Stall};
 pub use http::{Api, Page, Reply, alertmanager_payload, free_port};
 pub use poll::eventually;
 pub use process::{
