@@ -222,12 +222,14 @@ fn a_collector_that_is_down_or_silent_neither_slows_nor_fails_a_run() {
 #[test]
 fn serve_counts_the_spans_it_cannot_export_and_says_so_once() {
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let sb = traced("otel-dropped", &closed).with_users(&["vic"]).env("OTEL_EXPORTER_OTLP_TIMEOUT", "500");
+    let sb = traced("otel-dropped", &closed)
+        .with_users(&["alice"])
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500");
     std::fs::create_dir_all(sb.path("workflows")).unwrap();
     sb.write("workflows/quick.yaml", QUICK);
     let api = Api::start(&sb);
     for _ in 0..3 {
-        let started = api.post("/api/v1/workflows/quick/runs", Some("vic-token"), &json!({}));
+        let started = api.post("/api/v1/workflows/quick/runs", Some("alice-token"), &json!({}));
         assert_eq!(started.status, 201, "{started:?}");
     }
     let dropped = |api: &Api| -> f64 {
@@ -240,7 +242,7 @@ fn serve_counts_the_spans_it_cannot_export_and_says_so_once() {
     };
     let counted = crate::util::eventually(Duration::from_secs(30), || dropped(&api) >= 12.0);
     assert!(counted, "3 runs of 4 spans each are counted as dropped: {}\n{}", dropped(&api), api.log_text());
-    let runs = api.get("/api/v1/runs", Some("vic-token"));
+    let runs = api.get("/api/v1/runs", Some("alice-token"));
     let all: &Vec<Value> = runs.body.as_array().or(runs.body["runs"].as_array()).expect("runs");
     assert!(all.iter().all(|r| r["status"] == "succeeded"), "{all:#?}");
     let log = api.log_text();

@@ -101,11 +101,11 @@ impl Gate {
     fn dropped(&self, reason: &str, n: usize, why: impl FnOnce() -> String) {
         crate::metrics::otlp_spans_dropped(reason, n as u64);
         if !self.warned.swap(true, Ordering::AcqRel) {
+            let why = why();
             tracing::warn!(
                 endpoint = %self.endpoint,
                 reason,
-                "Trace spans are being dropped ({}); runs go on unaffected. Counted in lifeboat_otlp_spans_dropped_total; this is logged once per process.",
-                why()
+                "Trace spans are being dropped ({why}); runs go on unaffected. Counted in lifeboat_otlp_spans_dropped_total; this is logged once per process."
             );
         }
     }

@@ -35,8 +35,10 @@ pub use spans::{
 use crate::config::{OtlpEndpoint, TelemetryConfig};
 
 /// The `tracing` target of the spans that are exported; no other span or
-/// event reaches the exporter.
-pub const TARGET: &str = "lifeboat::trace";
+/// event reaches the exporter. Under the crate's own target, so a log
+/// filter such as `lifeboat_orchestrator=info` still shows attempts'
+/// context in the logs.
+pub const TARGET: &str = "lifeboat_orchestrator::trace";
 
 /// Spans waiting for export at most; more are dropped and counted.
 const QUEUE: usize = 2048;

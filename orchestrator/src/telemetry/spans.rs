@@ -147,7 +147,8 @@ fn at(ms: i64) -> SystemTime {
 }
 
 /// Records run `run`'s root span, now that it ended with `status` at
-/// `finished_at`: from its creation to its end, with the ids of its trace.
+/// `finished_at` (and that end is committed): from its creation to its
+/// end, with the ids of its trace.
 /// A child run's root links to its parent run's root.
 pub fn run_ended(run: &RunRecord, status: RunStatus, finished_at: i64) {
     let Some(active) = super::active() else {
@@ -180,7 +181,9 @@ pub fn run_ended(run: &RunRecord, status: RunStatus, finished_at: i64) {
     } else {
         Status::error(status.as_str())
     });
-    span.end_with_timestamp(at(finished_at.max(run.created_at)));
+    // The stored end is in whole milliseconds; the ending commit is done
+    // by now, so the root still covers its last attempt's span.
+    span.end_with_timestamp(SystemTime::now().max(at(finished_at.max(run.created_at))));
 }
 
 /// The span of a webhook request to hook `hook`: `Span::none()` when
