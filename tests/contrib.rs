@@ -79,8 +79,8 @@ fn serve_says_ready_keeps_the_watchdog_and_says_stopping() {
         .env("NOTIFY_SOCKET", socket.to_str().unwrap())
         // 200 ms: petted every 100 ms.
         .env("WATCHDOG_USEC", "200000");
-    let mut api = crate::util::Api::start(&sb);
-    let mut next = || {
+    let api = crate::util::Api::start(&sb);
+    let next = || {
         let mut buf = [0u8; 512];
         let n = manager.recv(&mut buf).expect("a datagram from serve");
         String::from_utf8_lossy(&buf[..n]).into_owned()

@@ -17,7 +17,9 @@ const FLAKY: &str = "name: traced\nsteps:\n  flaky:\n    uses: shell\n    retry:
 
 fn traced(name: &str, endpoint: &str) -> Sandbox {
     Sandbox::new(name)
-        .config(&format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\nservice_name = \"lifeboat-test\"\n"))
+        .config(&format!(
+            "[telemetry]\notlp_endpoint = \"{endpoint}\"\nservice_name = \"lifeboat-test\"\n"
+        ))
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
 }
 
@@ -31,7 +33,9 @@ fn root<'a>(spans: &'a [SpanRecord], trace: &str) -> Option<&'a SpanRecord> {
 
 fn attempt<'a>(spans: &'a [SpanRecord], trace: &str, step: &str, n: u32) -> Option<&'a SpanRecord> {
     spans.iter().find(|s| {
-        s.trace_id == trace && s.attr("lifeboat.step.id") == step && s.attr("lifeboat.step.attempt") == n.to_string()
+        s.trace_id == trace
+            && s.attr("lifeboat.step.id") == step
+            && s.attr("lifeboat.step.attempt") == n.to_string()
     })
 }
 
@@ -61,10 +65,13 @@ fn run_wait_sends_one_trace_per_run_a_root_and_a_child_per_attempt() {
     assert_eq!(root.attr("lifeboat.run.mode"), "live");
     assert_eq!(root.attr("lifeboat.run.status"), "succeeded");
     assert_eq!(root.status, 1, "ok");
-    for (step, n, kind, status) in
-        [("flaky", 1, "shell", "failed"), ("flaky", 2, "shell", "succeeded"), ("after", 1, "set", "succeeded")]
-    {
-        let span = attempt(&spans, trace, step, n).unwrap_or_else(|| panic!("{step} #{n}: {ours:#?}"));
+    for (step, n, kind, status) in [
+        ("flaky", 1, "shell", "failed"),
+        ("flaky", 2, "shell", "succeeded"),
+        ("after", 1, "set", "succeeded"),
+    ] {
+        let span =
+            attempt(&spans, trace, step, n).unwrap_or_else(|| panic!("{step} #{n}: {ours:#?}"));
         assert_eq!(span.name, format!("step {step}"));
         assert_eq!(span.parent_span_id, root.span_id, "{step} #{n} hangs under the run");
         assert_eq!(span.attr("lifeboat.workflow"), "traced");
@@ -78,7 +85,8 @@ fn run_wait_sends_one_trace_per_run_a_root_and_a_child_per_attempt() {
             "{step} #{n} lies within the run: {root:#?} {span:#?}"
         );
     }
-    let (first, second) = (attempt(&spans, trace, "flaky", 1).unwrap(), attempt(&spans, trace, "flaky", 2).unwrap());
+    let (first, second) =
+        (attempt(&spans, trace, "flaky", 1).unwrap(), attempt(&spans, trace, "flaky", 2).unwrap());
     assert!(first.end_ns <= second.start_ns, "the retry comes after the failure");
 
     // Another run: a trace of its own.
@@ -89,7 +97,10 @@ fn run_wait_sends_one_trace_per_run_a_root_and_a_child_per_attempt() {
     let spans = collector.spans();
     assert_eq!(in_trace(&spans, other).len(), 3, "root, flaky #1, after #1");
     assert_eq!(in_trace(&spans, trace).len(), 4, "the first trace got nothing more");
-    assert!(spans.iter().all(|s| s.trace_id == trace || s.trace_id == other), "no stray traces: {spans:#?}");
+    assert!(
+        spans.iter().all(|s| s.trace_id == trace || s.trace_id == other),
+        "no stray traces: {spans:#?}"
+    );
 }
 
 #[test]
@@ -108,7 +119,9 @@ fn a_run_resumed_after_kill_9_by_another_worker_stays_in_its_trace() {
     let trace = sb.show(&id)["trace_id"].as_str().unwrap().to_string();
     // The first worker ran `one` (and exported it) and is inside `two`.
     collector.wait_spans(Duration::from_secs(30), |s| attempt(s, &trace, "one", 1).is_some());
-    sb.wait_for(&id, Duration::from_secs(30), |d| crate::util::step(d, "two")["status"] == "running");
+    sb.wait_for(&id, Duration::from_secs(30), |d| {
+        crate::util::step(d, "two")["status"] == "running"
+    });
     first.kill9();
     let _second = sb.serve();
     let doc = sb.wait_finished(&id, Duration::from_secs(60));
@@ -120,15 +133,22 @@ fn a_run_resumed_after_kill_9_by_another_worker_stays_in_its_trace() {
     let root = root(&spans, &trace).unwrap();
     assert_eq!(root.attr("lifeboat.run.id"), id);
     let one = attempt(&spans, &trace, "one", 1).unwrap();
-    let lost = attempt(&spans, &trace, "two", 1).expect("the interrupted attempt, recorded by its successor");
+    let lost = attempt(&spans, &trace, "two", 1)
+        .expect("the interrupted attempt, recorded by its successor");
     let retried = attempt(&spans, &trace, "two", 2).unwrap();
     assert_eq!(lost.attr("lifeboat.step.status"), "interrupted");
     assert_eq!(lost.status, 2);
     assert_eq!(retried.attr("lifeboat.step.status"), "succeeded");
     for span in [one, lost, retried] {
-        assert_eq!(span.parent_span_id, root.span_id, "every worker's spans hang under one root: {span:#?}");
+        assert_eq!(
+            span.parent_span_id, root.span_id,
+            "every worker's spans hang under one root: {span:#?}"
+        );
     }
-    assert_eq!(spans.iter().filter(|s| s.trace_id == trace && s.parent_span_id.is_empty()).count(), 1);
+    assert_eq!(
+        spans.iter().filter(|s| s.trace_id == trace && s.parent_span_id.is_empty()).count(),
+        1
+    );
 }
 
 const HOOK: &str = "[hooks.ops]\nformat = \"json\"\nbearer_token_env = \"LIFEBOAT_HOOK_TOKEN\"\n";
@@ -154,7 +174,8 @@ fn a_webhook_request_is_linked_to_the_run_it_started_and_joins_its_callers_trace
     );
     assert_eq!(reply.status, 202, "{reply:?}");
     let id = reply.body["runs"][0].as_str().expect("a run started").to_string();
-    let doc = api.wait_run("vic-token", &id, Duration::from_secs(30), |d| d["status"] == "succeeded");
+    let doc =
+        api.wait_run("vic-token", &id, Duration::from_secs(30), |d| d["status"] == "succeeded");
     let trace = doc["trace_id"].as_str().expect("the API's run document names its trace");
 
     let spans = collector.wait_spans(Duration::from_secs(30), |s| {
@@ -163,13 +184,21 @@ fn a_webhook_request_is_linked_to_the_run_it_started_and_joins_its_callers_trace
             && s.iter().any(|s| s.name == "POST /hooks/ops")
     });
     let hook = spans.iter().find(|s| s.name == "POST /hooks/ops").unwrap();
-    assert_eq!((hook.trace_id.as_str(), hook.parent_span_id.as_str()), (caller_trace, caller_span), "the caller's traceparent is the request's parent");
+    assert_eq!(
+        (hook.trace_id.as_str(), hook.parent_span_id.as_str()),
+        (caller_trace, caller_span),
+        "the caller's traceparent is the request's parent"
+    );
     assert_eq!(hook.attr("lifeboat.hook"), "ops");
     assert_eq!(hook.attr("lifeboat.webhook.outcome"), "started");
     let root = root(&spans, trace).unwrap();
     assert_eq!(hook.links.len(), 1, "{hook:#?}");
     let (link_trace, link_span, link_attrs) = &hook.links[0];
-    assert_eq!((link_trace.as_str(), link_span.as_str()), (trace, root.span_id.as_str()), "the link points at the run's root span");
+    assert_eq!(
+        (link_trace.as_str(), link_span.as_str()),
+        (trace, root.span_id.as_str()),
+        "the link points at the run's root span"
+    );
     assert_eq!(link_attrs.get("lifeboat.run.id").map(String::as_str), Some(id.as_str()));
     assert_eq!(link_attrs.get("lifeboat.link").map(String::as_str), Some("started"));
     let page = attempt(&spans, trace, "page", 1).unwrap();
@@ -199,16 +228,23 @@ fn a_collector_that_is_down_or_silent_neither_slows_nor_fails_a_run() {
 
     let closed = format!("http://127.0.0.1:{}", free_port());
     let stall = Stall::start();
-    for (n, (what, endpoint)) in
-        [("a closed port", closed.as_str()), ("a collector that never answers", stall.base.as_str())]
-            .into_iter()
-            .enumerate()
+    for (n, (what, endpoint)) in [
+        ("a closed port", closed.as_str()),
+        ("a collector that never answers", stall.base.as_str()),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let sb = traced(&format!("otel-down-{n}"), endpoint);
         sb.write("quick.yaml", QUICK);
         let (wall, run) = timed_run(&sb);
-        eprintln!("{what}: run {run}ms (without traces {baseline_run}ms), command {wall:?} (without {baseline:?})");
-        assert!(run < baseline_run + 1000, "{what}: the run took {run}ms, {baseline_run}ms without traces");
+        eprintln!(
+            "{what}: run {run}ms (without traces {baseline_run}ms), command {wall:?} (without {baseline:?})"
+        );
+        assert!(
+            run < baseline_run + 1000,
+            "{what}: the run took {run}ms, {baseline_run}ms without traces"
+        );
         // At worst the command waits 2s at exit for its spans (never 10s,
         // the export timeout).
         assert!(
@@ -216,7 +252,10 @@ fn a_collector_that_is_down_or_silent_neither_slows_nor_fails_a_run() {
             "{what}: `run --wait` took {wall:?}, {baseline:?} without traces"
         );
     }
-    assert!(stall.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the exporter did try the silent collector");
+    assert!(
+        stall.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the exporter did try the silent collector"
+    );
 }
 
 #[test]
@@ -236,12 +275,19 @@ fn serve_counts_the_spans_it_cannot_export_and_says_so_once() {
         let metrics = api.get("/metrics", None);
         let text = metrics.body.as_str().unwrap_or_default().to_string();
         text.lines()
-            .filter(|l| l.starts_with("lifeboat_otlp_spans_dropped_total{reason=\"export_failed\"}"))
+            .filter(|l| {
+                l.starts_with("lifeboat_otlp_spans_dropped_total{reason=\"export_failed\"}")
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
     let counted = crate::util::eventually(Duration::from_secs(30), || dropped(&api) >= 12.0);
-    assert!(counted, "3 runs of 4 spans each are counted as dropped: {}\n{}", dropped(&api), api.log_text());
+    assert!(
+        counted,
+        "3 runs of 4 spans each are counted as dropped: {}\n{}",
+        dropped(&api),
+        api.log_text()
+    );
     let runs = api.get("/api/v1/runs", Some("alice-token"));
     let all: &Vec<Value> = runs.body.as_array().or(runs.body["runs"].as_array()).expect("runs");
     assert!(all.iter().all(|r| r["status"] == "succeeded"), "{all:#?}");
@@ -260,7 +306,8 @@ fn a_bad_endpoint_is_refused_naming_the_file_key_or_variable() {
     assert!(err.contains("lifeboat.toml") && err.contains("telemetry.otlp_endpoint"), "{err}");
     assert!(err.contains("http://collector:4318"), "{err}");
 
-    let sb = Sandbox::new("otel-bad-env").env("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317");
+    let sb =
+        Sandbox::new("otel-bad-env").env("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317");
     sb.write("quick.yaml", QUICK);
     let out = sb.lifeboat(&["run", sb.path("quick.yaml").to_str().unwrap(), "--wait"]);
     let err = stderr(&out);

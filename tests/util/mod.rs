@@ -15,8 +15,8 @@ mod users;
 pub use clock::tick_ms;
 pub use database::on_postgres;
 pub use documents::{attempts, is_terminal, ms, step};
-pub use otlp::{OtlpReceiver, SpanRecord, Stall};
 pub use http::{Api, Page, Reply, alertmanager_payload, free_port};
+pub use otlp::{OtlpReceiver, SpanRecord, Stall};
 pub use poll::eventually;
 pub use process::{
     Serve, lifeboat, lifeboat_in, output_or_timeout, output_within, pid_alive, root, scratch,

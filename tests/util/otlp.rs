@@ -58,10 +58,8 @@ pub fn decode(body: &[u8]) -> Vec<SpanRecord> {
     let mut spans = Vec::new();
     for resource_spans in &request.resource_spans {
         let resource = resource_spans.resource.as_ref().map(|r| attributes(&r.attributes));
-        let service = resource
-            .as_ref()
-            .and_then(|r| r.get("service.name").cloned())
-            .unwrap_or_default();
+        let service =
+            resource.as_ref().and_then(|r| r.get("service.name").cloned()).unwrap_or_default();
         for scope in &resource_spans.scope_spans {
             for span in &scope.spans {
                 spans.push(SpanRecord {
@@ -77,7 +75,11 @@ pub fn decode(body: &[u8]) -> Vec<SpanRecord> {
                         .links
                         .iter()
                         .map(|l| {
-                            (hex::encode(&l.trace_id), hex::encode(&l.span_id), attributes(&l.attributes))
+                            (
+                                hex::encode(&l.trace_id),
+                                hex::encode(&l.span_id),
+                                attributes(&l.attributes),
+                            )
                         })
                         .collect(),
                     status: span.status.as_ref().map_or(0, |s| s.code),
@@ -131,7 +133,9 @@ impl OtlpReceiver {
                 return spans;
             }
             if Instant::now() > deadline {
-                panic!("the collector did not receive the expected spans in {timeout:?}: {spans:#?}");
+                panic!(
+                    "the collector did not receive the expected spans in {timeout:?}: {spans:#?}"
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

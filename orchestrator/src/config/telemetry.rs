@@ -47,7 +47,8 @@ impl TryFrom<String> for OtlpEndpoint {
 
     fn try_from(text: String) -> Result<Self, String> {
         let expected = "expected an OTLP/HTTP base URL like http://collector:4318";
-        let url = url::Url::parse(&text).map_err(|e| format!("`{text}` is not a URL ({e}); {expected}"))?;
+        let url = url::Url::parse(&text)
+            .map_err(|e| format!("`{text}` is not a URL ({e}); {expected}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
                 "`{text}`: scheme `{}` is not http or https (lifeboat speaks OTLP over HTTP, not gRPC); {expected}",

@@ -117,7 +117,8 @@ pub async fn receive(
         return Err(ApiError::not_found(format!("no hook `{name}`")));
     };
     let span = crate::telemetry::webhook_span(&name, &headers);
-    let result = tracing::Instrument::instrument(handle(&app, hook, &headers, body), span.clone()).await;
+    let result =
+        tracing::Instrument::instrument(handle(&app, hook, &headers, body), span.clone()).await;
     let outcome = match &result {
         Ok(o) if !o.runs.is_empty() => "started",
         Ok(o) if !o.deduplicated.is_empty() || !o.skipped.is_empty() => "deduplicated",

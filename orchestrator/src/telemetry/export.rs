@@ -86,7 +86,9 @@ impl Gate {
     /// Takes a place in the queue, if one is free.
     fn admit(&self) -> bool {
         self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.capacity).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
             .is_ok()
     }
 

@@ -60,7 +60,10 @@ mod tests {
         assert!(trace_id(run).chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         // A golden value: changing the derivation would split the traces of
         // runs that were in flight across an upgrade.
-        assert_eq!(trace_id(run), hex::encode(&Sha256::digest(format!("lifeboat.trace\0{run}"))[..16]));
+        assert_eq!(
+            trace_id(run),
+            hex::encode(&Sha256::digest(format!("lifeboat.trace\0{run}"))[..16])
+        );
     }
 
     #[test]

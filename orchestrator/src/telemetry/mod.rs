@@ -24,7 +24,9 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
 
 pub use ids::{RunTrace, trace_id};
 pub use spans::{
@@ -177,7 +179,8 @@ pub async fn flush() {
         return;
     };
     let provider = active.provider.clone();
-    let _ = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_AT_EXIT)).await;
+    let _ =
+        tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_AT_EXIT)).await;
 }
 
 #[cfg(test)]
@@ -198,7 +201,10 @@ mod tests {
     #[test]
     fn traces_are_off_without_an_endpoint() {
         assert_eq!(endpoint(&config(None), env(&[])).unwrap(), None);
-        assert_eq!(endpoint(&config(None), env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])).unwrap(), None);
+        assert_eq!(
+            endpoint(&config(None), env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -223,7 +223,10 @@ pub fn webhook_answered<'a>(
     for (run, how) in runs {
         span.add_link_with_attributes(
             run_root(run),
-            vec![KeyValue::new("lifeboat.run.id", run.to_string()), KeyValue::new("lifeboat.link", how)],
+            vec![
+                KeyValue::new("lifeboat.run.id", run.to_string()),
+                KeyValue::new("lifeboat.link", how),
+            ],
         );
     }
 }
