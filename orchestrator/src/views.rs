@@ -357,7 +357,8 @@ mod tests {
         let doc =
             RunDocument { run: run(), steps: vec![step], attempts: vec![], notifications: vec![] };
         let expected = json!({
-            "id": "r1", "workflow": "wf", "status": "failed", "mode": "live", "inputs": {"site": "b"},
+            "id": "r1", "trace_id": crate::telemetry::trace_id("r1"),
+            "workflow": "wf", "status": "failed", "mode": "live", "inputs": {"site": "b"},
             "outputs": {}, "error": "boom", "trigger": {"kind": "cli"}, "paused": false,
             "parent_run_id": null, "definition_hash": "h",
             "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:01.000Z",
