@@ -303,7 +303,12 @@ fn a_bad_endpoint_is_refused_naming_the_file_key_or_variable() {
     let out = sb.lifeboat(&["run", sb.path("quick.yaml").to_str().unwrap(), "--wait"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("lifeboat.toml") && err.contains("telemetry.otlp_endpoint"), "{err}");
+    assert!(
+        err.contains(
+            "lifeboat.toml:7:17: invalid configuration: telemetry.otlp_endpoint: `collector:4317`"
+        ),
+        "the file, line, column and key: {err}"
+    );
     assert!(err.contains("http://collector:4318"), "{err}");
 
     let sb =

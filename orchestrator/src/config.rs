@@ -502,6 +502,7 @@ impl Config {
             ConfigError::Invalid(format!("{at}invalid configuration: {e}"))
         })?;
         notify::check(&mut config, path.as_deref())?;
+        telemetry::check(&config, path.as_deref())?;
         Ok((config, path))
     }
 

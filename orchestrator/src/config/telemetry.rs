@@ -1,8 +1,14 @@
 //! `[telemetry]`: where traces are exported over OTLP (`crate::telemetry`).
 //! Unset, with no `OTEL_EXPORTER_OTLP_ENDPOINT` either, nothing is exported
-//! and no tracing layer is installed.
+//! and no tracing layer is installed. A bad endpoint is refused after
+//! loading, at its `file:line:column` (read again with `toml::Spanned`,
+//! as `notify.rs` does), or naming `LIFEBOAT_TELEMETRY__OTLP_ENDPOINT`.
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use super::{Config, ConfigError};
 
 /// `[telemetry]` in `lifeboat.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -30,10 +36,48 @@ fn default_service_name() -> String {
 }
 
 /// An `http://` or `https://` base URL with a host and no query or
-/// fragment, checked while the file is read so the error names the key.
+/// fragment: checked by [`check`] once the configuration is loaded, and by
+/// `TryFrom` for the `OTEL_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(transparent)]
 pub struct OtlpEndpoint(String);
+
+/// Where `telemetry.otlp_endpoint` is in the file.
+#[derive(Deserialize, Default)]
+struct Spans {
+    #[serde(default)]
+    telemetry: Option<TelemetrySpans>,
+}
+
+#[derive(Deserialize, Default)]
+struct TelemetrySpans {
+    #[serde(default)]
+    otlp_endpoint: Option<toml::Spanned<String>>,
+}
+
+/// Refuses an `otlp_endpoint` that is not an OTLP/HTTP base URL, naming
+/// where it was written.
+pub(super) fn check(config: &Config, path: Option<&Path>) -> Result<(), ConfigError> {
+    let Some(endpoint) = &config.telemetry.otlp_endpoint else {
+        return Ok(());
+    };
+    let Err(message) = OtlpEndpoint::parse(&endpoint.0) else {
+        return Ok(());
+    };
+    let text = path.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    let spans: Spans = toml::from_str(&text).unwrap_or_default();
+    let written = spans.telemetry.and_then(|t| t.otlp_endpoint);
+    let at = match (path, written) {
+        (Some(path), Some(w)) if *w.get_ref() == endpoint.0 => {
+            let (line, column) = super::notify::position(&text, w.span().start);
+            format!("{}:{line}:{column}", path.display())
+        }
+        _ => "LIFEBOAT_TELEMETRY__OTLP_ENDPOINT".into(),
+    };
+    Err(ConfigError::Invalid(format!(
+        "{at}: invalid configuration: telemetry.otlp_endpoint: {message}"
+    )))
+}
 
 impl OtlpEndpoint {
     /// The URL traces are POSTed to: the base plus `/v1/traces`.
@@ -46,8 +90,15 @@ impl TryFrom<String> for OtlpEndpoint {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
+        OtlpEndpoint::parse(&text)?;
+        Ok(OtlpEndpoint(text))
+    }
+}
+
+impl OtlpEndpoint {
+    fn parse(text: &str) -> Result<(), String> {
         let expected = "expected an OTLP/HTTP base URL like http://collector:4318";
-        let url = url::Url::parse(&text)
+        let url = url::Url::parse(text)
             .map_err(|e| format!("`{text}` is not a URL ({e}); {expected}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
@@ -61,13 +112,7 @@ impl TryFrom<String> for OtlpEndpoint {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!("`{text}` has a query or fragment; {expected}"));
         }
-        Ok(OtlpEndpoint(text))
-    }
-}
-
-impl From<OtlpEndpoint> for String {
-    fn from(e: OtlpEndpoint) -> String {
-        e.0
+        Ok(())
     }
 }
 
@@ -120,5 +165,26 @@ mod tests {
         }
         let e = load("[telemetry]\nendpoint = \"http://otel:4318\"\n").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_endpoint_from_the_environment_names_the_variable() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("lifeboat.toml");
+        std::fs::write(&path, "[telemetry]\notlp_endpoint = \"http://otel:4318\"\n").unwrap();
+        let mut config = Config::load(Some(&path)).unwrap().0;
+        config.telemetry.otlp_endpoint = Some(super::OtlpEndpoint("otel:4317".into()));
+        let e = super::check(&config, Some(&path)).unwrap_err().to_string();
+        assert!(e.starts_with("LIFEBOAT_TELEMETRY__OTLP_ENDPOINT: invalid configuration"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_placed_at_its_line_and_column() {
+        let e = load("[executor]\nmax_runs = 2\n\n[telemetry]\notlp_endpoint = \"otel:4317\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("lifeboat.toml:5:17: invalid configuration: telemetry.otlp_endpoint:"),
+            "{e}"
+        );
     }
 }
