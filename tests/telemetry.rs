@@ -319,3 +319,48 @@ fn a_bad_endpoint_is_refused_naming_the_file_key_or_variable() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT: `grpc://collector:4317`"), "{err}");
 }
+
+#[test]
+fn a_child_runs_trace_is_its_own_and_links_to_its_parents_root() {
+    let collector = OtlpReceiver::start();
+    let sb = traced("otel-child", &collector.endpoint());
+    std::fs::create_dir_all(sb.path("workflows")).unwrap();
+    sb.write(
+        "workflows/parent.yaml",
+        "name: parent\nsteps:\n  call:\n    uses: workflow\n    with: { workflow: child }\n",
+    );
+    sb.write(
+        "workflows/child.yaml",
+        "name: child\nsteps:\n  say: { uses: set, with: { said: hi } }\n",
+    );
+    let (code, doc) = sb.run_wait("parent", &[]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    let (parent, parent_trace) = (doc["id"].as_str().unwrap(), doc["trace_id"].as_str().unwrap());
+    let child = sb.runs().into_iter().find(|r| r["workflow"] == "child").expect("the child run");
+    assert_eq!(child["parent_run_id"], parent);
+    let child_trace = child["trace_id"].as_str().unwrap().to_string();
+    assert_ne!(child_trace, parent_trace, "one trace per run");
+
+    let spans = collector.wait_spans(Duration::from_secs(30), |s| {
+        root(s, parent_trace).is_some() && root(s, &child_trace).is_some()
+    });
+    let (parent_root, child_root) =
+        (root(&spans, parent_trace).unwrap(), root(&spans, &child_trace).unwrap());
+    assert_eq!(child_root.attr("lifeboat.run.parent_id"), parent);
+    let links: Vec<(&str, &str)> =
+        child_root.links.iter().map(|(t, s, _)| (t.as_str(), s.as_str())).collect();
+    assert_eq!(
+        links,
+        [(parent_trace, parent_root.span_id.as_str())],
+        "the child links to its parent's root"
+    );
+    assert!(
+        attempt(&spans, &child_trace, "say", 1)
+            .is_some_and(|s| s.parent_span_id == child_root.span_id)
+    );
+    assert_eq!(
+        in_trace(&spans, parent_trace).len(),
+        1,
+        "a `workflow` step has no attempt, so no span"
+    );
+}
