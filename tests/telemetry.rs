@@ -364,3 +364,41 @@ fn a_child_runs_trace_is_its_own_and_links_to_its_parents_root() {
         "a `workflow` step has no attempt, so no span"
     );
 }
+
+#[test]
+fn a_full_export_queue_drops_and_counts_spans_instead_of_waiting() {
+    let stall = Stall::start();
+    let sb = traced("otel-queue-full", &stall.base)
+        .with_users(&["alice"])
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "20");
+    std::fs::create_dir_all(sb.path("workflows")).unwrap();
+    sb.write("workflows/quick.yaml", QUICK);
+    let api = Api::start(&sb);
+    let began = Instant::now();
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            let started = api.post("/api/v1/workflows/quick/runs", Some("alice-token"), &json!({}));
+            assert_eq!(started.status, 201, "{started:?}");
+            started.body["id"].as_str().expect("run id").to_string()
+        })
+        .collect();
+    for id in &ids {
+        api.wait_run("alice-token", id, Duration::from_secs(30), |d| d["status"] == "succeeded");
+    }
+    // The collector holds its first request for the 10 s export timeout;
+    // the runs did not wait for it.
+    assert!(began.elapsed() < Duration::from_secs(8), "runs took {:?}", began.elapsed());
+    let full = || -> f64 {
+        let metrics = api.get("/metrics", None).body.as_str().unwrap_or_default().to_string();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lifeboat_otlp_spans_dropped_total{reason=\"queue_full\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // 12 spans (a root is sent just after its run's end is committed), at
+    // most 2 waiting and 2 in the stuck export.
+    let counted = crate::util::eventually(Duration::from_secs(5), || full() >= 8.0);
+    assert!(counted, "spans dropped for want of room: {}", full());
+}

@@ -42,7 +42,8 @@ use crate::config::{OtlpEndpoint, TelemetryConfig};
 /// context in the logs.
 pub const TARGET: &str = "lifeboat_orchestrator::trace";
 
-/// Spans waiting for export at most; more are dropped and counted.
+/// Spans waiting for export at most, unless `OTEL_BSP_MAX_QUEUE_SIZE`
+/// says; more are dropped and counted.
 const QUEUE: usize = 2048;
 /// The export timeout unless `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` says.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +103,14 @@ pub fn endpoint(
     Ok(None)
 }
 
+fn queue_size() -> usize {
+    std::env::var("OTEL_BSP_MAX_QUEUE_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(QUEUE)
+}
+
 fn export_timeout() -> Duration {
     ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
         .iter()
@@ -129,9 +138,12 @@ pub fn start(
         .with_timeout(timeout)
         .build()
         .map_err(|e| failed(e.to_string()))?;
-    let gate = Arc::new(export::Gate::new(QUEUE, url.clone()));
+    // Our gate and the SDK's queue have the same size, so the SDK never
+    // drops a span we did not count.
+    let queue = queue_size();
+    let gate = Arc::new(export::Gate::new(queue, url.clone()));
     let batch = BatchSpanProcessor::builder(export::Counted::new(exporter, gate.clone()))
-        .with_batch_config(BatchConfigBuilder::default().with_max_queue_size(QUEUE).build())
+        .with_batch_config(BatchConfigBuilder::default().with_max_queue_size(queue).build())
         .build();
     let service = std::env::var("OTEL_SERVICE_NAME")
         .ok()
