@@ -42,7 +42,8 @@ fn attempt<'a>(spans: &'a [SpanRecord], trace: &str, step: &str, n: u32) -> Opti
 #[test]
 fn run_wait_sends_one_trace_per_run_a_root_and_a_child_per_attempt() {
     let collector = OtlpReceiver::start();
-    let sb = traced("otel-run", &collector.endpoint());
+    let sb = traced("otel-run", &collector.endpoint())
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20collector-key");
     let file = sb.write("traced.yaml", FLAKY);
     let (code, doc) = sb.run_wait(file.to_str().unwrap(), &[]);
     assert_eq!(code, Some(0), "{doc:#}");
@@ -53,8 +54,11 @@ fn run_wait_sends_one_trace_per_run_a_root_and_a_child_per_attempt() {
     let text = stdout(&sb.ok(&["show", id]));
     assert!(text.contains(&format!("trace: {trace}")), "{text}");
 
-    // `run --wait` flushed at exit: everything is there already.
+    // `run --wait` flushed at exit: everything is there already, sent with
+    // the standard variable's headers (a hosted collector's key).
     let spans = collector.spans();
+    let keys = collector.headers("authorization");
+    assert!(!keys.is_empty() && keys.iter().all(|k| k == "Bearer collector-key"), "{keys:?}");
     let ours = in_trace(&spans, trace);
     assert_eq!(ours.len(), 4, "a root and three attempts: {ours:#?}");
     let root = root(&spans, trace).expect("the run's root span");

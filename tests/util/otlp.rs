@@ -108,6 +108,11 @@ impl OtlpReceiver {
         self.http.base.clone()
     }
 
+    /// The `name` header of every request received so far.
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        self.http.requests().iter().filter_map(|r| r.header(name).map(String::from)).collect()
+    }
+
     /// Every span received so far; every request must be a protobuf POST
     /// to `/v1/traces`.
     pub fn spans(&self) -> Vec<SpanRecord> {
