@@ -406,3 +406,25 @@ fn a_full_export_queue_drops_and_counts_spans_instead_of_waiting() {
     let counted = crate::util::eventually(Duration::from_secs(5), || full() >= 8.0);
     assert!(counted, "spans dropped for want of room: {}", full());
 }
+
+#[test]
+fn a_drills_trace_says_it_is_a_drill_and_names_its_scenario() {
+    let collector = OtlpReceiver::start();
+    let sb = traced("otel-drill", &collector.endpoint());
+    let file = sb.write(
+        "failover.yaml",
+        "name: failover\nsteps:\n  cut:\n    uses: shell\n    with: { command: [\"true\"] }\n    drill: { uses: set, with: { cut: \"no\" } }\ndrills:\n  dry:\n    expect: { status: succeeded }\n",
+    );
+    let out =
+        sb.lifeboat(&["drill", file.to_str().unwrap(), "--scenario", "dry", "--wait", "--json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}{}", stdout(&out), stderr(&out)));
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+    let trace = doc["trace_id"].as_str().unwrap();
+    let spans = collector.spans();
+    let root = root(&spans, trace).expect("the drill's root");
+    assert_eq!(root.attr("lifeboat.run.mode"), "drill");
+    assert_eq!(root.attr("lifeboat.drill.scenario"), "dry");
+    let cut = attempt(&spans, trace, "cut", 1).expect("the substituted attempt");
+    assert_eq!((cut.attr("lifeboat.run.mode"), cut.attr("lifeboat.step.kind")), ("drill", "set"));
+}
