@@ -43,20 +43,18 @@ fn the_systemd_unit_verifies() {
     }
     // The unit as shipped, with ExecStart pointing at this build (verify
     // checks that the program exists) and man pages not looked up.
-    let unit = std::fs::read_to_string(root().join("contrib/systemd/lifeboat.service"))
-        .expect("the unit");
+    let unit =
+        std::fs::read_to_string(root().join("contrib/systemd/lifeboat.service")).expect("the unit");
     assert!(unit.contains("ExecStart=/usr/local/bin/lifeboat serve"), "{unit}");
     for line in ["Type=notify", "WatchdogSec=", "StateDirectory=lifeboat", "User=lifeboat"] {
         assert!(unit.contains(line), "the unit lacks {line}");
     }
     let dir = crate::util::scratch("systemd-unit");
     let path = dir.join("lifeboat.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/lifeboat", env!("CARGO_BIN_EXE_lifeboat")),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
+    std::fs::write(&path, unit.replace("/usr/local/bin/lifeboat", env!("CARGO_BIN_EXE_lifeboat")))
+        .unwrap();
+    let out =
+        Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "systemd-analyze verify: {}",
