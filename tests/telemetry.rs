@@ -408,15 +408,23 @@ fn a_full_export_queue_drops_and_counts_spans_instead_of_waiting() {
 }
 
 #[test]
-fn a_drills_trace_says_it_is_a_drill_and_names_its_scenario() {
+fn a_drills_trace_says_it_is_a_drill_names_its_scenario_and_shows_an_injected_crash() {
     let collector = OtlpReceiver::start();
     let sb = traced("otel-drill", &collector.endpoint());
     let file = sb.write(
         "failover.yaml",
         "name: failover\nsteps:\n  cut:\n    uses: shell\n    with: { command: [\"true\"] }\n    drill: { uses: set, with: { cut: \"no\" } }\ndrills:\n  dry:\n    expect: { status: succeeded }\n",
     );
-    let out =
-        sb.lifeboat(&["drill", file.to_str().unwrap(), "--scenario", "dry", "--wait", "--json"]);
+    let out = sb.lifeboat(&[
+        "drill",
+        file.to_str().unwrap(),
+        "--scenario",
+        "dry",
+        "--inject",
+        "cut=crash",
+        "--wait",
+        "--json",
+    ]);
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}): {}{}", stdout(&out), stderr(&out)));
     assert_eq!(out.status.code(), Some(0), "{doc:#}");
@@ -425,6 +433,10 @@ fn a_drills_trace_says_it_is_a_drill_and_names_its_scenario() {
     let root = root(&spans, trace).expect("the drill's root");
     assert_eq!(root.attr("lifeboat.run.mode"), "drill");
     assert_eq!(root.attr("lifeboat.drill.scenario"), "dry");
-    let cut = attempt(&spans, trace, "cut", 1).expect("the substituted attempt");
+    let crashed = attempt(&spans, trace, "cut", 1).expect("the attempt the injected crash ended");
+    assert_eq!(crashed.attr("lifeboat.step.status"), "interrupted");
+    assert_eq!(crashed.parent_span_id, root.span_id);
+    let cut = attempt(&spans, trace, "cut", 2).expect("the substituted attempt, retried");
     assert_eq!((cut.attr("lifeboat.run.mode"), cut.attr("lifeboat.step.kind")), ("drill", "set"));
+    assert_eq!(cut.attr("lifeboat.step.status"), "succeeded");
 }

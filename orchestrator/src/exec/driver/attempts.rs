@@ -91,8 +91,11 @@ impl Driver {
         if fault == Some(crate::model::Fault::Crash) {
             // Recorded as started, then abandoned as if its worker died.
             self.commit(changes).await?;
-            let interrupted = self.interrupted(i, n, now_ms(), true);
-            return self.commit(interrupted).await;
+            let at = now_ms();
+            let interrupted = self.interrupted(i, n, at, true);
+            self.commit(interrupted).await?;
+            crate::telemetry::attempt_interrupted(self.attempt_facts(i, phase, n), now, at);
+            return Ok(());
         }
         let span = self.attempt_span(i, phase, n);
         // Pure kinds have no side effect to protect: their start and end share one commit.
