@@ -27,6 +27,7 @@ mod serve;
 mod shared;
 mod shell;
 mod ssrf;
+mod telemetry;
 mod ui;
 mod util;
 mod validate;

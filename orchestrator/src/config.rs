@@ -13,7 +13,9 @@ use lifeboat_notify::ChannelConfig;
 use serde::{Deserialize, Serialize};
 
 mod notify;
+mod telemetry;
 pub use notify::DrillConfig;
+pub use telemetry::{OtlpEndpoint, TelemetryConfig};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://lifeboat.db";
 
@@ -48,6 +50,9 @@ pub struct Config {
     /// Where `http` steps may connect (see `lifeboat_steps::http::policy`).
     #[serde(default)]
     pub http: lifeboat_steps::http::PolicyConfig,
+    /// Where traces go over OTLP (`crate::telemetry`); off when unset.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Anchors of the audit log (`crate::audit_anchor`): signed checkpoints of
@@ -127,6 +132,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             retention: Default::default(),
             http: Default::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -460,6 +466,8 @@ const ENV_KEYS: &[&str] = &[
     "workflows_dir",
     "templates_dir",
     "server.listen",
+    "telemetry.otlp_endpoint",
+    "telemetry.service_name",
     "server.public_url",
     "server.metrics_token_env",
     "server.header_read_timeout",
@@ -512,6 +520,7 @@ impl Config {
             ConfigError::Invalid(format!("{at}invalid configuration: {e}"))
         })?;
         notify::check(&mut config, path.as_deref())?;
+        telemetry::check(&config, path.as_deref())?;
         Ok((config, path))
     }
 

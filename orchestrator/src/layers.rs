@@ -17,7 +17,7 @@ const ORCHESTRATOR: &[Layer] = &[
     Layer(&["viz", "schema", "config"]),
     Layer(&["store"]),
     Layer(&["audit_anchor", "metrics"]),
-    Layer(&["catalog", "retention"]),
+    Layer(&["catalog", "retention", "telemetry"]),
     Layer(&["exec"]),
     Layer(&["triggers"]),
     Layer(&["app"]),

@@ -26,6 +26,7 @@ pub mod schema;
 pub mod serve;
 pub mod store;
 pub mod suggest;
+pub mod telemetry;
 pub mod text;
 pub mod triggers;
 pub mod views;

@@ -81,6 +81,7 @@ struct Metrics {
     pruned_rows: Family<TableLabel, Counter>,
     prune_failures: Counter,
     rto_breaches: Family<WorkflowLabel, Counter>,
+    otlp_spans_dropped: Family<ReasonLabel, Counter>,
     outbox_pending: Gauge,
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     workers_live: Gauge,
@@ -133,6 +134,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         pruned_rows: Family::default(),
         prune_failures: Counter::default(),
         rto_breaches: Family::default(),
+        otlp_spans_dropped: Family::default(),
         outbox_pending: Gauge::default(),
         outbox_oldest: Gauge::default(),
         workers_live: Gauge::default(),
@@ -154,6 +156,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "pruned_rows" => pruned_rows, "Rows the retention pruner deleted, by table (runs, steps, attempts, events, requests, outbox, schedule_ticks, webhook_signatures)";
         "prune_failures" => prune_failures, "Pruner passes that failed (logged; tried again at the next interval)";
         "rto_breaches" => rto_breaches, "Runs that took longer than their workflow's objectives.rto, by workflow";
+        "otlp_spans_dropped" => otlp_spans_dropped, "Trace spans not delivered to [telemetry] otlp_endpoint, by reason (export_failed: the collector refused or could not be reached in time; queue_full: more spans waiting than the export queue holds)";
         "outbox_pending" => outbox_pending, "Notifications queued and not delivered yet (all replicas), read at scrape time";
         "outbox_oldest_pending_seconds" => outbox_oldest, "Age of the oldest undelivered notification (0 when none), read at scrape time";
         "workers_live" => workers_live, "Workers (serve replicas) whose heartbeat is within one lease, read at scrape time";
@@ -256,6 +259,12 @@ pub fn set_readiness(check: &str, target: &str, value: f64) {
     METRICS.readiness.get_or_create(&labels).set(value);
 }
 
+/// `n` trace spans were dropped instead of exported (`crate::telemetry`):
+/// `reason` is `export_failed` or `queue_full`.
+pub fn otlp_spans_dropped(reason: &str, n: u64) {
+    METRICS.otlp_spans_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(n);
+}
+
 /// A pruner pass failed.
 pub fn prune_failed() {
     METRICS.prune_failures.inc();
@@ -303,6 +312,7 @@ mod tests {
         super::connection_refused();
         super::pruned(&crate::store::Pruned { runs: 1, ..Default::default() });
         super::prune_failed();
+        super::otlp_spans_dropped("export_failed", 4);
     }
 
     #[test]
@@ -324,6 +334,7 @@ mod tests {
             "lifeboat_outbox_oldest_pending_seconds 90.5",
             "lifeboat_workers_live 3",
             "lifeboat_readiness{check=\"channel\",target=\"oncall-email\"} 0",
+            "lifeboat_otlp_spans_dropped_total{reason=\"export_failed\"}",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }

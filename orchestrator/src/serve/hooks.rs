@@ -59,7 +59,9 @@ pub async fn receive(
     let Some(hook) = app.ids.hooks.get(&name) else {
         return Err(ApiError::not_found(format!("no hook `{name}`")));
     };
-    let result = handle(&app, hook, &headers, body).await;
+    let span = crate::telemetry::webhook_span(&name, &headers);
+    let result =
+        tracing::Instrument::instrument(handle(&app, hook, &headers, body), span.clone()).await;
     let outcome = match &result {
         Ok(o) if !o.runs.is_empty() => "started",
         Ok(o) if !o.deduplicated.is_empty() || !o.skipped.is_empty() => "deduplicated",
@@ -72,6 +74,15 @@ pub async fn receive(
         Err(_) => "error",
     };
     crate::metrics::webhook(&name, outcome);
+    if let Ok(o) = &result {
+        let runs = (o.runs.iter().map(|r| (r.as_str(), "started")))
+            .chain(o.deduplicated.iter().map(|r| (r.as_str(), "deduplicated")))
+            .chain(o.skipped.iter().map(|r| (r.as_str(), "skipped")))
+            .chain(o.cancelled.iter().map(|r| (r.as_str(), "cancelled")));
+        crate::telemetry::webhook_answered(&span, outcome, runs);
+    } else {
+        crate::telemetry::webhook_answered(&span, outcome, []);
+    }
     result.map(|o| (StatusCode::ACCEPTED, Json(o)))
 }
 
