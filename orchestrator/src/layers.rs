@@ -21,7 +21,7 @@ const ORCHESTRATOR: &[Layer] = &[
     Layer(&["exec"]),
     Layer(&["triggers"]),
     Layer(&["app"]),
-    Layer(&["views"]),
+    Layer(&["views", "doctor"]),
     Layer(&["serve"]),
     Layer(&["cli"]),
 ];

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use super::GlobalArgs;
-use crate::catalog::files::compile_files;
+use crate::catalog::files::{collect_files, compile_files};
 use crate::compile::{self, CompiledWorkflow, FileReport, Severity};
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +40,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.paths
     };
-    let files = collect_files(&paths)?;
+    let files = collect_files(&paths).map_err(anyhow::Error::msg)?;
     if files.is_empty() {
         anyhow::bail!("no workflow files (*.yaml, *.yml) found in {}", display_list(&paths));
     }
@@ -152,27 +151,3 @@ fn display_list(paths: &[PathBuf]) -> String {
     paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// Files named directly, plus `*.yaml`/`*.yml` directly inside directories.
-pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if meta.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot list {}", path.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.is_file()
-                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                })
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}

@@ -118,7 +118,7 @@ fn line_of(text: &str, key: &str, var: &str) -> Option<usize> {
 /// Every workflow file compiles, with the configuration's names.
 pub(super) fn workflows(setup: &Setup, findings: &mut Vec<Finding>) -> Vec<CompiledWorkflow> {
     let dir = &setup.workflows_dir;
-    let files = match crate::cli::validate::collect_files(std::slice::from_ref(dir)) {
+    let files = match crate::catalog::files::collect_files(std::slice::from_ref(dir)) {
         Ok(files) if !files.is_empty() => files,
         Ok(_) => {
             findings.push(Finding::warn(
@@ -133,7 +133,7 @@ pub(super) fn workflows(setup: &Setup, findings: &mut Vec<Finding>) -> Vec<Compi
             findings.push(Finding::fail(
                 "workflow",
                 dir.display().to_string(),
-                format!("{e:#}"),
+                e,
                 "create the directory or set workflows_dir in lifeboat.toml",
             ));
             return Vec::new();
