@@ -7,6 +7,7 @@ mod big_files;
 mod children;
 mod contrib;
 mod crash;
+mod drill_freshness;
 mod drills;
 mod front_door;
 mod ha;

@@ -64,6 +64,95 @@ impl Pass<'_> {
             }
             self.check_scenario(name, scenario, node, wf, steps, parsed_steps);
         }
+        self.check_scheduled_drills(root, wf, parsed_steps);
+        self.check_freshness_rules(root, wf);
+    }
+
+    /// Schedule triggers with `mode: drill`: the scenario exists (with a
+    /// did-you-mean), `scenario` comes with `mode: drill`, and the drill
+    /// would not be refused at every tick (an irreversible step with no
+    /// `drill:`).
+    fn check_scheduled_drills(
+        &mut self,
+        root: &Node,
+        wf: &Workflow,
+        parsed_steps: &[Option<Step>],
+    ) {
+        let names: Vec<&str> = wf.drills.keys().map(String::as_str).collect();
+        for (i, trigger) in wf.triggers.iter().enumerate() {
+            let Some(schedule) = &trigger.schedule else { continue };
+            let node =
+                root.at_path(&["triggers".to_string(), i.to_string(), "schedule".to_string()]);
+            let place = format!("trigger {}", i + 1);
+            let drill = schedule.mode == crate::model::ScheduleMode::Drill;
+            if let Some(scenario) = &schedule.scenario {
+                if !drill {
+                    self.error(
+                        Code::Drill,
+                        format!("{place}: `scenario: {}` needs `mode: drill`", scenario.value),
+                        scenario.span,
+                    )
+                    .help("a live run has no scenario; add `mode: drill` to rehearse on this schedule");
+                } else if !wf.drills.contains_key(&scenario.value) {
+                    let hint = suggest::did_you_mean(&scenario.value, names.iter().copied())
+                        .unwrap_or_else(|| match names.is_empty() {
+                            true => "the workflow declares no scenarios under `drills:`".into(),
+                            false => format!("scenarios: {}", names.join(", ")),
+                        });
+                    self.error(
+                        Code::Drill,
+                        format!("{place}: no drill scenario `{}`", scenario.value),
+                        scenario.span,
+                    )
+                    .help(hint);
+                }
+            }
+            if drill {
+                let refused: Vec<&str> = wf
+                    .steps
+                    .keys()
+                    .zip(parsed_steps)
+                    .filter(|(_, s)| {
+                        s.as_ref().is_some_and(|s| s.irreversible && s.drill.is_none())
+                    })
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                if !refused.is_empty() {
+                    let span = node.and_then(|n| n.get("mode")).map(|n| n.span);
+                    self.error(
+                        Code::Drill,
+                        format!(
+                            "{place}: every scheduled drill would be refused: {} `irreversible: true` with no `drill:` entry",
+                            refused.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                        span,
+                    )
+                    .help("say what each does in a drill: `drill: skip`, or a substitute body");
+                }
+            }
+        }
+    }
+
+    /// A rule on `drill_overdue` needs `objectives.drill_every`: without it
+    /// no drill is ever overdue and the rule would never fire.
+    fn check_freshness_rules(&mut self, root: &Node, wf: &Workflow) {
+        let every = wf.objectives.as_ref().and_then(|o| o.drill_every);
+        if every.is_some() {
+            return;
+        }
+        for (i, rule) in wf.notify.iter().enumerate() {
+            if rule.on.contains(&crate::model::Event::DrillOverdue) {
+                let span = root
+                    .at_path(&["notify".to_string(), i.to_string(), "on".to_string()])
+                    .map(|n| n.span);
+                self.error(
+                    Code::Drill,
+                    format!("notify rule {}: `drill_overdue` never fires without `objectives.drill_every`", i + 1),
+                    span,
+                )
+                .help("add e.g. `objectives: { drill_every: 30d }`");
+            }
+        }
     }
 
     fn check_scenario(
