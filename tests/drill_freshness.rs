@@ -132,9 +132,11 @@ drills:
 
 #[test]
 fn two_replicas_notice_an_overdue_drill_once_and_export_its_freshness() {
-    let sb = Sandbox::new("fresh-serve").config(
-        "[channels.notices]\ntype = \"file\"\ndir = \"notices\"\n\n[drill]\ncheck_every = \"200ms\"\n",
-    );
+    let sb = Sandbox::new("fresh-serve")
+        .config(
+            "[channels.notices]\ntype = \"file\"\ndir = \"notices\"\n\n[drill]\ncheck_every = \"200ms\"\n",
+        )
+        .with_users(&["vic"]);
     add_workflow(&sb, "stale", STALE);
     sb.ok(&["migrate"]);
     let (a, _b) = (Api::start(&sb), Api::start(&sb));
@@ -171,13 +173,14 @@ fn two_replicas_notice_an_overdue_drill_once_and_export_its_freshness() {
     assert_eq!(metric(&a, "lifeboat_drill_overdue{workflow=\"stale\"}"), Some(0.0));
     let series = "lifeboat_drill_last_timestamp_seconds{workflow=\"stale\",scenario=\"happy\",verdict=\"passed\"}";
     let at = metric(&a, series).unwrap_or_else(|| panic!("no {series}"));
-    let now = chrono::Utc::now().timestamp() as f64;
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     assert!(at <= now && at > now - 120.0, "{at} vs {now}");
-    let fresh = a.get("/api/v1/drills/freshness?workflow=stale", None);
+    let vic = Some("vic-token");
+    let fresh = a.get("/api/v1/drills/freshness?workflow=stale", vic);
     assert_eq!(fresh.status, 200, "{:?}", fresh.body);
     assert_eq!(fresh.body[0]["overdue"], false, "{:#}", fresh.body);
     assert!(fresh.body[0]["scenarios"][0]["summary"].as_str().unwrap().ends_with("(passed)"));
-    let wf = a.get("/api/v1/workflows/stale", None);
+    let wf = a.get("/api/v1/workflows/stale", vic);
     assert_eq!(wf.body["freshness"]["scenarios"][0]["last_passed"]["passed"], true);
 }
 
@@ -232,7 +235,8 @@ fn a_drill_schedule_naming_an_unknown_scenario_is_refused_with_a_suggestion() {
     let err = stderr(&out);
     assert!(err.contains("trigger 1: no drill scenario `hapy`"), "{err}");
     assert!(err.contains("did you mean `happy`?"), "{err}");
-    assert!(err.contains(&format!("{file}:5:")), "at its line: {err}");
+    let line = bad.lines().position(|l| l.contains("scenario: hapy")).unwrap() + 1;
+    assert!(err.contains(&format!("{file}:{line}:")), "at its line: {err}");
     let live = REHEARSE.replace("mode: drill, ", "");
     let file = sb.write("live.yaml", &live).display().to_string();
     let err = stderr(&sb.lifeboat(&["validate", &file]));

@@ -437,8 +437,9 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
         let scenario = entry.schedule.scenario.as_ref().map(|s| s.value.as_str());
         let given = trigger_given(wf, entry.trigger, event).map_err(FireError::Permanent)?;
         let actor = format!("schedule:{}", entry.id);
-        let trigger =
-            json!({"kind": "schedule", "schedule": entry.id, "tick": at, "scenario": scenario});
+        let trigger = json!({
+            "kind": "schedule", "schedule": entry.id, "tick": at, "scenario": scenario, "by": actor,
+        });
         let request = DrillRequest {
             scenario,
             injects: &[],
