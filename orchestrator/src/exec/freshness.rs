@@ -96,8 +96,10 @@ pub fn freshness(wf: &CompiledWorkflow, marks: &[DrillMark], now: i64) -> Freshn
             let last = newest(&key, None);
             let last_passed = newest(&key, Some(true));
             let last_failed = newest(&key, Some(false));
-            let every_ms = every.map(|e| e.as_millis() as i64);
-            let due_at_ms = every_ms.map(|e| last_passed.as_ref().map_or(0, |p| p.at_ms + e));
+            // A huge `drill_every` saturates instead of overflowing.
+            let every_ms = every.map(|e| i64::try_from(e.as_millis()).unwrap_or(i64::MAX));
+            let due_at_ms =
+                every_ms.map(|e| last_passed.as_ref().map_or(0, |p| p.at_ms.saturating_add(e)));
             let overdue = required(&key) && due_at_ms.is_some_and(|due| now > due);
             let summary = summary(last.as_ref(), last_passed.as_ref(), overdue, every);
             ScenarioFreshness {
@@ -249,6 +251,19 @@ mod tests {
         let plain = freshness(&wf("name: wf\nsteps:\n  a: { uses: set }\n"), &[], now);
         assert!(!plain.overdue && plain.is_empty(), "{plain:?}");
         assert_eq!(plain.scenarios[0].summary, "never drilled");
+    }
+
+    #[test]
+    fn a_drill_every_beyond_the_calendar_saturates_and_is_never_overdue() {
+        let text = WF.replace("drill_every: 30d", "drill_every: 200000000000d");
+        let now = 100 * DAY;
+        let f = freshness(
+            &wf(&text),
+            &[mark(Some("happy"), true, now), mark(Some("sad"), true, 1)],
+            now,
+        );
+        assert!(!f.overdue, "{f:?}");
+        assert_eq!(f.scenarios[0].due_at_ms, Some(i64::MAX));
     }
 
     #[test]

@@ -60,7 +60,12 @@ pub struct StepSpread {
 
 /// The spreads of `samples` (one mode's runs) for `wf`.
 pub fn measure(wf: &CompiledWorkflow, mode: RunMode, samples: &[RecoverySample]) -> Measured {
-    let rto = wf.definition.objectives.as_ref().and_then(|o| o.rto).map(|r| r.as_millis() as i64);
+    let rto = wf
+        .definition
+        .objectives
+        .as_ref()
+        .and_then(|o| o.rto)
+        .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
     let runs: Vec<i64> = samples
         .iter()
         .filter_map(|s| Some(s.finished_at? - s.started_at?))
@@ -77,7 +82,7 @@ pub fn measure(wf: &CompiledWorkflow, mode: RunMode, samples: &[RecoverySample])
                 .map(|(_, from, to)| (to - from).max(0))
                 .collect();
             let spread = spread(&times)?;
-            let over_half_rto = rto.is_some_and(|r| spread.p95_ms * 2 > r);
+            let over_half_rto = rto.is_some_and(|r| spread.p95_ms.saturating_mul(2) > r);
             Some(StepSpread { step: step.id.clone(), spread, over_half_rto })
         })
         .collect();
