@@ -220,6 +220,12 @@ fn a_drill_schedule_starts_one_drill_per_tick_across_two_replicas() {
         *per_tick.entry(run["trigger"]["tick"].as_str().unwrap().to_string()).or_insert(0) += 1;
     }
     assert!(per_tick.values().all(|&n| n == 1), "a tick started two drills: {per_tick:?}");
+    let listed = json_of(&sb.ok(&["schedules", "--json"]));
+    assert_eq!(
+        (listed[0]["mode"].as_str(), listed[0]["scenario"].as_str()),
+        (Some("drill"), Some("happy"))
+    );
+    assert!(stdout(&sb.ok(&["schedules"])).contains("drill happy"));
     let history = json_of(&sb.ok(&["drills", "rehearse", "--json"]));
     let by = history["drills"].as_array().unwrap();
     assert!(by.iter().all(|d| d["started_by"] == "schedule:rehearse#0"), "{history:#}");

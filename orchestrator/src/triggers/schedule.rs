@@ -523,6 +523,9 @@ pub struct ScheduleInfo {
     pub cron: String,
     pub timezone: String,
     pub catch_up: CatchUp,
+    /// `live`, or `drill` with its scenario.
+    pub mode: ScheduleMode,
+    pub scenario: Option<String>,
     /// The newest tick that fired (RFC 3339 in the schedule's zone).
     pub last_tick: Option<String>,
     /// The next ticks after now.
@@ -538,6 +541,8 @@ impl ScheduleInfo {
             cron: s.cron.as_str().to_string(),
             timezone: s.timezone.as_str().to_string(),
             catch_up: s.catch_up,
+            mode: s.mode,
+            scenario: s.scenario.as_ref().map(|n| n.value.clone()),
             last_tick: last_tick.map(|t| tick_text(s, t)),
             next: next_ticks(s, now, upcoming).into_iter().map(|t| tick_text(s, t)).collect(),
         }
