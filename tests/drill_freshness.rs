@@ -252,3 +252,34 @@ fn a_drill_schedule_naming_an_unknown_scenario_is_refused_with_a_suggestion() {
     let err = stderr(&sb.lifeboat(&["validate", &file]));
     assert!(err.contains("`drill_overdue` never fires without `objectives.drill_every`"), "{err}");
 }
+
+#[test]
+fn a_short_drill_every_notices_each_overdue_period_once() {
+    let sb = Sandbox::new("fresh-periods").config(
+        "[channels.notices]\ntype = \"file\"\ndir = \"notices\"\n\n[drill]\ncheck_every = \"100ms\"\n",
+    );
+    add_workflow(&sb, "stale", &STALE.replace("drill_every: 1h", "drill_every: 3s"));
+    sb.ok(&["migrate"]);
+    let (_a, _b) = (sb.serve(), sb.serve());
+    let dir = sb.path("notices");
+    // First period: never drilled.
+    assert!(eventually(Duration::from_secs(30), || files(&dir).len() == 1), "{:?}", files(&dir));
+    let out = sb.lifeboat(&["drill", "stale", "--scenario", "happy", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    // Second period: the pass goes stale three seconds later.
+    assert!(eventually(Duration::from_secs(30), || files(&dir).len() == 2), "{:?}", files(&dir));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(files(&dir).len(), 2, "a period noticed twice: {:?}", files(&dir));
+    let second: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(&files(&dir)[1])).unwrap()).unwrap();
+    let text = second["text"].as_str().unwrap();
+    assert!(
+        text.contains("happy: last drilled")
+            && text.contains("(passed) — OVERDUE (drill_every 3s)"),
+        "{text}"
+    );
+    let claimed =
+        sb.rows("SELECT scenario, CAST(due_at AS TEXT) FROM drill_overdue ORDER BY due_at");
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert_eq!(claimed[0][1].as_deref(), Some("0"), "never drilled: {claimed:?}");
+}
