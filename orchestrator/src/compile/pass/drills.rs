@@ -64,7 +64,7 @@ impl Pass<'_> {
             }
             self.check_scenario(name, scenario, node, wf, steps, parsed_steps);
         }
-        self.check_scheduled_drills(root, wf, parsed_steps);
+        self.check_scheduled_drills(root, wf, steps, parsed_steps);
         self.check_freshness_rules(root, wf);
     }
 
@@ -76,6 +76,7 @@ impl Pass<'_> {
         &mut self,
         root: &Node,
         wf: &Workflow,
+        steps: &StepNames<'_>,
         parsed_steps: &[Option<Step>],
     ) {
         let names: Vec<&str> = wf.drills.keys().map(String::as_str).collect();
@@ -108,14 +109,14 @@ impl Pass<'_> {
                 }
             }
             if drill {
-                let refused: Vec<&str> = wf
-                    .steps
-                    .keys()
+                let refused: Vec<&str> = steps
+                    .ids
+                    .iter()
                     .zip(parsed_steps)
                     .filter(|(_, s)| {
                         s.as_ref().is_some_and(|s| s.irreversible && s.drill.is_none())
                     })
-                    .map(|(id, _)| id.as_str())
+                    .map(|(id, _)| *id)
                     .collect();
                 if !refused.is_empty() {
                     let span = node.and_then(|n| n.get("mode")).map(|n| n.span);
@@ -275,5 +276,56 @@ impl Pass<'_> {
             span,
         )
         .maybe_help(suggest::did_you_mean(step, steps.ids.iter().copied()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::{CompileEnv, compile};
+
+    /// Each LB030 message with its help, and the 1-based line it points at.
+    fn errors(text: &str) -> Vec<(String, usize)> {
+        let report = compile("wf.yaml", text, CompileEnv::default()).unwrap_err();
+        report
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let line = d.span.map_or(0, |s| text[..s.start].lines().count());
+                (format!("{} | {}", d.message, d.help.clone().unwrap_or_default()), line)
+            })
+            .collect()
+    }
+
+    const WF: &str = "name: wf
+triggers:
+  - schedule: { cron: \"0 3 * * 1\", mode: drill, scenario: hapy }
+  - schedule: { cron: \"0 4 * * 1\", scenario: happy }
+notify:
+  - on: [drill_overdue]
+    channels: []
+steps:
+  a: { uses: shell, with: { command: [x] }, irreversible: true }
+drills:
+  happy: {}
+";
+
+    #[test]
+    fn drill_schedules_and_overdue_rules_are_checked_at_their_lines() {
+        let got = errors(WF);
+        let want = [
+            ("trigger 1: no drill scenario `hapy` | did you mean `happy`?", 3),
+            (
+                "trigger 1: every scheduled drill would be refused: `a` `irreversible: true` with no `drill:` entry",
+                3,
+            ),
+            ("trigger 2: `scenario: happy` needs `mode: drill`", 4),
+            ("notify rule 1: `drill_overdue` never fires without `objectives.drill_every`", 6),
+        ];
+        for (message, line) in want {
+            assert!(
+                got.iter().any(|(m, l)| m.starts_with(message) && *l == line),
+                "missing {message:?} at line {line} in {got:#?}"
+            );
+        }
     }
 }
