@@ -62,7 +62,7 @@ fn plan_and_drills_show_freshness_overdue_scenarios_and_measured_recovery_times(
     );
     assert!(line("  sad ").ends_with("never drilled — OVERDUE (drill_every 1d)"), "{text}");
     assert!(line("live runs:").ends_with("(3 runs)"), "{text}");
-    assert!(line("drills:    p50").ends_with("(1 runs)"), "{text}");
+    assert!(line("drills:    p50").ends_with("(1 run)"), "{text}");
     assert!(
         line("⚠ step slow: p95").contains("(live) alone is more than half the RTO of 600ms"),
         "{text}"

@@ -282,7 +282,10 @@ fn history(global: &super::GlobalArgs, wf: &CompiledWorkflow) -> Result<Value, S
 fn print_history(h: &Value, p: &Value) {
     let ms = |v: &Value| v.as_u64().map(|ms| crate::exec::drill::format_ms(ms as i64));
     let spread = |m: &Value| match (ms(&m["p50_ms"]), ms(&m["p95_ms"])) {
-        (Some(p50), Some(p95)) => format!("p50 {p50}, p95 {p95} ({} runs)", m["samples"]),
+        (Some(p50), Some(p95)) => {
+            let n = m["samples"].as_u64().unwrap_or(0);
+            format!("p50 {p50}, p95 {p95} ({n} run{})", if n == 1 { "" } else { "s" })
+        }
         _ => "no successful runs yet".to_string(),
     };
     let measured = &h["measured"];
