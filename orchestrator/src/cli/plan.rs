@@ -241,6 +241,9 @@ pub fn run(global: &super::GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `plan` waits for its database before printing no history.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The measured recovery times and the drills' freshness, from the
 /// database `lifeboat` is configured with — if it exists (a `plan` never
 /// creates one): `Err` says why there is no history.
@@ -259,7 +262,12 @@ fn history(global: &super::GlobalArgs, wf: &CompiledWorkflow) -> Result<Value, S
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let unavailable = |e: crate::store::StoreError| format!("cannot read {shown}: {e}");
-        let store = crate::store::open(&url).await.map_err(unavailable)?;
+        // A plan is worth having without its history: a database that
+        // does not answer is given a few seconds, not sqlx's thirty.
+        let store = tokio::time::timeout(OPEN_TIMEOUT, crate::store::open(&url))
+            .await
+            .map_err(|_| format!("{shown} did not answer within {}s", OPEN_TIMEOUT.as_secs()))?
+            .map_err(unavailable)?;
         let now = crate::store::now_ms();
         let fresh = crate::exec::freshness::read(&*store, wf, now).await.map_err(unavailable)?;
         let [live, drill] = crate::exec::measured::read(&*store, wf).await.map_err(unavailable)?;
