@@ -180,6 +180,8 @@ fn two_replicas_notice_an_overdue_drill_once_and_export_its_freshness() {
     assert_eq!(fresh.status, 200, "{:?}", fresh.body);
     assert_eq!(fresh.body[0]["overdue"], false, "{:#}", fresh.body);
     assert!(fresh.body[0]["scenarios"][0]["summary"].as_str().unwrap().ends_with("(passed)"));
+    let ui = a.page(a.client().get(a.url("/")));
+    assert!(ui.text.contains("/api/v1/drills/freshness"), "the web UI shows freshness");
     let wf = a.get("/api/v1/workflows/stale", vic);
     assert_eq!(wf.body["freshness"]["scenarios"][0]["last_passed"]["passed"], true);
 }
