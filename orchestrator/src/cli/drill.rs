@@ -131,6 +131,8 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> anyhow::Result<ExitCode> {
         // A workflow no longer in the directory still has its history.
         Some(which) => match super::run::load_workflow(ctx, &ctx.engine(), which).await {
             Ok(wf) => (Some(wf.name.clone()), vec![wf]),
+            // A file that does not compile says why.
+            Err(e) if std::path::Path::new(which).is_file() => return Err(e),
             Err(_) => (Some(which.clone()), Vec::new()),
         },
         None => {
