@@ -43,20 +43,18 @@ fn the_systemd_unit_verifies() {
     }
     // The unit as shipped, with ExecStart pointing at this build (verify
     // checks that the program exists) and man pages not looked up.
-    let unit = std::fs::read_to_string(root().join("contrib/systemd/lifeboat.service"))
-        .expect("the unit");
+    let unit =
+        std::fs::read_to_string(root().join("contrib/systemd/lifeboat.service")).expect("the unit");
     assert!(unit.contains("ExecStart=/usr/local/bin/lifeboat serve"), "{unit}");
     for line in ["Type=notify", "WatchdogSec=", "StateDirectory=lifeboat", "User=lifeboat"] {
         assert!(unit.contains(line), "the unit lacks {line}");
     }
     let dir = crate::util::scratch("systemd-unit");
     let path = dir.join("lifeboat.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/lifeboat", env!("CARGO_BIN_EXE_lifeboat")),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
+    std::fs::write(&path, unit.replace("/usr/local/bin/lifeboat", env!("CARGO_BIN_EXE_lifeboat")))
+        .unwrap();
+    let out =
+        Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "systemd-analyze verify: {}",
@@ -79,8 +77,8 @@ fn serve_says_ready_keeps_the_watchdog_and_says_stopping() {
         .env("NOTIFY_SOCKET", socket.to_str().unwrap())
         // 200 ms: petted every 100 ms.
         .env("WATCHDOG_USEC", "200000");
-    let mut api = crate::util::Api::start(&sb);
-    let mut next = || {
+    let api = crate::util::Api::start(&sb);
+    let next = || {
         let mut buf = [0u8; 512];
         let n = manager.recv(&mut buf).expect("a datagram from serve");
         String::from_utf8_lossy(&buf[..n]).into_owned()

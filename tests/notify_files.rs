@@ -156,3 +156,41 @@ fn a_file_channel_dir_climbing_out_with_dot_dot_is_refused_at_load() {
     let err = stderr(&out);
     assert!(err.contains("channels.drops-json.dir") && err.contains("`..`"), "{err}");
 }
+
+/// A drill started by `lifeboat drill` is marked from the run's stored mode
+/// and routed to `[drill] channels`: the live channel's directory stays
+/// empty, the drill channel gets every message, `[DRILL]` in its subject.
+#[test]
+fn a_drill_notifies_only_the_drill_channels_marked_as_a_drill() {
+    let config = format!(
+        "{CHANNELS}\n[channels.drill-box]\ntype = \"file\"\ndir = \"drills\"\n\n\
+         [drill]\nchannels = [\"drill-box\"]\n"
+    );
+    let sb = Sandbox::new("notify-drill").config(&config);
+    let workflow = sb.write("filed.yaml", WORKFLOW);
+
+    let out = sb.lifeboat(&["drill", workflow.to_str().unwrap(), "--wait", "--json"]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let drill_dir = sb.path("drills");
+    // One message per live channel it stands in for: started and succeeded
+    // to drops-json and drops-eml, the step's to drops-json.
+    assert!(
+        eventually(Duration::from_secs(30), || names(&drill_dir).len() == 5),
+        "{:?}",
+        names(&drill_dir)
+    );
+    assert!(names(&sb.path("notifications")).is_empty(), "a drill reached a live channel");
+    assert!(names(&sb.path("mail/inbox")).is_empty(), "a drill reached a live channel");
+    let mut live = Vec::new();
+    for name in names(&drill_dir) {
+        let m: Value = serde_json::from_slice(&std::fs::read(drill_dir.join(&name)).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(m["drill"], true, "{m:#}");
+        assert_eq!(m["data"]["run"]["mode"], "drill", "{m:#}");
+        assert!(m["subject"].as_str().unwrap().starts_with("[DRILL] "), "{m:#}");
+        live.push(m["live_channel"].as_str().unwrap_or("none").to_string());
+    }
+    live.sort();
+    assert_eq!(live, ["drops-eml", "drops-eml", "drops-json", "drops-json", "drops-json"]);
+}

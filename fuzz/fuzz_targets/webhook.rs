@@ -1,7 +1,8 @@
-//! Any body through the webhook parsers (Alertmanager v4 and JSON), trigger
-//! matching, input rendering and checking, and dedupe keys: everything a
-//! request does before a run is submitted. Must never panic or hang.
-//! The first byte picks the format (`A`: Alertmanager, else JSON).
+//! Any body through the webhook parsers (Alertmanager v4, Grafana v1 and
+//! JSON), trigger matching, input rendering and checking, and dedupe keys:
+//! everything a request does before a run is submitted. Must never panic or
+//! hang. The first byte picks the format (`A`: Alertmanager, `G`: Grafana,
+//! else JSON).
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
@@ -48,9 +49,9 @@ static JS: LazyLock<Vec<TriggerRef>> = LazyLock::new(|| triggers(EVENTS));
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, body)) = data.split_first() else { return };
-    let _ = if first == b'A' {
-        preview(HookFormat::Alertmanager, body, "am", &AM)
-    } else {
-        preview(HookFormat::Json, body, "js", &JS)
+    let _ = match first {
+        b'A' => preview(HookFormat::Alertmanager, body, "am", &AM),
+        b'G' => preview(HookFormat::Grafana, body, "am", &AM),
+        _ => preview(HookFormat::Json, body, "js", &JS),
     };
 });

@@ -1,6 +1,6 @@
 //! What every channel kind shares: the [`Channel`] trait, [`ConfigError`],
 //! the attempt [`TIMEOUT`] and [`env_var`] for secrets. The kinds (`email`,
-//! `slack`, `pagerduty`, `webhook`, `file`) sit above this module and never import
+//! `slack`, `teams`, `pagerduty`, `opsgenie`, `webhook`, `file`) sit above this module and never import
 //! each other; `channels` (above them all) builds one from its config.
 
 use std::time::Duration;
@@ -19,9 +19,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub trait Channel: Send + Sync {
     /// The channel's name in the config (`oncall-email`).
     fn name(&self) -> &str;
-    /// `email`, `slack`, `pagerduty` or `webhook`.
+    /// `email`, `slack`, `teams`, `pagerduty`, `opsgenie`, `webhook` or `file`.
     fn kind(&self) -> &'static str;
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError>;
+    /// Whether the far end can be reached, without sending a message
+    /// (`lifeboat doctor`): what was checked, or why it failed. Never
+    /// reveals a secret URL or key.
+    async fn probe(&self) -> Result<String, String>;
 }
 
 /// A channel that cannot be built from its configuration.

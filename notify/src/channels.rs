@@ -30,6 +30,18 @@ pub enum ChannelConfig {
         #[serde(default)]
         url: Option<String>,
     },
+    /// Microsoft Teams incoming webhook (Workflows or a connector): an
+    /// Adaptive Card.
+    Teams { webhook_url_env: String },
+    /// Opsgenie Alert API: an alert per run, acknowledged and closed with it.
+    Opsgenie {
+        /// Env variable holding the API key of an Opsgenie API integration.
+        api_key_env: String,
+        /// The API's base URL; defaults to `https://api.opsgenie.com`
+        /// (EU accounts: `https://api.eu.opsgenie.com`).
+        #[serde(default)]
+        api_url: Option<String>,
+    },
     /// JSON POST signed with HMAC-SHA256.
     Webhook { url: String, hmac_secret_env: Option<String> },
     /// Each message written to `dir` as one `.json` (default) or `.eml`
@@ -48,17 +60,40 @@ impl ChannelConfig {
             ChannelConfig::Email { .. } => "email",
             ChannelConfig::Slack { .. } => "slack",
             ChannelConfig::Pagerduty { .. } => "pagerduty",
+            ChannelConfig::Teams { .. } => "teams",
+            ChannelConfig::Opsgenie { .. } => "opsgenie",
             ChannelConfig::Webhook { .. } => "webhook",
             ChannelConfig::File { .. } => "file",
         }
     }
 
+    /// Whether the channel keeps an incident per run that a person's
+    /// acknowledgement and the run's end act on (PagerDuty, Opsgenie): the
+    /// engine sends those channels an escalation's acknowledge and resolve.
+    pub fn follows_incidents(&self) -> bool {
+        matches!(self, ChannelConfig::Pagerduty { .. } | ChannelConfig::Opsgenie { .. })
+    }
+
     /// What can be checked without the environment or any IO (a `file`
-    /// channel's `dir`), for when the configuration is read: the same
-    /// checks [`build`] makes, earlier.
-    pub fn check(&self, name: &str) -> Result<(), ConfigError> {
+    /// channel's `dir`, the URLs written in the file), for when the
+    /// configuration is read: the same checks [`build`] makes, earlier.
+    /// An error comes with the key it is about (`dir`, `url`, `api_url`).
+    pub fn check(&self, name: &str) -> Result<(), (&'static str, ConfigError)> {
         match self {
-            ChannelConfig::File { dir, .. } => crate::file::check_dir(name, dir),
+            ChannelConfig::File { dir, .. } => {
+                crate::file::check_dir(name, dir).map_err(|e| ("dir", e))
+            }
+            ChannelConfig::Pagerduty { url: Some(url), .. } => {
+                crate::http::parse_url(name, "`url`", url).map(drop).map_err(|e| ("url", e))
+            }
+            ChannelConfig::Webhook { url, .. } => {
+                crate::http::parse_url(name, "`url`", url).map(drop).map_err(|e| ("url", e))
+            }
+            ChannelConfig::Opsgenie { api_url, .. } => {
+                crate::opsgenie::api_url_of(name, api_url.as_deref())
+                    .map(drop)
+                    .map_err(|e| ("api_url", e))
+            }
             _ => Ok(()),
         }
     }
@@ -90,6 +125,14 @@ pub fn build(
         ChannelConfig::Pagerduty { routing_key_env, url } => {
             let key = env_var(env, name, "routing_key_env", routing_key_env)?;
             Box::new(crate::pagerduty::Pagerduty::new(name, key, url.as_deref())?)
+        }
+        ChannelConfig::Teams { webhook_url_env } => {
+            let url = env_var(env, name, "webhook_url_env", webhook_url_env)?;
+            Box::new(crate::teams::Teams::new(name, &url)?)
+        }
+        ChannelConfig::Opsgenie { api_key_env, api_url } => {
+            let key = env_var(env, name, "api_key_env", api_key_env)?;
+            Box::new(crate::opsgenie::Opsgenie::new(name, key, api_url.as_deref())?)
         }
         ChannelConfig::Webhook { url, hmac_secret_env } => {
             let secret = hmac_secret_env
@@ -143,6 +186,45 @@ mod tests {
             serde_saphyr::from_str::<ChannelConfig>("type: file\ndir: out\nformat: pdf\n").is_err()
         );
         assert!(parse("type: file\ndir: a/../b\n").check("drops").is_err());
+    }
+
+    #[test]
+    fn teams_and_opsgenie_read_their_keys_and_secrets_from_env() {
+        let teams = parse("type: teams\nwebhook_url_env: TEAMS_URL\n");
+        assert_eq!(teams.kind(), "teams");
+        assert!(!teams.follows_incidents());
+        let err = build("chat", &teams, &|_| None).err().unwrap();
+        assert!(
+            matches!(err, ConfigError::MissingEnv { ref var, field: "webhook_url_env", .. } if var == "TEAMS_URL")
+        );
+        let url =
+            |k: &str| (k == "TEAMS_URL").then(|| "https://example.invalid/workflows/x".to_string());
+        assert_eq!(build("chat", &teams, &url).unwrap().kind(), "teams");
+
+        let ops = parse("type: opsgenie\napi_key_env: OPSGENIE_KEY\n");
+        assert_eq!(
+            ops,
+            ChannelConfig::Opsgenie { api_key_env: "OPSGENIE_KEY".into(), api_url: None }
+        );
+        assert!(ops.follows_incidents());
+        let err = build("ops", &ops, &|_| None).err().unwrap();
+        assert!(
+            matches!(err, ConfigError::MissingEnv { ref var, field: "api_key_env", .. } if var == "OPSGENIE_KEY")
+        );
+        let key = |k: &str| (k == "OPSGENIE_KEY").then(|| "k".to_string());
+        assert_eq!(build("ops", &ops, &key).unwrap().kind(), "opsgenie");
+        assert!(serde_saphyr::from_str::<ChannelConfig>("type: opsgenie\napi_key: k\n").is_err());
+    }
+
+    #[test]
+    fn urls_written_in_the_file_are_checked_early_naming_their_key() {
+        let ops = parse("type: opsgenie\napi_key_env: K\napi_url: \"https://x/?q=1\"\n");
+        assert!(matches!(ops.check("ops"), Err(("api_url", _))));
+        let pd = parse("type: pagerduty\nrouting_key_env: K\nurl: nope\n");
+        assert!(matches!(pd.check("pd"), Err(("url", _))));
+        let hook = parse("type: webhook\nurl: \"ftp://x/\"\n");
+        assert!(matches!(hook.check("h"), Err(("url", _))));
+        assert!(parse("type: opsgenie\napi_key_env: K\n").check("ops").is_ok());
     }
 
     #[test]

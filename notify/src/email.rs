@@ -22,6 +22,8 @@ use crate::message::{Delivered, Message, SendError};
 
 pub struct Email {
     name: String,
+    /// `host:port`, for what a probe says.
+    server: String,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -126,7 +128,13 @@ impl Email {
                 ));
             }
         }
-        Ok(Email { name: name.to_string(), transport: builder.build(), from, to })
+        Ok(Email {
+            name: name.to_string(),
+            server: format!("{host}:{port}"),
+            transport: builder.build(),
+            from,
+            to,
+        })
     }
 
     /// The email of `msg`; a drill's subject starts with `[DRILL]`.
@@ -157,6 +165,17 @@ impl Channel for Email {
 
     fn kind(&self) -> &'static str {
         "email"
+    }
+
+    /// Connects, says EHLO, upgrades to TLS when configured and logs in
+    /// with the credentials (lettre does all of it before `NOOP`): a wrong
+    /// password fails here, as it would at the first notification.
+    async fn probe(&self) -> Result<String, String> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(format!("SMTP {}: connected, EHLO and login accepted", self.server)),
+            Ok(false) => Err(format!("SMTP {}: the server did not answer NOOP", self.server)),
+            Err(e) => Err(format!("SMTP {}: {e}", self.server)),
+        }
     }
 
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {

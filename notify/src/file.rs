@@ -123,6 +123,21 @@ impl Channel for File {
         "file"
     }
 
+    /// The directory exists (or can be made) and takes a file.
+    async fn probe(&self) -> Result<String, String> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let shown = dir.display();
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {shown}: {e}"))?;
+            let probe = dir.join(format!(".lifeboat-probe-{}", std::process::id()));
+            std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {shown}: {e}"))?;
+            let _ = std::fs::remove_file(&probe);
+            Ok(format!("{shown} is writable"))
+        })
+        .await
+        .map_err(|e| format!("the probe stopped: {e}"))?
+    }
+
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
         let msg = msg.marked();
         let bytes = self.render(&msg)?;

@@ -32,6 +32,36 @@ pub(crate) fn parse_url(channel: &str, what: &str, url: &str) -> Result<Url, Con
     Ok(parsed)
 }
 
+/// Probes the origin of `url` (never its path, which may hold a secret):
+/// the host resolves, a connection opens and, for https, the TLS handshake
+/// succeeds. A `HEAD /` carries no message; any HTTP answer proves the rest.
+pub(crate) async fn probe_origin(client: &reqwest::Client, url: &Url) -> Result<String, String> {
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addresses = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
+        .await
+        .map_err(|_| format!("{host} did not resolve within {}s", TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{host} does not resolve: {e}"))?
+        .count();
+    let mut origin = url.clone();
+    origin.set_path("/");
+    origin.set_query(None);
+    origin.set_fragment(None);
+    let _ = origin.set_username("");
+    let _ = origin.set_password(None);
+    let response = client.head(origin).send().await.map_err(|e| match transport_error(e) {
+        SendError::Retryable { message, .. } | SendError::Permanent(message) => {
+            format!("{host}:{port}: {message}")
+        }
+    })?;
+    let tls = if url.scheme() == "https" { ", TLS handshake ok" } else { "" };
+    Ok(format!(
+        "{host}:{port} resolves ({addresses} address{}){tls}, HTTP {} to HEAD /",
+        if addresses == 1 { "" } else { "es" },
+        response.status().as_u16()
+    ))
+}
+
 /// A transport error: always worth another try (connection refused, reset,
 /// timeout, DNS). The message drops the URL, which may hold a secret.
 pub(crate) fn transport_error(e: reqwest::Error) -> SendError {
@@ -98,6 +128,46 @@ pub(crate) fn parse_retry_after(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers one request with 405 and hands back what it read.
+    async fn one_answer() -> (Url, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = socket.read(&mut buf).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (Url::parse(&format!("http://127.0.0.1:{port}/services/T0/B0/secret?k=v")).unwrap(), served)
+    }
+
+    #[tokio::test]
+    async fn a_probe_asks_the_origin_never_the_secret_path() {
+        let (url, served) = one_answer().await;
+        let said = probe_origin(&client("hook").unwrap(), &url).await.unwrap();
+        assert!(said.contains("resolves (1 address)") && said.contains("HTTP 405"), "{said}");
+        let request = served.await.unwrap();
+        assert!(request.starts_with("HEAD / HTTP/1.1"), "{request}");
+        assert!(!request.contains("secret"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_probe_names_a_host_that_does_not_resolve_or_a_port_that_refuses() {
+        let c = client("hook").unwrap();
+        let url = Url::parse("https://no-such-host.invalid/x").unwrap();
+        let e = probe_origin(&c, &url).await.unwrap_err();
+        assert!(e.contains("no-such-host.invalid does not resolve"), "{e}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+        let e = probe_origin(&c, &url).await.unwrap_err();
+        assert!(e.contains(&format!("127.0.0.1:{port}: could not connect")), "{e}");
+    }
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
 
-/// What the message does to the incident (PagerDuty `event_action`).
+/// What the message does to the incident (PagerDuty `event_action`;
+/// Opsgenie create, acknowledge, close).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -74,6 +75,17 @@ impl Severity {
         }
     }
 
+    /// Opsgenie `priority`: P0 P1 (critical), P1 P2, P2 P3, P3 P4 (P5,
+    /// informational, is left to alerts that need nobody).
+    pub fn opsgenie(self) -> &'static str {
+        match self {
+            Severity::P0 => "P1",
+            Severity::P1 => "P2",
+            Severity::P2 => "P3",
+            Severity::P3 => "P4",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::P0 => "P0",
@@ -116,6 +128,15 @@ mod tests {
             .map(|s| s.pagerduty())
             .collect();
         assert_eq!(got, ["critical", "error", "warning", "info"]);
+    }
+
+    #[test]
+    fn severities_map_to_opsgenie_priorities_one_step_down() {
+        let got: Vec<_> = [Severity::P0, Severity::P1, Severity::P2, Severity::P3]
+            .iter()
+            .map(|s| s.opsgenie())
+            .collect();
+        assert_eq!(got, ["P1", "P2", "P3", "P4"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Notification channels (email, Slack, PagerDuty, webhook, file) and the
+//! Notification channels (email, Slack, Teams, PagerDuty, Opsgenie,
+//! webhook, file) and the
 //! templates that render incident messages. Knows nothing of the store.
 //!
 //! # How the orchestrator uses this crate
@@ -29,6 +30,11 @@
 //! - [`slack`]: incoming webhook, Block Kit (header, fields, text, button).
 //! - [`pagerduty`]: Events API v2, `dedup_key` = run id (one incident per
 //!   run), severity P0..P3 → critical/error/warning/info.
+//! - [`teams`]: Microsoft Teams incoming webhook, a message with one
+//!   Adaptive Card (heading, facts, text, a button to the run).
+//! - [`opsgenie`]: Alert API, one alert per run (`alias` = the run id),
+//!   created, acknowledged and closed with the run; severity P0..P3 →
+//!   priority P1..P4.
 //! - [`webhook`]: the [`Message`] as JSON, `Idempotency-Key` =
 //!   `msg.idempotency_key`, signed when `hmac_secret_env` is set.
 //! - [`file`]: each message as one `.json` or `.eml` file in a directory,
@@ -41,7 +47,8 @@
 //! `[DRILL] `, PagerDuty `dedup_key` = `drill-<run id>`), and every channel
 //! sends [`Message::marked`], so no template can leave the marks out. Slack
 //! and the webhook add `"drill": true` to their JSON, PagerDuty
-//! `custom_details.drill`.
+//! `custom_details.drill`, Opsgenie `details.drill` and a `drill` tag (its
+//! alias is `drill-<run id>`), Teams a warning line and a `Mode` fact.
 //!
 //! HTTP 2xx is delivered; 408, 429 and 5xx, connection errors and timeouts
 //! are retryable (`Retry-After` seconds or HTTP-date honoured); other
@@ -57,9 +64,11 @@ pub mod file;
 mod http;
 pub mod incident;
 pub mod message;
+pub mod opsgenie;
 pub mod pagerduty;
 pub mod signature;
 pub mod slack;
+pub mod teams;
 pub mod templates;
 pub mod webhook;
 

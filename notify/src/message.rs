@@ -45,8 +45,9 @@ pub struct Message {
     /// URL of the run in the lifeboat UI, when `server.public_url` is known.
     #[serde(default)]
     pub link: Option<String>,
-    /// Incident key: PagerDuty `dedup_key`. The run id, so one incident
-    /// follows one run through trigger, acknowledge and resolve.
+    /// Incident key: PagerDuty `dedup_key`, Opsgenie `alias`. The run id,
+    /// so one incident follows one run through trigger, acknowledge and
+    /// resolve.
     pub dedup_key: String,
     /// Key of this one notification, stable across redeliveries of the same
     /// outbox row: the webhook `Idempotency-Key`. Unlike `dedup_key` it must
@@ -72,6 +73,34 @@ pub const DRILL_PREFIX: &str = "[DRILL] ";
 pub const DRILL_DEDUP_PREFIX: &str = "drill-";
 
 impl Message {
+    /// The message `lifeboat doctor --send-test` sends: severity P3, about
+    /// no run, with a key of its own so it never merges into an incident.
+    pub fn test(channel: &str, from: &str) -> Message {
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+        let key = format!("lifeboat-doctor-{channel}-{}", chrono::Utc::now().timestamp_millis());
+        Message {
+            subject: format!("lifeboat test message to {channel}"),
+            text: format!(
+                "lifeboat doctor --send-test on {from} at {now}: channel `{channel}` delivers. \
+                 No run is involved and nothing needs doing."
+            ),
+            html: None,
+            event: "test".into(),
+            action: Action::Trigger,
+            run_id: "doctor".into(),
+            workflow: "doctor".into(),
+            severity: Severity::P3,
+            summary: format!("lifeboat test message to {channel} (nothing to do)"),
+            source: from.into(),
+            link: None,
+            dedup_key: key.clone(),
+            idempotency_key: key,
+            data: serde_json::Value::Null,
+            drill: false,
+            live_channel: None,
+        }
+    }
+
     /// Builds the message for `rendered` from the context it was rendered
     /// with. Fields can be adjusted afterwards (they are all public).
     ///

@@ -86,6 +86,10 @@ impl Channel for Pagerduty {
         "pagerduty"
     }
 
+    async fn probe(&self) -> Result<String, String> {
+        crate::http::probe_origin(&self.client, &self.url).await
+    }
+
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
         let response = self
             .client

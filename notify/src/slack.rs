@@ -94,6 +94,10 @@ impl Channel for Slack {
         "slack"
     }
 
+    async fn probe(&self) -> Result<String, String> {
+        crate::http::probe_origin(&self.client, &self.url).await
+    }
+
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
         let response = self
             .client

@@ -39,6 +39,10 @@ impl Channel for Webhook {
 
     /// Body: `serde_json::to_vec(msg.marked())`, exactly the bytes signed
     /// (a drill's has `"drill": true` and a `[DRILL]` subject).
+    async fn probe(&self) -> Result<String, String> {
+        crate::http::probe_origin(&self.client, &self.url).await
+    }
+
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
         let msg = &msg.marked();
         let body = serde_json::to_vec(msg)

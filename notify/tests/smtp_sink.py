@@ -6,6 +6,9 @@ Listens on 127.0.0.1 on a free port and prints the port on the first line of
 stdout. Each accepted message is parsed and saved as OUT_DIR/NNNN.json with
 its envelope, subject, To header, text part and HTML part. With RCPT_REPLY
 (e.g. "450" or "550"), every recipient is refused with that code instead.
+With SMTP_SINK_AUTH=user:password in the environment, the server offers
+AUTH PLAIN and LOGIN (without TLS: loopback only) and refuses mail from a
+session that did not log in with exactly those credentials (535).
 Exits when stdin closes, so it never outlives the test that started it.
 """
 
@@ -13,10 +16,12 @@ import asyncio
 import email
 import email.policy
 import json
+import os
 import pathlib
 import sys
+import warnings
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
@@ -53,13 +58,44 @@ class Sink:
         return "250 Message accepted for delivery"
 
 
+def authenticator(expected):
+    user, _, password = expected.partition(":")
+
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == user
+            and auth_data.password.decode() == password
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
+# Plain-text AUTH is what the tests want (loopback only): no warnings about it.
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+logging_off = __import__("logging").getLogger("mail.log").setLevel(50)
+
+
+def make_server(sink):
+    expected = os.environ.get("SMTP_SINK_AUTH")
+    if not expected:
+        return SMTP(sink)
+    return SMTP(
+        sink,
+        authenticator=authenticator(expected),
+        auth_required=True,
+        auth_require_tls=False,
+    )
+
+
 async def main():
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     rcpt_reply = sys.argv[2] if len(sys.argv) > 2 else None
     loop = asyncio.get_running_loop()
     sink = Sink(out, rcpt_reply)
-    server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: make_server(sink), "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     # Stop when the parent closes our stdin (or dies).
     await loop.run_in_executor(None, sys.stdin.read)

@@ -23,6 +23,7 @@ pub fn message(event: Event) -> Message {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub path: String,
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -83,6 +84,7 @@ impl Recorder {
         ) -> Response {
             reply.requests.lock().unwrap().push(Recorded {
                 path: uri.path().to_string(),
+                query: uri.query().map(str::to_string),
                 headers,
                 body,
             });

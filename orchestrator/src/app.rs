@@ -30,6 +30,8 @@ pub enum AppError {
 #[derive(Clone)]
 pub struct Ctx {
     pub config: crate::config::Config,
+    /// The file the configuration came from, if any.
+    pub config_file: Option<PathBuf>,
     /// Directory that relative paths in the config are resolved against.
     pub base: PathBuf,
     pub database_url: String,
@@ -63,7 +65,8 @@ impl Ctx {
     }
 
     pub async fn open(opts: &Options) -> Result<Ctx, AppError> {
-        let Loaded { config, base, from_file } = load_config(opts.config.as_deref())?;
+        let Loaded { config, base, from_file, file: config_file } =
+            load_config(opts.config.as_deref())?;
         let known = from_file.then(|| config.known_names(&base));
         let database_url = opts.database_url.clone().unwrap_or_else(|| config.database_url.clone());
         let workflows_dir =
@@ -75,6 +78,7 @@ impl Ctx {
         Ok(Ctx {
             notifier: std::sync::Arc::new(notifier),
             config,
+            config_file,
             base,
             database_url,
             store,
@@ -138,12 +142,14 @@ pub struct Loaded {
     pub config: crate::config::Config,
     pub base: PathBuf,
     pub from_file: bool,
+    /// The file itself (`from_file`).
+    pub file: Option<PathBuf>,
 }
 
 pub fn load_config(path: Option<&Path>) -> Result<Loaded, crate::config::ConfigError> {
     let (config, path) = crate::config::Config::load(path)?;
     let base = path.as_ref().and_then(|p| p.parent()).map(|d| d.to_path_buf()).unwrap_or_default();
-    Ok(Loaded { config, base, from_file: path.is_some() })
+    Ok(Loaded { config, base, from_file: path.is_some(), file: path })
 }
 
 /// A database URL without its password, for logs.

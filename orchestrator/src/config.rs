@@ -13,7 +13,9 @@ use lifeboat_notify::ChannelConfig;
 use serde::{Deserialize, Serialize};
 
 mod notify;
+mod telemetry;
 pub use notify::DrillConfig;
+pub use telemetry::{OtlpEndpoint, TelemetryConfig};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://lifeboat.db";
 
@@ -48,6 +50,9 @@ pub struct Config {
     /// Where `http` steps may connect (see `lifeboat_steps::http::policy`).
     #[serde(default)]
     pub http: lifeboat_steps::http::PolicyConfig,
+    /// Where traces go over OTLP (`crate::telemetry`); off when unset.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Anchors of the audit log (`crate::audit_anchor`): signed checkpoints of
@@ -127,6 +132,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             retention: Default::default(),
             http: Default::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -156,6 +162,14 @@ pub struct ServerConfig {
     /// Event streams (`/api/v1/runs/{id}/events`) one user may hold open at once.
     #[serde(default = "default_max_streams_per_user")]
     pub max_streams_per_user: usize,
+    /// How often `serve` runs the checks of `lifeboat doctor` and exports
+    /// them as `lifeboat_readiness` (`0s`: never).
+    #[serde(default = "default_readiness_interval")]
+    pub readiness_interval: crate::model::Duration,
+}
+
+fn default_readiness_interval() -> crate::model::Duration {
+    crate::model::Duration::from_millis(5 * 60_000)
 }
 
 fn default_link_secret_env() -> String {
@@ -189,6 +203,7 @@ impl Default for ServerConfig {
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             max_streams_per_user: default_max_streams_per_user(),
+            readiness_interval: default_readiness_interval(),
         }
     }
 }
@@ -219,7 +234,7 @@ pub struct HookConfig {
     pub format: HookFormat,
     pub bearer_token_env: Option<String>,
     pub hmac_secret_env: Option<String>,
-    /// Alerts (Alertmanager) one payload may carry; more is refused with 413.
+    /// Alerts (Alertmanager, Grafana) one payload may carry; more is refused with 413.
     #[serde(default = "default_max_alerts")]
     pub max_alerts: usize,
     /// Sustained requests per minute (token bucket, per replica); past it, 429.
@@ -258,8 +273,13 @@ fn default_burst() -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookFormat {
+    /// Alertmanager's webhook (version 4): one trigger per alert.
     #[default]
     Alertmanager,
+    /// Grafana Alerting's webhook contact point (version 1): Alertmanager's
+    /// payload with Grafana's fields, matched and deduplicated alike.
+    Grafana,
+    /// Any JSON object: one event.
     Json,
 }
 
@@ -446,12 +466,15 @@ const ENV_KEYS: &[&str] = &[
     "workflows_dir",
     "templates_dir",
     "server.listen",
+    "telemetry.otlp_endpoint",
+    "telemetry.service_name",
     "server.public_url",
     "server.metrics_token_env",
     "server.header_read_timeout",
     "server.idle_timeout",
     "server.max_connections",
     "server.max_streams_per_user",
+    "server.readiness_interval",
     "executor.lease",
     "executor.heartbeat",
     "executor.poll",
@@ -490,10 +513,14 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("LIFEBOAT_").split("__").only(ENV_KEYS));
         let mut config: Config = figment.extract().map_err(|e| {
+            if let Some(located) = path.as_deref().and_then(notify::channel_error) {
+                return located;
+            }
             let at = path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
             ConfigError::Invalid(format!("{at}invalid configuration: {e}"))
         })?;
         notify::check(&mut config, path.as_deref())?;
+        telemetry::check(&config, path.as_deref())?;
         Ok((config, path))
     }
 

@@ -17,7 +17,7 @@ const ORCHESTRATOR: &[Layer] = &[
     Layer(&["viz", "schema", "config"]),
     Layer(&["store"]),
     Layer(&["audit_anchor", "metrics"]),
-    Layer(&["catalog", "retention"]),
+    Layer(&["catalog", "retention", "telemetry"]),
     Layer(&["exec"]),
     Layer(&["triggers"]),
     Layer(&["app"]),
@@ -35,7 +35,7 @@ const NOTIFY: &[Layer] = &[
     Layer(&["message"]),
     Layer(&["channel"]),
     Layer(&["http"]),
-    Layer(&["email", "slack", "pagerduty", "webhook", "file"]),
+    Layer(&["email", "slack", "teams", "pagerduty", "opsgenie", "webhook", "file"]),
     Layer(&["channels"]),
 ];
 

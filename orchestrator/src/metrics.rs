@@ -81,11 +81,19 @@ struct Metrics {
     pruned_rows: Family<TableLabel, Counter>,
     prune_failures: Counter,
     rto_breaches: Family<WorkflowLabel, Counter>,
+    otlp_spans_dropped: Family<ReasonLabel, Counter>,
     outbox_pending: Gauge,
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     workers_live: Gauge,
+    readiness: Family<ReadinessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     drill_last: Family<DrillLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     drill_overdue: Family<WorkflowLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadinessLabels {
+    check: String,
+    target: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -135,9 +143,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         pruned_rows: Family::default(),
         prune_failures: Counter::default(),
         rto_breaches: Family::default(),
+        otlp_spans_dropped: Family::default(),
         outbox_pending: Gauge::default(),
         outbox_oldest: Gauge::default(),
         workers_live: Gauge::default(),
+        readiness: Family::default(),
         drill_last: Family::default(),
         drill_overdue: Family::default(),
     };
@@ -157,9 +167,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "pruned_rows" => pruned_rows, "Rows the retention pruner deleted, by table (runs, steps, attempts, events, requests, outbox, schedule_ticks, webhook_signatures)";
         "prune_failures" => prune_failures, "Pruner passes that failed (logged; tried again at the next interval)";
         "rto_breaches" => rto_breaches, "Runs that took longer than their workflow's objectives.rto, by workflow";
+        "otlp_spans_dropped" => otlp_spans_dropped, "Trace spans not delivered to [telemetry] otlp_endpoint, by reason (export_failed: the collector refused or could not be reached in time; queue_full: more spans waiting than the export queue holds)";
         "outbox_pending" => outbox_pending, "Notifications queued and not delivered yet (all replicas), read at scrape time";
         "outbox_oldest_pending_seconds" => outbox_oldest, "Age of the oldest undelivered notification (0 when none), read at scrape time";
         "workers_live" => workers_live, "Workers (serve replicas) whose heartbeat is within one lease, read at scrape time";
+        "readiness" => readiness, "The checks of lifeboat doctor, run by serve every [server] readiness_interval: 1 pass, 0.5 warn, 0 fail, by check and target";
         "drill_last_timestamp_seconds" => drill_last, "When the newest drill of each scenario with each verdict (passed, failed) ended, unix seconds; scenario (none) is drills run without one; read at scrape time";
         "drill_overdue" => drill_overdue, "1 when a workflow with objectives.drill_every has a scenario with no passing drill within it, else 0; read at scrape time";
     }
@@ -281,6 +293,18 @@ pub fn set_drill_freshness(
     }
 }
 
+/// One `lifeboat doctor` check's latest result (1 pass, 0.5 warn, 0 fail).
+pub fn set_readiness(check: &str, target: &str, value: f64) {
+    let labels = ReadinessLabels { check: check.into(), target: target.into() };
+    METRICS.readiness.get_or_create(&labels).set(value);
+}
+
+/// `n` trace spans were dropped instead of exported (`crate::telemetry`):
+/// `reason` is `export_failed` or `queue_full`.
+pub fn otlp_spans_dropped(reason: &str, n: u64) {
+    METRICS.otlp_spans_dropped.get_or_create(&ReasonLabel { reason: reason.into() }).inc_by(n);
+}
+
 /// A pruner pass failed.
 pub fn prune_failed() {
     METRICS.prune_failures.inc();
@@ -323,10 +347,12 @@ mod tests {
         super::rto_breached("failover");
         super::set_outbox_backlog(2, 90.5);
         super::set_workers_live(3);
+        super::set_readiness("channel", "oncall-email", 0.0);
         super::http_request("GET", "/healthz", 200, 0.001);
         super::connection_refused();
         super::pruned(&crate::store::Pruned { runs: 1, ..Default::default() });
         super::prune_failed();
+        super::otlp_spans_dropped("export_failed", 4);
         super::set_drill_freshness(
             &[("failover".into(), Some("happy".into()), true, 1_700_000_000_000)],
             &[("failover".into(), true)],
@@ -351,6 +377,8 @@ mod tests {
             "lifeboat_outbox_pending 2",
             "lifeboat_outbox_oldest_pending_seconds 90.5",
             "lifeboat_workers_live 3",
+            "lifeboat_readiness{check=\"channel\",target=\"oncall-email\"} 0",
+            "lifeboat_otlp_spans_dropped_total{reason=\"export_failed\"}",
             "lifeboat_drill_last_timestamp_seconds{workflow=\"failover\",scenario=\"happy\",verdict=\"passed\"} 1700000000.0",
             "lifeboat_drill_overdue{workflow=\"failover\"} 1",
         ] {

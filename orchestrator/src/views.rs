@@ -51,6 +51,9 @@ impl Serialize for Outputs<'_> {
 #[derive(Debug, Serialize)]
 pub struct RunView<'a> {
     pub id: &'a str,
+    /// The run's OpenTelemetry trace id (`crate::telemetry::ids`): derived
+    /// from the id, so it is known whether or not traces are exported.
+    pub trace_id: String,
     pub workflow: &'a str,
     pub status: RunStatus,
     /// `live` or `drill`.
@@ -79,6 +82,7 @@ impl<'a> From<&'a RunRecord> for RunView<'a> {
     fn from(run: &'a RunRecord) -> Self {
         RunView {
             id: &run.id,
+            trace_id: crate::telemetry::trace_id(&run.id),
             workflow: &run.workflow,
             status: run.status,
             mode: run.mode,
@@ -353,7 +357,8 @@ mod tests {
         let doc =
             RunDocument { run: run(), steps: vec![step], attempts: vec![], notifications: vec![] };
         let expected = json!({
-            "id": "r1", "workflow": "wf", "status": "failed", "mode": "live", "inputs": {"site": "b"},
+            "id": "r1", "trace_id": crate::telemetry::trace_id("r1"),
+            "workflow": "wf", "status": "failed", "mode": "live", "inputs": {"site": "b"},
             "outputs": {}, "error": "boom", "trigger": {"kind": "cli"}, "paused": false,
             "parent_run_id": null, "definition_hash": "h",
             "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:01.000Z",

@@ -91,21 +91,34 @@ impl Step for Config {
                 None => "a sql step needs `url` (or a `connection` resolved to one)".to_owned(),
             });
         };
-        let max = ctx.max_output_bytes;
-        let work = async {
-            if url.starts_with("sqlite:") {
-                run_sqlite(url, &self.query, &self.params, max).await
-            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                run_postgres(url, &self.query, &self.params, max).await
-            } else {
-                Err(Failure::fatal("only sqlite: and postgres:// URLs are supported"))
-            }
-        };
+        let work = run_on(url, &self.query, &self.params, ctx.max_output_bytes);
         match ctx.bounded(work).await {
             Ok(Ok(rows)) => Outcome::succeeded(rows.outputs()),
             Ok(Err(failure)) => failure.into_outcome(),
             Err(interrupted) => interrupted.outcome(None, crate::empty_outputs()),
         }
+    }
+}
+
+/// One statement on the backend `url` names.
+async fn run_on(url: &str, sql: &str, values: &[Value], max: usize) -> Result<Rows, Failure> {
+    if url.starts_with("sqlite:") {
+        run_sqlite(url, sql, values, max).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        run_postgres(url, sql, values, max).await
+    } else {
+        Err(Failure::fatal("only sqlite: and postgres:// URLs are supported"))
+    }
+}
+
+/// Whether `url` takes a connection and answers `SELECT 1` within
+/// `timeout` (`lifeboat doctor`'s check of a `[connections.X]`).
+pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<String, String> {
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(timeout, run_on(url, "SELECT 1", &[], 1024)).await {
+        Ok(Ok(_)) => Ok(format!("connected, SELECT 1 in {} ms", started.elapsed().as_millis())),
+        Ok(Err(failure)) => Err(failure.error),
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
     }
 }
 
@@ -288,6 +301,24 @@ runner!(run_postgres, PgConnectOptions, PgConnection, sqlx::postgres::PgQueryRes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_probe_connects_and_names_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("probe.db");
+        std::fs::write(&db, b"").unwrap();
+        let url = format!("sqlite://{}", db.display());
+        let ok = probe(&url, std::time::Duration::from_secs(5)).await.unwrap();
+        assert!(ok.starts_with("connected, SELECT 1 in"), "{ok}");
+        let missing = dir.path().join("absent.db");
+        let e =
+            probe(&format!("sqlite://{}", missing.display()), std::time::Duration::from_secs(5))
+                .await
+                .unwrap_err();
+        assert!(e.starts_with("cannot connect"), "{e}");
+        let e = probe("mysql://x", std::time::Duration::from_secs(1)).await.unwrap_err();
+        assert!(e.contains("only sqlite: and postgres://"), "{e}");
+    }
 
     #[test]
     fn templated_query_is_rejected() {

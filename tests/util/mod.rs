@@ -5,6 +5,7 @@ mod clock;
 mod database;
 mod documents;
 mod http;
+mod otlp;
 mod poll;
 mod process;
 mod receivers;
@@ -15,6 +16,7 @@ pub use clock::tick_ms;
 pub use database::on_postgres;
 pub use documents::{attempts, is_terminal, ms, step};
 pub use http::{Api, Page, Reply, alertmanager_payload, free_port};
+pub use otlp::{OtlpReceiver, SpanRecord, Stall};
 pub use poll::eventually;
 pub use process::{
     Serve, lifeboat, lifeboat_in, output_or_timeout, output_within, pid_alive, root, scratch,

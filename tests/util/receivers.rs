@@ -63,6 +63,9 @@ struct ReceiverState {
     script: std::collections::VecDeque<Answer>,
     default: Option<Answer>,
     requests: Vec<Received>,
+    /// `HEAD /` requests: readiness probes (`lifeboat doctor`, and `serve`
+    /// every readiness_interval), kept apart from the notifications.
+    probes: Vec<Received>,
 }
 
 /// An HTTP/1.1 server on 127.0.0.1:0 that records every request and
@@ -129,6 +132,16 @@ impl Receiver {
         reader.read_exact(&mut body)?;
         let answer = {
             let mut st = state.lock().unwrap();
+            if method == "HEAD" && path == "/" {
+                let at = Instant::now();
+                st.probes.push(Received { method, path, headers, body, at, answered: 405 });
+                drop(st);
+                let mut conn = conn;
+                conn.write_all(
+                    b"HTTP/1.1 405 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )?;
+                return Ok(());
+            }
             let answer = st
                 .script
                 .pop_front()
@@ -180,6 +193,11 @@ impl Receiver {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// The readiness probes (`HEAD /`) that came in.
+    pub fn probes(&self) -> Vec<Received> {
+        self.state.lock().unwrap().probes.clone()
+    }
+
     /// Waits until `n` requests came in; panics after `timeout`.
     pub fn wait_requests(&self, n: usize, timeout: Duration) -> Vec<Received> {
         if !eventually(timeout, || self.requests().len() >= n) {
@@ -211,11 +229,23 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Saves messages under `dir`; `rcpt_reply` (e.g. "550") refuses every recipient.
     pub fn start(dir: PathBuf, rcpt_reply: Option<&str>) -> SmtpSink {
+        SmtpSink::start_with(dir, rcpt_reply, None)
+    }
+
+    /// A sink that requires a login as `credentials` (`user:password`).
+    pub fn with_login(dir: PathBuf, credentials: &str) -> SmtpSink {
+        SmtpSink::start_with(dir, None, Some(credentials))
+    }
+
+    fn start_with(dir: PathBuf, rcpt_reply: Option<&str>, login: Option<&str>) -> SmtpSink {
         use std::io::BufRead;
         let mut cmd = Command::new("python3");
         cmd.arg(root().join("notify/tests/smtp_sink.py")).arg(&dir);
         if let Some(code) = rcpt_reply {
             cmd.arg(code);
+        }
+        if let Some(login) = login {
+            cmd.env("SMTP_SINK_AUTH", login);
         }
         let mut child = cmd
             .stdin(Stdio::piped())

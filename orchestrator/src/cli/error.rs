@@ -40,6 +40,12 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     } else if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<InputError>().is_some()
     {
         1
+    } else if let Some(t) = e.downcast_ref::<crate::telemetry::TelemetryError>() {
+        // A bad `OTEL_*` variable is bad input; an exporter that cannot be built is ours.
+        match t {
+            crate::telemetry::TelemetryError::Env { .. } => 1,
+            crate::telemetry::TelemetryError::Exporter { .. } => 2,
+        }
     } else if e.downcast_ref::<NotFound>().is_some() {
         3
     } else {

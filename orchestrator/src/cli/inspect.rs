@@ -156,6 +156,7 @@ pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
         (_, None) => " (drill)".into(),
     };
     outln!("\nrun {} of {}{mode}: {}{took}", run.id, run.workflow, run.status);
+    outln!("  trace: {}", crate::telemetry::trace_id(&run.id));
     if let Some(e) = &run.error {
         outln!("  error: {}", inline(e));
     }

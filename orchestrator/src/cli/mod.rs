@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod audit;
 mod control;
+mod doctor;
 mod drill;
 mod error;
 mod evidence;
@@ -152,6 +153,9 @@ pub enum Command {
     Prune(prune::Args),
     /// The worker loop, the HTTP API, webhooks, schedules and notifications.
     Serve(serve::Args),
+    /// Is this deployment ready? Config, env, database, workflows, channels,
+    /// connections, programs, clock and replicas: pass/warn/fail with fixes.
+    Doctor(doctor::Args),
     /// Apply database migrations (also done on every start).
     Migrate,
     /// Print the Tab-completion script for bash, zsh or fish.
@@ -174,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
+        Command::Doctor(args) => doctor::run(&global, args),
         command => async_main(global, command),
     };
     match result {
@@ -186,9 +191,16 @@ pub fn main() -> ExitCode {
 }
 
 fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
-    init_tracing(global.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    // Traces only from the commands that drive runs or take webhooks.
+    let traces = matches!(
+        command,
+        Command::Run(_) | Command::Retry(_) | Command::Drill(_) | Command::Serve(_)
+    );
+    let telemetry = if traces { start_telemetry(&global, runtime.handle()) } else { Ok(false) };
+    init_tracing(global.log_format);
+    telemetry?;
+    let result = runtime.block_on(async move {
         let ctx = match command {
             // A replica may start while its database is still coming up.
             Command::Serve(_) => Ctx::open_patiently(&global.options()).await?,
@@ -227,18 +239,51 @@ fn async_main(global: GlobalArgs, command: Command) -> anyhow::Result<ExitCode> 
             | Command::Schema(_)
             | Command::Init(_)
             | Command::Completions(_)
+            | Command::Doctor(_)
             | Command::Man(_) => {
                 unreachable!("handled synchronously")
             }
         }
-    })
+    });
+    runtime.block_on(crate::telemetry::flush());
+    result
 }
 
-/// Logs go to stderr; `RUST_LOG` (or `LIFEBOAT_LOG`) sets the level.
+/// Starts exporting traces when `[telemetry]` or the `OTEL_*` variables
+/// name an endpoint. A configuration that does not load is left for
+/// `Ctx::open` to report.
+fn start_telemetry(
+    global: &GlobalArgs,
+    runtime: &tokio::runtime::Handle,
+) -> Result<bool, crate::telemetry::TelemetryError> {
+    match crate::app::load_config(global.config.as_deref()) {
+        Ok(loaded) => crate::telemetry::start(&loaded.config.telemetry, runtime.clone()),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` (or `LIFEBOAT_LOG`) sets the level. With
+/// traces on, the trace layer sits beside the log layer, each with its own
+/// filter; without, the subscriber is exactly the log layer.
 fn init_tracing(format: LogFormat) {
     let filter = std::env::var("LIFEBOAT_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "warn".into());
+    if let Some(traces) = crate::telemetry::layer() {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let logs = match format {
+            LogFormat::Text => logs.boxed(),
+            LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).boxed(),
+        };
+        let _ = tracing_subscriber::registry()
+            .with(logs.with_filter(tracing_subscriber::EnvFilter::new(filter)))
+            .with(traces)
+            .try_init();
+        return;
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr);

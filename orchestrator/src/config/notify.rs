@@ -1,6 +1,7 @@
 //! `[drill]` (where a drill's notifications go) and the checks of
 //! `[channels]` that need more than their types: a channel `[drill]` names
-//! must exist, a `file` channel's `dir` may not climb out with `..`. Errors
+//! must exist, a `file` channel's `dir` may not climb out with `..`, a URL
+//! written in the file (`url`, an Opsgenie `api_url`) must be one. Errors
 //! name the file, line, column and key; the file is read again with spans
 //! for that (figment keeps no positions). A relative `file` channel `dir`
 //! is resolved here against the configuration file's directory, like every
@@ -59,14 +60,66 @@ struct DrillSpans {
 struct ChannelSpans {
     #[serde(default)]
     dir: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    url: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    api_url: Option<toml::Spanned<toml::Value>>,
+}
+
+impl ChannelSpans {
+    /// Where key `field` of the channel is written.
+    fn of(&self, field: &str) -> Option<std::ops::Range<usize>> {
+        let value = match field {
+            "dir" => self.dir.as_ref(),
+            "url" => self.url.as_ref(),
+            "api_url" => self.api_url.as_ref(),
+            _ => None,
+        };
+        value.map(toml::Spanned::span)
+    }
 }
 
 /// `line:column` (1-based) of byte `offset` in `text`.
-fn position(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+/// The first `[channels.NAME]` of the file at `path` that does not read as
+/// a channel (an unknown `type` or key, a missing one), placed at its line:
+/// figment, which reads the whole file, names the key but no position.
+/// `None` when every channel reads (the error is elsewhere).
+pub(super) fn channel_error(path: &Path) -> Option<ConfigError> {
+    #[derive(Deserialize)]
+    struct Channels {
+        #[serde(default)]
+        #[allow(dead_code)] // read only for its errors
+        channels: std::collections::BTreeMap<String, ChannelConfig>,
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    // Not TOML at all: figment's error says where.
+    toml::from_str::<toml::Table>(&text).ok()?;
+    let e = toml::from_str::<Channels>(&text).err()?;
+    let span = e.span()?;
+    let (line, column) = position(&text, span.start);
+    // The table the error is in: the last `[channels.NAME]` header up to
+    // the end of the error's line.
+    let start = span.start.min(text.len());
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let key = text[..line_end]
+        .rsplit("[channels.")
+        .next()
+        .and_then(|rest| rest.split(']').next())
+        .filter(|name| !name.contains('\n'))
+        .map(|name| format!("channels.{}", name.trim()))
+        .unwrap_or_else(|| "channels".to_string());
+    Some(ConfigError::Invalid(format!(
+        "{}:{line}:{column}: invalid configuration: {key}: {}",
+        path.display(),
+        e.message().trim()
+    )))
 }
 
 /// Checks `[drill]` and `[channels]` of `config`, read from `path`, and
@@ -82,9 +135,9 @@ pub(super) fn check(config: &mut Config, path: Option<&Path>) -> Result<(), Conf
         ConfigError::Invalid(format!("{file}{at}: invalid configuration: {key}: {message}"))
     };
     for (name, channel) in &config.channels {
-        if let Err(e) = channel.check(name) {
-            let span = spans.channels.get(name).and_then(|c| c.dir.as_ref()).map(|d| d.span());
-            return Err(error(span, &format!("channels.{name}.dir"), e.to_string()));
+        if let Err((field, e)) = channel.check(name) {
+            let span = spans.channels.get(name).and_then(|c| c.of(field));
+            return Err(error(span, &format!("channels.{name}.{field}"), e.to_string()));
         }
     }
     if let Some(names) = &config.drill.channels {
@@ -204,6 +257,58 @@ mod tests {
     fn a_file_channel_dir_with_dot_dot_is_refused_at_its_line() {
         let e = error("[channels.drops]\ntype = \"file\"\ndir = \"out/../../etc\"\n");
         assert!(e.starts_with("DIR/lifeboat.toml:3:7: invalid configuration: channels.drops.dir: channel `drops`: `dir` = `out/../../etc` contains `..`"), "{e}");
+    }
+
+    #[test]
+    fn an_opsgenie_api_url_that_is_not_a_base_url_is_refused_at_its_line() {
+        let e = error(
+            "[channels.ops]\ntype = \"opsgenie\"\napi_key_env = \"OPSGENIE_API_KEY\"\n\
+             api_url = \"https://api.eu.opsgenie.com/?region=eu\"\n",
+        );
+        assert!(
+            e.starts_with(
+                "DIR/lifeboat.toml:4:11: invalid configuration: channels.ops.api_url: channel `ops`: `api_url` must be the API's base URL"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_of_a_channel_is_refused_at_its_line() {
+        let e = error(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\n[channels.chat]\ntype = \"teams\"\nwebhook_url = \"https://x\"\n",
+        );
+        assert!(
+            e.starts_with("DIR/lifeboat.toml:4:1: invalid configuration: channels.chat: "),
+            "{e}"
+        );
+        assert!(e.contains("webhook_url"), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_not_blamed_on_a_channel() {
+        let e = error("[channels.chat]\ntype = \"teams\"\nwebhook_url_env = \n");
+        assert!(!e.contains("channels.chat"), "{e}");
+        assert!(e.contains("invalid configuration"), "{e}");
+    }
+
+    #[test]
+    fn a_channel_missing_its_secret_variable_key_is_refused_naming_it() {
+        let e = error("[channels.ops]\ntype = \"opsgenie\"\n");
+        assert!(
+            e.starts_with("DIR/lifeboat.toml:1:1: invalid configuration: channels.ops: "),
+            "{e}"
+        );
+        assert!(e.contains("api_key_env"), "{e}");
+    }
+
+    #[test]
+    fn a_webhook_url_that_is_not_a_url_is_refused_at_its_line() {
+        let e = error("[channels.hook]\ntype = \"webhook\"\nurl = \"hooks.example/x\"\n");
+        assert!(
+            e.starts_with("DIR/lifeboat.toml:3:7: invalid configuration: channels.hook.url: channel `hook`: `url` is not a URL"),
+            "{e}"
+        );
     }
 
     #[test]

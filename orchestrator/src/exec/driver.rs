@@ -312,13 +312,16 @@ impl Driver {
     }
 
     /// Prometheus counters for committed transitions: runs that ended,
-    /// steps that settled (with their duration), RTO breaches.
+    /// steps that settled (with their duration), RTO breaches; and a run's
+    /// root span when it ends (`crate::telemetry`).
     fn record_metrics(&self, changes: &[Change]) {
         for change in changes {
             match change {
                 Change::Run(u) => {
                     if let Some(status) = u.status.filter(|s| s.is_terminal()) {
                         crate::metrics::run_finished(&self.run.workflow, status);
+                        let at = u.finished_at.unwrap_or_else(now_ms);
+                        crate::telemetry::run_ended(&self.run, status, at);
                     }
                 }
                 Change::Event { kind: RunEvent::RtoBreached, .. } => {

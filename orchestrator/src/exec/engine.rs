@@ -175,6 +175,7 @@ impl Engine {
         self.store.commit(&self.opts.worker_id, run_id, &changes).await?;
         if let Some(run) = self.store.run(run_id).await? {
             crate::metrics::run_finished(&run.workflow, RunStatus::Failed);
+            crate::telemetry::run_ended(&run, RunStatus::Failed, now);
         }
         Ok(())
     }

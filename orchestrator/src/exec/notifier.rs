@@ -32,6 +32,10 @@ pub struct Notifier {
     templates: Option<Templates>,
     /// Channel name -> kind (`email`, `pagerduty`, …).
     pub channel_kinds: HashMap<String, &'static str>,
+    /// The channels that keep an incident per run (PagerDuty, Opsgenie:
+    /// `ChannelConfig::follows_incidents`), which an escalation's
+    /// acknowledgement and the run's end are sent to.
+    pub incident_channels: std::collections::HashSet<String>,
     /// `server.public_url`, for run links.
     pub public_url: Option<String>,
     /// Signs one-click approve/reject/ack links; `None`: no links.
@@ -55,10 +59,17 @@ impl Notifier {
             .iter()
             .map(|(name, c)| (name.clone(), ChannelConfig::kind(c)))
             .collect();
+        let incident_channels = config
+            .channels
+            .iter()
+            .filter(|(_, c)| c.follows_incidents())
+            .map(|(name, _)| name.clone())
+            .collect();
         let links = LinkSigner::from_env(&config.server.link_secret_env);
         Ok(Notifier {
             templates,
             channel_kinds,
+            incident_channels,
             public_url: Some(config.server.public_url.trim_end_matches('/').to_string()),
             links,
             drill_channels: config.drill.channels.clone(),

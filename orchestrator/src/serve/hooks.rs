@@ -1,7 +1,9 @@
 //! `POST /hooks/{name}`: alerts and events start workflows.
 //!
-//! An Alertmanager payload (webhook version 4) fans out to one trigger per
-//! alert; a `json` hook's body is one event. Each `webhook: <name>` trigger
+//! An alert group — Alertmanager's (webhook version 4) or Grafana
+//! Alerting's (webhook contact point, version 1), read by `hook_payload` —
+//! fans out to one trigger per alert, keyed by its fingerprint; a `json`
+//! hook's body is one event. Each `webhook: <name>` trigger
 //! of the catalog whose `match` holds renders its inputs (strict templates
 //! over `alert.*` / `event.*`), checks them against the workflow's
 //! declarations and submits a run with a dedupe key, so a repeated alert
@@ -17,77 +19,18 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use indexmap::IndexMap;
 use regex::Regex;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::{ApiError, parse_json, read_body, require_json};
+use super::error::{ApiError, read_body, require_json};
 use super::hook_guard::Refusal;
+use super::hook_payload::{Incoming, parse};
 use crate::catalog::TriggerRef;
 use crate::config::HookFormat;
 use crate::exec::engine::SubmitKeys;
 use crate::model::AlertStatus;
 use crate::store::{Created, NewAudit, RunFilter, RunStatus, now_ms};
-
-/// Alertmanager's webhook payload, version 4 (fields we use; others ignored).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AlertmanagerPayload {
-    version: Option<String>,
-    receiver: Option<String>,
-    #[serde(default)]
-    group_labels: IndexMap<String, String>,
-    #[serde(default)]
-    common_labels: IndexMap<String, String>,
-    #[serde(default)]
-    common_annotations: IndexMap<String, String>,
-    #[serde(rename = "externalURL")]
-    external_url: Option<String>,
-    alerts: Vec<Alert>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Alert {
-    status: AlertStatus,
-    labels: IndexMap<String, String>,
-    #[serde(default)]
-    annotations: IndexMap<String, String>,
-    starts_at: Option<String>,
-    ends_at: Option<String>,
-    #[serde(rename = "generatorURL")]
-    generator_url: Option<String>,
-    fingerprint: Option<String>,
-}
-
-/// One alert or event, ready to be matched against triggers.
-struct Incoming {
-    status: AlertStatus,
-    /// What the payload is available as to templates (`alert.*` and `event.*`).
-    payload: Value,
-    /// Alertmanager alerts: their fingerprint (computed from the labels if
-    /// absent); `None` for JSON events, whose `match` keys are dotted fields.
-    fingerprint: Option<String>,
-}
-
-impl Incoming {
-    /// The value a `match` key is compared with: an alert's label, or a
-    /// (dotted) field of a JSON event.
-    fn field(&self, key: &str) -> Option<String> {
-        let value = if self.fingerprint.is_some() {
-            self.payload.get("labels").and_then(|l| l.get(key))
-        } else {
-            key.split('.').try_fold(&self.payload, |v, part| v.get(part))
-        }?;
-        Some(match value {
-            Value::String(s) => s.clone(),
-            Value::Null => return None,
-            other => other.to_string(),
-        })
-    }
-}
 
 /// What the request did, as answered with 202.
 #[derive(Debug, Default, serde::Serialize)]
@@ -116,7 +59,9 @@ pub async fn receive(
     let Some(hook) = app.ids.hooks.get(&name) else {
         return Err(ApiError::not_found(format!("no hook `{name}`")));
     };
-    let result = handle(&app, hook, &headers, body).await;
+    let span = crate::telemetry::webhook_span(&name, &headers);
+    let result =
+        tracing::Instrument::instrument(handle(&app, hook, &headers, body), span.clone()).await;
     let outcome = match &result {
         Ok(o) if !o.runs.is_empty() => "started",
         Ok(o) if !o.deduplicated.is_empty() || !o.skipped.is_empty() => "deduplicated",
@@ -129,6 +74,15 @@ pub async fn receive(
         Err(_) => "error",
     };
     crate::metrics::webhook(&name, outcome);
+    if let Ok(o) = &result {
+        let runs = (o.runs.iter().map(|r| (r.as_str(), "started")))
+            .chain(o.deduplicated.iter().map(|r| (r.as_str(), "deduplicated")))
+            .chain(o.skipped.iter().map(|r| (r.as_str(), "skipped")))
+            .chain(o.cancelled.iter().map(|r| (r.as_str(), "cancelled")));
+        crate::telemetry::webhook_answered(&span, outcome, runs);
+    } else {
+        crate::telemetry::webhook_answered(&span, outcome, []);
+    }
     result.map(|o| (StatusCode::ACCEPTED, Json(o)))
 }
 
@@ -212,20 +166,6 @@ async fn refuse_replay(
     ))
 }
 
-/// The payload as alerts or one event.
-fn parse(format: HookFormat, bytes: &[u8]) -> Result<Vec<Incoming>, ApiError> {
-    Ok(match format {
-        HookFormat::Alertmanager => alerts(bytes)?,
-        HookFormat::Json => {
-            let event: Value = parse_json(bytes)?;
-            if !event.is_object() {
-                return Err(ApiError::bad_request("body must be a JSON object"));
-            }
-            vec![Incoming { status: AlertStatus::Firing, payload: event, fingerprint: None }]
-        }
-    })
-}
-
 /// Matches every alert or event against the hook's triggers and starts,
 /// deduplicates or cancels runs.
 async fn process(
@@ -273,53 +213,6 @@ async fn process(
         return Err(ApiError::unprocessable(refusals.join("; ")));
     }
     Ok(out)
-}
-
-fn alerts(bytes: &[u8]) -> Result<Vec<Incoming>, ApiError> {
-    let p: AlertmanagerPayload = parse_json(bytes)?;
-    if let Some(v) = p.version.as_deref()
-        && v != "4"
-    {
-        return Err(ApiError::bad_request(format!(
-            "field `version`: Alertmanager webhook version `{v}` is not supported (only 4)"
-        )));
-    }
-    Ok(p.alerts
-        .into_iter()
-        .map(|a| {
-            let fingerprint = a.fingerprint.clone().unwrap_or_else(|| fingerprint_of(&a.labels));
-            let payload = json!({
-                "status": a.status,
-                "labels": a.labels,
-                "annotations": a.annotations,
-                "startsAt": a.starts_at,
-                "endsAt": a.ends_at,
-                "generatorURL": a.generator_url,
-                "fingerprint": fingerprint,
-                "commonLabels": p.common_labels,
-                "commonAnnotations": p.common_annotations,
-                "groupLabels": p.group_labels,
-                "externalURL": p.external_url,
-                "receiver": p.receiver,
-            });
-            Incoming { status: a.status, payload, fingerprint: Some(fingerprint) }
-        })
-        .collect())
-}
-
-/// A stable fingerprint of a label set, for payloads that carry none.
-fn fingerprint_of(labels: &IndexMap<String, String>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut sorted: Vec<_> = labels.iter().collect();
-    sorted.sort();
-    let mut h = Sha256::new();
-    for (k, v) in sorted {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(&h.finalize()[..8])
 }
 
 /// Label equality, or `~regex` matched against the whole value.
@@ -536,10 +429,9 @@ mod tests {
     use super::*;
 
     fn alert(labels: Value) -> Incoming {
-        let labels: IndexMap<String, String> = serde_json::from_value(labels).unwrap();
         Incoming {
             status: AlertStatus::Firing,
-            fingerprint: Some(fingerprint_of(&labels)),
+            fingerprint: Some("fp".into()),
             payload: json!({"labels": labels}),
         }
     }
@@ -568,31 +460,5 @@ mod tests {
         };
         assert!(matches(&trigger(json!({"type": "incident", "service.tier": "1"})), &ev));
         assert!(!matches(&trigger(json!({"service.name": "~.*"})), &ev));
-    }
-
-    #[test]
-    fn fingerprints_ignore_label_order() {
-        let a: IndexMap<String, String> =
-            serde_json::from_value(json!({"a": "1", "b": "2"})).unwrap();
-        let b: IndexMap<String, String> =
-            serde_json::from_value(json!({"b": "2", "a": "1"})).unwrap();
-        assert_eq!(fingerprint_of(&a), fingerprint_of(&b));
-    }
-
-    #[test]
-    fn version_4_payload_fields_reach_templates() {
-        let body = json!({
-            "version": "4", "status": "firing", "receiver": "lb", "externalURL": "http://am",
-            "commonLabels": {"alertname": "SiteDown"},
-            "alerts": [{"status": "firing", "labels": {"alertname": "SiteDown", "site": "dc01"},
-                        "fingerprint": "abc", "startsAt": "2024-01-01T00:00:00Z"}]
-        });
-        let got = alerts(body.to_string().as_bytes()).unwrap();
-        assert_eq!(got[0].fingerprint.as_deref(), Some("abc"));
-        assert_eq!(got[0].payload["commonLabels"]["alertname"], "SiteDown");
-        assert_eq!(got[0].payload["externalURL"], "http://am");
-        let bad = json!({"alerts": [{"status": "firing", "labels": {"n": 1}}]});
-        let e = alerts(bad.to_string().as_bytes()).err().unwrap();
-        assert!(e.message.contains("alerts[0].labels.n"), "{}", e.message);
     }
 }

@@ -16,8 +16,10 @@ pub mod drills;
 pub mod error;
 pub mod health;
 pub mod hook_guard;
+mod hook_payload;
 pub mod hooks;
 pub mod listener;
+pub mod readiness;
 pub mod sse;
 pub mod systemd;
 pub mod ui;
@@ -159,6 +161,7 @@ pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
             format!("serve {}", app.engine.opts.worker_id),
             app.shutdown.clone(),
         )),
+        tokio::spawn(readiness::run(app.ctx.clone(), app.shutdown.clone())),
     ]
 }
 

@@ -28,6 +28,7 @@ mod error;
 #[cfg(test)]
 mod history;
 mod ids;
+pub mod inspect;
 #[cfg(test)]
 mod plans;
 pub mod postgres;

@@ -91,9 +91,13 @@ impl Driver {
         if fault == Some(crate::model::Fault::Crash) {
             // Recorded as started, then abandoned as if its worker died.
             self.commit(changes).await?;
-            let interrupted = self.interrupted(i, n, now_ms(), true);
-            return self.commit(interrupted).await;
+            let at = now_ms();
+            let interrupted = self.interrupted(i, n, at, true);
+            self.commit(interrupted).await?;
+            crate::telemetry::attempt_interrupted(self.attempt_facts(i, phase, n), now, at);
+            return Ok(());
         }
+        let span = self.attempt_span(i, phase, n);
         // Pure kinds have no side effect to protect: their start and end share one commit.
         let pure = fault.is_none()
             && config.as_ref().is_some_and(|c| c.kind().is_pure())
@@ -102,7 +106,8 @@ impl Driver {
         let token = CancellationToken::new();
         let actx = self.attempt_context(i, n, &body, token.clone());
         if let (true, Some(config)) = (pure, &config) {
-            let outcome = config.run(&actx).await;
+            let outcome = config.run(&actx).instrument(span.clone()).await;
+            crate::telemetry::attempt_ended(&span, matches!(outcome, Outcome::Succeeded { .. }));
             // Apply the start to the local copy so the finish builds on it.
             if let Some(Change::Step(started)) =
                 changes.iter().find(|c| matches!(c, Change::Step(_)))
@@ -142,7 +147,6 @@ impl Driver {
         let spawned = self.spawned_tx.clone();
         let run_id = self.run.id.clone();
         let step_id = step.id.clone();
-        let span = tracing::info_span!("attempt", run_id = %run_id, step_id = %step_id, attempt = n, phase = %phase);
         let timeout = body.timeout;
         let attempt = async move {
             let cancel = actx.cancel.clone();
@@ -153,10 +157,48 @@ impl Driver {
                 Some(fault) => super::drill::injected(fault, timeout, cancel, attempt).await,
                 None => attempt.await,
             };
+            crate::telemetry::attempt_ended(
+                &tracing::Span::current(),
+                matches!(outcome, Outcome::Succeeded { .. }),
+            );
             let _ = tx.send(Finished { index: i, phase, n, outcome });
         };
         self.launches.push(((i, phase), Box::pin(attempt.instrument(span))));
         Ok(())
+    }
+
+    /// The span of attempt `n` of step `i` (target `telemetry::TARGET`):
+    /// in the logs' context, and with traces on, a child of the run's root.
+    fn attempt_span(&self, i: usize, phase: Phase, n: u32) -> tracing::Span {
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "attempt",
+            run_id = %self.run.id,
+            step_id = %self.wf.steps[i].id,
+            attempt = n,
+            phase = %phase,
+            otel.name = tracing::field::Empty,
+        );
+        crate::telemetry::attempt_started(&span, self.attempt_facts(i, phase, n));
+        span
+    }
+
+    /// What the trace says about attempt `n` of step `i`.
+    pub(super) fn attempt_facts(
+        &self,
+        i: usize,
+        phase: Phase,
+        n: u32,
+    ) -> crate::telemetry::AttemptFacts<'_> {
+        crate::telemetry::AttemptFacts {
+            run_id: &self.run.id,
+            workflow: &self.run.workflow,
+            mode: self.run.mode.as_str(),
+            step: &self.wf.steps[i].id,
+            attempt: n,
+            kind: self.body(i, phase).kind.name(),
+            phase: phase.as_str(),
+        }
     }
 
     pub(super) fn attempt_context(

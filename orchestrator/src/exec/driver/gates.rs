@@ -370,12 +370,13 @@ impl Driver {
         ]
     }
 
-    /// The run ended: PagerDuty incidents its escalations opened are resolved.
+    /// The run ended: the PagerDuty incidents and Opsgenie alerts its
+    /// escalations opened are resolved.
     pub(super) fn resolve_pages(&self) -> Vec<Change> {
         let mut changes = Vec::new();
         for i in 0..self.slots.len() {
             let Some(esc) = self.gate(i).and_then(|g| g.escalation) else { continue };
-            let pagers = self.pagerduty_channels(&esc.paged_channels());
+            let pagers = self.incident_channels(&esc.paged_channels());
             let id = self.wf.steps[i].id.clone();
             changes.extend(self.notify_channels(
                 "resolved",
@@ -489,9 +490,10 @@ impl Driver {
                     None,
                     RunEvent::Acknowledged,
                 );
-                // PagerDuty incidents of this run follow the acknowledgement.
+                // PagerDuty incidents and Opsgenie alerts of this run follow
+                // the acknowledgement.
                 if let Some(esc) = &gate.escalation {
-                    let pagers = self.pagerduty_channels(&esc.paged_channels());
+                    let pagers = self.incident_channels(&esc.paged_channels());
                     changes.extend(self.notify_channels(
                         RunEvent::Acknowledged.as_str(),
                         Some(&id),

@@ -178,10 +178,11 @@ impl Driver {
         out
     }
 
-    /// Channels among `channels` that are PagerDuty services.
-    pub(super) fn pagerduty_channels(&self, channels: &[String]) -> Vec<String> {
-        let kinds = &self.rt.opts.notifier.channel_kinds;
-        channels.iter().filter(|c| kinds.get(*c) == Some(&"pagerduty")).cloned().collect()
+    /// Channels among `channels` that keep an incident per run (PagerDuty
+    /// services, Opsgenie alerts).
+    pub(super) fn incident_channels(&self, channels: &[String]) -> Vec<String> {
+        let incident = &self.rt.opts.notifier.incident_channels;
+        channels.iter().filter(|c| incident.contains(*c)).cloned().collect()
     }
 
     fn step_info(&self, i: usize) -> StepInfo {

@@ -21,6 +21,8 @@ impl Driver {
         let attempts = self.rt.store.attempts(&self.run.id).await?;
         let now = now_ms();
         let mut changes = Vec::new();
+        // Their spans died with their worker: recorded here, once committed.
+        let mut lost = Vec::new();
         if attempts.iter().any(|a| a.status == AttemptStatus::Running && a.worker != self.worker())
         {
             crate::metrics::lease_takeover();
@@ -37,6 +39,7 @@ impl Driver {
                 attempts.iter().find(|a| a.step_id == id && a.phase == Phase::Forward && a.n == n)
             {
                 kill(a);
+                lost.push((i, Phase::Forward, n, a.started_at));
             }
             changes.extend(self.interrupted(i, n, now, false));
         }
@@ -48,6 +51,7 @@ impl Driver {
                 .find(|a| a.step_id == id && a.phase == Phase::Rollback && a.n == rb.attempts)
             {
                 kill(a);
+                lost.push((i, Phase::Rollback, rb.attempts, a.started_at));
             }
             changes.push(Change::AttemptFinished {
                 step_id: id.clone(),
@@ -63,7 +67,11 @@ impl Driver {
             rb.wake_at = Some(now);
             changes.push(self.step_change(i, |s| s.rollback = Some(rb.to_stored())));
         }
-        self.commit(changes).await
+        self.commit(changes).await?;
+        for (i, phase, n, started_at) in lost {
+            crate::telemetry::attempt_interrupted(self.attempt_facts(i, phase, n), started_at, now);
+        }
+        Ok(())
     }
 
     /// The attempt `n` of step `i` ended as its worker died (or as a drill's

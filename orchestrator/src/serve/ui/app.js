@@ -232,6 +232,7 @@
     $("run-title").replaceChildren(visible("Run " + shortId(doc.id) + " of " + doc.workflow + " "), badge(doc.status));
     $("run-facts").replaceChildren(
       ...fact("Id", el("code", {}, doc.id)),
+      ...(doc.trace_id ? fact("Trace", el("code", {}, doc.trace_id)) : []),
       ...fact("Created", when(doc.created_at)),
       ...fact("Duration", duration(doc.started_at, doc.finished_at)),
       ...fact("Trigger", doc.trigger ? (doc.trigger.kind || "") + (doc.trigger.by ? " by " + doc.trigger.by : "") : ""),

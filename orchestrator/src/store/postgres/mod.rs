@@ -47,7 +47,7 @@ pub struct PostgresStore {
     creator: create::Creator,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Session advisory lock held around migrations ("lifeboat" in ASCII). sqlx's
 /// migrator takes its own lock too; this one does not depend on it.
@@ -70,7 +70,7 @@ mod rows;
 mod schema;
 pub(in crate::store) mod write;
 use rows::*;
-pub use schema::{DEFAULT_SCHEMA, Schema, connect_options};
+pub use schema::{DEFAULT_SCHEMA, Schema, connect_options, split_url};
 use write::*;
 
 impl PostgresStore {

@@ -102,7 +102,7 @@ fn writer_stopped() -> StoreError {
 /// Most commits merged into one transaction.
 const GROUP_COMMIT_MAX: usize = 512;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// Whether SQLite answered "busy" (another process holds the write lock),
 /// or lost a race to change the schema: a table that "already exists", or a
