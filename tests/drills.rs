@@ -84,7 +84,7 @@ fn a_scenario_that_holds_passes_skips_and_substitutes_and_is_listed_as_passed() 
 
     let out = sb.ok(&["drills", "failover", "--json"]);
     let history: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let d = &history[0];
+    let d = &history["drills"][0];
     assert_eq!((d["run"].as_str(), d["scenario"].as_str()), (doc["id"].as_str(), Some("happy")));
     assert_eq!((d["passed"].as_bool(), d["rto_ms"].as_u64()), (Some(true), Some(60_000)));
     assert!(d["recovery_ms"].as_i64().is_some_and(|ms| ms >= 0), "{d:#}");
@@ -111,6 +111,7 @@ fn a_wrong_expectation_fails_the_drill_with_its_expected_and_actual_line() {
     assert!(text.contains("drill verdict: FAILED"), "{text}");
     assert!(text.contains("FAIL step cutover: expected succeeded, actual skipped"), "{text}");
     let d: Value = serde_json::from_slice(&sb.ok(&["drills", "--json"]).stdout).unwrap();
+    let d = &d["drills"];
     assert_eq!(
         (d[0]["status"].as_str(), d[0]["passed"].as_bool()),
         (Some("succeeded"), Some(false))

@@ -9,6 +9,7 @@ mod children;
 mod contrib;
 mod crash;
 mod doctor;
+mod drill_freshness;
 mod drills;
 mod front_door;
 mod grafana;

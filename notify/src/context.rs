@@ -10,6 +10,9 @@
 //! event                  "started" | "succeeded" | "failed" | "rolled_back" | "rollback_failed"
 //!                        | "cancelled" | "step_failed" | "approval_requested" | "needs_human"
 //!                        | "escalated" | "rto_breached" | "acknowledged" | "resolved"
+//!                        | "drill_overdue" (about a workflow, not a run: `run.id` is
+//!                          the workflow's newest drill, or `-`; `message` lists the
+//!                          overdue scenarios)
 //! action                 "trigger" | "acknowledge" | "resolve"
 //! run      {id, workflow, status, mode: "live" | "drill", started_at, finished_at?, link?,
 //!           trigger, inputs: {..}}
@@ -49,6 +52,7 @@ pub const EVENTS: &[&str] = &[
     "needs_human",
     "escalated",
     "rto_breached",
+    "drill_overdue",
     "acknowledged",
     "resolved",
 ];

@@ -17,10 +17,13 @@ pub enum Event {
     NeedsHuman,
     Escalated,
     RtoBreached,
+    /// Not about a run: a workflow's drills are older than its
+    /// `objectives.drill_every` (once per overdue period).
+    DrillOverdue,
 }
 
 impl Event {
-    pub const ALL: [Event; 11] = [
+    pub const ALL: [Event; 12] = [
         Event::Started,
         Event::Succeeded,
         Event::Failed,
@@ -32,6 +35,7 @@ impl Event {
         Event::NeedsHuman,
         Event::Escalated,
         Event::RtoBreached,
+        Event::DrillOverdue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Event {
             Event::NeedsHuman => "needs_human",
             Event::Escalated => "escalated",
             Event::RtoBreached => "rto_breached",
+            Event::DrillOverdue => "drill_overdue",
         }
     }
 }

@@ -137,7 +137,8 @@ mod tests {
                 assert_eq!(n.name(), e.as_str());
             }
         }
-        for n in Event::ALL {
+        // `drill_overdue` is about a workflow, not a run (triggers/overdue.rs).
+        for n in Event::ALL.into_iter().filter(|n| *n != Event::DrillOverdue) {
             assert!(
                 RunEvent::ALL.iter().any(|e| e.notify_event() == Some(n)),
                 "no run event is notified as `{}`",

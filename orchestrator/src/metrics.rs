@@ -86,12 +86,21 @@ struct Metrics {
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     workers_live: Gauge,
     readiness: Family<ReadinessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    drill_last: Family<DrillLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    drill_overdue: Family<WorkflowLabel, Gauge>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadinessLabels {
     check: String,
     target: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillLabels {
+    workflow: String,
+    scenario: String,
+    verdict: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +148,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbox_oldest: Gauge::default(),
         workers_live: Gauge::default(),
         readiness: Family::default(),
+        drill_last: Family::default(),
+        drill_overdue: Family::default(),
     };
     // Name, then the field registered under it, then its help text.
     register! { registry, m,
@@ -161,6 +172,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "outbox_oldest_pending_seconds" => outbox_oldest, "Age of the oldest undelivered notification (0 when none), read at scrape time";
         "workers_live" => workers_live, "Workers (serve replicas) whose heartbeat is within one lease, read at scrape time";
         "readiness" => readiness, "The checks of lifeboat doctor, run by serve every [server] readiness_interval: 1 pass, 0.5 warn, 0 fail, by check and target";
+        "drill_last_timestamp_seconds" => drill_last, "When the newest drill of each scenario with each verdict (passed, failed) ended, unix seconds; scenario (none) is drills run without one; read at scrape time";
+        "drill_overdue" => drill_overdue, "1 when a workflow with objectives.drill_every has a scenario with no passing drill within it, else 0; read at scrape time";
     }
     Metrics { registry, ..m }
 });
@@ -253,6 +266,33 @@ pub fn set_workers_live(n: i64) {
     METRICS.workers_live.set(n);
 }
 
+/// The scenario label of drills run without a scenario.
+pub const NO_SCENARIO: &str = "(none)";
+
+/// Drill freshness at scrape time: `last` is (workflow, scenario, passed,
+/// ended at unix ms) of each scenario's newest drill per verdict;
+/// `overdue` each workflow with `drill_every`. Series of workflows and
+/// scenarios no longer there go (the families are replaced).
+pub fn set_drill_freshness(
+    last: &[(String, Option<String>, bool, i64)],
+    overdue: &[(String, bool)],
+) {
+    METRICS.drill_last.clear();
+    for (workflow, scenario, passed, at) in last {
+        let labels = DrillLabels {
+            workflow: workflow.clone(),
+            scenario: scenario.clone().unwrap_or_else(|| NO_SCENARIO.into()),
+            verdict: if *passed { "passed" } else { "failed" }.into(),
+        };
+        METRICS.drill_last.get_or_create(&labels).set(*at as f64 / 1000.0);
+    }
+    METRICS.drill_overdue.clear();
+    for (workflow, is) in overdue {
+        let labels = WorkflowLabel { workflow: workflow.clone() };
+        METRICS.drill_overdue.get_or_create(&labels).set(i64::from(*is));
+    }
+}
+
 /// One `lifeboat doctor` check's latest result (1 pass, 0.5 warn, 0 fail).
 pub fn set_readiness(check: &str, target: &str, value: f64) {
     let labels = ReadinessLabels { check: check.into(), target: target.into() };
@@ -313,6 +353,10 @@ mod tests {
         super::pruned(&crate::store::Pruned { runs: 1, ..Default::default() });
         super::prune_failed();
         super::otlp_spans_dropped("export_failed", 4);
+        super::set_drill_freshness(
+            &[("failover".into(), Some("happy".into()), true, 1_700_000_000_000)],
+            &[("failover".into(), true)],
+        );
     }
 
     #[test]
@@ -335,6 +379,8 @@ mod tests {
             "lifeboat_workers_live 3",
             "lifeboat_readiness{check=\"channel\",target=\"oncall-email\"} 0",
             "lifeboat_otlp_spans_dropped_total{reason=\"export_failed\"}",
+            "lifeboat_drill_last_timestamp_seconds{workflow=\"failover\",scenario=\"happy\",verdict=\"passed\"} 1700000000.0",
+            "lifeboat_drill_overdue{workflow=\"failover\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
@@ -384,6 +430,7 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(dashboard).expect("dashboard JSON");
         assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10), "too few panels");
         let rules = include_str!("../../contrib/prometheus/lifeboat-rules.yml");
+        assert!(rules.contains("alert: LifeboatDrillOverdue"), "no drill freshness alert");
         // Only the queries of the rules: their descriptions may name series loosely.
         let exprs: String = rules
             .lines()
@@ -402,6 +449,8 @@ mod tests {
             "lifeboat_outbox_pending",
             "lifeboat_workers_live",
             "lifeboat_lease_takeovers_total",
+            "lifeboat_drill_last_timestamp_seconds",
+            "lifeboat_drill_overdue",
         ] {
             assert!(shown.contains(needed), "the dashboard does not show {needed}");
         }

@@ -1,5 +1,7 @@
 //! `lifeboat drill` (start a rehearsal: a scenario, injected faults) and
-//! `lifeboat drills` (the history of drills and their verdicts).
+//! `lifeboat drills` (each scenario's freshness — last drilled when, passed
+//! or failed, overdue against `objectives.drill_every` — and the history of
+//! drills and their verdicts).
 
 use std::process::ExitCode;
 
@@ -34,7 +36,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
-    /// Only drills of this workflow.
+    /// Only this workflow (a declared name or a file); default: every
+    /// workflow of the workflows directory.
     pub workflow: Option<String>,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
@@ -54,6 +57,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         inputs: given,
         started_by: &actor,
         drive_here: args.wait,
+        schedule_tick: None,
+        trigger: None,
     };
     let (created, spec) = match drill::start(&engine, &wf, request).await {
         Ok(started) => started,
@@ -122,12 +127,36 @@ pub fn print_verdict(verdict: &Value) {
 }
 
 pub async fn history(ctx: &Ctx, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let runs = ctx.store.drills(args.workflow.as_deref(), args.limit).await?;
+    let (name, workflows) = match &args.workflow {
+        // A workflow no longer in the directory still has its history.
+        Some(which) => match super::run::load_workflow(ctx, &ctx.engine(), which).await {
+            Ok(wf) => (Some(wf.name.clone()), vec![wf]),
+            // A file that does not compile says why.
+            Err(e) if std::path::Path::new(which).is_file() => return Err(e),
+            Err(_) => (Some(which.clone()), Vec::new()),
+        },
+        None => {
+            let catalog =
+                crate::catalog::Catalog::load(ctx.workflows_dir.clone(), ctx.known.clone());
+            (None, catalog.snapshot().workflows.values().cloned().collect())
+        }
+    };
+    let now = crate::store::now_ms();
+    let mut fresh = Vec::new();
+    for wf in &workflows {
+        let f = crate::exec::freshness::read(&*ctx.store, wf, now).await?;
+        if args.workflow.is_some() || !f.is_empty() {
+            fresh.push(f);
+        }
+    }
+    let runs = ctx.store.drills(name.as_deref(), args.limit).await?;
     let views: Vec<DrillView> = runs.iter().map(DrillView::from).collect();
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&views)?);
+        let doc = json!({"freshness": fresh, "drills": views});
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_freshness(&fresh);
     if views.is_empty() {
         outln!("no drills");
         return Ok(ExitCode::SUCCESS);
@@ -159,4 +188,24 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per scenario: last drilled when and how, `OVERDUE` when so.
+pub fn print_freshness(fresh: &[crate::exec::freshness::Freshness]) {
+    if fresh.is_empty() {
+        return;
+    }
+    outln!("{:<18}  {:<20}  {:<11}  FRESHNESS", "WORKFLOW", "SCENARIO", "DRILL_EVERY");
+    for f in fresh {
+        for s in &f.scenarios {
+            outln!(
+                "{:<18}  {:<20}  {:<11}  {}",
+                f.workflow,
+                crate::exec::freshness::scenario_label(s),
+                f.drill_every.as_deref().unwrap_or("-"),
+                s.summary
+            );
+        }
+    }
+    outln!();
 }

@@ -101,7 +101,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Draw a workflow's dependency graph (mermaid, dot or svg).
     Graph(graph::Args),
-    /// Waves, worst-case critical path vs the RTO, people, unprotected mutations.
+    /// Waves, worst-case critical path vs the RTO, people, unprotected mutations;
+    /// from the database: measured recovery times (p50/p95) and drill freshness.
     Plan(plan::Args),
     /// Print the JSON Schema of the workflow format.
     Schema(schema::Args),
@@ -172,7 +173,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&global, args),
         Command::Graph(args) => graph::run(&global, args),
-        Command::Plan(args) => plan::run(args),
+        Command::Plan(args) => plan::run(&global, args),
         Command::Schema(args) => schema::run(args),
         Command::Init(args) => init::run(args),
         Command::Completions(args) => shell::completions(args),

@@ -1,7 +1,11 @@
 //! `lifeboat plan FILE`: what a runbook will do before the bad day — its
 //! waves, the worst-case critical path against the RTO (every retry and
 //! timeout spent), the steps that wait for people, and every mutating step
-//! that can neither be rolled back nor is marked `irreversible`.
+//! that can neither be rolled back nor is marked `irreversible`. From the
+//! database, when there is one: the measured recovery times of the last
+//! successful live runs and drills (p50/p95, per run and per step, flagging
+//! a step whose p95 alone eats more than half the RTO) and each drill
+//! scenario's freshness.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +21,9 @@ pub struct Args {
     pub file: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Do not read the database (measured recovery times, drill freshness).
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 /// The longest a step can take, in ms; `None`: no bound (no timeout, a
@@ -160,7 +167,7 @@ fn drill_plan(wf: &CompiledWorkflow) -> Value {
     })
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(global: &super::GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let outcome = crate::catalog::files::compile_files(std::slice::from_ref(&args.file), None);
     let Some(wf) = outcome.compiled.into_iter().next() else {
         for report in &outcome.reports {
@@ -168,7 +175,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(1));
     };
-    let p = plan(&wf);
+    let mut p = plan(&wf);
+    if !args.no_history {
+        match history(global, &wf) {
+            Ok(h) => p["history"] = h,
+            Err(why) => p["history_unavailable"] = json!(why),
+        }
+    }
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(ExitCode::SUCCESS);
@@ -220,7 +233,120 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     print_drill(&p["drill"], list);
+    match (&p["history"], p["history_unavailable"].as_str()) {
+        (Value::Null, Some(why)) => outln!("history: {why}"),
+        (Value::Null, None) => {}
+        (h, _) => print_history(h, &p),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `plan` waits for its database before printing no history.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The measured recovery times and the drills' freshness, from the
+/// database `lifeboat` is configured with — if it exists (a `plan` never
+/// creates one): `Err` says why there is no history.
+fn history(global: &super::GlobalArgs, wf: &CompiledWorkflow) -> Result<Value, String> {
+    let loaded = super::load_config(global).map_err(|e| format!("{e:#}"))?;
+    let url = global.database_url.clone().unwrap_or(loaded.config.database_url);
+    let shown = crate::app::redact_url(&url);
+    if let Some(file) = crate::store::sqlite::file_of(&url)
+        && !file.exists()
+    {
+        return Err(format!("no database at {shown} yet (no runs to measure)"));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let unavailable = |e: crate::store::StoreError| format!("cannot read {shown}: {e}");
+        // A plan is worth having without its history: a database that
+        // does not answer is given a few seconds, not sqlx's thirty.
+        let store = tokio::time::timeout(OPEN_TIMEOUT, crate::store::open(&url))
+            .await
+            .map_err(|_| format!("{shown} did not answer within {}s", OPEN_TIMEOUT.as_secs()))?
+            .map_err(unavailable)?;
+        let now = crate::store::now_ms();
+        let fresh = crate::exec::freshness::read(&*store, wf, now).await.map_err(unavailable)?;
+        let [live, drill] = crate::exec::measured::read(&*store, wf).await.map_err(unavailable)?;
+        let over: Vec<Value> = [&live, &drill]
+            .iter()
+            .flat_map(|m| m.steps.iter().map(move |s| (m.mode, s)))
+            .filter(|(_, s)| s.over_half_rto)
+            .map(|(mode, s)| {
+                json!({"step": s.step, "mode": mode, "p95_ms": s.spread.p95_ms, "p95": human(Some(s.spread.p95_ms as u64))})
+            })
+            .collect();
+        Ok(json!({
+            "measured": {"samples": crate::exec::measured::SAMPLES, "live": live, "drill": drill},
+            "over_half_rto": over,
+            "freshness": fresh,
+        }))
+    })
+}
+
+fn print_history(h: &Value, p: &Value) {
+    let ms = |v: &Value| v.as_u64().map(|ms| crate::exec::drill::format_ms(ms as i64));
+    let spread = |m: &Value| match (ms(&m["p50_ms"]), ms(&m["p95_ms"])) {
+        (Some(p50), Some(p95)) => {
+            let n = m["samples"].as_u64().unwrap_or(0);
+            format!("p50 {p50}, p95 {p95} ({n} run{})", if n == 1 { "" } else { "s" })
+        }
+        _ => "no successful runs yet".to_string(),
+    };
+    let measured = &h["measured"];
+    outln!(
+        "measured recovery time (last {} successful runs of each), beside the worst case of {}{}:",
+        measured["samples"],
+        p["worst_case"].as_str().unwrap_or("?"),
+        p["rto"].as_str().map(|r| format!(" and the RTO of {r}")).unwrap_or_default()
+    );
+    outln!("  live runs: {}", spread(&measured["live"]["run"]));
+    outln!("  drills:    {}", spread(&measured["drill"]["run"]));
+    let steps = |mode: &str| measured[mode]["steps"].as_array().cloned().unwrap_or_default();
+    let (live, drill) = (steps("live"), steps("drill"));
+    if !live.is_empty() || !drill.is_empty() {
+        outln!("  {:<24}  {:>19}  {:>19}", "step", "live p50 / p95", "drill p50 / p95");
+        let ids: Vec<&str> = p["steps_worst_case"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["step"].as_str())
+            .collect();
+        let cell = |list: &[Value], id: &str| {
+            list.iter()
+                .find(|s| s["step"] == id)
+                .and_then(|s| Some(format!("{} / {}", ms(&s["p50_ms"])?, ms(&s["p95_ms"])?)))
+                .unwrap_or_else(|| "-".into())
+        };
+        for id in ids {
+            let (l, d) = (cell(&live, id), cell(&drill, id));
+            if l != "-" || d != "-" {
+                outln!("  {id:<24}  {l:>19}  {d:>19}");
+            }
+        }
+    }
+    for s in h["over_half_rto"].as_array().into_iter().flatten() {
+        outln!(
+            "  ⚠ step {}: p95 {} ({}) alone is more than half the RTO of {}",
+            s["step"].as_str().unwrap_or(""),
+            s["p95"].as_str().unwrap_or(""),
+            s["mode"].as_str().unwrap_or(""),
+            p["rto"].as_str().unwrap_or("?")
+        );
+    }
+    let fresh = &h["freshness"];
+    let every = fresh["drill_every"].as_str();
+    outln!("drill freshness{}:", every.map(|e| format!(" (drill_every {e})")).unwrap_or_default());
+    for s in fresh["scenarios"].as_array().into_iter().flatten() {
+        outln!(
+            "  {:<20}  {}",
+            s["scenario"].as_str().unwrap_or("(no scenario)"),
+            s["summary"].as_str().unwrap_or("")
+        );
+    }
 }
 
 fn print_drill(d: &Value, list: impl Fn(&Value) -> String) {

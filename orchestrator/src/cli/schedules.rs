@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use super::Ctx;
+use crate::model::ScheduleMode;
 use crate::triggers::schedule::{self, ScheduleInfo};
 
 #[derive(Debug, clap::Args)]
@@ -42,21 +43,27 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     outln!(
-        "{:<24}  {:<16}  {:<16}  {:<8}  {:<25}  NEXT",
+        "{:<24}  {:<16}  {:<16}  {:<8}  {:<20}  {:<25}  NEXT",
         "SCHEDULE",
         "CRON",
         "TIMEZONE",
         "CATCH_UP",
+        "STARTS",
         "LAST FIRED"
     );
     for i in &infos {
         let catch_up = serde_json::to_value(i.catch_up)?;
         outln!(
-            "{:<24}  {:<16}  {:<16}  {:<8}  {:<25}  {}",
+            "{:<24}  {:<16}  {:<16}  {:<8}  {:<20}  {:<25}  {}",
             i.id,
             i.cron,
             i.timezone,
             catch_up.as_str().unwrap_or(""),
+            match (i.mode, &i.scenario) {
+                (ScheduleMode::Live, _) => "a run".to_string(),
+                (ScheduleMode::Drill, Some(s)) => format!("drill {s}"),
+                (ScheduleMode::Drill, None) => "a drill".to_string(),
+            },
             i.last_tick.as_deref().unwrap_or("never"),
             i.next.join(", ")
         );

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError};
 
-/// `[drill]`: how a drill (a run in mode `drill`) notifies.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// `[drill]`: how a drill (a run in mode `drill`) notifies, and how often
+/// `serve` looks for overdue drills.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillConfig {
     /// The channels every drill notification goes to, *instead of* the
@@ -24,6 +25,20 @@ pub struct DrillConfig {
     /// workflow's own channels, every message marked `[DRILL]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
+    /// How often each `serve` looks for workflows whose drills are overdue
+    /// (`objectives.drill_every`, the `drill_overdue` notice). Default `1m`.
+    #[serde(default = "check_every")]
+    pub check_every: crate::model::Duration,
+}
+
+fn check_every() -> crate::model::Duration {
+    crate::model::Duration::from_millis(60_000)
+}
+
+impl Default for DrillConfig {
+    fn default() -> Self {
+        DrillConfig { channels: None, check_every: check_every() }
+    }
 }
 
 /// Where the values checked here are in the file (only what is needed).

@@ -112,6 +112,11 @@ pub struct DrillRequest<'a> {
     pub started_by: &'a str,
     /// Lease it to this worker at once (`drill --wait`).
     pub drive_here: bool,
+    /// A schedule tick `(schedule, tick ms)`: at most one drill per tick,
+    /// across every replica (`triggers/schedule.rs`).
+    pub schedule_tick: Option<(String, i64)>,
+    /// The run's trigger; `None`: `{"kind": "drill", "by", "scenario"}`.
+    pub trigger: Option<Value>,
 }
 
 /// Checks and starts a drill of `wf`: its run is created `mode: drill` with
@@ -126,8 +131,9 @@ pub async fn start(
     let inputs = crate::exec::inputs::resolve(inputs, &wf.definition.inputs).map_err(|errors| {
         DrillError::Input(format!("inputs of `{}`:\n  {}", wf.name, errors.join("\n  ")))
     })?;
-    let trigger =
-        serde_json::json!({"kind": "drill", "by": req.started_by, "scenario": spec.scenario});
+    let trigger = req.trigger.unwrap_or_else(
+        || serde_json::json!({"kind": "drill", "by": req.started_by, "scenario": spec.scenario}),
+    );
     let audit = crate::store::NewAudit {
         actor: req.started_by.to_string(),
         action: "drill".into(),
@@ -146,6 +152,7 @@ pub async fn start(
         mode: crate::store::RunMode::Drill,
         scenario: spec.scenario.clone(),
         drill: Some(serde_json::to_value(&spec).expect("a drill spec is JSON")),
+        schedule_tick: req.schedule_tick,
         ..Default::default()
     };
     let created = rt.submit_with(wf, inputs, trigger, None, req.drive_here, keys).await?;

@@ -58,6 +58,10 @@ pub struct Objectives {
     pub rto: Option<Duration>,
     /// Recovery point objective, available to templates as documentation.
     pub rpo: Option<Duration>,
+    /// How fresh the proof must be: a scenario with no passing drill within
+    /// this long is overdue (`lifeboat plan`, `lifeboat drills`, metrics, the
+    /// `drill_overdue` notify event).
+    pub drill_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -159,6 +163,20 @@ pub struct Schedule {
     /// Ticks missed while no replica ran: fire `none`, the `latest`, or `all`.
     #[serde(default)]
     pub catch_up: CatchUp,
+    /// `drill`: each tick starts a drill (a rehearsal) instead of a live run.
+    #[serde(default)]
+    pub mode: ScheduleMode,
+    /// With `mode: drill`: the scenario under `drills:` each tick runs.
+    pub scenario: Option<Located<String>>,
+}
+
+/// What a schedule tick starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleMode {
+    #[default]
+    Live,
+    Drill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]

@@ -129,6 +129,8 @@ pub async fn get_workflow(
     let mut doc = workflow_summary(&wf);
     doc["graph"] = graph(&wf);
     doc["source"] = json!(wf.source);
+    let fresh = crate::exec::freshness::read(&*app.ctx.store, &wf, crate::store::now_ms()).await?;
+    doc["freshness"] = json!(fresh);
     Ok(Json(doc))
 }
 

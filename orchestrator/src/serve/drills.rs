@@ -1,6 +1,7 @@
-//! `/api/v1` for drills: start one (a scenario, injected faults, inputs)
-//! and read the drill history — the same checks and documents as
-//! `lifeboat drill` and `lifeboat drills --json`.
+//! `/api/v1` for drills: start one (a scenario, injected faults, inputs),
+//! read the drill history, and the drills' freshness (per scenario, last
+//! drilled when and how, overdue against `objectives.drill_every`) — the
+//! same checks and documents as `lifeboat drill` and `lifeboat drills --json`.
 
 use axum::Json;
 use axum::body::Body;
@@ -45,6 +46,8 @@ pub async fn start_drill(
         inputs: body.inputs,
         started_by: &user,
         drive_here: false,
+        schedule_tick: None,
+        trigger: None,
     };
     let (created, spec) = match drill::start(&app.engine, &wf, request).await {
         Ok(started) => started,
@@ -92,4 +95,29 @@ pub async fn list_drills(
     let runs = app.ctx.store.drills(workflow, limit).await?;
     let views: Vec<DrillView> = runs.iter().map(DrillView::from).collect();
     Ok(Json(serde_json::to_value(views).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FreshnessQuery {
+    workflow: Option<String>,
+}
+
+/// `GET /api/v1/drills/freshness[?workflow=NAME]`: every workflow's (or
+/// one's) freshness, as `freshness` in `lifeboat drills --json`.
+pub async fn freshness(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<FreshnessQuery>,
+) -> Result<Json<Value>, ApiError> {
+    app.ids.authorize(&headers, Need::Read)?;
+    let workflows = match q.workflow.as_deref().filter(|w| !w.is_empty()) {
+        Some(name) => vec![find_workflow(&app, name)?],
+        None => app.catalog.snapshot().workflows.values().cloned().collect(),
+    };
+    let now = crate::store::now_ms();
+    let mut out = Vec::new();
+    for wf in &workflows {
+        out.push(crate::exec::freshness::read(&*app.ctx.store, wf, now).await?);
+    }
+    Ok(Json(serde_json::to_value(out).map_err(|e| ApiError::internal(e.to_string()))?))
 }

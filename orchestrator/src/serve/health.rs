@@ -43,6 +43,7 @@ pub async fn metrics(
         Err(_) => tracing::warn!("Metrics: counting runs timed out."),
     }
     scrape_outbox_and_workers(&app).await;
+    scrape_drill_freshness(&app).await;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -69,5 +70,35 @@ async fn scrape_outbox_and_workers(app: &AppState) {
         Ok(Ok(workers)) => crate::metrics::set_workers_live(workers.len() as i64),
         Ok(Err(e)) => tracing::warn!(error = %e, "Metrics: cannot read the workers."),
         Err(_) => tracing::warn!("Metrics: reading the workers timed out."),
+    }
+}
+
+/// Drill freshness of the catalog's workflows: each scenario's newest drill
+/// per verdict, and whether a workflow with `drill_every` is overdue — one
+/// read by key per workflow (`drill_freshness`). A failure leaves the last
+/// values, like the other scrape-time gauges.
+async fn scrape_drill_freshness(app: &AppState) {
+    let now = crate::store::now_ms();
+    let snapshot = app.catalog.snapshot();
+    let read = async {
+        let mut last = Vec::new();
+        let mut overdue = Vec::new();
+        for wf in snapshot.workflows.values() {
+            let fresh = crate::exec::freshness::read(&*app.ctx.store, wf, now).await?;
+            for s in &fresh.scenarios {
+                for d in [&s.last_passed, &s.last_failed].into_iter().flatten() {
+                    last.push((wf.name.clone(), s.scenario.clone(), d.passed, d.at_ms));
+                }
+            }
+            if fresh.drill_every.is_some() {
+                overdue.push((wf.name.clone(), fresh.overdue));
+            }
+        }
+        Ok::<_, crate::store::StoreError>((last, overdue))
+    };
+    match tokio::time::timeout(PING_TIMEOUT, read).await {
+        Ok(Ok((last, overdue))) => crate::metrics::set_drill_freshness(&last, &overdue),
+        Ok(Err(e)) => tracing::warn!(error = %e, "Metrics: cannot read drill freshness."),
+        Err(_) => tracing::warn!("Metrics: reading drill freshness timed out."),
     }
 }

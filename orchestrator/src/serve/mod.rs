@@ -84,6 +84,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/workflows/{name}/runs", post(api::start_run))
         .route("/api/v1/workflows/{name}/drills", post(drills::start_drill))
         .route("/api/v1/drills", get(drills::list_drills))
+        .route("/api/v1/drills/freshness", get(drills::freshness))
         .route("/api/v1/runs", get(api::list_runs))
         .route("/api/v1/runs/{id}", get(api::get_run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel_run))
@@ -134,7 +135,8 @@ async fn observe(req: Request, next: Next) -> Response {
 }
 
 /// Tasks that run beside the workers and the HTTP server until `shutdown`:
-/// the catalog's reloads, the scheduler, the notification dispatcher, and
+/// the catalog's reloads, the scheduler, the overdue-drill watcher
+/// (`triggers/overdue.rs`), the notification dispatcher, and
 /// the retention pruner (`crate::retention::run`).
 pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
     vec![
@@ -144,6 +146,12 @@ pub fn spawn_background(app: &AppState) -> Vec<JoinHandle<()>> {
         tokio::spawn(crate::triggers::schedule::run(
             app.engine.clone(),
             app.catalog.clone(),
+            app.shutdown.clone(),
+        )),
+        tokio::spawn(crate::triggers::overdue::run(
+            app.engine.clone(),
+            app.catalog.clone(),
+            app.ctx.config.drill.check_every.0,
             app.shutdown.clone(),
         )),
         tokio::spawn(app.ctx.dispatcher(&app.engine).run(app.shutdown.clone())),

@@ -63,6 +63,16 @@ pub(crate) trait Writer: Send {
     async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()>;
     /// Queues a notification (nothing if its dedupe key exists).
     async fn notify(&mut self, run_id: &str, notification: &NewNotification) -> Result<()>;
+    /// Records a drill's verdict in `drill_freshness` (if newer).
+    async fn mark_drill(&mut self, run_id: &str, passed: bool, at: i64) -> Result<()>;
+    /// Inserts an overdue period unless it exists: whether this did.
+    async fn claim_period(
+        &mut self,
+        workflow: &str,
+        scenario: &str,
+        due_at: i64,
+        now: i64,
+    ) -> Result<bool>;
 }
 
 /// The SQL of the hot writes shared by both backends, named for `plans.rs`.
@@ -90,6 +100,15 @@ pub(crate) const ACTIVE_WITH_DEDUPE_KEY: &str = concat!(
 /// Whether a schedule tick fired.
 pub(crate) const TICK_FIRED: &str =
     "SELECT run_id FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2";
+
+/// A drill's verdict as its scenario's freshness: the newest per outcome.
+pub(crate) const MARK_DRILL: &str = "INSERT INTO drill_freshness (workflow, scenario, verdict, run_id, at) \
+     SELECT workflow, COALESCE(scenario, ''), $2, id, $3 FROM runs WHERE id = $1 AND mode = 'drill' \
+     ON CONFLICT (workflow, scenario, verdict) DO UPDATE SET run_id = excluded.run_id, at = excluded.at \
+     WHERE excluded.at >= drill_freshness.at";
+/// An overdue period of a drill scenario, claimed once (`drill_overdue`).
+pub(crate) const CLAIM_PERIOD: &str = "INSERT INTO drill_overdue (workflow, scenario, due_at, fired_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (workflow, scenario, due_at) DO NOTHING";
 
 /// Wraps a backend's `impl Writer` (over `self.0`, its open transaction),
 /// adding the pieces whose SQL is the same text on both backends.
@@ -154,6 +173,33 @@ macro_rules! with_shared_writes {
                 Ok(())
             }
 
+            async fn mark_drill(&mut self, run_id: &str, passed: bool, at: i64) -> Result<()> {
+                sqlx::query(crate::store::apply::MARK_DRILL)
+                    .bind(run_id)
+                    .bind(if passed { "passed" } else { "failed" })
+                    .bind(at)
+                    .execute(&mut **self.0)
+                    .await?;
+                Ok(())
+            }
+
+            async fn claim_period(
+                &mut self,
+                workflow: &str,
+                scenario: &str,
+                due_at: i64,
+                now: i64,
+            ) -> Result<bool> {
+                let done = sqlx::query(crate::store::apply::CLAIM_PERIOD)
+                    .bind(workflow)
+                    .bind(scenario)
+                    .bind(due_at)
+                    .bind(now)
+                    .execute(&mut **self.0)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
                 sqlx::query(crate::store::apply::RELEASE_IN_COMMIT)
                 .bind(wake_at)
@@ -193,6 +239,38 @@ pub(crate) async fn create(w: &mut impl Writer, run: &NewRun) -> Result<Created>
     Ok(created)
 }
 
+/// Claims the periods of `claim` nobody claimed yet and, if it claimed
+/// any, queues its notifications (keyed by `OverdueClaim::subject`) and
+/// appends its audit entry (the last lock, as in every commit).
+pub(crate) async fn claim_overdue(
+    w: &mut impl Writer,
+    claim: &OverdueClaim,
+) -> Result<Vec<(String, i64)>> {
+    let mut claimed = Vec::new();
+    for (scenario, due_at) in &claim.periods {
+        if w.claim_period(&claim.workflow, scenario, *due_at, claim.now).await? {
+            claimed.push((scenario.clone(), *due_at));
+        }
+    }
+    if claimed.is_empty() {
+        return Ok(claimed);
+    }
+    let subject = OverdueClaim::subject(&claim.workflow);
+    for n in &claim.notifications {
+        w.notify(&subject, n).await?;
+    }
+    let mut audit = claim.audit.clone();
+    if let Some(map) = audit.payload.as_object_mut() {
+        let periods: Vec<Value> = claimed
+            .iter()
+            .map(|(s, due)| serde_json::json!({"scenario": s, "due_at": due}))
+            .collect();
+        map.insert("claimed".into(), Value::Array(periods));
+    }
+    w.append_audit(audit).await?;
+    Ok(claimed)
+}
+
 /// Applies a batch in a fixed order that respects what depends on what
 /// (a run exists before anything names it, an attempt before it is
 /// updated), with step rows, new attempts and events each written in one
@@ -216,6 +294,10 @@ pub(crate) async fn apply_all(w: &mut impl Writer, run_id: &str, changes: &[Chan
     for change in changes {
         if let Change::Run(update) = change {
             w.update_run(run_id, update).await?;
+            // A verdict is its scenario's freshness, in the same commit.
+            if let Some(passed) = update.verdict_passed() {
+                w.mark_drill(run_id, passed, update.finished_at.unwrap_or_else(now_ms)).await?;
+            }
         }
     }
     let steps = last_write_wins(changes);

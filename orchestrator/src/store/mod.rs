@@ -19,6 +19,8 @@ pub mod audit;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
+mod conformance_drills;
+#[cfg(test)]
 mod conformance_more;
 #[cfg(test)]
 mod conformance_prune;
@@ -78,6 +80,24 @@ pub trait Store: Send + Sync {
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
     /// Drill runs, newest first: of `workflow`, or of every workflow.
     async fn drills(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
+    /// The freshness of `workflow`'s drills: per scenario and outcome
+    /// (passed, failed), the newest drill with a verdict (`drill_freshness`,
+    /// written with each verdict; a read by key, never of the history).
+    async fn drill_marks(&self, workflow: &str) -> Result<Vec<DrillMark>>;
+    /// The last `limit` successful runs of `workflow` in `mode`, newest
+    /// first, with the timings of their steps that succeeded.
+    async fn recovery_samples(
+        &self,
+        workflow: &str,
+        mode: RunMode,
+        limit: u32,
+    ) -> Result<Vec<RecoverySample>>;
+    /// Claims the overdue periods of `claim` that nobody claimed yet, and
+    /// with them (in the same commit) queues its notifications and appends
+    /// its audit entry; none of that when every period was claimed before.
+    /// Exactly one caller across replicas claims a period. Returns the
+    /// periods this call claimed.
+    async fn claim_drill_overdue(&self, claim: &OverdueClaim) -> Result<Vec<(String, i64)>>;
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     async fn events(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>>;

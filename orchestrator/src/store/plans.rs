@@ -82,6 +82,12 @@ fn shared() -> Vec<Hot> {
         hot("audit page", reads::AUDIT_LIST).ordered(),
         hot("drill history", reads::DRILLS).ordered(),
         hot("drill history of a workflow", reads::DRILLS_OF).ordered(),
+        hot("drill freshness of a workflow", reads::DRILL_FRESHNESS),
+        hot("record a drill's freshness (with its verdict)", apply::MARK_DRILL)
+            .pg_types("text, text, bigint"),
+        hot("claim a drill's overdue period", apply::CLAIM_PERIOD),
+        hot("last successful runs of a mode (plan)", reads::RECOVERY_RUNS).ordered(),
+        hot("their steps that succeeded (plan)", reads::RECOVERY_STEPS),
     ];
     for (status, workflow, before) in [
         (false, false, false),

@@ -30,6 +30,20 @@ pub(crate) const OUTBOX_BACKLOG: &str =
 pub(crate) const DRILLS: &str = "SELECT * FROM runs WHERE mode = 'drill' ORDER BY id DESC LIMIT $1";
 pub(crate) const DRILLS_OF: &str =
     "SELECT * FROM runs WHERE mode = 'drill' AND workflow = $1 ORDER BY id DESC LIMIT $2";
+/// A workflow's drill freshness: its rows of `drill_freshness` (migration
+/// 0009), one per scenario and outcome, by the primary key's prefix.
+pub(crate) const DRILL_FRESHNESS: &str =
+    "SELECT scenario, verdict, run_id, at FROM drill_freshness WHERE workflow = $1";
+/// The last successful runs of a workflow in one mode, newest first: the
+/// partial index over succeeded runs (migration 0009) in id order, stopped
+/// by the limit.
+pub(crate) const RECOVERY_RUNS: &str = "SELECT id, started_at, finished_at FROM runs \
+     WHERE status = 'succeeded' AND workflow = $1 AND mode = $2 ORDER BY id DESC LIMIT $3";
+/// The steps that succeeded of those runs, by each run's key.
+pub(crate) const RECOVERY_STEPS: &str = "SELECT run_id, step_id, started_at, finished_at FROM steps \
+     WHERE run_id IN (SELECT id FROM runs \
+       WHERE status = 'succeeded' AND workflow = $1 AND mode = $2 ORDER BY id DESC LIMIT $3) \
+     AND status = 'succeeded'";
 pub(crate) const AUDIT_LIST: &str = "SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// The run list's SQL for the filters `filter` sets, newest first from its
@@ -133,6 +147,38 @@ macro_rules! with_shared_reads {
                 }
             }
 
+            async fn drill_marks(&self, workflow: &str) -> Result<Vec<DrillMark>> {
+                let rows: Vec<(String, String, String, i64)> =
+                    sqlx::query_as(crate::store::reads::DRILL_FRESHNESS)
+                        .bind(workflow)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(crate::store::reads::drill_marks(workflow, rows))
+            }
+
+            async fn recovery_samples(
+                &self,
+                workflow: &str,
+                mode: RunMode,
+                limit: u32,
+            ) -> Result<Vec<RecoverySample>> {
+                let runs: Vec<(String, Option<i64>, Option<i64>)> =
+                    sqlx::query_as(crate::store::reads::RECOVERY_RUNS)
+                        .bind(workflow)
+                        .bind(mode.as_str())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                let steps: Vec<(String, String, Option<i64>, Option<i64>)> =
+                    sqlx::query_as(crate::store::reads::RECOVERY_STEPS)
+                        .bind(workflow)
+                        .bind(mode.as_str())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(crate::store::reads::recovery_samples(runs, steps))
+            }
+
             async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
                 select!(&self.pool, all step_row, crate::store::reads::STEPS, run_id)
             }
@@ -203,5 +249,46 @@ macro_rules! with_shared_reads {
 }
 
 pub(crate) use {select, with_shared_reads};
+
+/// `drill_freshness` rows as the domain reads them (`''` is no scenario).
+pub(crate) fn drill_marks(
+    workflow: &str,
+    rows: Vec<(String, String, String, i64)>,
+) -> Vec<super::DrillMark> {
+    rows.into_iter()
+        .map(|(scenario, verdict, run_id, at)| super::DrillMark {
+            workflow: workflow.to_string(),
+            scenario: (!scenario.is_empty()).then_some(scenario),
+            passed: verdict == "passed",
+            run_id,
+            at,
+        })
+        .collect()
+}
+
+/// One sample per run of `runs` (newest first), with its steps from
+/// `steps` (a run that succeeded between the two reads is left out).
+pub(crate) fn recovery_samples(
+    runs: Vec<(String, Option<i64>, Option<i64>)>,
+    steps: Vec<(String, String, Option<i64>, Option<i64>)>,
+) -> Vec<super::RecoverySample> {
+    let mut out: Vec<super::RecoverySample> = runs
+        .into_iter()
+        .map(|(run_id, started_at, finished_at)| super::RecoverySample {
+            run_id,
+            started_at,
+            finished_at,
+            steps: Vec::new(),
+        })
+        .collect();
+    for (run_id, step, from, to) in steps {
+        if let (Some(sample), Some(from), Some(to)) =
+            (out.iter_mut().find(|s| s.run_id == run_id), from, to)
+        {
+            sample.steps.push((step, from, to));
+        }
+    }
+    out
+}
 
 use super::RunFilter;

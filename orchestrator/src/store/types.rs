@@ -484,3 +484,59 @@ pub struct Remembered {
     /// Expired signatures removed on the way.
     pub pruned: u64,
 }
+
+impl RunUpdate {
+    /// Whether the verdict this update records passed (`passed` in
+    /// `exec::drill::Verdict`, the one field of it the store reads: it keys
+    /// `drill_freshness`).
+    pub fn verdict_passed(&self) -> Option<bool> {
+        self.verdict.as_ref().map(|v| v.get("passed").and_then(Value::as_bool).unwrap_or(false))
+    }
+}
+
+/// The newest drill with a verdict of one (workflow, scenario, outcome):
+/// a row of `drill_freshness`, written with the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillMark {
+    pub workflow: String,
+    /// `None`: a drill run with no scenario.
+    pub scenario: Option<String>,
+    pub passed: bool,
+    pub run_id: String,
+    /// When it ended (unix ms).
+    pub at: i64,
+}
+
+/// The overdue periods of a workflow's drill scenarios to claim, once
+/// across replicas, with the notifications that announce them: queued only
+/// if this claim took at least one period that nobody had taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverdueClaim {
+    pub workflow: String,
+    /// (scenario, or "" for drills without one; when its freshness ran
+    /// out, unix ms, 0 when it never passed).
+    pub periods: Vec<(String, i64)>,
+    pub now: i64,
+    /// Keyed in the outbox under [`OverdueClaim::subject`].
+    pub notifications: Vec<NewNotification>,
+    pub audit: NewAudit,
+}
+
+impl OverdueClaim {
+    /// What the outbox rows of a workflow's overdue notices are keyed by in
+    /// place of a run (they are about no run): one incident per workflow,
+    /// so its notices reach each channel in order.
+    pub fn subject(workflow: &str) -> String {
+        format!("drill_overdue:{workflow}")
+    }
+}
+
+/// A successful run's timing, for the measured recovery times of `plan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverySample {
+    pub run_id: String,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Each step that ran to success: (step id, started_at, finished_at).
+    pub steps: Vec<(String, i64, i64)>,
+}

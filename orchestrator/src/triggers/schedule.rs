@@ -32,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::WorkflowSource;
 use crate::compile::CompiledWorkflow;
+use crate::exec::drill::{self, DrillError, DrillRequest};
 use crate::exec::engine::{Engine, SubmitKeys};
-use crate::model::{CatchUp, Schedule};
+use crate::model::{CatchUp, Schedule, ScheduleMode};
 use crate::store::{Created, NewAudit};
 
 /// At most this many missed ticks of one schedule fire after downtime.
@@ -395,6 +396,9 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
             "cron": entry.schedule.cron.as_str(),
             "timezone": entry.schedule.timezone.as_str(),
         });
+        if entry.schedule.mode == ScheduleMode::Drill {
+            return self.fire_drill(entry, tick, &event).await;
+        }
         let inputs = trigger_inputs(wf, entry.trigger, &event).map_err(FireError::Permanent)?;
         // Written with the run, in its commit: a crash between the two
         // cannot leave a fired tick unaudited.
@@ -421,10 +425,47 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
                     FireError::Permanent(format!("{e:#}"))
                 }
             })?;
+        self.created(entry, &at, created);
+        Ok(())
+    }
+
+    /// Starts the drill of one tick (`mode: drill`), its scenario's inputs
+    /// under the trigger's, with the same once-per-tick key as a live run.
+    async fn fire_drill(&self, entry: &Entry, tick: i64, event: &Value) -> Result<(), FireError> {
+        let wf = &entry.workflow;
+        let at = tick_text(&entry.schedule, tick);
+        let scenario = entry.schedule.scenario.as_ref().map(|s| s.value.as_str());
+        let given = trigger_given(wf, entry.trigger, event).map_err(FireError::Permanent)?;
+        let actor = format!("schedule:{}", entry.id);
+        let trigger = json!({
+            "kind": "schedule", "schedule": entry.id, "tick": at, "scenario": scenario, "by": actor,
+        });
+        let request = DrillRequest {
+            scenario,
+            injects: &[],
+            inputs: given,
+            started_by: &actor,
+            drive_here: false,
+            schedule_tick: Some((entry.id.clone(), tick)),
+            trigger: Some(trigger),
+        };
+        match drill::start(&self.engine, wf, request).await {
+            Ok((created, _)) => {
+                self.created(entry, &at, created);
+                Ok(())
+            }
+            Err(DrillError::Exec(e)) if e.store().is_some() => Err(FireError::Transient(e)),
+            Err(e) => Err(FireError::Permanent(format!("{e:#}"))),
+        }
+    }
+
+    /// Logs (and counts) what a tick's submission did.
+    fn created(&self, entry: &Entry, at: &str, created: Created) {
+        let wf = &entry.workflow;
         match created {
             Created::Run(run) => {
                 crate::metrics::schedule_fired(&wf.name);
-                tracing::info!(schedule = %entry.id, workflow = %wf.name, tick = %at, run = %run, "Schedule fired.");
+                tracing::info!(schedule = %entry.id, workflow = %wf.name, tick = %at, run = %run, mode = ?entry.schedule.mode, "Schedule fired.");
             }
             Created::Duplicate { existing } => {
                 tracing::debug!(schedule = %entry.id, tick = %at, run = %existing, "Tick already fired (another replica, or before a restart).");
@@ -433,7 +474,6 @@ impl<S: WorkflowSource + ?Sized> Scheduler<S> {
                 tracing::info!(schedule = %entry.id, tick = %at, active = %active, "Tick not started: the concurrency key is busy (on_conflict: skip).");
             }
         }
-        Ok(())
     }
 }
 
@@ -444,6 +484,17 @@ pub fn trigger_inputs(
     trigger: usize,
     event: &Value,
 ) -> Result<Value, String> {
+    let given = trigger_given(wf, trigger, event)?;
+    crate::exec::inputs::resolve(given, &wf.definition.inputs).map_err(|errors| errors.join("; "))
+}
+
+/// The inputs a schedule trigger sets, rendered over `event` and typed,
+/// before defaults (a scheduled drill lays them over its scenario's).
+fn trigger_given(
+    wf: &CompiledWorkflow,
+    trigger: usize,
+    event: &Value,
+) -> Result<Map<String, Value>, String> {
     let mut pairs = Vec::new();
     let context = json!({"event": event});
     let context = handlebars::Context::wraps(&context).map_err(|e| e.to_string())?;
@@ -458,9 +509,7 @@ pub fn trigger_inputs(
             pairs.push(format!("{name}={value}"));
         }
     }
-    let given: Map<String, Value> =
-        crate::exec::inputs::parse_pairs(&pairs, &wf.definition.inputs)?;
-    crate::exec::inputs::resolve(given, &wf.definition.inputs).map_err(|errors| errors.join("; "))
+    crate::exec::inputs::parse_pairs(&pairs, &wf.definition.inputs)
 }
 
 // ---------------------------------------------------------------------------
@@ -474,6 +523,9 @@ pub struct ScheduleInfo {
     pub cron: String,
     pub timezone: String,
     pub catch_up: CatchUp,
+    /// `live`, or `drill` with its scenario.
+    pub mode: ScheduleMode,
+    pub scenario: Option<String>,
     /// The newest tick that fired (RFC 3339 in the schedule's zone).
     pub last_tick: Option<String>,
     /// The next ticks after now.
@@ -489,6 +541,8 @@ impl ScheduleInfo {
             cron: s.cron.as_str().to_string(),
             timezone: s.timezone.as_str().to_string(),
             catch_up: s.catch_up,
+            mode: s.mode,
+            scenario: s.scenario.as_ref().map(|n| n.value.clone()),
             last_tick: last_tick.map(|t| tick_text(s, t)),
             next: next_ticks(s, now, upcoming).into_iter().map(|t| tick_text(s, t)).collect(),
         }
@@ -500,7 +554,13 @@ mod tests {
     use super::*;
 
     fn schedule(cron: &str, tz: &str, catch_up: CatchUp) -> Schedule {
-        Schedule { cron: cron.parse().unwrap(), timezone: tz.parse().unwrap(), catch_up }
+        Schedule {
+            cron: cron.parse().unwrap(),
+            timezone: tz.parse().unwrap(),
+            catch_up,
+            mode: Default::default(),
+            scenario: None,
+        }
     }
 
     fn ms(rfc3339: &str) -> i64 {
@@ -690,6 +750,39 @@ mod tests {
         assert_eq!(
             engine.store.last_tick("tick#0").await.unwrap(),
             Some(ms("2024-06-01T10:06:00Z"))
+        );
+    }
+
+    const DRILL_WF: &str = "name: tick\ninputs:\n  at: { type: string, default: none }\n  site: { type: string, default: dc01 }\ntriggers:\n  - schedule: { cron: \"* * * * *\", mode: drill, scenario: happy }\n    inputs: { at: \"{{event.tick}}\" }\nsteps:\n  a: { uses: set, with: { site: \"{{inputs.site}}\" } }\ndrills:\n  happy:\n    inputs: { site: dc09 }\n";
+
+    #[tokio::test]
+    async fn a_drill_schedule_starts_one_drill_per_tick_with_its_scenario() {
+        let (_dir, engine, _) = world().await;
+        let wf = crate::compile::compile("tick.yaml", DRILL_WF, Default::default())
+            .unwrap_or_else(|r| panic!("{}", r.render(false)));
+        let wfs = Arc::new(vec![Arc::new(wf)]);
+        let clock = Arc::new(ManualClock(AtomicI64::new(ms("2024-06-01T10:00:30Z"))));
+        let mut a = Scheduler::new(engine.clone(), wfs.clone(), clock.clone());
+        let mut b = Scheduler::new(engine.clone(), wfs.clone(), clock.clone());
+        a.pass().await;
+        b.pass().await;
+        clock.0.store(ms("2024-06-01T10:01:00.100Z"), Ordering::SeqCst);
+        a.pass().await;
+        b.pass().await;
+        let runs = engine.store.runs(&Default::default()).await.unwrap();
+        assert_eq!(runs.len(), 1, "one drill for the tick, whichever replica");
+        let run = &runs[0];
+        assert_eq!(run.mode, crate::store::RunMode::Drill);
+        assert_eq!(run.scenario.as_deref(), Some("happy"));
+        // The scenario's inputs, under the trigger's.
+        assert_eq!(run.inputs["site"], "dc09");
+        assert_eq!(run.inputs["at"], "2024-06-01T10:01:00+00:00");
+        assert_eq!(run.trigger["kind"], "schedule");
+        let audit = engine.store.audit_list(0, 10).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(
+            (audit[0].actor.as_str(), audit[0].action.as_str()),
+            ("schedule:tick#0", "drill")
         );
     }
 }

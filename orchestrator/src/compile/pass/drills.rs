@@ -64,6 +64,96 @@ impl Pass<'_> {
             }
             self.check_scenario(name, scenario, node, wf, steps, parsed_steps);
         }
+        self.check_scheduled_drills(root, wf, steps, parsed_steps);
+        self.check_freshness_rules(root, wf);
+    }
+
+    /// Schedule triggers with `mode: drill`: the scenario exists (with a
+    /// did-you-mean), `scenario` comes with `mode: drill`, and the drill
+    /// would not be refused at every tick (an irreversible step with no
+    /// `drill:`).
+    fn check_scheduled_drills(
+        &mut self,
+        root: &Node,
+        wf: &Workflow,
+        steps: &StepNames<'_>,
+        parsed_steps: &[Option<Step>],
+    ) {
+        let names: Vec<&str> = wf.drills.keys().map(String::as_str).collect();
+        for (i, trigger) in wf.triggers.iter().enumerate() {
+            let Some(schedule) = &trigger.schedule else { continue };
+            let node =
+                root.at_path(&["triggers".to_string(), i.to_string(), "schedule".to_string()]);
+            let place = format!("trigger {}", i + 1);
+            let drill = schedule.mode == crate::model::ScheduleMode::Drill;
+            if let Some(scenario) = &schedule.scenario {
+                if !drill {
+                    self.error(
+                        Code::Drill,
+                        format!("{place}: `scenario: {}` needs `mode: drill`", scenario.value),
+                        scenario.span,
+                    )
+                    .help("a live run has no scenario; add `mode: drill` to rehearse on this schedule");
+                } else if !wf.drills.contains_key(&scenario.value) {
+                    let hint = suggest::did_you_mean(&scenario.value, names.iter().copied())
+                        .unwrap_or_else(|| match names.is_empty() {
+                            true => "the workflow declares no scenarios under `drills:`".into(),
+                            false => format!("scenarios: {}", names.join(", ")),
+                        });
+                    self.error(
+                        Code::Drill,
+                        format!("{place}: no drill scenario `{}`", scenario.value),
+                        scenario.span,
+                    )
+                    .help(hint);
+                }
+            }
+            if drill {
+                let refused: Vec<&str> = steps
+                    .ids
+                    .iter()
+                    .zip(parsed_steps)
+                    .filter(|(_, s)| {
+                        s.as_ref().is_some_and(|s| s.irreversible && s.drill.is_none())
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !refused.is_empty() {
+                    let span = node.and_then(|n| n.get("mode")).map(|n| n.span);
+                    self.error(
+                        Code::Drill,
+                        format!(
+                            "{place}: every scheduled drill would be refused: {} `irreversible: true` with no `drill:` entry",
+                            refused.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                        span,
+                    )
+                    .help("say what each does in a drill: `drill: skip`, or a substitute body");
+                }
+            }
+        }
+    }
+
+    /// A rule on `drill_overdue` needs `objectives.drill_every`: without it
+    /// no drill is ever overdue and the rule would never fire.
+    fn check_freshness_rules(&mut self, root: &Node, wf: &Workflow) {
+        let every = wf.objectives.as_ref().and_then(|o| o.drill_every);
+        if every.is_some() {
+            return;
+        }
+        for (i, rule) in wf.notify.iter().enumerate() {
+            if rule.on.contains(&crate::model::Event::DrillOverdue) {
+                let span = root
+                    .at_path(&["notify".to_string(), i.to_string(), "on".to_string()])
+                    .map(|n| n.span);
+                self.error(
+                    Code::Drill,
+                    format!("notify rule {}: `drill_overdue` never fires without `objectives.drill_every`", i + 1),
+                    span,
+                )
+                .help("add e.g. `objectives: { drill_every: 30d }`");
+            }
+        }
     }
 
     fn check_scenario(
@@ -186,5 +276,56 @@ impl Pass<'_> {
             span,
         )
         .maybe_help(suggest::did_you_mean(step, steps.ids.iter().copied()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::{CompileEnv, compile};
+
+    /// Each LB030 message with its help, and the 1-based line it points at.
+    fn errors(text: &str) -> Vec<(String, usize)> {
+        let report = compile("wf.yaml", text, CompileEnv::default()).unwrap_err();
+        report
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let line = d.span.map_or(0, |s| text[..s.start].lines().count());
+                (format!("{} | {}", d.message, d.help.clone().unwrap_or_default()), line)
+            })
+            .collect()
+    }
+
+    const WF: &str = "name: wf
+triggers:
+  - schedule: { cron: \"0 3 * * 1\", mode: drill, scenario: hapy }
+  - schedule: { cron: \"0 4 * * 1\", scenario: happy }
+notify:
+  - on: [drill_overdue]
+    channels: []
+steps:
+  a: { uses: shell, with: { command: [x] }, irreversible: true }
+drills:
+  happy: {}
+";
+
+    #[test]
+    fn drill_schedules_and_overdue_rules_are_checked_at_their_lines() {
+        let got = errors(WF);
+        let want = [
+            ("trigger 1: no drill scenario `hapy` | did you mean `happy`?", 3),
+            (
+                "trigger 1: every scheduled drill would be refused: `a` `irreversible: true` with no `drill:` entry",
+                3,
+            ),
+            ("trigger 2: `scenario: happy` needs `mode: drill`", 4),
+            ("notify rule 1: `drill_overdue` never fires without `objectives.drill_every`", 6),
+        ];
+        for (message, line) in want {
+            assert!(
+                got.iter().any(|(m, l)| m.starts_with(message) && *l == line),
+                "missing {message:?} at line {line} in {got:#?}"
+            );
+        }
     }
 }

@@ -122,7 +122,28 @@
     } catch (e) {
       if (e.status !== 401) setText($("runs-note"), "Cannot list runs: " + e.message);
     }
+    await refreshFreshness();
     if (view && view.kind === "runs") schedule(refreshRuns, 5000);
+  }
+
+  // Each scenario's freshness (GET /api/v1/drills/freshness): overdue ones in red.
+  async function refreshFreshness() {
+    try {
+      const all = await (await api("/api/v1/drills/freshness")).json();
+      if (!view || view.kind !== "runs") return;
+      const rows = [];
+      for (const f of all.filter((f) => f.drill_every || f.scenarios.some((s) => s.last))) {
+        for (const s of f.scenarios) {
+          rows.push(el("tr", {},
+            el("td", {}, f.workflow),
+            el("td", {}, s.scenario || "(no scenario)"),
+            el("td", {}, f.drill_every || "-"),
+            el("td", s.overdue ? { class: "err" } : {}, s.summary)));
+        }
+      }
+      $("fresh-body").replaceChildren(...rows);
+      $("fresh").hidden = rows.length === 0;
+    } catch (e) { /* the runs still show */ }
   }
 
   // ----- one run -------------------------------------------------------------

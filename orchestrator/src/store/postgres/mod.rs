@@ -412,6 +412,16 @@ impl Store for PostgresStore {
     }
 
 
+    async fn claim_drill_overdue(&self, claim: &OverdueClaim) -> Result<Vec<(String, i64)>> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            let claimed = apply::claim_overdue(&mut Tx(&mut tx), claim).await?;
+            tx.commit().await?;
+            Ok(claimed)
+        })
+        .await
+    }
+
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         retrying(|| async {
             let mut tx = self.pool.begin().await?;

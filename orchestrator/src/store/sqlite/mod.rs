@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::*;
-use crate::store::apply::Writer;
+use crate::store::apply::{self, Writer};
 use crate::store::rows::*;
 
 pub struct SqliteStore {
@@ -148,6 +148,16 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The file a `sqlite:` URL names; `None` for another scheme or a URL
+/// that does not parse. (`lifeboat plan` reads history only from a
+/// database that exists, and never creates one.)
+pub fn file_of(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    SqliteConnectOptions::from_str(url).ok().map(|o| o.get_filename().to_path_buf())
 }
 
 impl SqliteStore {
@@ -372,6 +382,13 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+
+    async fn claim_drill_overdue(&self, claim: &OverdueClaim) -> Result<Vec<(String, i64)>> {
+        let (_guard, mut tx) = self.write().await?;
+        let claimed = apply::claim_overdue(&mut write::Tx(&mut tx), claim).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
 
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
         let (_guard, mut tx) = self.write().await?;
