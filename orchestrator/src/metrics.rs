@@ -448,6 +448,7 @@ mod tests {
             "lifeboat_rto_breaches_total",
             "lifeboat_outbox_pending",
             "lifeboat_workers_live",
+            "lifeboat_readiness",
             "lifeboat_lease_takeovers_total",
             "lifeboat_drill_last_timestamp_seconds",
             "lifeboat_drill_overdue",

@@ -150,4 +150,3 @@ fn plural(n: usize) -> &'static str {
 fn display_list(paths: &[PathBuf]) -> String {
     paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
-
