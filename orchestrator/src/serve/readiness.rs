@@ -2,7 +2,7 @@
 //! `[server] readiness_interval` and exports each as
 //! `lifeboat_readiness{check,target}`, so a broken SMTP password pages
 //! someone on an ordinary Tuesday, not during the failover. Failures are
-//! logged once when they start and once when they clear.
+//! logged (a warning) once when they start and once when they clear.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +44,9 @@ fn record(findings: &[Finding], last: &mut BTreeMap<(&'static str, String), Stat
         let before = last.insert((check, target.clone()), f.status);
         match (before, f.status) {
             (Some(Status::Fail), Status::Fail) => {}
-            (_, Status::Fail) => tracing::error!(
+            // A warning: serve itself works; what it found is the operator's
+            // to fix, and the gauge is what pages.
+            (_, Status::Fail) => tracing::warn!(
                 check, target = %target, detail = %f.detail, fix = f.fix.as_deref().unwrap_or(""),
                 "Readiness check failing."
             ),
