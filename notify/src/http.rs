@@ -62,6 +62,13 @@ pub(crate) async fn probe_origin(client: &reqwest::Client, url: &Url) -> Result<
     ))
 }
 
+/// Sends one request and turns what happens into the attempt's outcome:
+/// the one way every HTTP channel delivers.
+pub(crate) async fn deliver(request: reqwest::RequestBuilder) -> Result<Delivered, SendError> {
+    let response = request.send().await.map_err(transport_error)?;
+    outcome(response).await
+}
+
 /// A transport error: always worth another try (connection refused, reset,
 /// timeout, DNS). The message drops the URL, which may hold a secret.
 pub(crate) fn transport_error(e: reqwest::Error) -> SendError {

@@ -152,15 +152,13 @@ impl Channel for Opsgenie {
     }
 
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
-        let response = self
-            .client
-            .post(endpoint(&self.api_url, msg))
-            .header(reqwest::header::AUTHORIZATION, format!("GenieKey {}", self.api_key))
-            .json(&payload(msg))
-            .send()
-            .await
-            .map_err(crate::http::transport_error)?;
-        crate::http::outcome(response).await
+        crate::http::deliver(
+            self.client
+                .post(endpoint(&self.api_url, msg))
+                .header(reqwest::header::AUTHORIZATION, format!("GenieKey {}", self.api_key))
+                .json(&payload(msg)),
+        )
+        .await
     }
 }
 

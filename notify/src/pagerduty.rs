@@ -91,14 +91,10 @@ impl Channel for Pagerduty {
     }
 
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
-        let response = self
-            .client
-            .post(self.url.clone())
-            .json(&payload(&self.routing_key, msg))
-            .send()
-            .await
-            .map_err(crate::http::transport_error)?;
-        crate::http::outcome(response).await
+        crate::http::deliver(
+            self.client.post(self.url.clone()).json(&payload(&self.routing_key, msg)),
+        )
+        .await
     }
 }
 

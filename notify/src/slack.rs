@@ -99,14 +99,7 @@ impl Channel for Slack {
     }
 
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
-        let response = self
-            .client
-            .post(self.url.clone())
-            .json(&payload(msg))
-            .send()
-            .await
-            .map_err(crate::http::transport_error)?;
-        crate::http::outcome(response).await
+        crate::http::deliver(self.client.post(self.url.clone()).json(&payload(msg))).await
     }
 }
 

@@ -124,14 +124,7 @@ impl Channel for Teams {
     }
 
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
-        let response = self
-            .client
-            .post(self.url.clone())
-            .json(&payload(msg))
-            .send()
-            .await
-            .map_err(crate::http::transport_error)?;
-        crate::http::outcome(response).await
+        crate::http::deliver(self.client.post(self.url.clone()).json(&payload(msg))).await
     }
 }
 

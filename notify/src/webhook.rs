@@ -37,12 +37,12 @@ impl Channel for Webhook {
         "webhook"
     }
 
-    /// Body: `serde_json::to_vec(msg.marked())`, exactly the bytes signed
-    /// (a drill's has `"drill": true` and a `[DRILL]` subject).
     async fn probe(&self) -> Result<String, String> {
         crate::http::probe_origin(&self.client, &self.url).await
     }
 
+    /// Body: `serde_json::to_vec(msg.marked())`, exactly the bytes signed
+    /// (a drill's has `"drill": true` and a `[DRILL]` subject).
     async fn send(&self, msg: &Message) -> Result<Delivered, SendError> {
         let msg = &msg.marked();
         let body = serde_json::to_vec(msg)
@@ -61,7 +61,6 @@ impl Channel for Webhook {
             request =
                 request.header(signature::HEADER, signature::sign(secret.as_bytes(), now, &body));
         }
-        let response = request.body(body).send().await.map_err(crate::http::transport_error)?;
-        crate::http::outcome(response).await
+        crate::http::deliver(request.body(body)).await
     }
 }
