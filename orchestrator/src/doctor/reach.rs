@@ -24,12 +24,13 @@ pub(super) async fn channels(setup: &Setup, probe: Probe, findings: &mut Vec<Fin
             let channel = match built {
                 Ok(channel) => channel,
                 Err(e) => {
-                    return vec![Finding::fail(
-                        "channel",
-                        name,
-                        e.to_string(),
-                        "fix the channel in lifeboat.toml (docs/config.md#channels)",
-                    )];
+                    let fix = match &e {
+                        lifeboat_notify::ConfigError::MissingEnv { var, .. } => {
+                            format!("export {var}=… in the service's environment")
+                        }
+                        _ => "fix the channel in lifeboat.toml (docs/config.md#channels)".into(),
+                    };
+                    return vec![Finding::fail("channel", name, e.to_string(), fix)];
                 }
             };
             let mut out = vec![reach(channel.as_ref()).await];
