@@ -181,6 +181,11 @@ impl ActionKind {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|k| k.name() == name)
     }
+
+    /// Every action kind's name, comma-separated, for messages that list them.
+    pub fn names() -> String {
+        Self::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl ActionConfig {

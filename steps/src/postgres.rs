@@ -424,7 +424,7 @@ impl Server<'_> {
             Vec::new()
         } else {
             conn.fetch_all(
-                "SELECT application_name, client_addr::text, state, sync_state, \
+                "SELECT application_name, host(client_addr), state, sync_state, \
                  sent_lsn::text, replay_lsn::text, \
                  COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8, \
                  COALESCE(extract(epoch FROM replay_lag), 0)::float8 \
