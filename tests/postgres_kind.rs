@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{Sandbox, root, step, stderr};
+use crate::util::{Sandbox, root, stderr, step};
 
 /// A primary and a standby from `lab/pg.sh start`, stopped on drop.
 struct Lab {
@@ -270,7 +270,10 @@ fn the_postgres_kind_operates_a_real_primary_and_standby() {
     let (code, doc) = run(&sb, "lagging.yaml", LAGGING, &password);
     assert_ne!(code, Some(0), "{doc:#}");
     let lag = error(&doc, "catchup");
-    assert!(lag.starts_with("connection `standby`: replay lag did not drop within 2 s (last: "), "{lag}");
+    assert!(
+        lag.starts_with("connection `standby`: replay lag did not drop within 2 s (last: "),
+        "{lag}"
+    );
     assert!(lag.contains("bound: 0 bytes"), "{lag}");
     assert!(!lag.contains("last: 0 bytes"), "{lag}");
 

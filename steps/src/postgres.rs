@@ -163,9 +163,14 @@ impl Config {
             Action::QueryOne => match &self.query {
                 None => problems.push(ConfigProblem::new(&["action"], "`query_one` needs `query`")),
                 Some(q) if crate::is_templated(q) => problems.push(
-                    ConfigProblem::new(&["query"], "templates in `query` would allow SQL injection")
-                        .with_help("bind values with `$1` placeholders and `params: [\"{{inputs.x}}\"]`")
-                        .about_template(),
+                    ConfigProblem::new(
+                        &["query"],
+                        "templates in `query` would allow SQL injection",
+                    )
+                    .with_help(
+                        "bind values with `$1` placeholders and `params: [\"{{inputs.x}}\"]`",
+                    )
+                    .about_template(),
                 ),
                 Some(_) => {}
             },
@@ -335,9 +340,8 @@ struct Server<'a> {
 
 impl Server<'_> {
     async fn connect(&self) -> Result<PgConnection, Failure> {
-        let options = PgConnectOptions::from_str(self.url).map_err(|e| {
-            Failure::fatal(format!("{}: the URL is not valid: {e}", self.label))
-        })?;
+        let options = PgConnectOptions::from_str(self.url)
+            .map_err(|e| Failure::fatal(format!("{}: the URL is not valid: {e}", self.label)))?;
         options.connect().await.map_err(|e| {
             Failure::retryable(format!(
                 "{}: cannot connect: {}; check that the server is up and reachable and that \
@@ -474,7 +478,9 @@ impl Server<'_> {
         };
         let doing = if on { "fencing (ALTER SYSTEM)" } else { "unfencing (ALTER SYSTEM)" };
         // This session stays writable whatever the server's default is.
-        conn.execute("SET default_transaction_read_only = off").await.map_err(self.failed(doing))?;
+        conn.execute("SET default_transaction_read_only = off")
+            .await
+            .map_err(self.failed(doing))?;
         conn.execute(alter).await.map_err(|e| {
             let mut f = Failure::query(&self.label, doing, e);
             if f.error.contains("42501") {
@@ -575,7 +581,9 @@ impl Server<'_> {
     async fn query_one(&self, query: &str, values: &[Value]) -> Result<Value, Failure> {
         let mut conn = self.connect().await?;
         let mut tx = conn.begin().await.map_err(self.failed("starting a transaction"))?;
-        tx.execute("SET TRANSACTION READ ONLY").await.map_err(self.failed("starting a transaction"))?;
+        tx.execute("SET TRANSACTION READ ONLY")
+            .await
+            .map_err(self.failed("starting a transaction"))?;
         let params = params(values);
         let mut q = sqlx::query(query);
         for param in &params {

@@ -61,7 +61,13 @@ fn fields_of_another_action_are_pointed_at() {
 #[test]
 fn missing_fields_are_reported_at_action() {
     let p = problems("action: wait_for_catchup\nconnection: s\n");
-    assert_eq!(p, [(vec!["action".to_string()], "`wait_for_catchup` needs `max_lag_bytes` or `max_lag_seconds` (or both)".to_string())]);
+    assert_eq!(
+        p,
+        [(
+            vec!["action".to_string()],
+            "`wait_for_catchup` needs `max_lag_bytes` or `max_lag_seconds` (or both)".to_string()
+        )]
+    );
     let p = problems("action: query_one\nconnection: s\n");
     assert_eq!(p, [(vec!["action".to_string()], "`query_one` needs `query`".to_string())]);
     let p = problems("action: status\n");

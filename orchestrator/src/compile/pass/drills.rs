@@ -35,7 +35,11 @@ impl Pass<'_> {
                 if !matches!(compiled.kind, StepKind::Action(_)) {
                     self.error(
                         Code::Drill,
-                        format!("{place}: a substitute must be an action ({}), not `{}`", lifeboat_steps::ActionKind::names(), compiled.kind.name()),
+                        format!(
+                            "{place}: a substitute must be an action ({}), not `{}`",
+                            lifeboat_steps::ActionKind::names(),
+                            compiled.kind.name()
+                        ),
                         body.uses.span,
                     )
                     .help("use `drill: skip`, or a `set`/`shell` step that stands in for it");
