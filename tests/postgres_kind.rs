@@ -5,7 +5,8 @@
 //! and a refused connection. Skipped only where Postgres 15 is not installed.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -13,6 +14,7 @@ use crate::util::{Sandbox, root, stderr, step};
 
 /// A primary and a standby from `lab/pg.sh start`, stopped on drop.
 struct Lab {
+    bin: PathBuf,
     dir: String,
     primary: String,
     standby: String,
@@ -39,6 +41,7 @@ impl Lab {
                 .to_string()
         };
         Some(Lab {
+            bin,
             dir: var("LIFEBOAT_LAB_DIR"),
             primary: var("LIFEBOAT_LAB_PRIMARY_URL"),
             standby: var("LIFEBOAT_LAB_STANDBY_URL"),
@@ -50,6 +53,13 @@ impl Lab {
         all.extend(args);
         let out = lab(&all);
         assert!(out.status.success(), "lab/pg.sh {all:?} failed:\n{}", stderr(&out));
+    }
+
+    /// `psql URL -tAc SQL`, started (not waited for).
+    fn psql(&self, url: &str, sql: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args([url, "-tAc", sql]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
     }
 
     fn password(&self) -> String {
@@ -174,6 +184,11 @@ steps:
     needs: [row]
     uses: postgres
     with: { action: wait_for_catchup, connection: standby, max_lag_bytes: 0, within_seconds: 2, interval_ms: 100 }
+  bounded:
+    needs: [row]
+    uses: postgres
+    timeout: 1s
+    with: { action: wait_for_catchup, connection: standby, max_lag_seconds: 0, interval_ms: 100 }
 "#;
 
 const PROMOTE: &str = r#"name: pg-promote
@@ -238,6 +253,24 @@ fn the_postgres_kind_operates_a_real_primary_and_standby() {
         serde_json::json!({"found": true, "row": {"id": 1, "note": "first", "echoed": "x'); DROP TABLE orders; --"}})
     );
 
+    // A session open before the fence (it could hold a writable transaction).
+    let mut session = lab.psql(&lab.primary, "SELECT pg_sleep(120)").spawn().expect("psql");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = lab
+            .psql(
+                &lab.primary,
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'",
+            )
+            .output()
+            .expect("psql");
+        if String::from_utf8_lossy(&seen.stdout).trim() == "1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the psql session never showed up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Fenced, the primary refuses the write; the run rolls back by unfencing.
     let (code, doc) = run(&sb, "fence.yaml", FENCE, &password);
     assert_ne!(code, Some(0), "{doc:#}");
@@ -245,6 +278,9 @@ fn the_postgres_kind_operates_a_real_primary_and_standby() {
     let fence = &step(&doc, "fence")["outputs"];
     assert_eq!(fence["changed"], true, "{fence:#}");
     assert_eq!(fence["was_read_only"], false);
+    assert_eq!(fence["terminated_sessions"].as_array().map(Vec::len), Some(1), "{fence:#}");
+    let ended = session.wait().expect("psql ends");
+    assert!(!ended.success(), "the open session was terminated by the fence");
     let refused = error(&doc, "write");
     assert!(refused.contains("read-only transaction"), "{refused}");
 
@@ -275,6 +311,13 @@ fn the_postgres_kind_operates_a_real_primary_and_standby() {
         "{lag}"
     );
     assert!(lag.contains("bound: 0 bytes"), "{lag}");
+    let timed_out = error(&doc, "bounded");
+    assert!(
+        timed_out.starts_with(
+            "timed out after 1s waiting for connection `standby` to catch up; last replay lag "
+        ),
+        "{timed_out}"
+    );
     assert!(!lag.contains("last: 0 bytes"), "{lag}");
 
     // Delay lifted: it catches up, is promoted and takes writes.
@@ -282,6 +325,7 @@ fn the_postgres_kind_operates_a_real_primary_and_standby() {
     let (code, doc) = run(&sb, "promote.yaml", PROMOTE, &password);
     assert_eq!(code, Some(0), "{doc:#}");
     assert_eq!(step(&doc, "promote")["outputs"]["promoted"], true, "{doc:#}");
+    eprintln!("promote took {} ms", step(&doc, "promote")["outputs"]["took_ms"]);
     assert_eq!(step(&doc, "status")["outputs"]["role"], "primary");
     assert_eq!(step(&doc, "status")["outputs"]["in_recovery"], false);
     let rows = &step(&doc, "rows")["outputs"]["row"];
