@@ -81,6 +81,22 @@ pg_start() {
     run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$name" -l "$dir/$name.log" -w -t 60 start >/dev/null 2>&1
 }
 
+# start_on_a_free_port USER DIR NAME: starts DIR/NAME, trying another port
+# when one is taken in the meantime; prints the port.
+start_on_a_free_port() {
+    local port
+    for _ in 1 2 3 4 5; do
+        port=$(free_port)
+        if pg_start "$1" "$2" "$3" "$port"; then
+            echo "$port"
+            return
+        fi
+        log "the $3 could not start on port $port; trying another"
+    done
+    tail -n 20 "$2/$3.log" >&2 || true
+    die "the $3 did not start (log: $2/$3.log)"
+}
+
 START_DIR=""
 undo_start() {
     [[ -n "$START_DIR" ]] || return 0
@@ -119,15 +135,13 @@ hot_standby = on
 wal_receiver_status_interval = '1s'
 CONF
     if [[ -n "$user" ]]; then chown "$user" "$dir/primary/postgresql.auto.conf"; fi
-    primary_port=$(free_port)
-    pg_start "$user" "$dir" primary "$primary_port" || die "the primary did not start (log: $dir/primary.log)"
+    primary_port=$(start_on_a_free_port "$user" "$dir" primary)
 
     log "pg_basebackup -R of 127.0.0.1:$primary_port into $dir/standby"
     run_as "$user" env PGPASSWORD="$password" "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" \
         -U lifeboat -D "$dir/standby" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 ||
         die "pg_basebackup failed (log: $dir/basebackup.log)"
-    standby_port=$(free_port)
-    pg_start "$user" "$dir" standby "$standby_port" || die "the standby did not start (log: $dir/standby.log)"
+    standby_port=$(start_on_a_free_port "$user" "$dir" standby)
     echo "$primary_port" >"$dir/primary.port"
     echo "$standby_port" >"$dir/standby.port"
     START_DIR=""

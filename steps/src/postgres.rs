@@ -260,7 +260,19 @@ impl Config {
         let started = Instant::now();
         let mut conn = server.connect().await?;
         loop {
-            let lag = server.lag(&mut conn).await?;
+            let Some(lag) = server.lag(&mut conn).await? else {
+                if started.elapsed() >= within {
+                    return Err(Failure::retryable(format!(
+                        "{} is a primary and no standby connected to it within {} s \
+                         (pg_stat_replication stayed empty); start the standby or point the \
+                         step at it",
+                        server.label,
+                        within.as_secs()
+                    )));
+                }
+                tokio::time::sleep(interval).await;
+                continue;
+            };
             if let Ok(mut l) = last.lock() {
                 *l = Some(lag);
             }
@@ -365,22 +377,26 @@ impl Server<'_> {
         row.try_get(0).map_err(self.failed("reading pg_is_in_recovery()"))
     }
 
-    async fn lag(&self, conn: &mut PgConnection) -> Result<Lag, Failure> {
+    /// The replay lag: on a standby, of what it received; on a primary, of
+    /// its most lagging standby (`None`: no standby connected). A standby
+    /// that has not reported a replay position yet lags by all the WAL.
+    async fn lag(&self, conn: &mut PgConnection) -> Result<Option<Lag>, Failure> {
         if self.in_recovery(conn).await? {
             let row = conn
                 .fetch_one(format!("SELECT {STANDBY_LAG}").as_str())
                 .await
                 .map_err(self.failed("reading the replay lag"))?;
-            return Ok(Lag {
+            return Ok(Some(Lag {
                 in_recovery: true,
                 bytes: row.try_get(0).map_err(self.failed("reading the replay lag"))?,
                 seconds: row.try_get(1).map_err(self.failed("reading the replay lag"))?,
-            });
+            }));
         }
         let row = conn
             .fetch_one(
                 "SELECT count(*), \
-                 COALESCE(max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)), 0)::int8, \
+                 COALESCE(max(pg_wal_lsn_diff(pg_current_wal_lsn(), \
+                 COALESCE(replay_lsn, '0/0'::pg_lsn))), 0)::int8, \
                  COALESCE(max(extract(epoch FROM replay_lag)), 0)::float8 \
                  FROM pg_stat_replication",
             )
@@ -388,17 +404,13 @@ impl Server<'_> {
             .map_err(self.failed("reading pg_stat_replication"))?;
         let standbys: i64 = row.try_get(0).map_err(self.failed("reading pg_stat_replication"))?;
         if standbys == 0 {
-            return Err(Failure::retryable(format!(
-                "{} is a primary with no standby connected (pg_stat_replication is empty): \
-                 there is nothing to catch up; point the step at the standby, or start it",
-                self.label
-            )));
+            return Ok(None);
         }
-        Ok(Lag {
+        Ok(Some(Lag {
             in_recovery: false,
             bytes: row.try_get(1).map_err(self.failed("reading pg_stat_replication"))?,
             seconds: row.try_get(2).map_err(self.failed("reading pg_stat_replication"))?,
-        })
+        }))
     }
 
     async fn status(&self) -> Result<Value, Failure> {
@@ -418,11 +430,9 @@ impl Server<'_> {
             .await
             .map_err(&read)?;
         let read_only: bool = row.try_get(0).map_err(&read)?;
-        let (bytes, seconds) = if in_recovery {
-            let lag = self.lag(&mut conn).await?;
-            (lag.bytes, lag.seconds)
-        } else {
-            (0, 0.0)
+        let (bytes, seconds) = match self.lag(&mut conn).await? {
+            Some(lag) if in_recovery => (lag.bytes, lag.seconds),
+            _ => (0, 0.0),
         };
         let standbys = if in_recovery {
             Vec::new()
@@ -430,7 +440,7 @@ impl Server<'_> {
             conn.fetch_all(
                 "SELECT application_name, host(client_addr), state, sync_state, \
                  sent_lsn::text, replay_lsn::text, \
-                 COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8, \
+                 pg_wal_lsn_diff(pg_current_wal_lsn(), COALESCE(replay_lsn, '0/0'::pg_lsn))::int8, \
                  COALESCE(extract(epoch FROM replay_lag), 0)::float8 \
                  FROM pg_stat_replication ORDER BY application_name, pid",
             )
