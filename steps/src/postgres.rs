@@ -211,6 +211,28 @@ impl Step for Config {
                 None => "a postgres step needs `url` (or a `connection` resolved to one)".into(),
             });
         };
+        let outcome = self.run_on(url, ctx).await;
+        hide_password(url, outcome)
+    }
+}
+
+/// `outcome` with the URL's password (should a server or driver message
+/// quote it) replaced by `***`, whether or not it is a declared secret.
+fn hide_password(url: &str, outcome: Outcome) -> Outcome {
+    match url::Url::parse(url) {
+        Ok(u) => match u.password() {
+            Some(p) => {
+                let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
+                outcome.redacted(&crate::Redactor::new([p, decoded.as_ref()]))
+            }
+            None => outcome,
+        },
+        Err(_) => outcome,
+    }
+}
+
+impl Config {
+    async fn run_on(&self, url: &str, ctx: &AttemptContext) -> Outcome {
         let server = Server { url, label: self.label(url) };
         // The last lag seen by `wait_for_catchup`, for the error if time runs out.
         let last_lag = Mutex::new(None::<Lag>);

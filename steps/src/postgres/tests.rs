@@ -142,3 +142,23 @@ async fn an_unresolved_connection_fails_clearly() {
     assert!(error.starts_with("connection `standby` was not resolved to a URL"), "{error}");
     assert!(!retryable);
 }
+
+#[test]
+fn the_url_password_is_hidden_from_what_a_step_returns() {
+    let url = "postgres://lifeboat:p%40ss-word@127.0.0.1:5432/db";
+    let outcome = Outcome::Failed {
+        error: "server said p@ss-word and p%40ss-word".into(),
+        retryable: false,
+        outputs: json!({"row": {"echo": "p@ss-word"}}),
+    };
+    assert_eq!(
+        hide_password(url, outcome),
+        Outcome::Failed {
+            error: "server said *** and ***".into(),
+            retryable: false,
+            outputs: json!({"row": {"echo": "***"}}),
+        }
+    );
+    let plain = Outcome::succeeded(json!({"role": "primary"}));
+    assert_eq!(hide_password("postgres://u@h/db", plain.clone()), plain);
+}
