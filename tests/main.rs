@@ -19,6 +19,7 @@ mod init;
 mod injection;
 mod notify_files;
 mod people;
+mod postgres_kind;
 mod redaction;
 mod retention;
 mod run;

@@ -1,4 +1,5 @@
-//! Side-effecting action kinds (`shell`, `http`, `sql`, `set`, `assert`).
+//! Side-effecting action kinds (`shell`, `http`, `sql`, `postgres`, `set`,
+//! `assert`).
 //!
 //! Each kind lives in its own module with its `Config` (unknown fields
 //! rejected), a pure `compile()` that checks what the type system cannot,
@@ -8,6 +9,7 @@
 
 pub mod assert;
 pub mod http;
+pub mod postgres;
 mod process;
 mod redact;
 pub mod set;
@@ -170,6 +172,7 @@ action_kinds! {
     Shell => shell::Config { name: "shell", pure: false, mutates: true, untemplated: ["script"] },
     Http => http::Config { name: "http", pure: false, mutates: true, untemplated: [] },
     Sql => sql::Config { name: "sql", pure: false, mutates: true, untemplated: [] },
+    Postgres => postgres::Config { name: "postgres", pure: false, mutates: true, untemplated: [] },
     Set => set::Config { name: "set", pure: true, mutates: false, untemplated: [] },
     Assert => assert::Config { name: "assert", pure: true, mutates: false, untemplated: [] },
 }
@@ -178,9 +181,39 @@ impl ActionKind {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|k| k.name() == name)
     }
+
+    /// Every action kind's name, comma-separated, for messages that list them.
+    pub fn names() -> String {
+        Self::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl ActionConfig {
+    /// The `[connections.X]` name this step refers to, if any (checked by
+    /// the compiler, resolved by the executor).
+    pub fn connection(&self) -> Option<&str> {
+        match self {
+            ActionConfig::Sql(c) => c.connection.as_deref(),
+            ActionConfig::Postgres(c) => c.connection.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Resolves a named connection to its URL with `lookup` (the executor's
+    /// `[connections]`), unless the step gives a `url` of its own.
+    pub fn resolve_connection(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        let (connection, url) = match self {
+            ActionConfig::Sql(c) => (&c.connection, &mut c.url),
+            ActionConfig::Postgres(c) => (&c.connection, &mut c.url),
+            _ => return,
+        };
+        if url.is_none()
+            && let Some(name) = connection
+        {
+            *url = lookup(name);
+        }
+    }
+
     /// Performs one attempt of this action and redacts `ctx.redactor`'s
     /// secrets from everything it returns (outputs and error).
     ///

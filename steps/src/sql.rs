@@ -15,7 +15,8 @@ use crate::{AttemptContext, ConfigProblem, Outcome, Step};
 
 mod values;
 
-use values::{postgres_row, sqlite_row};
+pub(crate) use values::postgres_row;
+use values::sqlite_row;
 
 /// Runs one SQL statement; rows come back as JSON objects.
 ///
@@ -229,7 +230,7 @@ async fn collect<R, Q>(
 }
 
 /// A parameter as bound: JSON scalars keep their type.
-enum Param {
+pub(crate) enum Param {
     Null,
     Bool(bool),
     Int(i64),
@@ -237,7 +238,7 @@ enum Param {
     Text(String),
 }
 
-fn params(values: &[Value]) -> Vec<Param> {
+pub(crate) fn params(values: &[Value]) -> Vec<Param> {
     values
         .iter()
         .map(|v| match v {

@@ -67,6 +67,7 @@ fn changes_the_world(body: &CompiledBody) -> bool {
             let first = q.query.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
             !matches!(first.as_str(), "select" | "with" | "show" | "explain")
         }
+        KindConfig::Action(ActionConfig::Postgres(p)) => p.action.mutates(),
         _ => body.kind.mutates(),
     }
 }

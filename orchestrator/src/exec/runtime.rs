@@ -30,7 +30,7 @@ pub struct EngineOptions {
     pub heartbeat: Duration,
     /// How often idle workers look for due runs and drivers look for requests.
     pub poll: Duration,
-    /// Named SQL connections: name -> URL.
+    /// Named connections (`sql`, `postgres` steps): name -> URL.
     pub connections: HashMap<String, String>,
     /// Where `workflow` steps find their child workflows (by declared name,
     /// through a catalog of this directory compiled with `known`).

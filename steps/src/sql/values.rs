@@ -45,7 +45,7 @@ pub(super) fn sqlite_row(row: &SqliteRow) -> Result<Value, String> {
     Ok(Value::Object(object))
 }
 
-pub(super) fn postgres_row(row: &PgRow) -> Result<Value, String> {
+pub(crate) fn postgres_row(row: &PgRow) -> Result<Value, String> {
     let mut object = Map::new();
     for (i, column) in row.columns().iter().enumerate() {
         let name = column.name();

@@ -35,7 +35,11 @@ impl Pass<'_> {
                 if !matches!(compiled.kind, StepKind::Action(_)) {
                     self.error(
                         Code::Drill,
-                        format!("{place}: a substitute must be an action (shell, http, sql, set, assert), not `{}`", compiled.kind.name()),
+                        format!(
+                            "{place}: a substitute must be an action ({}), not `{}`",
+                            lifeboat_steps::ActionKind::names(),
+                            compiled.kind.name()
+                        ),
                         body.uses.span,
                     )
                     .help("use `drill: skip`, or a `set`/`shell` step that stands in for it");
@@ -202,7 +206,7 @@ impl Pass<'_> {
                     if native {
                         self.error(
                             Code::Drill,
-                            format!("{place}: `{step}` is not an action step; faults (`{}`) are injected into action attempts (shell, http, sql, set, assert)", fault.value),
+                            format!("{place}: `{step}` is not an action step; faults (`{}`) are injected into action attempts ({})", fault.value, lifeboat_steps::ActionKind::names()),
                             span.or(fault.span),
                         );
                     }

@@ -355,7 +355,14 @@ impl<'a> Pass<'a> {
             }
             let Some(body) = body else { continue };
             if step.poll.is_some() && !matches!(body.kind, StepKind::Action(_)) {
-                self.error(Code::StepConfig, format!("{place}: `poll` works only with action steps (shell, http, sql, set, assert)"), node.key_node("poll").map(|n| n.span));
+                self.error(
+                    Code::StepConfig,
+                    format!(
+                        "{place}: `poll` works only with action steps ({})",
+                        lifeboat_steps::ActionKind::names()
+                    ),
+                    node.key_node("poll").map(|n| n.span),
+                );
             }
             if let KindConfig::Workflow(c) = &body.config {
                 let span = node.at_path(&["with", "workflow"]).map(|n| n.span);

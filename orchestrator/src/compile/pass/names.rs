@@ -136,8 +136,8 @@ impl Pass<'_> {
                 }
             }
         }
-        if let KindConfig::Action(lifeboat_steps::ActionConfig::Sql(c)) = config
-            && let Some(conn) = &c.connection
+        if let KindConfig::Action(action) = config
+            && let Some(conn) = action.connection()
             && !known.connections.iter().any(|k| k == conn)
         {
             let span = with_node.get("connection").map(|n| n.span);

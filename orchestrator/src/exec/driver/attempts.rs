@@ -454,7 +454,7 @@ async fn poll_action(
 }
 
 /// Renders a body's `with` (when it has templates), types it into the
-/// action's config, and resolves a named SQL connection to its URL.
+/// action's config, and resolves a named connection to its URL.
 pub(super) fn prepare_config(
     body: &CompiledBody,
     ctx: Option<&Context>,
@@ -470,12 +470,7 @@ pub(super) fn prepare_config(
         KindConfig::Action(c) => c,
         _ => return Err("step parameters do not match its kind".into()),
     };
-    if let ActionConfig::Sql(sql) = &mut config
-        && sql.url.is_none()
-        && let Some(name) = &sql.connection
-    {
-        sql.url = connections.get(name).cloned();
-    }
+    config.resolve_connection(|name| connections.get(name).cloned());
     Ok(config)
 }
 

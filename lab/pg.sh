@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# The lab's Postgres: a Postgres 15 primary and a streaming standby on loopback.
+#
+#   eval "$(lab/pg.sh start)"        # prints `export LIFEBOAT_LAB_PRIMARY_URL=…`,
+#                                    # `…_STANDBY_URL=…` and `…_LAB_DIR=…`
+#   lab/pg.sh break DIR stop-primary # stops the primary (fast shutdown), keeps its data
+#   lab/pg.sh break DIR delay SECS   # the standby applies WAL SECS seconds late
+#                                    # (recovery_min_apply_delay; 0 lifts it)
+#   lab/pg.sh stop DIR               # stops both and deletes DIR
+#
+# The primary is initdb'd with a superuser `lifeboat` and a random password
+# (scram-sha-256 over TCP; replication from 127.0.0.1 is allowed by initdb's
+# pg_hba.conf). The standby is `pg_basebackup -R` of it, streaming, hot. Both
+# listen on 127.0.0.1 on free ports; data, logs and sockets live in one temp dir.
+# Binaries, the postgres user when root, and free ports come as in scripts/pg.sh.
+# Only the export lines go to stdout; progress and errors go to stderr.
+set -euo pipefail
+
+PG_VERSION=15
+PG_BIN="${LIFEBOAT_PG_BIN:-/usr/lib/postgresql/$PG_VERSION/bin}"
+MARKER=.lifeboat-lab
+
+log() { echo "lab/pg.sh: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+usage() {
+    echo "usage: lab/pg.sh start | stop DIR | break DIR stop-primary | break DIR delay SECS" >&2
+    exit 2
+}
+
+[[ -x "$PG_BIN/postgres" && -x "$PG_BIN/pg_basebackup" ]] ||
+    die "Postgres $PG_VERSION binaries not found in $PG_BIN: install postgresql-$PG_VERSION (scripts/deps.sh)"
+
+pick_user() {
+    if [[ $EUID -ne 0 ]]; then
+        echo ""
+    elif id -u postgres >/dev/null 2>&1; then
+        echo postgres
+    else
+        die "running as root needs a \`postgres\` user (Postgres refuses to run as root)"
+    fi
+}
+
+run_as() {
+    local user=$1
+    shift
+    if [[ -z "$user" ]]; then
+        "$@"
+    else
+        runuser -u "$user" -- "$@"
+    fi
+}
+
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "found no free port"
+}
+
+# The user owning DIR's clusters (empty: ourselves).
+owner_of() {
+    local user=""
+    if [[ $EUID -eq 0 ]]; then user=$(stat -c %U "$1"); fi
+    if [[ "$user" == root ]]; then user=""; fi
+    echo "$user"
+}
+
+# pg_start USER DIR NAME PORT: writes the port and starts DIR/NAME.
+pg_start() {
+    local user=$1 dir=$2 name=$3 port=$4
+    echo "port = $port" >>"$dir/$name/postgresql.auto.conf"
+    run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$name" -l "$dir/$name.log" -w -t 60 start >/dev/null 2>&1
+}
+
+# start_on_a_free_port USER DIR NAME: starts DIR/NAME, trying another port
+# when one is taken in the meantime; prints the port.
+start_on_a_free_port() {
+    local port
+    for _ in 1 2 3 4 5; do
+        port=$(free_port)
+        if pg_start "$1" "$2" "$3" "$port"; then
+            echo "$port"
+            return
+        fi
+        log "the $3 could not start on port $port; trying another"
+    done
+    tail -n 20 "$2/$3.log" >&2 || true
+    die "the $3 did not start (log: $2/$3.log)"
+}
+
+START_DIR=""
+undo_start() {
+    [[ -n "$START_DIR" ]] || return 0
+    log "start failed: removing $START_DIR"
+    tail -n 20 "$START_DIR"/*.log >&2 2>/dev/null || true
+    stop "$START_DIR" >/dev/null 2>&1 || rm -rf "$START_DIR"
+}
+
+start() {
+    local user dir password primary_port standby_port
+    user=$(pick_user)
+    dir=$(mktemp -d "${LIFEBOAT_PG_TMP:-/tmp}/lifeboat-lab.XXXXXX")
+    START_DIR=$dir
+    trap undo_start EXIT
+    touch "$dir/$MARKER"
+    chmod 700 "$dir"
+    if [[ -n "$user" ]]; then chown -R "$user" "$dir"; fi
+    cd "$dir"
+    password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    (umask 077 && echo "$password" >"$dir/pwfile")
+    if [[ -n "$user" ]]; then chown "$user" "$dir/pwfile"; fi
+
+    log "initdb primary in $dir/primary${user:+ as $user}"
+    run_as "$user" "$PG_BIN/initdb" -D "$dir/primary" --username=lifeboat --pwfile="$dir/pwfile" \
+        --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 \
+        >"$dir/initdb.log" 2>&1 || die "initdb failed (log: $dir/initdb.log)"
+    rm -f "$dir/pwfile"
+    cat >"$dir/primary/postgresql.auto.conf" <<CONF
+# written by lab/pg.sh
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+wal_level = replica
+max_wal_senders = 10
+wal_keep_size = '256MB'
+hot_standby = on
+wal_receiver_status_interval = '1s'
+CONF
+    if [[ -n "$user" ]]; then chown "$user" "$dir/primary/postgresql.auto.conf"; fi
+    primary_port=$(start_on_a_free_port "$user" "$dir" primary)
+
+    log "pg_basebackup -R of 127.0.0.1:$primary_port into $dir/standby"
+    run_as "$user" env PGPASSWORD="$password" "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" \
+        -U lifeboat -D "$dir/standby" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 ||
+        die "pg_basebackup failed (log: $dir/basebackup.log)"
+    standby_port=$(start_on_a_free_port "$user" "$dir" standby)
+    echo "$primary_port" >"$dir/primary.port"
+    echo "$standby_port" >"$dir/standby.port"
+    START_DIR=""
+    log "primary on 127.0.0.1:$primary_port, standby on 127.0.0.1:$standby_port; stop: lab/pg.sh stop $dir"
+    echo "export LIFEBOAT_LAB_PRIMARY_URL=postgres://lifeboat:$password@127.0.0.1:$primary_port/postgres"
+    echo "export LIFEBOAT_LAB_STANDBY_URL=postgres://lifeboat:$password@127.0.0.1:$standby_port/postgres"
+    echo "export LIFEBOAT_LAB_DIR=$dir"
+}
+
+check_lab() {
+    [[ -n "${1:-}" ]] || usage
+    [[ -f "$1/$MARKER" ]] || die "$1 is not a lab made by lab/pg.sh; not touching it"
+}
+
+stop() {
+    local dir=${1:-} user
+    check_lab "$dir"
+    user=$(owner_of "$dir")
+    for name in standby primary; do
+        if [[ -f "$dir/$name/postmaster.pid" ]]; then
+            (cd "$dir" && run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$name" -m fast -w -t 60 stop >/dev/null) ||
+                log "pg_ctl stop of the $name failed (log: $dir/$name.log)"
+        fi
+    done
+    rm -rf "$dir"
+    log "stopped and removed $dir"
+}
+
+break_lab() {
+    local dir=${1:-} what=${2:-} user
+    check_lab "$dir"
+    user=$(owner_of "$dir")
+    cd "$dir"
+    case "$what" in
+    stop-primary)
+        run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/primary" -m fast -w -t 60 stop >/dev/null
+        log "primary stopped (its data stays in $dir/primary)"
+        ;;
+    delay)
+        local secs=${3:-}
+        [[ "$secs" =~ ^[0-9]+$ ]] || usage
+        echo "recovery_min_apply_delay = '${secs}s'" >>"$dir/standby/postgresql.auto.conf"
+        run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/standby" reload >/dev/null
+        log "the standby now applies WAL ${secs}s late"
+        ;;
+    *) usage ;;
+    esac
+}
+
+case "${1:-}" in
+start) start ;;
+stop) stop "${2:-}" ;;
+break) break_lab "${2:-}" "${3:-}" "${4:-}" ;;
+*) usage ;;
+esac
