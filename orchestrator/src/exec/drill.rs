@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::compile::{CompiledWorkflow, DrillAction, diagnostic::LineIndex};
-use crate::model::{Expect, Fault};
+use crate::model::{AnswerDecision, Expect, Fault};
 use crate::store::{RunStatus, StepStatus};
 
 /// A drill as stored with its run.
@@ -17,6 +17,9 @@ pub struct DrillSpec {
     pub scenario: Option<String>,
     #[serde(default)]
     pub faults: Vec<Injected>,
+    /// The scenario's people: who answers which waiting step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<Answering>,
     #[serde(default)]
     pub expect: Expect,
     /// Who started it.
@@ -28,6 +31,16 @@ pub struct DrillSpec {
 pub struct Injected {
     pub step: String,
     pub fault: Fault,
+}
+
+/// A scenario's person answering a step (`people:`), as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answering {
+    pub step: String,
+    pub by: String,
+    /// `None`: the step's own decision (approve an approval, ack an escalate).
+    pub decision: Option<AnswerDecision>,
+    pub comment: Option<String>,
 }
 
 impl DrillSpec {
@@ -91,6 +104,16 @@ pub fn prepare(
             .inject
             .iter()
             .map(|(step, f)| Injected { step: step.clone(), fault: f.value })
+            .collect();
+        spec.people = s
+            .people
+            .iter()
+            .map(|(step, a)| Answering {
+                step: step.clone(),
+                by: a.by.value.clone(),
+                decision: a.decision.as_ref().map(|d| d.value),
+                comment: a.comment.clone(),
+            })
             .collect();
         inputs = s.inputs.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
     }
