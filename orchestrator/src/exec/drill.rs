@@ -234,6 +234,8 @@ pub fn unprotected_steps(wf: &CompiledWorkflow) -> Vec<String> {
 pub struct Ending<'a> {
     pub status: RunStatus,
     pub steps: Vec<(&'a str, StepStatus)>,
+    /// Each step's error, if it has one.
+    pub errors: Vec<(&'a str, &'a str)>,
     pub outputs: Option<&'a Value>,
     pub recovery_ms: Option<i64>,
     /// Events a notification was queued for.
@@ -283,7 +285,11 @@ pub fn verdict(expect: &Expect, end: &Ending<'_>) -> Verdict {
         checks.push(Check { what, expected, actual, ok });
     };
     let expected_status = expect.status.as_ref().map(|s| s.value.as_str()).or(
-        match expect.steps.is_empty() && expect.outputs.is_empty() && expect.notified.is_empty() {
+        match expect.steps.is_empty()
+            && expect.outputs.is_empty()
+            && expect.errors.is_empty()
+            && expect.notified.is_empty()
+        {
             true => Some("succeeded"),
             false => None,
         },
@@ -301,6 +307,13 @@ pub fn verdict(expect: &Expect, end: &Ending<'_>) -> Verdict {
             actual_text.into(),
             actual == Some(status.value.as_str()),
         );
+    }
+    for (step, expected) in &expect.errors {
+        let actual = end.errors.iter().find(|(id, _)| id == step).map(|(_, e)| *e);
+        let (expected_text, ok) =
+            output_matches(&Value::String(expected.value.clone()), actual.map(Value::from).as_ref());
+        let actual_text = actual.map_or_else(|| "(no error)".to_string(), |e| format!("{e:?}"));
+        check(format!("error of {step}"), expected_text, actual_text, ok);
     }
     for (name, expected) in &expect.outputs {
         let actual = end.outputs.and_then(|o| o.get(name));
@@ -428,6 +441,7 @@ drills:
         Ending {
             status,
             steps: vec![("a", StepStatus::Succeeded), ("b", StepStatus::Skipped)],
+            errors: vec![("a", "exit status 1: canary at 50% is unhealthy")],
             outputs: Some(outputs),
             recovery_ms: Some(1500),
             notified,
@@ -456,6 +470,24 @@ drills:
             ]
         );
         assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_steps_error_is_expected_as_text_or_regex() {
+        let expect: Expect = serde_json::from_value(serde_json::json!({
+            "errors": {"a": "~canary at 50% is unhealthy", "b": "boom"}
+        }))
+        .unwrap();
+        let none = BTreeSet::new();
+        let v = verdict(&expect, &end(RunStatus::Failed, &none, &Value::Null));
+        let lines: Vec<String> = v.expectations.iter().map(Check::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "PASS error of a: expected a match of /canary at 50% is unhealthy/, actual \"exit status 1: canary at 50% is unhealthy\"",
+                "FAIL error of b: expected \"boom\", actual (no error)",
+            ]
+        );
     }
 
     #[test]

@@ -191,6 +191,10 @@ pub struct Expect {
     /// Output name -> its value; a string starting with `~` is a regex.
     #[serde(default)]
     pub outputs: IndexMap<String, Located<serde_json::Value>>,
+    /// Step id -> its error (the text, or `~regex`): what a failed step
+    /// said, e.g. where a canary stopped.
+    #[serde(default)]
+    pub errors: IndexMap<String, Located<String>>,
     /// The measured recovery time (run start to end) is at most this.
     pub recovery_within: Option<Duration>,
     /// Events a notification was queued for.

@@ -281,6 +281,21 @@ impl Pass<'_> {
                 );
             }
         }
+        for (step, error) in &expect.errors {
+            if steps.get(step).is_none() {
+                let span = key_span(&["expect", "errors"], step);
+                self.unknown_step(&place, "expects an error of", step, steps, span);
+            }
+            if let Some(pattern) = error.value.strip_prefix('~')
+                && let Err(e) = regex::Regex::new(pattern)
+            {
+                self.error(
+                    Code::Drill,
+                    format!("{place}: error of `{step}`: `~{pattern}` is not a valid regex: {e}"),
+                    error.span,
+                );
+            }
+        }
         let outputs: Vec<&str> = wf.outputs.keys().map(String::as_str).collect();
         for (output, value) in &expect.outputs {
             if !wf.outputs.contains_key(output) {

@@ -184,9 +184,17 @@ impl Driver {
             .zip(&self.slots)
             .map(|(s, slot)| (s.id.as_str(), slot.record.status))
             .collect();
+        let errors = self
+            .wf
+            .steps
+            .iter()
+            .zip(&self.slots)
+            .filter_map(|(s, slot)| slot.record.error.as_deref().map(|e| (s.id.as_str(), e)))
+            .collect();
         let end = Ending {
             status: self.run.status,
             steps,
+            errors,
             outputs: self.run.outputs.as_ref(),
             recovery_ms,
             notified: &state.notified,
