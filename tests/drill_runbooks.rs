@@ -50,7 +50,9 @@ fn drill(sb: &Sandbox, name: &str, scenario: &str, inputs: &[String]) -> Value {
         .into_iter()
         .flatten()
         .filter(|c| c["ok"] != true)
-        .map(|c| format!("{}: expected {}, actual {}", text(&c["what"]), c["expected"], c["actual"]))
+        .map(|c| {
+            format!("{}: expected {}, actual {}", text(&c["what"]), c["expected"], c["actual"])
+        })
         .collect();
     assert_eq!(
         (out.status.code(), doc["verdict"]["passed"].as_bool()),
@@ -77,7 +79,9 @@ fn every_runbook_scenario_passes_against_the_real_estate() {
                 format!("backup_dir={backups}"),
                 format!("offsite_dir={offsite}"),
             ],
-            "restore-test" => vec![format!("backup_dir={offsite}"), format!("scratch_dir={scratch}")],
+            "restore-test" => {
+                vec![format!("backup_dir={offsite}"), format!("scratch_dir={scratch}")]
+            }
             _ => vec![],
         };
         for scenario in *want {
@@ -91,7 +95,11 @@ fn every_runbook_scenario_passes_against_the_real_estate() {
                     assert_eq!((weight(&s, "dc01"), weight(&s, "dc02")), (0, 100), "{s}");
                 }
                 ("failover", "promote-fails" | "replica-lag-above-rpo") => {
-                    assert_eq!(site(&s, "dc02")["role"], "replica", "{scenario}: not promoted: {s}");
+                    assert_eq!(
+                        site(&s, "dc02")["role"],
+                        "replica",
+                        "{scenario}: not promoted: {s}"
+                    );
                     assert_eq!(site(&s, "dc01")["role"], "primary", "{scenario}: {s}");
                     assert_eq!(site(&s, "dc01")["fenced"], false, "{scenario}: unfenced: {s}");
                     assert_eq!(weight(&s, "dc01"), 100, "{scenario}: traffic as it was: {s}");

@@ -310,8 +310,10 @@ pub fn verdict(expect: &Expect, end: &Ending<'_>) -> Verdict {
     }
     for (step, expected) in &expect.errors {
         let actual = end.errors.iter().find(|(id, _)| id == step).map(|(_, e)| *e);
-        let (expected_text, ok) =
-            output_matches(&Value::String(expected.value.clone()), actual.map(Value::from).as_ref());
+        let (expected_text, ok) = output_matches(
+            &Value::String(expected.value.clone()),
+            actual.map(Value::from).as_ref(),
+        );
         let actual_text = actual.map_or_else(|| "(no error)".to_string(), |e| format!("{e:?}"));
         check(format!("error of {step}"), expected_text, actual_text, ok);
     }

@@ -235,8 +235,12 @@ impl Pass<'_> {
                 }
             };
             if answer.by.value.trim().is_empty() {
-                self.error(Code::Drill, format!("{place}: the person answering `{step}` has an empty `by`"), answer.by.span.or(span))
-                    .help("name a user of lifeboat.toml, e.g. `by: bob`");
+                self.error(
+                    Code::Drill,
+                    format!("{place}: the person answering `{step}` has an empty `by`"),
+                    answer.by.span.or(span),
+                )
+                .help("name a user of lifeboat.toml, e.g. `by: bob`");
             }
             if let Some(d) = &answer.decision
                 && !allowed.contains(&d.value)
@@ -244,7 +248,10 @@ impl Pass<'_> {
                 let names: Vec<String> = allowed.iter().map(|a| answer_name(*a)).collect();
                 self.error(
                     Code::Drill,
-                    format!("{place}: `{}` does not answer the `{kind}` step `{step}`", answer_name(d.value)),
+                    format!(
+                        "{place}: `{}` does not answer the `{kind}` step `{step}`",
+                        answer_name(d.value)
+                    ),
                     d.span.or(span),
                 )
                 .help(format!("write `decision: {}`", names.join("` or `decision: ")));
@@ -413,9 +420,18 @@ drills:
     fn a_scenarios_people_are_checked_at_their_lines_with_a_suggestion() {
         let got = errors(WF);
         let want = [
-            ("drill scenario `answered`: `ack` does not answer the `approval` step `ask` | write `decision: approve` or `decision: reject`", 9),
-            ("drill scenario `answered` has a person answer `pgae`, which is not a step of this workflow | did you mean `page`?", 10),
-            ("drill scenario `answered`: `work` is a `set` step; a scenario's people answer `approval` and `escalate` steps", 11),
+            (
+                "drill scenario `answered`: `ack` does not answer the `approval` step `ask` | write `decision: approve` or `decision: reject`",
+                9,
+            ),
+            (
+                "drill scenario `answered` has a person answer `pgae`, which is not a step of this workflow | did you mean `page`?",
+                10,
+            ),
+            (
+                "drill scenario `answered`: `work` is a `set` step; a scenario's people answer `approval` and `escalate` steps",
+                11,
+            ),
             ("drill scenario `answered`: the person answering `page` has an empty `by`", 12),
         ];
         for (message, line) in want {
