@@ -414,6 +414,7 @@ drills:
       pgae: { by: carol }
       work: { by: bob }
       page: { by: \"\" }
+    expect: { errors: { wrk: \"~(\" } }
 ";
 
     #[test]
@@ -433,6 +434,11 @@ drills:
                 11,
             ),
             ("drill scenario `answered`: the person answering `page` has an empty `by`", 12),
+            (
+                "drill scenario `answered` expects an error of `wrk`, which is not a step of this workflow | did you mean `work`?",
+                13,
+            ),
+            ("drill scenario `answered`: error of `wrk`: `~(` is not a valid regex", 13),
         ];
         for (message, line) in want {
             assert!(
