@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 
 profile=${PROFILE:-release}
 case "$profile" in
-    release) cargo build --release -q -p lifeboat-orchestrator --bin lifeboat -p lifeboat-estate ;;
-    debug) cargo build -q -p lifeboat-orchestrator --bin lifeboat -p lifeboat-estate ;;
+    release) cargo build --release -q -p lifeboat-orchestrator -p lifeboat-estate --bin lifeboat --bin estate ;;
+    debug) cargo build -q -p lifeboat-orchestrator -p lifeboat-estate --bin lifeboat --bin estate ;;
     *) echo "PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
 esac
 target="${CARGO_TARGET_DIR:-target}/$profile"
@@ -94,21 +94,27 @@ def budget(ms):
     return secs(ms)
 verdict = "passed" if v.get("passed") else "FAILED"
 print(f"{wf}\t{scenario}\t{doc.get('status', '-')}\t{verdict}\t{secs(v.get('recovery_ms'))}\t{budget(v.get('rto_ms'))}\t{doc.get('id', '-')}")
+if not v.get("passed"):
+    print(f"{wf}/{scenario} did not pass:", file=sys.stderr)
 for c in v.get("expectations", []):
     if not c["ok"]:
         print(f"  FAIL {c['what']}: expected {c['expected']}, actual {c['actual']}", file=sys.stderr)
 PY
         )
         rows+=("$row")
-        if [[ $(cut -f4 <<<"$row") != passed ]]; then
-            failed=$((failed + 1))
-            echo "$wf/$scenario did not pass (log: $work/$wf.$scenario.log):" >&2
-            tail -n 5 "$work/$wf.$scenario.log" >&2 || true
-            KEEP=1
-        fi
+        case $(cut -f4 <<<"$row") in
+            passed) ;;
+            ERROR)
+                failed=$((failed + 1))
+                echo "$wf/$scenario did not start or did not end:" >&2
+                tail -n 5 "$work/$wf.$scenario.log" >&2 || true
+                ;;
+            *) failed=$((failed + 1)) ;;
+        esac
     done
 done
 elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+[[ $failed -eq 0 ]] || KEEP=1   # keep the evidence of a failed drill
 
 {
     printf 'WORKFLOW\tSCENARIO\tSTATUS\tVERDICT\tRECOVERY\tRTO\tRUN\n'
