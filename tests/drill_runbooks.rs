@@ -113,6 +113,12 @@ fn every_runbook_scenario_passes_against_the_real_estate() {
                     let kept = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
                     assert!(kept > 0, "the corrupted copy is kept in {scratch}");
                 }
+                ("crisis-escalation", "nobody-acks") => {
+                    let third = messages(&sb)
+                        .into_iter()
+                        .any(|m| m.contains("DRILL-2") && m.contains("Escalated to tier 3"));
+                    assert!(third, "the third tier (incident commanders) was paged");
+                }
                 ("crisis-escalation", "acked-at-first-tier") => {
                     assert_eq!(text(&doc["outputs"]["acked_by"]), "carol", "{doc:#}");
                 }
@@ -120,7 +126,16 @@ fn every_runbook_scenario_passes_against_the_real_estate() {
             }
         }
     }
-    // Every drill's messages went to the drill channel, none to a live one.
-    let written = std::fs::read_dir(sb.path("notifications")).map(|d| d.count()).unwrap_or(0);
-    assert!(written > 0, "drill notifications are written to files");
+    // Every drill's messages went to the drill channel, marked as a drill.
+    let all = messages(&sb);
+    assert!(!all.is_empty(), "drill notifications are written to files");
+    assert!(all.iter().all(|m| m.contains("[DRILL]")), "every message says it is a drill");
+}
+
+/// Every message the drill channel (`drills-file`, a `file` channel of the
+/// example configuration) wrote so far.
+fn messages(sb: &Sandbox) -> Vec<String> {
+    std::fs::read_dir(sb.path("notifications"))
+        .map(|dir| dir.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
+        .unwrap_or_default()
 }
