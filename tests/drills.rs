@@ -403,3 +403,63 @@ fn the_api_starts_a_drill_and_lists_the_drill_history() {
     let none = api.get("/api/v1/drills?workflow=other", Some("vic-token"));
     assert_eq!(none.body, serde_json::json!([]));
 }
+
+/// A scenario's people: bob approves the approval and carol acknowledges
+/// the page as soon as each waits, checked and audited as those people;
+/// vic, who is no approver, is refused (saying why) and the approval times
+/// out as if nobody had answered.
+const ANSWERED: &str = r#"
+name: answered
+outputs:
+  approved_by: "{{json steps.ask.outputs.approved_by}}"
+  acked_by: "{{steps.page.outputs.acked_by}}"
+steps:
+  ask: { uses: approval, with: { approvers: [leads], timeout: 1s } }
+  page:
+    uses: escalate
+    needs: [ask]
+    with: { tiers: [{ channels: [log], ack_within: 1m }] }
+drills:
+  answered:
+    people:
+      ask: { by: bob, comment: go }
+      page: { by: carol }
+    expect: { status: succeeded, outputs: { approved_by: "~bob", acked_by: carol } }
+  not-an-approver:
+    people:
+      ask: { by: vic }
+    expect: { status: failed, steps: { ask: failed, page: cancelled } }
+"#;
+
+#[test]
+fn a_scenarios_people_answer_as_themselves_and_the_wrong_one_is_refused() {
+    let sb = Sandbox::new("drill-people").config(&format!(
+        "{}[groups]\nleads = [\"bob\"]\n\n[channels.log]\ntype = \"file\"\ndir = \"out\"\n",
+        crate::util::users_toml(&["bob", "carol", "vic"])
+    ));
+    let file = sb.write("answered.yaml", ANSWERED).display().to_string();
+    let (code, doc) = drill_wait(&sb, &[&file, "--scenario", "answered"]);
+    assert_eq!((code, doc["verdict"]["passed"].as_bool()), (Some(0), Some(true)), "{doc:#}");
+    let audit: Vec<Value> =
+        serde_json::from_slice(&sb.ok(&["audit", "list", "--json"]).stdout).expect("audit JSON");
+    let applied: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|e| e["action"].as_str().is_some_and(|a| a.ends_with("_applied")))
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(applied.len(), 2, "{audit:#?}");
+    assert!(applied.contains(&("approve_applied", "bob")), "{applied:?}");
+    assert!(applied.contains(&("ack_applied", "carol")), "{applied:?}");
+
+    let (code, doc) = drill_wait(&sb, &[&file, "--scenario", "not-an-approver"]);
+    assert_eq!((code, doc["verdict"]["passed"].as_bool()), (Some(0), Some(true)), "{doc:#}");
+    let audit: Vec<Value> =
+        serde_json::from_slice(&sb.ok(&["audit", "list", "--json"]).stdout).expect("audit JSON");
+    let refused = audit
+        .iter()
+        .find(|e| e["action"] == "approve_refused")
+        .unwrap_or_else(|| panic!("vic's approval is refused: {audit:#?}"));
+    assert_eq!(refused["actor"], "vic");
+    let why = refused["payload"]["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("vic"), "the refusal says why: {refused:#}");
+}

@@ -10,6 +10,7 @@ mod contrib;
 mod crash;
 mod doctor;
 mod drill_freshness;
+mod drill_runbooks;
 mod drills;
 mod front_door;
 mod grafana;

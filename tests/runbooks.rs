@@ -58,12 +58,12 @@ fn repo_config() -> String {
         .join("\n")
 }
 
-fn workflow(name: &str) -> String {
+pub(crate) fn workflow(name: &str) -> String {
     root().join("workflows").join(format!("{name}.yaml")).display().to_string()
 }
 
 /// A fresh estate for one test, stopped when dropped (also on panic).
-struct Estate {
+pub(crate) struct Estate {
     dir: PathBuf,
     port: u16,
 }
@@ -72,7 +72,7 @@ impl Estate {
     /// A sandbox with its own estate: `ESTATE_*` set for every lifeboat
     /// process, `workflows/estate/estate` linked into the sandbox (steps run
     /// there), the estate up and reset.
-    fn start(name: &str) -> (Sandbox, Estate) {
+    pub(crate) fn start(name: &str) -> (Sandbox, Estate) {
         let bin = estate_bin();
         let port = free_port();
         let sb = Sandbox::new(name).config(&repo_config());
@@ -94,12 +94,12 @@ impl Estate {
         (sb, estate)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// `-i estate_url=…` for the runbooks.
-    fn input(&self) -> String {
+    pub(crate) fn input(&self) -> String {
         format!("estate_url={}", self.url())
     }
 
@@ -119,13 +119,13 @@ impl Estate {
         (out.status.success(), doc)
     }
 
-    fn ok(&self, args: &[&str]) -> Value {
+    pub(crate) fn ok(&self, args: &[&str]) -> Value {
         let (ok, doc) = self.run(args);
         assert!(ok, "estate {args:?} failed: {doc}");
         doc
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         self.ok(&["status"])
     }
 
@@ -145,11 +145,11 @@ impl Drop for Estate {
     }
 }
 
-fn site<'a>(status: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn site<'a>(status: &'a Value, name: &str) -> &'a Value {
     &status["sites"][name]
 }
 
-fn weight(status: &Value, name: &str) -> u64 {
+pub(crate) fn weight(status: &Value, name: &str) -> u64 {
     status["weights"][name].as_u64().unwrap_or_else(|| panic!("no weight for {name}: {status}"))
 }
 
@@ -157,7 +157,7 @@ fn step_status<'a>(doc: &'a Value, id: &str) -> &'a str {
     step(doc, id)["status"].as_str().unwrap_or("?")
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -161,8 +161,10 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> anyhow::Result<ExitCode> {
         outln!("no drills");
         return Ok(ExitCode::SUCCESS);
     }
+    // As wide as the longest scenario name, so the columns stay aligned.
+    let sw = views.iter().filter_map(|d| d.scenario.map(str::len)).max().unwrap_or(0).max(20);
     outln!(
-        "{:<36}  {:<18}  {:<20}  {:<24}  {:<15}  {:<7}  {:>9}  {:>9}  BY",
+        "{:<36}  {:<18}  {:<sw$}  {:<24}  {:<15}  {:<7}  {:>9}  {:>9}  BY",
         "RUN",
         "WORKFLOW",
         "SCENARIO",
@@ -175,7 +177,7 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> anyhow::Result<ExitCode> {
     for d in &views {
         let ms = |v: Option<i64>| v.map(drill::format_ms).unwrap_or_else(|| "-".into());
         outln!(
-            "{:<36}  {:<18}  {:<20}  {:<24}  {:<15}  {:<7}  {:>9}  {:>9}  {}",
+            "{:<36}  {:<18}  {:<sw$}  {:<24}  {:<15}  {:<7}  {:>9}  {:>9}  {}",
             d.run,
             d.workflow,
             d.scenario.unwrap_or("-"),
@@ -195,11 +197,14 @@ pub fn print_freshness(fresh: &[crate::exec::freshness::Freshness]) {
     if fresh.is_empty() {
         return;
     }
-    outln!("{:<18}  {:<20}  {:<11}  FRESHNESS", "WORKFLOW", "SCENARIO", "DRILL_EVERY");
+    let labels =
+        fresh.iter().flat_map(|f| &f.scenarios).map(crate::exec::freshness::scenario_label);
+    let sw = labels.map(|l| l.len()).max().unwrap_or(0).max(20);
+    outln!("{:<18}  {:<sw$}  {:<11}  FRESHNESS", "WORKFLOW", "SCENARIO", "DRILL_EVERY");
     for f in fresh {
         for s in &f.scenarios {
             outln!(
-                "{:<18}  {:<20}  {:<11}  {}",
+                "{:<18}  {:<sw$}  {:<11}  {}",
                 f.workflow,
                 crate::exec::freshness::scenario_label(s),
                 f.drill_every.as_deref().unwrap_or("-"),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::compile::{CompiledWorkflow, DrillAction, diagnostic::LineIndex};
-use crate::model::{Expect, Fault};
+use crate::model::{AnswerDecision, Expect, Fault};
 use crate::store::{RunStatus, StepStatus};
 
 /// A drill as stored with its run.
@@ -17,6 +17,9 @@ pub struct DrillSpec {
     pub scenario: Option<String>,
     #[serde(default)]
     pub faults: Vec<Injected>,
+    /// The scenario's people: who answers which waiting step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<Answering>,
     #[serde(default)]
     pub expect: Expect,
     /// Who started it.
@@ -28,6 +31,16 @@ pub struct DrillSpec {
 pub struct Injected {
     pub step: String,
     pub fault: Fault,
+}
+
+/// A scenario's person answering a step (`people:`), as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answering {
+    pub step: String,
+    pub by: String,
+    /// `None`: the step's own decision (approve an approval, ack an escalate).
+    pub decision: Option<AnswerDecision>,
+    pub comment: Option<String>,
 }
 
 impl DrillSpec {
@@ -91,6 +104,16 @@ pub fn prepare(
             .inject
             .iter()
             .map(|(step, f)| Injected { step: step.clone(), fault: f.value })
+            .collect();
+        spec.people = s
+            .people
+            .iter()
+            .map(|(step, a)| Answering {
+                step: step.clone(),
+                by: a.by.value.clone(),
+                decision: a.decision.as_ref().map(|d| d.value),
+                comment: a.comment.clone(),
+            })
             .collect();
         inputs = s.inputs.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
     }
@@ -212,6 +235,8 @@ pub fn unprotected_steps(wf: &CompiledWorkflow) -> Vec<String> {
 pub struct Ending<'a> {
     pub status: RunStatus,
     pub steps: Vec<(&'a str, StepStatus)>,
+    /// Each step's error, if it has one.
+    pub errors: Vec<(&'a str, &'a str)>,
     pub outputs: Option<&'a Value>,
     pub recovery_ms: Option<i64>,
     /// Events a notification was queued for.
@@ -261,7 +286,11 @@ pub fn verdict(expect: &Expect, end: &Ending<'_>) -> Verdict {
         checks.push(Check { what, expected, actual, ok });
     };
     let expected_status = expect.status.as_ref().map(|s| s.value.as_str()).or(
-        match expect.steps.is_empty() && expect.outputs.is_empty() && expect.notified.is_empty() {
+        match expect.steps.is_empty()
+            && expect.outputs.is_empty()
+            && expect.errors.is_empty()
+            && expect.notified.is_empty()
+        {
             true => Some("succeeded"),
             false => None,
         },
@@ -279,6 +308,15 @@ pub fn verdict(expect: &Expect, end: &Ending<'_>) -> Verdict {
             actual_text.into(),
             actual == Some(status.value.as_str()),
         );
+    }
+    for (step, expected) in &expect.errors {
+        let actual = end.errors.iter().find(|(id, _)| id == step).map(|(_, e)| *e);
+        let (expected_text, ok) = output_matches(
+            &Value::String(expected.value.clone()),
+            actual.map(Value::from).as_ref(),
+        );
+        let actual_text = actual.map_or_else(|| "(no error)".to_string(), |e| format!("{e:?}"));
+        check(format!("error of {step}"), expected_text, actual_text, ok);
     }
     for (name, expected) in &expect.outputs {
         let actual = end.outputs.and_then(|o| o.get(name));
@@ -406,6 +444,7 @@ drills:
         Ending {
             status,
             steps: vec![("a", StepStatus::Succeeded), ("b", StepStatus::Skipped)],
+            errors: vec![("a", "exit status 1: canary at 50% is unhealthy")],
             outputs: Some(outputs),
             recovery_ms: Some(1500),
             notified,
@@ -434,6 +473,24 @@ drills:
             ]
         );
         assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_steps_error_is_expected_as_text_or_regex() {
+        let expect: Expect = serde_json::from_value(serde_json::json!({
+            "errors": {"a": "~canary at 50% is unhealthy", "b": "boom"}
+        }))
+        .unwrap();
+        let none = BTreeSet::new();
+        let v = verdict(&expect, &end(RunStatus::Failed, &none, &Value::Null));
+        let lines: Vec<String> = v.expectations.iter().map(Check::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "PASS error of a: expected a match of /canary at 50% is unhealthy/, actual \"exit status 1: canary at 50% is unhealthy\"",
+                "FAIL error of b: expected \"boom\", actual (no error)",
+            ]
+        );
     }
 
     #[test]

@@ -434,6 +434,8 @@ impl Driver {
                 }
                 last_requests = Instant::now();
             }
+            // Gates waiting for a drill scenario's people (a resumed drill too).
+            self.drill_answers().await?;
             if let Some(due) = self.rto_due
                 && now_ms() >= due
                 && !self.run.status.is_terminal()

@@ -149,8 +149,34 @@ pub struct Scenario {
     /// Step id -> the fault injected into it.
     #[serde(default)]
     pub inject: IndexMap<String, Located<Fault>>,
+    /// Step id -> the person who answers its `approval` or `escalate` in
+    /// the drill (the scenario's people), as soon as it waits.
+    #[serde(default)]
+    pub people: IndexMap<String, Answer>,
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// A scenario's person answering a waiting step (`people: {STEP: …}`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// Who answers: a user of lifeboat.toml, checked like anyone's decision
+    /// (one of the approvers, not the requester when they are excluded).
+    pub by: Located<String>,
+    /// `approve` or `reject` for an `approval`, `ack` for an `escalate`;
+    /// default: the step's own (`approve`, `ack`).
+    pub decision: Option<Located<AnswerDecision>>,
+    pub comment: Option<String>,
+}
+
+/// What a scenario's person decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerDecision {
+    Approve,
+    Reject,
+    Ack,
 }
 
 /// What a drill must end with; each entry is one line of the verdict.
@@ -165,6 +191,10 @@ pub struct Expect {
     /// Output name -> its value; a string starting with `~` is a regex.
     #[serde(default)]
     pub outputs: IndexMap<String, Located<serde_json::Value>>,
+    /// Step id -> its error (the text, or `~regex`): what a failed step
+    /// said, e.g. where a canary stopped.
+    #[serde(default)]
+    pub errors: IndexMap<String, Located<String>>,
     /// The measured recovery time (run start to end) is at most this.
     pub recovery_within: Option<Duration>,
     /// Events a notification was queued for.
@@ -217,5 +247,19 @@ mod tests {
             serde_json::from_value(serde_json::json!({"uses": "set", "with": {"a": 1}})).unwrap();
         assert!(matches!(body, StepDrill::Substitute(b) if b.uses.value == "set"));
         assert!(serde_json::from_value::<StepDrill>(serde_json::json!("maybe")).is_err());
+    }
+
+    #[test]
+    fn a_scenarios_person_names_who_and_optionally_what() {
+        let s: Scenario = serde_json::from_value(serde_json::json!({
+            "people": {"approve": {"by": "bob", "comment": "dc01 is gone"},
+                       "page": {"by": "carol", "decision": "ack"}}
+        }))
+        .unwrap();
+        assert_eq!(s.people["approve"].by.value, "bob");
+        assert_eq!(s.people["approve"].decision, None);
+        assert_eq!(s.people["page"].decision.as_ref().map(|d| d.value), Some(AnswerDecision::Ack));
+        let bad = serde_json::json!({"people": {"approve": {"by": "bob", "decision": "maybe"}}});
+        assert!(serde_json::from_value::<Scenario>(bad).is_err());
     }
 }

@@ -12,7 +12,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use drill::{DrillMode, Expect, Fault, Scenario, StepDrill};
+pub use drill::{Answer, AnswerDecision, DrillMode, Expect, Fault, Scenario, StepDrill};
 pub use duration::Duration;
 pub use lifeboat_notify::Event;
 pub use located::{Located, Span};

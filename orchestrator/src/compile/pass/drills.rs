@@ -4,7 +4,11 @@
 
 use super::*;
 use crate::model::drill::{FINAL_RUN_STATUSES, STEP_STATUSES};
-use crate::model::{Scenario, StepDrill};
+use crate::model::{AnswerDecision, Scenario, StepDrill};
+
+fn answer_name(d: AnswerDecision) -> String {
+    serde_json::to_value(d).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
 
 impl Pass<'_> {
     /// A step's `drill:` as the executor needs it.
@@ -213,6 +217,50 @@ impl Pass<'_> {
                 }
             }
         }
+        for (step, answer) in &scenario.people {
+            let span = key_span(&["people"], step);
+            let Some(i) = steps.get(step) else {
+                self.unknown_step(&place, "has a person answer", step, steps, span);
+                continue;
+            };
+            let Some(kind) = parsed_steps[i].as_ref().map(|s| s.uses.value.as_str()) else {
+                continue;
+            };
+            let allowed: &[AnswerDecision] = match kind {
+                "approval" => &[AnswerDecision::Approve, AnswerDecision::Reject],
+                "escalate" => &[AnswerDecision::Ack],
+                other => {
+                    self.error(
+                        Code::Drill,
+                        format!("{place}: `{step}` is a `{other}` step; a scenario's people answer `approval` and `escalate` steps"),
+                        span,
+                    );
+                    continue;
+                }
+            };
+            if answer.by.value.trim().is_empty() {
+                self.error(
+                    Code::Drill,
+                    format!("{place}: the person answering `{step}` has an empty `by`"),
+                    answer.by.span.or(span),
+                )
+                .help("name a user of lifeboat.toml, e.g. `by: bob`");
+            }
+            if let Some(d) = &answer.decision
+                && !allowed.contains(&d.value)
+            {
+                let names: Vec<String> = allowed.iter().map(|a| answer_name(*a)).collect();
+                self.error(
+                    Code::Drill,
+                    format!(
+                        "{place}: `{}` does not answer the `{kind}` step `{step}`",
+                        answer_name(d.value)
+                    ),
+                    d.span.or(span),
+                )
+                .help(format!("write `decision: {}`", names.join("` or `decision: ")));
+            }
+        }
         let expect = &scenario.expect;
         if let Some(status) = &expect.status
             && !FINAL_RUN_STATUSES.contains(&status.value.as_str())
@@ -241,6 +289,21 @@ impl Pass<'_> {
                 .help(
                     suggest::did_you_mean(&status.value, STEP_STATUSES.iter().copied())
                         .unwrap_or_else(|| format!("one of {}", STEP_STATUSES.join(", "))),
+                );
+            }
+        }
+        for (step, error) in &expect.errors {
+            if steps.get(step).is_none() {
+                let span = key_span(&["expect", "errors"], step);
+                self.unknown_step(&place, "expects an error of", step, steps, span);
+            }
+            if let Some(pattern) = error.value.strip_prefix('~')
+                && let Err(e) = regex::Regex::new(pattern)
+            {
+                self.error(
+                    Code::Drill,
+                    format!("{place}: error of `{step}`: `~{pattern}` is not a valid regex: {e}"),
+                    error.span,
                 );
             }
         }
@@ -284,11 +347,11 @@ impl Pass<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use crate::compile::{CompileEnv, compile};
 
     /// Each LB030 message with its help, and the 1-based line it points at.
-    fn errors(text: &str) -> Vec<(String, usize)> {
+    pub(super) fn errors(text: &str) -> Vec<(String, usize)> {
         let report = compile("wf.yaml", text, CompileEnv::default()).unwrap_err();
         report
             .diagnostics
@@ -299,6 +362,11 @@ mod tests {
             })
             .collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::errors;
 
     const WF: &str = "name: wf
 triggers:
@@ -324,6 +392,57 @@ drills:
             ),
             ("trigger 2: `scenario: happy` needs `mode: drill`", 4),
             ("notify rule 1: `drill_overdue` never fires without `objectives.drill_every`", 6),
+        ];
+        for (message, line) in want {
+            assert!(
+                got.iter().any(|(m, l)| m.starts_with(message) && *l == line),
+                "missing {message:?} at line {line} in {got:#?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod people_tests {
+    use super::tests_support::errors;
+
+    const WF: &str = "name: wf
+steps:
+  ask: { uses: approval, with: { approvers: [bob] } }
+  page: { uses: escalate, with: { tiers: [{ channels: [c], ack_within: 1m }] } }
+  work: { uses: set, with: { a: 1 }, needs: [ask, page] }
+drills:
+  answered:
+    people:
+      ask: { by: bob, decision: ack }
+      pgae: { by: carol }
+      work: { by: bob }
+      page: { by: \"\" }
+    expect: { errors: { wrk: \"~(\" } }
+";
+
+    #[test]
+    fn a_scenarios_people_are_checked_at_their_lines_with_a_suggestion() {
+        let got = errors(WF);
+        let want = [
+            (
+                "drill scenario `answered`: `ack` does not answer the `approval` step `ask` | write `decision: approve` or `decision: reject`",
+                9,
+            ),
+            (
+                "drill scenario `answered` has a person answer `pgae`, which is not a step of this workflow | did you mean `page`?",
+                10,
+            ),
+            (
+                "drill scenario `answered`: `work` is a `set` step; a scenario's people answer `approval` and `escalate` steps",
+                11,
+            ),
+            ("drill scenario `answered`: the person answering `page` has an empty `by`", 12),
+            (
+                "drill scenario `answered` expects an error of `wrk`, which is not a step of this workflow | did you mean `work`?",
+                13,
+            ),
+            ("drill scenario `answered`: error of `wrk`: `~(` is not a valid regex", 13),
         ];
         for (message, line) in want {
             assert!(

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::compile::DrillAction;
-use crate::exec::drill::{DrillSpec, Ending, verdict};
-use crate::model::Fault;
-use crate::store::{NewAudit, RunMode};
+use crate::exec::drill::{Answering, DrillSpec, Ending, verdict};
+use crate::model::{AnswerDecision, Fault};
+use crate::store::{NewAudit, RequestKind, RequestRecord, RunMode};
 
 /// What a drill run with a spec carries through its drive.
 pub(super) struct DrillState {
@@ -17,6 +17,9 @@ pub(super) struct DrillState {
     /// Events a notification was queued for: those of earlier drives (read
     /// once, at load) and of this one (as they are staged).
     notified: BTreeSet<String>,
+    /// Steps whose scenario person has answered in this drive (a refused
+    /// answer is not repeated every round; a restarted worker tries once).
+    answered: BTreeSet<String>,
 }
 
 impl DrillState {
@@ -35,7 +38,7 @@ impl DrillState {
                 source,
             })?;
         let notified = rt.store.outbox(&run.id).await?.into_iter().map(|r| r.event).collect();
-        Ok(Some(DrillState { spec, notified }))
+        Ok(Some(DrillState { spec, notified, answered: BTreeSet::new() }))
     }
 }
 
@@ -61,6 +64,75 @@ impl Driver {
     /// (its substitute changed nothing the rollback would undo).
     pub(super) fn has_rollback(&self, i: usize) -> bool {
         self.wf.steps[i].rollback.is_some() && self.drill_body(i).is_none()
+    }
+
+    /// The scenario's people answer the steps waiting for them: each
+    /// answer is checked and applied exactly as a person's queued decision
+    /// (`approved_by` names them; a wrong person is refused, saying why),
+    /// with its audit entry marked as the drill's. No query: the spec and
+    /// the steps are in memory.
+    pub(super) async fn drill_answers(&mut self) -> ExecResult<()> {
+        let Some(state) = self.drill.as_ref() else { return Ok(()) };
+        let due: Vec<(usize, Answering)> = state
+            .spec
+            .people
+            .iter()
+            .filter(|a| !state.answered.contains(&a.step))
+            .filter_map(|a| {
+                let i = self.wf.steps.iter().position(|s| s.id == a.step)?;
+                (self.slots[i].record.status == StepStatus::Waiting && self.gate(i).is_some())
+                    .then(|| (i, a.clone()))
+            })
+            .collect();
+        for (i, answer) in due {
+            if let Some(state) = self.drill.as_mut() {
+                state.answered.insert(answer.step.clone());
+            }
+            let awaiting_ack = self.gate(i).is_some_and(|g| g.awaiting == "ack");
+            let decision = match answer.decision {
+                Some(AnswerDecision::Approve) => Decision::Approve,
+                Some(AnswerDecision::Reject) => Decision::Reject,
+                Some(AnswerDecision::Ack) => Decision::Ack,
+                None if awaiting_ack => Decision::Ack,
+                None => Decision::Approve,
+            };
+            let kind = match decision {
+                Decision::Approve => RequestKind::Approve,
+                Decision::Reject => RequestKind::Reject,
+                Decision::Ack => RequestKind::Ack,
+            };
+            let req = RequestRecord {
+                id: 0,
+                run_id: self.run.id.clone(),
+                kind,
+                step_id: Some(answer.step.clone()),
+                data: Some(json!({"comment": answer.comment})),
+                actor: answer.by.clone(),
+                at: now_ms(),
+            };
+            let scenario = self.drill.as_ref().and_then(|d| d.spec.scenario.clone());
+            let (mut changes, refused) = match self.decision_changes(i, &req, decision) {
+                Ok(changes) => (changes, None),
+                Err(why) => (
+                    vec![Self::event(
+                        RunEvent::DecisionRefused,
+                        Some(&answer.step),
+                        Some(json!({"by": answer.by, "decision": decision.name(), "reason": why})),
+                    )],
+                    Some(why),
+                ),
+            };
+            let stage = if refused.is_some() { "refused" } else { "applied" };
+            changes.push(Change::Audit(NewAudit {
+                actor: answer.by.clone(),
+                action: format!("{}_{stage}", decision.name()),
+                run_id: Some(self.run.id.clone()),
+                step_id: Some(answer.step.clone()),
+                payload: json!({"drill_scenario": scenario, "reason": refused}),
+            }));
+            self.commit(changes).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn drill_skip(&mut self, i: usize) -> ExecResult<()> {
@@ -112,9 +184,17 @@ impl Driver {
             .zip(&self.slots)
             .map(|(s, slot)| (s.id.as_str(), slot.record.status))
             .collect();
+        let errors = self
+            .wf
+            .steps
+            .iter()
+            .zip(&self.slots)
+            .filter_map(|(s, slot)| slot.record.error.as_deref().map(|e| (s.id.as_str(), e)))
+            .collect();
         let end = Ending {
             status: self.run.status,
             steps,
+            errors,
             outputs: self.run.outputs.as_ref(),
             recovery_ms,
             notified: &state.notified,

@@ -417,7 +417,7 @@ impl Driver {
     }
 
     /// The changes a decision makes, or why it is refused.
-    fn decision_changes(
+    pub(super) fn decision_changes(
         &self,
         i: usize,
         req: &RequestRecord,
