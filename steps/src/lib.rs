@@ -457,6 +457,36 @@ pub fn format_duration(d: Duration) -> String {
 
 /// True when `s` contains a handlebars expression, i.e. its value is only
 /// known when the step starts.
+/// The checks every database kind makes of where it connects: exactly one
+/// of `connection` (a name from lifeboat.toml) and `url`, and an
+/// untemplated `url` starting with one of `schemes` (`expected` says which).
+pub(crate) fn check_database_target(
+    kind: &str,
+    connection: Option<&String>,
+    url: Option<&String>,
+    schemes: &[&str],
+    expected: &str,
+) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    match (connection, url) {
+        (None, None) => problems.push(ConfigProblem::new(
+            &[],
+            format!("a {kind} step needs `connection` (a name from lifeboat.toml) or `url`"),
+        )),
+        (Some(_), Some(_)) => {
+            problems.push(ConfigProblem::new(&["url"], "`connection` and `url` are exclusive"))
+        }
+        _ => {}
+    }
+    if let Some(url) = url
+        && !is_templated(url)
+        && !schemes.iter().any(|p| url.starts_with(p))
+    {
+        problems.push(ConfigProblem::new(&["url"], expected));
+    }
+    problems
+}
+
 pub fn is_templated(s: &str) -> bool {
     s.contains("{{")
 }

@@ -98,23 +98,13 @@ const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Config {
     pub fn compile(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        match (&self.connection, &self.url) {
-            (None, None) => problems.push(ConfigProblem::new(
-                &[],
-                "a postgres step needs `connection` (a name from lifeboat.toml) or `url`",
-            )),
-            (Some(_), Some(_)) => {
-                problems.push(ConfigProblem::new(&["url"], "`connection` and `url` are exclusive"))
-            }
-            _ => {}
-        }
-        if let Some(url) = &self.url
-            && !crate::is_templated(url)
-            && !["postgres://", "postgresql://"].iter().any(|p| url.starts_with(p))
-        {
-            problems.push(ConfigProblem::new(&["url"], "a postgres step needs a postgres:// URL"));
-        }
+        let mut problems = crate::check_database_target(
+            "postgres",
+            self.connection.as_ref(),
+            self.url.as_ref(),
+            &["postgres://", "postgresql://"],
+            "a postgres step needs a postgres:// URL",
+        );
         let action = self.action;
         let given = [
             ("max_lag_bytes", self.max_lag_bytes.is_some()),

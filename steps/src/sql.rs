@@ -49,26 +49,13 @@ pub struct Config {
 
 impl Config {
     pub fn compile(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        match (&self.connection, &self.url) {
-            (None, None) => problems.push(ConfigProblem::new(
-                &[],
-                "a sql step needs `connection` (a name from lifeboat.toml) or `url`",
-            )),
-            (Some(_), Some(_)) => {
-                problems.push(ConfigProblem::new(&["url"], "`connection` and `url` are exclusive"))
-            }
-            _ => {}
-        }
-        if let Some(url) = &self.url
-            && !crate::is_templated(url)
-            && !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| url.starts_with(p))
-        {
-            problems.push(ConfigProblem::new(
-                &["url"],
-                "only sqlite: and postgres:// URLs are supported",
-            ));
-        }
+        let mut problems = crate::check_database_target(
+            "sql",
+            self.connection.as_ref(),
+            self.url.as_ref(),
+            &["sqlite:", "postgres://", "postgresql://"],
+            "only sqlite: and postgres:// URLs are supported",
+        );
         if crate::is_templated(&self.query) {
             problems.push(
                 ConfigProblem::new(&["query"], "templates in `query` would allow SQL injection")
