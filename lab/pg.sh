@@ -12,67 +12,22 @@
 # (scram-sha-256 over TCP; replication from 127.0.0.1 is allowed by initdb's
 # pg_hba.conf). The standby is `pg_basebackup -R` of it, streaming, hot. Both
 # listen on 127.0.0.1 on free ports; data, logs and sockets live in one temp dir.
-# Binaries, the postgres user when root, and free ports come as in scripts/pg.sh.
+# Binaries, the postgres user when root, free ports and initdb: scripts/pg-common.sh.
 # Only the export lines go to stdout; progress and errors go to stderr.
 set -euo pipefail
 
-PG_VERSION=15
-PG_BIN="${LIFEBOAT_PG_BIN:-/usr/lib/postgresql/$PG_VERSION/bin}"
+PG_SCRIPT=lab/pg.sh
 MARKER=.lifeboat-lab
-
-log() { echo "lab/pg.sh: $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=scripts/pg-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/pg-common.sh"
 
 usage() {
     echo "usage: lab/pg.sh start | stop DIR | break DIR stop-primary | break DIR delay SECS" >&2
     exit 2
 }
 
-[[ -x "$PG_BIN/postgres" && -x "$PG_BIN/pg_basebackup" ]] ||
-    die "Postgres $PG_VERSION binaries not found in $PG_BIN: install postgresql-$PG_VERSION (scripts/deps.sh)"
-
-pick_user() {
-    if [[ $EUID -ne 0 ]]; then
-        echo ""
-    elif id -u postgres >/dev/null 2>&1; then
-        echo postgres
-    else
-        die "running as root needs a \`postgres\` user (Postgres refuses to run as root)"
-    fi
-}
-
-run_as() {
-    local user=$1
-    shift
-    if [[ -z "$user" ]]; then
-        "$@"
-    else
-        runuser -u "$user" -- "$@"
-    fi
-}
-
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "found no free port"
-}
-
-# The user owning DIR's clusters (empty: ourselves).
-owner_of() {
-    local user=""
-    if [[ $EUID -eq 0 ]]; then user=$(stat -c %U "$1"); fi
-    if [[ "$user" == root ]]; then user=""; fi
-    echo "$user"
-}
+ensure_binaries
+[[ -x "$PG_BIN/pg_basebackup" ]] || die "$PG_BIN/pg_basebackup is missing: reinstall postgresql-$PG_VERSION"
 
 # pg_start USER DIR NAME PORT: writes the port and starts DIR/NAME.
 pg_start() {
@@ -108,22 +63,12 @@ undo_start() {
 start() {
     local user dir password primary_port standby_port
     user=$(pick_user)
-    dir=$(mktemp -d "${LIFEBOAT_PG_TMP:-/tmp}/lifeboat-lab.XXXXXX")
+    dir=$(new_cluster_dir lifeboat-lab "$user")
     START_DIR=$dir
     trap undo_start EXIT
-    touch "$dir/$MARKER"
-    chmod 700 "$dir"
-    if [[ -n "$user" ]]; then chown -R "$user" "$dir"; fi
     cd "$dir"
-    password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-    (umask 077 && echo "$password" >"$dir/pwfile")
-    if [[ -n "$user" ]]; then chown "$user" "$dir/pwfile"; fi
-
-    log "initdb primary in $dir/primary${user:+ as $user}"
-    run_as "$user" "$PG_BIN/initdb" -D "$dir/primary" --username=lifeboat --pwfile="$dir/pwfile" \
-        --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 \
-        >"$dir/initdb.log" 2>&1 || die "initdb failed (log: $dir/initdb.log)"
-    rm -f "$dir/pwfile"
+    initdb_cluster "$user" "$dir" primary
+    password=$PASSWORD
     cat >"$dir/primary/postgresql.auto.conf" <<CONF
 # written by lab/pg.sh
 listen_addresses = '127.0.0.1'

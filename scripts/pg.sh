@@ -14,76 +14,14 @@
 # Only the export lines go to stdout; progress and errors go to stderr.
 set -euo pipefail
 
-PG_VERSION=15
-PG_BIN="${LIFEBOAT_PG_BIN:-/usr/lib/postgresql/$PG_VERSION/bin}"
+PG_SCRIPT=pg.sh
 MARKER=.lifeboat-test-cluster
-
-log() { echo "pg.sh: $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=scripts/pg-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pg-common.sh"
 
 usage() {
     echo "usage: scripts/pg.sh start | scripts/pg.sh stop DIR" >&2
     exit 2
-}
-
-ensure_binaries() {
-    [[ -x "$PG_BIN/postgres" && -x "$PG_BIN/initdb" && -x "$PG_BIN/pg_ctl" ]] && return
-    log "Postgres $PG_VERSION binaries not found in $PG_BIN: installing postgresql-$PG_VERSION"
-    command -v apt-get >/dev/null || die "no apt-get: install Postgres $PG_VERSION so that $PG_BIN/postgres exists"
-    local sudo=()
-    if [[ $EUID -ne 0 ]]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "postgresql-$PG_VERSION" >&2
-    [[ -x "$PG_BIN/postgres" ]] || die "postgresql-$PG_VERSION installed but $PG_BIN/postgres is missing"
-}
-
-# The OS user Postgres runs as (empty: the current user).
-pick_user() {
-    if [[ $EUID -ne 0 ]]; then
-        echo ""
-    elif id -u postgres >/dev/null 2>&1; then
-        echo postgres
-    else
-        if ! id -u lifeboat-test >/dev/null 2>&1; then
-            useradd --system --no-create-home --home-dir /nonexistent \
-                --shell /usr/sbin/nologin lifeboat-test >&2 ||
-                id -u lifeboat-test >/dev/null 2>&1 || die "could not create user lifeboat-test"
-        fi
-        echo lifeboat-test
-    fi
-}
-
-# run_as USER CMD...: runs CMD as USER (or as we are, when USER is empty), from a
-# directory USER can read (initdb fails where it cannot read the cwd).
-run_as() {
-    local user=$1
-    shift
-    if [[ -z "$user" ]]; then
-        "$@"
-    elif command -v runuser >/dev/null; then
-        runuser -u "$user" -- "$@"
-    else
-        su -s /bin/sh "$user" -c "$(printf '%q ' "$@")"
-    fi
-}
-
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        port_in_use "$port" || {
-            echo "$port"
-            return
-        }
-    done
-    die "found no free port"
 }
 
 # A start that fails half-way leaves nothing behind.
@@ -98,26 +36,12 @@ start() {
     ensure_binaries
     local user dir password port started=""
     user=$(pick_user)
-    # /tmp, not $TMPDIR: the postgres user must be able to reach it.
-    dir=$(mktemp -d "${LIFEBOAT_PG_TMP:-/tmp}/lifeboat-pg.XXXXXX")
+    dir=$(new_cluster_dir lifeboat-pg "$user")
     START_DIR=$dir
     trap undo_start EXIT
-    touch "$dir/$MARKER"
-    chmod 700 "$dir"
-    if [[ -n "$user" ]]; then chown -R "$user" "$dir"; fi
     cd "$dir"
-    password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-    (umask 077 && echo "$password" >"$dir/pwfile")
-    if [[ -n "$user" ]]; then chown "$user" "$dir/pwfile"; fi
-
-    log "initdb in $dir/data${user:+ as $user}"
-    run_as "$user" "$PG_BIN/initdb" -D "$dir/data" --username=lifeboat --pwfile="$dir/pwfile" \
-        --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 \
-        >"$dir/initdb.log" 2>&1 || {
-        cat "$dir/initdb.log" >&2
-        die "initdb failed"
-    }
-    rm -f "$dir/pwfile"
+    initdb_cluster "$user" "$dir" data
+    password=$PASSWORD
 
     for _ in 1 2 3 4 5; do
         port=$(free_port)
@@ -153,9 +77,8 @@ stop() {
     [[ -n "$dir" ]] || usage
     [[ -f "$dir/$MARKER" ]] || die "$dir is not a cluster made by scripts/pg.sh; not touching it"
     if [[ -f "$dir/data/postmaster.pid" ]]; then
-        local user=""
-        if [[ $EUID -eq 0 ]]; then user=$(stat -c %U "$dir/data"); fi
-        if [[ "$user" == root ]]; then user=""; fi
+        local user
+        user=$(owner_of "$dir/data")
         (cd "$dir" && run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null) ||
             log "pg_ctl stop failed (log: $dir/postgres.log)"
     fi
