@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
-use crate::sql::{Param, params, postgres_row};
+use crate::sql::{bind_params, params, postgres_row};
 use crate::{AttemptContext, ConfigProblem, Outcome, Step};
 
 /// What a `postgres` step does.
@@ -607,16 +607,7 @@ impl Server<'_> {
             .await
             .map_err(self.failed("starting a transaction"))?;
         let params = params(values);
-        let mut q = sqlx::query(query);
-        for param in &params {
-            q = match param {
-                Param::Null => q.bind(None::<String>),
-                Param::Bool(b) => q.bind(*b),
-                Param::Int(i) => q.bind(*i),
-                Param::Float(f) => q.bind(*f),
-                Param::Text(s) => q.bind(s.as_str()),
-            };
-        }
+        let q = bind_params!(sqlx::query(query), &params);
         let rows: Vec<PgRow> = tx.fetch_all(q).await.map_err(self.failed("running the query"))?;
         let _ = tx.rollback().await;
         let _ = conn.close().await;

@@ -225,6 +225,25 @@ pub(crate) enum Param {
     Text(String),
 }
 
+/// `$query` with `$params` (a `&[Param]`) bound in order: one binding for
+/// both backends and both kinds that run SQL (`sql`, `postgres`).
+macro_rules! bind_params {
+    ($query:expr, $params:expr) => {{
+        let mut query = $query;
+        for param in $params {
+            query = match param {
+                $crate::sql::Param::Null => query.bind(None::<String>),
+                $crate::sql::Param::Bool(b) => query.bind(*b),
+                $crate::sql::Param::Int(i) => query.bind(*i),
+                $crate::sql::Param::Float(f) => query.bind(*f),
+                $crate::sql::Param::Text(s) => query.bind(s.as_str()),
+            };
+        }
+        query
+    }};
+}
+pub(crate) use bind_params;
+
 pub(crate) fn params(values: &[Value]) -> Vec<Param> {
     values
         .iter()
@@ -258,16 +277,7 @@ macro_rules! runner {
             let options = <$options>::from_str(url).map_err(Failure::connect)?;
             let mut conn: $connection = options.connect().await.map_err(Failure::connect)?;
             let params = params(values);
-            let mut query = sqlx::query(sql);
-            for param in &params {
-                query = match param {
-                    Param::Null => query.bind(None::<String>),
-                    Param::Bool(b) => query.bind(*b),
-                    Param::Int(i) => query.bind(*i),
-                    Param::Float(f) => query.bind(*f),
-                    Param::Text(s) => query.bind(s.as_str()),
-                };
-            }
+            let query = bind_params!(sqlx::query(sql), &params);
             let rows =
                 collect(conn.fetch_many(query), max, |r: &$result| r.rows_affected(), $decode)
                     .await;
