@@ -1,6 +1,6 @@
 //! The `postgres` step kind against a real primary and streaming standby
 //! (lab/pg.sh): status on both, fence (writes refused) rolled back by
-//! unfence, a read-only query_one, wait_for_catchup with and without a
+//! its automatic unfence, a read-only query_one, wait_for_catchup with and without a
 //! delayed standby, promote refused on the primary and done on the standby,
 //! and a refused connection. Skipped only where Postgres 15 is not installed.
 
@@ -145,9 +145,6 @@ steps:
   fence:
     uses: postgres
     with: { action: fence, connection: primary }
-    rollback:
-      uses: postgres
-      with: { action: unfence, connection: primary }
   write:
     needs: [fence]
     uses: sql
@@ -271,10 +268,12 @@ fn the_postgres_kind_operates_a_real_primary_and_standby() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // Fenced, the primary refuses the write; the run rolls back by unfencing.
+    // Fenced, the primary refuses the write; the run rolls back by
+    // unfencing, the fence's automatic rollback (the step writes none).
     let (code, doc) = run(&sb, "fence.yaml", FENCE, &password);
     assert_ne!(code, Some(0), "{doc:#}");
     assert_eq!(doc["status"], "rolled_back", "{doc:#}");
+    assert_eq!(step(&doc, "fence")["rollback"]["status"], "succeeded", "{doc:#}");
     let fence = &step(&doc, "fence")["outputs"];
     assert_eq!(fence["changed"], true, "{fence:#}");
     assert_eq!(fence["was_read_only"], false);

@@ -157,6 +157,22 @@ macro_rules! action_kinds {
                 }
             }
 
+            /// This action undoes itself when its step has no `rollback:`
+            /// (see [`Step::reversible`]).
+            pub fn reversible(&self) -> bool {
+                match self {
+                    $(ActionConfig::$variant(c) => c.reversible(),)*
+                }
+            }
+
+            /// The action that undoes an attempt of this (rendered) action
+            /// that succeeded with `outputs` (see [`Step::inverse`]).
+            pub fn inverse(&self, outputs: &serde_json::Value) -> Result<ActionConfig, String> {
+                match self {
+                    $(ActionConfig::$variant(c) => c.inverse(outputs),)*
+                }
+            }
+
             /// One attempt, unredacted (see [`ActionConfig::run`]).
             async fn run_once(&self, ctx: &AttemptContext) -> Outcome {
                 match self {
@@ -432,6 +448,44 @@ pub trait Step {
     /// Performs one attempt. Never panics on input: every problem becomes
     /// an [`Outcome::Failed`]. Honours `ctx.timeout` and `ctx.cancel`.
     fn run(&self, ctx: &AttemptContext) -> impl Future<Output = Outcome> + Send;
+
+    /// True when this action has a natural inverse that the compiler makes
+    /// its step's rollback unless the step writes one (`fence` → `unfence`,
+    /// DNS `set` → the previous rrset, HAProxy `set_weight` → the previous
+    /// weights). Decided from the config alone, at compile time.
+    fn reversible(&self) -> bool {
+        false
+    }
+
+    /// The action that undoes a successful attempt of this action, built
+    /// from the rendered config and the attempt's `outputs` (the previous
+    /// values it recorded). When there is nothing to undo (the server was
+    /// already fenced), [`nothing_to_undo`] says why. Called only when
+    /// [`Step::reversible`] is true.
+    fn inverse(&self, _outputs: &serde_json::Value) -> Result<ActionConfig, String> {
+        Err("this action has no automatic rollback".into())
+    }
+}
+
+/// The inverse of an action that changed nothing: a `set` step whose
+/// output `nothing_to_undo` says why, so the rollback is recorded, and read.
+pub fn nothing_to_undo(why: &str) -> ActionConfig {
+    let mut values = indexmap::IndexMap::new();
+    values.insert("nothing_to_undo".to_string(), serde_json::Value::String(why.to_string()));
+    ActionConfig::Set(set::Config(values))
+}
+
+/// Reads `field` of a reversible action's outputs, or says that the
+/// attempt's outputs lack what its rollback needs.
+pub(crate) fn recorded<'a>(
+    outputs: &'a serde_json::Value,
+    field: &str,
+) -> Result<&'a serde_json::Value, String> {
+    outputs.get(field).filter(|v| !v.is_null()).ok_or_else(|| {
+        format!(
+            "cannot roll back: the step's outputs lack `{field}`, which records what it changed"
+        )
+    })
 }
 
 /// `{}`: the outputs of a step that produces none.

@@ -204,6 +204,21 @@ impl Step for Config {
         let outcome = self.run_on(url, ctx).await;
         hide_password(url, outcome)
     }
+
+    /// `fence` undoes itself: `unfence` on the same server, unless the
+    /// server was already read-only (then the fence changed nothing).
+    fn reversible(&self) -> bool {
+        self.action == Action::Fence
+    }
+
+    fn inverse(&self, outputs: &Value) -> Result<crate::ActionConfig, String> {
+        if crate::recorded(outputs, "changed")?.as_bool() == Some(false) {
+            return Ok(crate::nothing_to_undo(
+                "the server was already read-only before the fence: left read-only",
+            ));
+        }
+        Ok(crate::ActionConfig::Postgres(Config { action: Action::Unfence, ..self.clone() }))
+    }
 }
 
 /// `outcome` with the URL's password (should a server or driver message

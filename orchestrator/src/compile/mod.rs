@@ -109,6 +109,10 @@ pub struct CompiledBody {
     pub templates: IndexMap<String, templates::Parsed>,
     pub retry: EffectiveRetry,
     pub timeout: Option<Duration>,
+    /// A step's automatic rollback: this is the step's own body, and the
+    /// executor runs the inverse of its rendered action (see
+    /// `lifeboat_steps::Step::inverse`) built from the step's outputs.
+    pub inverse_of_step: bool,
 }
 
 /// A retry policy with every default filled in.

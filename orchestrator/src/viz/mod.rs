@@ -67,7 +67,10 @@ impl Marks {
             sequential: def.for_each.is_some() && def.sequential,
             not_idempotent: !def.idempotent,
             irreversible: def.irreversible,
-            rollback: step.rollback.as_ref().map(|rb| rb.kind.name()),
+            rollback: step
+                .rollback
+                .as_ref()
+                .map(|rb| if rb.inverse_of_step { "automatic" } else { rb.kind.name() }),
             continue_on_failure: def.continue_on_failure,
         }
     }

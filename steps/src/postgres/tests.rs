@@ -162,3 +162,26 @@ fn the_url_password_is_hidden_from_what_a_step_returns() {
     let plain = Outcome::succeeded(json!({"role": "primary"}));
     assert_eq!(hide_password("postgres://u@h/db", plain.clone()), plain);
 }
+
+#[test]
+fn fence_is_undone_by_unfence_unless_it_changed_nothing() {
+    use crate::{ActionConfig, Step};
+    let fence = parse("action: fence\nurl: postgres://u@h/db\n").unwrap();
+    assert!(fence.reversible());
+    assert!(!parse("action: promote\nurl: postgres://u@h/db\n").unwrap().reversible());
+    match fence.inverse(&json!({"changed": true, "was_read_only": false})).unwrap() {
+        ActionConfig::Postgres(c) => {
+            assert_eq!(c.action, Action::Unfence);
+            assert_eq!(c.url.as_deref(), Some("postgres://u@h/db"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match fence.inverse(&json!({"changed": false, "was_read_only": true})).unwrap() {
+        ActionConfig::Set(c) => {
+            assert!(c.0["nothing_to_undo"].as_str().unwrap().contains("already"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = fence.inverse(&json!({})).unwrap_err();
+    assert!(e.contains("`changed`"), "{e}");
+}

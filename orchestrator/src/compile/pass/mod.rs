@@ -354,6 +354,7 @@ impl<'a> Pass<'a> {
                     .help("remove `irreversible: true`, or the rollback if it cannot really undo the step");
             }
             let Some(body) = body else { continue };
+            let rollback = rollback.or_else(|| automatic_rollback(&step, &body));
             if step.poll.is_some() && !matches!(body.kind, StepKind::Action(_)) {
                 self.error(
                     Code::StepConfig,
@@ -509,6 +510,7 @@ impl<'a> Pass<'a> {
             templates: body_templates,
             retry,
             timeout: parts.timeout.or(header.defaults.timeout),
+            inverse_of_step: false,
         })
     }
 
@@ -728,4 +730,14 @@ fn node_to_json(node: &Node) -> serde_json::Value {
             V::Object(entries.iter().map(|(k, v)| (k.key_text(), node_to_json(v))).collect())
         }
     }
+}
+
+/// The rollback a step gets without writing one: its action's inverse
+/// (`fence` → `unfence`, DNS `set` → the previous rrset), unless the step
+/// is `irreversible` on purpose or runs per `for_each` item (a rollback
+/// cannot see `item`).
+fn automatic_rollback(step: &crate::model::Step, body: &CompiledBody) -> Option<CompiledBody> {
+    let reversible = matches!(&body.config, KindConfig::Action(a) if a.reversible());
+    (reversible && !step.irreversible && step.for_each.is_none())
+        .then(|| CompiledBody { inverse_of_step: true, ..body.clone() })
 }

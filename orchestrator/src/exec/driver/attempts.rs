@@ -32,6 +32,14 @@ impl Driver {
                 None => prepare_config(&body, None, &self.rt.opts.connections),
                 Some(ctx) => prepare_config(&body, Some(ctx), &self.rt.opts.connections),
             };
+            // An automatic rollback runs the inverse of the step's own action.
+            let prepared = match prepared {
+                Ok(c) if body.inverse_of_step => {
+                    let outputs = self.slots[i].record.outputs.clone().unwrap_or_default();
+                    c.inverse(&outputs)
+                }
+                other => other,
+            };
             match prepared {
                 Ok(c) => Some(c),
                 Err(e) if phase == Phase::Forward => return self.fail_step(i, e).await,
