@@ -173,6 +173,29 @@ macro_rules! action_kinds {
                 }
             }
 
+            /// This action changes the world (for `plan`'s audit of
+            /// unprotected mutations): the config's own answer (a `GET`
+            /// does not), else its kind's row.
+            pub fn mutates(&self) -> bool {
+                match self {
+                    $(ActionConfig::$variant(c) => c.mutates().unwrap_or($mutates),)*
+                }
+            }
+
+            /// The `[connections.X]` name this step refers to, if any
+            /// (checked by the compiler, resolved by the executor).
+            pub fn connection(&self) -> Option<&str> {
+                match self {
+                    $(ActionConfig::$variant(c) => c.connection(),)*
+                }
+            }
+
+            fn url_slot(&mut self) -> Option<&mut Option<String>> {
+                match self {
+                    $(ActionConfig::$variant(c) => c.url_slot(),)*
+                }
+            }
+
             /// One attempt, unredacted (see [`ActionConfig::run`]).
             async fn run_once(&self, ctx: &AttemptContext) -> Outcome {
                 match self {
@@ -205,28 +228,14 @@ impl ActionKind {
 }
 
 impl ActionConfig {
-    /// The `[connections.X]` name this step refers to, if any (checked by
-    /// the compiler, resolved by the executor).
-    pub fn connection(&self) -> Option<&str> {
-        match self {
-            ActionConfig::Sql(c) => c.connection.as_deref(),
-            ActionConfig::Postgres(c) => c.connection.as_deref(),
-            _ => None,
-        }
-    }
-
     /// Resolves a named connection to its URL with `lookup` (the executor's
     /// `[connections]`), unless the step gives a `url` of its own.
     pub fn resolve_connection(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        let (connection, url) = match self {
-            ActionConfig::Sql(c) => (&c.connection, &mut c.url),
-            ActionConfig::Postgres(c) => (&c.connection, &mut c.url),
-            _ => return,
-        };
-        if url.is_none()
-            && let Some(name) = connection
+        let Some(name) = self.connection().map(str::to_string) else { return };
+        if let Some(url) = self.url_slot()
+            && url.is_none()
         {
-            *url = lookup(name);
+            *url = lookup(&name);
         }
     }
 
@@ -455,6 +464,24 @@ pub trait Step {
     /// weights). Decided from the config alone, at compile time.
     fn reversible(&self) -> bool {
         false
+    }
+
+    /// Whether this very config changes the world, when that depends on
+    /// more than its kind (`http` `GET`, `postgres` `status`); `None`
+    /// defers to the kind's row in the table.
+    fn mutates(&self) -> Option<bool> {
+        None
+    }
+
+    /// The `[connections.X]` name of a kind that connects somewhere.
+    fn connection(&self) -> Option<&str> {
+        None
+    }
+
+    /// Where the executor writes the URL of [`Step::connection`] (a kind
+    /// with a connection also takes a `url` of its own).
+    fn url_slot(&mut self) -> Option<&mut Option<String>> {
+        None
     }
 
     /// The action that undoes a successful attempt of this action, built

@@ -191,6 +191,18 @@ fn without_password(url: &str) -> String {
 }
 
 impl Step for Config {
+    fn mutates(&self) -> Option<bool> {
+        Some(self.action.mutates())
+    }
+
+    fn connection(&self) -> Option<&str> {
+        self.connection.as_deref()
+    }
+
+    fn url_slot(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.url)
+    }
+
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let Some(url) = self.url.as_deref().map(str::trim) else {
             return Outcome::fatal(match &self.connection {

@@ -68,6 +68,20 @@ impl Config {
 }
 
 impl Step for Config {
+    /// A query that starts `SELECT`, `WITH`, `SHOW` or `EXPLAIN` only reads.
+    fn mutates(&self) -> Option<bool> {
+        let first = self.query.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        Some(!matches!(first.as_str(), "select" | "with" | "show" | "explain"))
+    }
+
+    fn connection(&self) -> Option<&str> {
+        self.connection.as_deref()
+    }
+
+    fn url_slot(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.url)
+    }
+
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let Some(url) = self.url.as_deref().map(str::trim) else {
             return Outcome::fatal(match &self.connection {

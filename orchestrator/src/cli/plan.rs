@@ -57,17 +57,8 @@ fn worst_case(body: &CompiledBody, poll: Option<&crate::model::Poll>) -> Option<
 /// Whether a step may change the world: reads (`GET`/`HEAD`, `SELECT`)
 /// and pure steps do not; a program might.
 fn changes_the_world(body: &CompiledBody) -> bool {
-    use lifeboat_steps::ActionConfig;
     match &body.config {
-        KindConfig::Action(ActionConfig::Http(h)) => !matches!(
-            h.method,
-            lifeboat_steps::http::Method::Get | lifeboat_steps::http::Method::Head
-        ),
-        KindConfig::Action(ActionConfig::Sql(q)) => {
-            let first = q.query.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
-            !matches!(first.as_str(), "select" | "with" | "show" | "explain")
-        }
-        KindConfig::Action(ActionConfig::Postgres(p)) => p.action.mutates(),
+        KindConfig::Action(action) => action.mutates(),
         _ => body.kind.mutates(),
     }
 }

@@ -127,6 +127,10 @@ impl Method {
 pub const MAX_REDIRECTS: usize = 10;
 
 impl Step for Config {
+    fn mutates(&self) -> Option<bool> {
+        Some(!matches!(self.method, Method::Get | Method::Head))
+    }
+
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let reply = match ctx.bounded(self.exchange(ctx)).await {
             Ok(Ok(reply)) => reply,
