@@ -1,5 +1,5 @@
-//! Side-effecting action kinds (`shell`, `http`, `sql`, `postgres`, `set`,
-//! `assert`).
+//! Side-effecting action kinds (`shell`, `http`, `sql`, `postgres`, `dns`,
+//! `haproxy`, `set`, `assert`).
 //!
 //! Each kind lives in its own module with its `Config` (unknown fields
 //! rejected), a pure `compile()` that checks what the type system cannot,
@@ -8,6 +8,9 @@
 //! what an attempt returns, and renders every template before calling in.
 
 pub mod assert;
+pub mod dns;
+mod failure;
+pub mod haproxy;
 pub mod http;
 pub mod postgres;
 mod process;
@@ -212,6 +215,8 @@ action_kinds! {
     Http => http::Config { name: "http", pure: false, mutates: true, untemplated: [] },
     Sql => sql::Config { name: "sql", pure: false, mutates: true, untemplated: [] },
     Postgres => postgres::Config { name: "postgres", pure: false, mutates: true, untemplated: [] },
+    Dns => dns::Config { name: "dns", pure: false, mutates: true, untemplated: [] },
+    Haproxy => haproxy::Config { name: "haproxy", pure: false, mutates: true, untemplated: [] },
     Set => set::Config { name: "set", pure: true, mutates: false, untemplated: [] },
     Assert => assert::Config { name: "assert", pure: true, mutates: false, untemplated: [] },
 }
@@ -536,12 +541,10 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// True when `s` contains a handlebars expression, i.e. its value is only
-/// known when the step starts.
-/// The checks every database kind makes of where it connects: exactly one
+/// The checks every connecting kind makes of where it connects: exactly one
 /// of `connection` (a name from lifeboat.toml) and `url`, and an
 /// untemplated `url` starting with one of `schemes` (`expected` says which).
-pub(crate) fn check_database_target(
+pub(crate) fn check_connection_target(
     kind: &str,
     connection: Option<&String>,
     url: Option<&String>,
@@ -568,6 +571,21 @@ pub(crate) fn check_database_target(
     problems
 }
 
+/// The failure of a connecting step whose `connection` has no URL (its
+/// `url_env` is unset) or that has neither a connection nor a `url`.
+pub(crate) fn unresolved_connection(kind: &str, connection: Option<&str>) -> String {
+    match connection {
+        Some(name) => format!(
+            "connection `{name}` was not resolved to a URL before the step ran; \
+             define [connections.{name}] in lifeboat.toml and set the environment \
+             variable its url_env names"
+        ),
+        None => format!("a {kind} step needs `url` (or a `connection` resolved to one)"),
+    }
+}
+
+/// True when `s` contains a handlebars expression, i.e. its value is only
+/// known when the step starts.
 pub fn is_templated(s: &str) -> bool {
     s.contains("{{")
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
+use crate::failure::Failure;
 use crate::sql::{bind_params, params, postgres_row};
 use crate::{AttemptContext, ConfigProblem, Outcome, Step};
 
@@ -98,7 +99,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Config {
     pub fn compile(&self) -> Vec<ConfigProblem> {
-        let mut problems = crate::check_database_target(
+        let mut problems = crate::check_connection_target(
             "postgres",
             self.connection.as_ref(),
             self.url.as_ref(),
@@ -205,16 +206,13 @@ impl Step for Config {
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let Some(url) = self.url.as_deref().map(str::trim) else {
-            return Outcome::fatal(match &self.connection {
-                Some(name) => format!(
-                    "connection `{name}` was not resolved to a URL before the step ran; \
-                     define [connections.{name}] in lifeboat.toml and set its url_env"
-                ),
-                None => "a postgres step needs `url` (or a `connection` resolved to one)".into(),
-            });
+            return Outcome::fatal(crate::unresolved_connection(
+                "postgres",
+                self.connection.as_deref(),
+            ));
         };
         let outcome = self.run_on(url, ctx).await;
-        hide_password(url, outcome)
+        crate::failure::hide_url_password(url, outcome)
     }
 
     /// `fence` undoes itself: `unfence` on the same server, unless the
@@ -230,21 +228,6 @@ impl Step for Config {
             ));
         }
         Ok(crate::ActionConfig::Postgres(Config { action: Action::Unfence, ..self.clone() }))
-    }
-}
-
-/// `outcome` with the URL's password (should a server or driver message
-/// quote it) replaced by `***`, whether or not it is a declared secret.
-fn hide_password(url: &str, outcome: Outcome) -> Outcome {
-    match url::Url::parse(url) {
-        Ok(u) => match u.password() {
-            Some(p) => {
-                let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
-                outcome.redacted(&crate::Redactor::new([p, decoded.as_ref()]))
-            }
-            None => outcome,
-        },
-        Err(_) => outcome,
     }
 }
 
@@ -664,22 +647,7 @@ fn standby(row: &PgRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-/// Why an action did not complete.
-#[derive(Debug)]
-struct Failure {
-    error: String,
-    retryable: bool,
-}
-
 impl Failure {
-    fn fatal(error: impl Into<String>) -> Self {
-        Self { error: error.into(), retryable: false }
-    }
-
-    fn retryable(error: impl Into<String>) -> Self {
-        Self { error: error.into(), retryable: true }
-    }
-
     /// A statement failed: a dropped connection or a server shutting down
     /// may pass on retry; an SQL error (a write refused, no privilege) not.
     fn query(label: &str, doing: &str, e: sqlx::Error) -> Self {
@@ -691,10 +659,6 @@ impl Failure {
             _ => false,
         };
         Self { error: format!("{label}: {doing}: {}", describe(&e)), retryable }
-    }
-
-    fn into_outcome(self) -> Outcome {
-        if self.retryable { Outcome::retryable(self.error) } else { Outcome::fatal(self.error) }
     }
 }
 

@@ -49,7 +49,7 @@ pub struct Config {
 
 impl Config {
     pub fn compile(&self) -> Vec<ConfigProblem> {
-        let mut problems = crate::check_database_target(
+        let mut problems = crate::check_connection_target(
             "sql",
             self.connection.as_ref(),
             self.url.as_ref(),
@@ -84,14 +84,7 @@ impl Step for Config {
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let Some(url) = self.url.as_deref().map(str::trim) else {
-            return Outcome::fatal(match &self.connection {
-                Some(name) => format!(
-                    "connection `{name}` was not resolved to a URL before the step ran; \
-                     the executor must look it up under [connections] in lifeboat.toml \
-                     and pass it as `url`"
-                ),
-                None => "a sql step needs `url` (or a `connection` resolved to one)".to_owned(),
-            });
+            return Outcome::fatal(crate::unresolved_connection("sql", self.connection.as_deref()));
         };
         let work = run_on(url, &self.query, &self.params, ctx.max_output_bytes);
         match ctx.bounded(work).await {

@@ -152,7 +152,7 @@ fn the_url_password_is_hidden_from_what_a_step_returns() {
         outputs: json!({"row": {"echo": "p@ss-word"}}),
     };
     assert_eq!(
-        hide_password(url, outcome),
+        crate::failure::hide_url_password(url, outcome),
         Outcome::Failed {
             error: "server said *** and ***".into(),
             retryable: false,
@@ -160,7 +160,7 @@ fn the_url_password_is_hidden_from_what_a_step_returns() {
         }
     );
     let plain = Outcome::succeeded(json!({"role": "primary"}));
-    assert_eq!(hide_password("postgres://u@h/db", plain.clone()), plain);
+    assert_eq!(crate::failure::hide_url_password("postgres://u@h/db", plain.clone()), plain);
 }
 
 #[test]
