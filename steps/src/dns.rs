@@ -351,3 +351,10 @@ impl Step for Config {
         Ok(crate::ActionConfig::Dns(config))
     }
 }
+
+/// Asks the URL's server for its zone's SOA (for `lifeboat doctor`).
+pub(crate) async fn probe(url: &str) -> Result<String, String> {
+    let server = Server::from_url(url)?;
+    let soa = client::query_soa(server.addr, &server.zone).await.map_err(|f| f.error)?;
+    Ok(format!("{} serves zone {} (SOA serial {soa})", server.addr, server.zone))
+}

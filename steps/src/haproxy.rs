@@ -437,3 +437,20 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     (&mut stream).take(MAX_ANSWER).read_to_end(&mut answer).await?;
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
+
+/// Asks the runtime API for `show info` (for `lifeboat doctor`).
+pub(crate) async fn probe(url: &str) -> Result<String, String> {
+    let api = Api::from_url(url)?;
+    let info = api.command("show info").await.map_err(|f| f.error)?;
+    let field = |name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")).unwrap_or("?")
+    };
+    if !info.contains("Version: ") {
+        return Err(format!(
+            "{} answered `show info` with `{}`",
+            api.describe(),
+            first_line(&info)
+        ));
+    }
+    Ok(format!("HAProxy {} at {}, up {} s", field("Version"), api.describe(), field("Uptime_sec")))
+}

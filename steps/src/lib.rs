@@ -571,6 +571,27 @@ pub(crate) fn check_connection_target(
     problems
 }
 
+/// Checks that a `[connections]` URL answers, by its scheme (for
+/// `lifeboat doctor`): `SELECT 1` on a database, the zone's SOA on a DNS
+/// server, `show info` on an HAProxy runtime API.
+pub async fn probe(url: &str, timeout: Duration) -> Result<String, String> {
+    let started = std::time::Instant::now();
+    let probe = async {
+        if url.starts_with("dns://") {
+            dns::probe(url).await
+        } else if url.starts_with("unix://") || url.starts_with("tcp://") {
+            haproxy::probe(url).await
+        } else {
+            sql::probe(url).await
+        }
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(detail)) => Ok(format!("{detail} in {} ms", started.elapsed().as_millis())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+    }
+}
+
 /// The failure of a connecting step whose `connection` has no URL (its
 /// `url_env` is unset) or that has neither a connection nor a `url`.
 pub(crate) fn unresolved_connection(kind: &str, connection: Option<&str>) -> String {

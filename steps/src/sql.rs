@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Either, Executor};
 
+use crate::failure::Failure;
 use crate::{AttemptContext, ConfigProblem, Outcome, Step};
 
 mod values;
@@ -108,27 +109,14 @@ async fn run_on(url: &str, sql: &str, values: &[Value], max: usize) -> Result<Ro
 
 /// Whether `url` takes a connection and answers `SELECT 1` within
 /// `timeout` (`lifeboat doctor`'s check of a `[connections.X]`).
-pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<String, String> {
-    let started = std::time::Instant::now();
-    match tokio::time::timeout(timeout, run_on(url, "SELECT 1", &[], 1024)).await {
-        Ok(Ok(_)) => Ok(format!("connected, SELECT 1 in {} ms", started.elapsed().as_millis())),
-        Ok(Err(failure)) => Err(failure.error),
-        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
-    }
-}
-
-/// Why the statement did not complete.
-#[derive(Debug)]
-struct Failure {
-    error: String,
-    retryable: bool,
+pub(crate) async fn probe(url: &str) -> Result<String, String> {
+    run_on(url, "SELECT 1", &[], 1024)
+        .await
+        .map(|_| "connected, SELECT 1".into())
+        .map_err(|f| f.error)
 }
 
 impl Failure {
-    fn fatal(error: impl Into<String>) -> Self {
-        Self { error: error.into(), retryable: false }
-    }
-
     /// Could not connect: the database may come back (a failover in
     /// progress, a restarting server); a malformed URL will not.
     fn connect(e: sqlx::Error) -> Self {
@@ -138,7 +126,7 @@ impl Failure {
 
     /// The statement failed: a broken connection, a lock or a serialization
     /// conflict may pass on retry; a SQL error will not.
-    fn query(e: sqlx::Error) -> Self {
+    fn statement(e: sqlx::Error) -> Self {
         let retryable = match &e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -150,10 +138,6 @@ impl Failure {
             _ => false,
         };
         Self { error: describe(&e), retryable }
-    }
-
-    fn into_outcome(self) -> Outcome {
-        if self.retryable { Outcome::retryable(self.error) } else { Outcome::fatal(self.error) }
     }
 }
 
@@ -207,7 +191,7 @@ async fn collect<R, Q>(
     // The size of the `rows` array's JSON: brackets, and a comma per row.
     let mut size = 1usize;
     while let Some(item) = stream.next().await {
-        match item.map_err(Failure::query)? {
+        match item.map_err(Failure::statement)? {
             Either::Left(result) => out.affected += affected(&result),
             Either::Right(row) => {
                 let value = to_json(&row).map_err(Failure::fatal)?;

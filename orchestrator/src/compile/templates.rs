@@ -23,7 +23,8 @@ pub const ROOTS: &[&str] =
     &["inputs", "steps", "outputs", "run", "alert", "event", "item", "secrets"];
 
 const STEP_FIELDS: &[&str] = &["status", "outputs", "error", "attempts"];
-const RUN_FIELDS: &[&str] = &["id", "workflow", "started_at", "trigger", "requested_by", "mode"];
+const RUN_FIELDS: &[&str] =
+    &["id", "workflow", "started_at", "elapsed_ms", "trigger", "requested_by", "mode"];
 
 /// What a template may read where it is rendered.
 #[derive(Debug, Clone)]

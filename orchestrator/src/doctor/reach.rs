@@ -101,16 +101,19 @@ pub(super) async fn connections(setup: &Setup, findings: &mut Vec<Finding>) {
                 "connection",
                 name,
                 format!("{} (its url_env) is not set", conn.url_env),
-                format!("export {}=… with the database URL", conn.url_env),
+                format!(
+                    "export {}=… with the connection URL (a database, dns:// or HAProxy socket)",
+                    conn.url_env
+                ),
             );
         };
-        match lifeboat_steps::sql::probe(&url, PROBE_TIMEOUT).await {
+        match lifeboat_steps::probe(&url, PROBE_TIMEOUT).await {
             Ok(detail) => Finding::pass("connection", name, detail),
             Err(e) => Finding::fail(
                 "connection",
                 name,
                 e,
-                format!("check the URL in {} and that the database runs", conn.url_env),
+                format!("check the URL in {} and that its server runs", conn.url_env),
             ),
         }
     });

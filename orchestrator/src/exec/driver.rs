@@ -640,6 +640,8 @@ impl Driver {
                 "id": self.run.id,
                 "workflow": self.run.workflow,
                 "started_at": self.run.started_at.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
+                // What a summary reports as the measured recovery time.
+                "elapsed_ms": self.run.started_at.map(|t| (now_ms() - t).max(0)),
                 "trigger": self.run.trigger.get("kind").cloned().unwrap_or(json!("manual")),
                 "requested_by": self.run.trigger.get("by").cloned().unwrap_or(Value::Null),
                 "mode": self.run.mode.as_str(),

@@ -12,7 +12,7 @@ use hickory_client::proto::dnssec::tsig::TSigner;
 use hickory_client::proto::op::{
     Edns, Message, MessageFinalizer, MessageType, OpCode, Query, ResponseCode, UpdateMessage,
 };
-use hickory_client::proto::rr::{DNSClass, Name, RData, Record};
+use hickory_client::proto::rr::{DNSClass, Name, RData, Record, RecordType as WireType};
 use hickory_client::proto::runtime::TokioRuntimeProvider;
 use hickory_client::proto::tcp::TcpClientStream;
 use hickory_client::proto::xfer::{DnsHandle, DnsRequest, DnsRequestOptions, FirstAnswer};
@@ -143,25 +143,7 @@ pub(super) async fn query(
     name: &Name,
     record_type: RecordType,
 ) -> Result<Found, Failure> {
-    let client = connect(addr, None).await?;
-    let mut message = Message::new();
-    message
-        .set_id(fastrand::u16(..))
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(false)
-        .add_query(Query::query(name.clone(), record_type.wire()));
-    let answer = exchange(&client, addr, message).await?;
-    match answer.response_code() {
-        ResponseCode::NoError | ResponseCode::NXDomain => {}
-        ResponseCode::Refused | ResponseCode::NotAuth => {
-            return Err(Failure::fatal(format!(
-                "{addr} refused to answer for {name} ({}): is it authoritative for the zone?",
-                answer.response_code()
-            )));
-        }
-        code => return Err(Failure::retryable(format!("{addr} answered {code} for {name}"))),
-    }
+    let answer = ask(addr, name, record_type.wire()).await?;
     let mut values = Vec::new();
     let mut ttl = None;
     for record in answer.answers() {
@@ -173,6 +155,41 @@ pub(super) async fn query(
     values.sort();
     values.dedup();
     Ok(Found { records: values, ttl })
+}
+
+/// The serial of `zone`'s SOA on `addr`: the server is up and serves the zone.
+pub(super) async fn query_soa(addr: SocketAddr, zone: &Name) -> Result<u32, Failure> {
+    let answer = ask(addr, zone, WireType::SOA).await?;
+    answer
+        .answers()
+        .iter()
+        .find_map(|r| match r.data() {
+            RData::SOA(soa) => Some(soa.serial()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Failure::fatal(format!("{addr} has no SOA for {zone}: it does not serve the zone"))
+        })
+}
+
+async fn ask(addr: SocketAddr, name: &Name, wire: WireType) -> Result<Message, Failure> {
+    let client = connect(addr, None).await?;
+    let mut message = Message::new();
+    message
+        .set_id(fastrand::u16(..))
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(false)
+        .add_query(Query::query(name.clone(), wire));
+    let answer = exchange(&client, addr, message).await?;
+    match answer.response_code() {
+        ResponseCode::NoError | ResponseCode::NXDomain => Ok(answer),
+        ResponseCode::Refused | ResponseCode::NotAuth => Err(Failure::fatal(format!(
+            "{addr} refused to answer for {name} ({}): is it authoritative for the zone?",
+            answer.response_code()
+        ))),
+        code => Err(Failure::retryable(format!("{addr} answered {code} for {name}"))),
+    }
 }
 
 /// Replaces `name`'s `record_type` rrset with `values` (none: removes it)
@@ -194,9 +211,7 @@ pub(super) async fn replace(
     let client = connect(server.addr, Some(signer)).await?;
     let mut message = Message::new();
     let mut zone = Query::new();
-    zone.set_name(server.zone.clone())
-        .set_query_class(DNSClass::IN)
-        .set_query_type(hickory_client::proto::rr::RecordType::SOA);
+    zone.set_name(server.zone.clone()).set_query_class(DNSClass::IN).set_query_type(WireType::SOA);
     message
         .set_id(fastrand::u16(..))
         .set_message_type(MessageType::Query)
