@@ -6,12 +6,17 @@
 #   lab/pg.sh break DIR stop-primary # stops the primary (fast shutdown), keeps its data
 #   lab/pg.sh break DIR delay SECS   # the standby applies WAL SECS seconds late
 #                                    # (recovery_min_apply_delay; 0 lifts it)
+#   lab/pg.sh rebuild DIR NODE       # NODE (primary|standby, the data dir's name)
+#                                    # becomes a standby of the other node: stopped,
+#                                    # pg_rewind (a fresh pg_basebackup if that
+#                                    # fails), started streaming from the other
 #   lab/pg.sh stop DIR               # stops both and deletes DIR
 #
 # The primary is initdb'd with a superuser `lifeboat` and a random password
-# (scram-sha-256 over TCP; replication from 127.0.0.1 is allowed by initdb's
-# pg_hba.conf). The standby is `pg_basebackup -R` of it, streaming, hot. Both
-# listen on 127.0.0.1 on free ports; data, logs and sockets live in one temp dir.
+# (scram-sha-256 over TCP from 127.0.0.0/8, replication included). The standby
+# is `pg_basebackup -R` of it, streaming, hot. The primary listens on
+# 127.0.0.1 and the standby on 127.0.0.2 (so DNS can tell them apart), each on
+# a free port; data, logs and sockets live in one temp dir.
 # Binaries, the postgres user when root, free ports and initdb: scripts/pg-common.sh.
 # Only the export lines go to stdout; progress and errors go to stderr.
 set -euo pipefail
@@ -22,17 +27,26 @@ MARKER=.lifeboat-lab
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/pg-common.sh"
 
 usage() {
-    echo "usage: lab/pg.sh start | stop DIR | break DIR stop-primary | break DIR delay SECS" >&2
+    echo "usage: lab/pg.sh start | stop DIR | break DIR stop-primary | break DIR delay SECS | rebuild DIR primary|standby" >&2
     exit 2
 }
 
 ensure_binaries
 [[ -x "$PG_BIN/pg_basebackup" ]] || die "$PG_BIN/pg_basebackup is missing: reinstall postgresql-$PG_VERSION"
 
-# pg_start USER DIR NAME PORT: writes the port and starts DIR/NAME.
+# The loopback address each node listens on.
+address_of() {
+    case "$1" in
+    primary) echo 127.0.0.1 ;;
+    standby) echo 127.0.0.2 ;;
+    *) die "no node $1: primary or standby" ;;
+    esac
+}
+
+# pg_start USER DIR NAME PORT: writes the port and address and starts DIR/NAME.
 pg_start() {
     local user=$1 dir=$2 name=$3 port=$4
-    echo "port = $port" >>"$dir/$name/postgresql.auto.conf"
+    printf "port = %s\nlisten_addresses = '%s'\n" "$port" "$(address_of "$name")" >>"$dir/$name/postgresql.auto.conf"
     run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$name" -l "$dir/$name.log" -w -t 60 start >/dev/null 2>&1
 }
 
@@ -69,11 +83,17 @@ start() {
     cd "$dir"
     initdb_cluster "$user" "$dir" primary
     password=$PASSWORD
+    (umask 077 && echo "$password" >"$dir/password")
+    cat >>"$dir/primary/pg_hba.conf" <<HBA
+# lab/pg.sh: both nodes and lifeboat connect from anywhere on loopback
+host all all 127.0.0.0/8 scram-sha-256
+host replication all 127.0.0.0/8 scram-sha-256
+HBA
     cat >"$dir/primary/postgresql.auto.conf" <<CONF
 # written by lab/pg.sh
-listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 wal_level = replica
+wal_log_hints = on
 max_wal_senders = 10
 wal_keep_size = '256MB'
 hot_standby = on
@@ -90,9 +110,9 @@ CONF
     echo "$primary_port" >"$dir/primary.port"
     echo "$standby_port" >"$dir/standby.port"
     START_DIR=""
-    log "primary on 127.0.0.1:$primary_port, standby on 127.0.0.1:$standby_port; stop: lab/pg.sh stop $dir"
+    log "primary on 127.0.0.1:$primary_port, standby on 127.0.0.2:$standby_port; stop: lab/pg.sh stop $dir"
     echo "export LIFEBOAT_LAB_PRIMARY_URL=postgres://lifeboat:$password@127.0.0.1:$primary_port/postgres"
-    echo "export LIFEBOAT_LAB_STANDBY_URL=postgres://lifeboat:$password@127.0.0.1:$standby_port/postgres"
+    echo "export LIFEBOAT_LAB_STANDBY_URL=postgres://lifeboat:$password@127.0.0.2:$standby_port/postgres"
     echo "export LIFEBOAT_LAB_DIR=$dir"
 }
 
@@ -136,8 +156,46 @@ break_lab() {
     esac
 }
 
+# rebuild DIR NODE: NODE becomes a standby of the other node.
+rebuild() {
+    local dir=${1:-} node=${2:-} user other port other_port password conninfo
+    check_lab "$dir"
+    case "$node" in
+    primary) other=standby ;;
+    standby) other=primary ;;
+    *) usage ;;
+    esac
+    user=$(owner_of "$dir")
+    cd "$dir"
+    port=$(cat "$dir/$node.port")
+    other_port=$(cat "$dir/$other.port")
+    password=$(cat "$dir/password")
+    if [[ -f "$dir/$node/postmaster.pid" ]]; then
+        run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$node" -m fast -w -t 60 stop >/dev/null ||
+            die "could not stop the $node (log: $dir/$node.log)"
+    fi
+    conninfo="host=$(address_of "$other") port=$other_port user=lifeboat password=$password dbname=postgres"
+    log "pg_rewind of the $node from the $other"
+    if ! run_as "$user" "$PG_BIN/pg_rewind" -D "$dir/$node" --source-server="$conninfo" -R \
+        >"$dir/rewind.log" 2>&1; then
+        log "pg_rewind failed (log: $dir/rewind.log): taking a fresh base backup instead"
+        rm -rf "$dir/$node"
+        run_as "$user" env PGPASSWORD="$password" "$PG_BIN/pg_basebackup" -h "$(address_of "$other")" \
+            -p "$other_port" -U lifeboat -D "$dir/$node" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 ||
+            die "pg_basebackup failed (log: $dir/basebackup.log)"
+    fi
+    # The copied settings are the other node's: this node keeps its own
+    # port and address, and follows the other's new timeline.
+    printf "port = %s\nlisten_addresses = '%s'\n" "$port" "$(address_of "$node")" >>"$dir/$node/postgresql.auto.conf"
+    run_as "$user" touch "$dir/$node/standby.signal"
+    run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$node" -l "$dir/$node.log" -w -t 60 start >/dev/null 2>&1 ||
+        die "the rebuilt $node did not start (log: $dir/$node.log)"
+    log "the $node is a standby of the $other again, streaming from $(address_of "$other"):$other_port"
+}
+
 case "${1:-}" in
 start) start ;;
+rebuild) rebuild "${2:-}" "${3:-}" ;;
 stop) stop "${2:-}" ;;
 break) break_lab "${2:-}" "${3:-}" "${4:-}" ;;
 *) usage ;;

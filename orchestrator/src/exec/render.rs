@@ -115,9 +115,16 @@ pub fn render(template: &Parsed, context: &Context) -> Result<String, String> {
     let mut out = StringOutput::new();
     template.render(registry, context, &mut rc, &mut out).map_err(|e| {
         let reason = e.reason().to_string();
-        reason
+        let reason = reason
             .replace("Failed to access variable in strict mode", "missing value")
-            .replace("Variable", "variable")
+            .replace("Variable", "variable");
+        // handlebars words the path as a Rust `Option`: `Some("a.b")`.
+        match (reason.find("Some(\""), reason.rfind("\")")) {
+            (Some(start), Some(end)) if start < end => {
+                format!("{}`{}`{}", &reason[..start], &reason[start + 6..end], &reason[end + 2..])
+            }
+            _ => reason,
+        }
     })?;
     out.into_string().map_err(|e| e.to_string())
 }
@@ -218,6 +225,10 @@ mod tests {
         assert_eq!(r("{{ne steps.a.status 'succeeded'}}", ctx.clone()).unwrap(), "true");
         assert_eq!(r("{{add inputs.n 2}}", ctx.clone()).unwrap(), "5");
         assert_eq!(r("{{json inputs}}", ctx.clone()).unwrap(), r#"{"site":"dc01","n":3}"#);
+        assert_eq!(
+            r("{{steps.a.outputs.role}}", ctx.clone()).unwrap_err(),
+            "missing value `steps.a.outputs.role`"
+        );
         assert_eq!(r("{{default inputs.none 'x'}}", ctx).unwrap(), "x");
     }
 

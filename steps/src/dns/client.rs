@@ -226,11 +226,16 @@ pub(super) async fn replace(
         message.add_update(Record::from_rdata(name.clone(), ttl, data));
     }
     message.extensions_mut().get_or_insert_with(Edns::new).set_max_payload(1232).set_version(0);
+    // A server that rejects the key answers with an unsigned (or
+    // empty-MAC) TSIG, which the client cannot verify: that failure is the
+    // rejection, and the driver's own words about it would mislead.
     let answer = exchange(&client, server.addr, message).await.map_err(|f| {
-        if f.error.to_ascii_lowercase().contains("tsig") {
+        let text = f.error.to_ascii_lowercase();
+        if text.contains("tsig") || text.contains("hmac") {
             Failure::fatal(format!(
-                "{}: the server did not accept TSIG key `{}` (check the key name and secret)",
-                f.error, key.name
+                "{} rejected TSIG key `{}` (NOTAUTH: the key name is unknown to the server or its \
+                 secret is wrong); check the key in the connection's URL against the server's `key` clause",
+                server.addr, key.name
             ))
         } else {
             f
