@@ -156,6 +156,15 @@ break_lab() {
     esac
 }
 
+# start_as_standby USER DIR NODE PORT: NODE's data (copied from the other
+# node) gets back its own port and address, and starts as a standby.
+start_as_standby() {
+    local user=$1 dir=$2 node=$3 port=$4
+    printf "port = %s\nlisten_addresses = '%s'\n" "$port" "$(address_of "$node")" >>"$dir/$node/postgresql.auto.conf"
+    run_as "$user" touch "$dir/$node/standby.signal"
+    run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$node" -l "$dir/$node.log" -w -t 60 start >/dev/null 2>&1
+}
+
 # rebuild DIR NODE: NODE becomes a standby of the other node.
 rebuild() {
     local dir=${1:-} node=${2:-} user other port other_port password conninfo
@@ -176,20 +185,23 @@ rebuild() {
     fi
     conninfo="host=$(address_of "$other") port=$other_port user=lifeboat password=$password dbname=postgres"
     log "pg_rewind of the $node from the $other"
-    if ! run_as "$user" "$PG_BIN/pg_rewind" -D "$dir/$node" --source-server="$conninfo" -R \
-        >"$dir/rewind.log" 2>&1; then
-        log "pg_rewind failed (log: $dir/rewind.log): taking a fresh base backup instead"
-        rm -rf "$dir/$node"
+    if run_as "$user" "$PG_BIN/pg_rewind" -D "$dir/$node" --source-server="$conninfo" -R \
+        >"$dir/rewind.log" 2>&1 && start_as_standby "$user" "$dir" "$node" "$port"; then
+        :
+    else
+        # pg_rewind cannot always find where two timelines forked (a node
+        # rewound before, promoted again): a fresh copy always works.
+        log "pg_rewind did not give a startable standby (logs: $dir/rewind.log, $dir/$node.log): taking a fresh base backup"
+        if [[ -f "$dir/$node/postmaster.pid" ]]; then
+            run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$node" -m immediate -w -t 60 stop >/dev/null 2>&1 || true
+        fi
+        rm -rf "${dir:?}/$node"
         run_as "$user" env PGPASSWORD="$password" "$PG_BIN/pg_basebackup" -h "$(address_of "$other")" \
             -p "$other_port" -U lifeboat -D "$dir/$node" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 ||
             die "pg_basebackup failed (log: $dir/basebackup.log)"
+        start_as_standby "$user" "$dir" "$node" "$port" ||
+            die "the rebuilt $node did not start (log: $dir/$node.log)"
     fi
-    # The copied settings are the other node's: this node keeps its own
-    # port and address, and follows the other's new timeline.
-    printf "port = %s\nlisten_addresses = '%s'\n" "$port" "$(address_of "$node")" >>"$dir/$node/postgresql.auto.conf"
-    run_as "$user" touch "$dir/$node/standby.signal"
-    run_as "$user" "$PG_BIN/pg_ctl" -D "$dir/$node" -l "$dir/$node.log" -w -t 60 start >/dev/null 2>&1 ||
-        die "the rebuilt $node did not start (log: $dir/$node.log)"
     log "the $node is a standby of the $other again, streaming from $(address_of "$other"):$other_port"
 }
 

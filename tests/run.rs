@@ -155,6 +155,21 @@ fn rollbacks_run_in_reverse_dependency_order() {
     assert_eq!(step_status(&doc, "d"), "failed");
 }
 
+/// A rollback of a pure kind (`set`, or an automatic rollback with nothing
+/// to undo) ends: it once stayed `running`, and the run `rolling_back`, forever.
+#[test]
+fn a_pure_rollback_ends_the_rollback() {
+    let sb = Sandbox::new("run-pure-rollback");
+    let file = sb.write(
+        "pure-rollback.yaml",
+        "name: pure-rollback\nsteps:\n  a:\n    uses: set\n    with: { x: 1 }\n    rollback: { uses: set, with: { undone: yes } }\n  b:\n    needs: [a]\n    uses: assert\n    with: { that: 'false' }\n",
+    );
+    let (code, doc) = sb.run_wait(file.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(1), "{doc:#}");
+    assert_eq!(status(&doc), "rolled_back", "{doc:#}");
+    assert_eq!(step_status(&doc, "a"), "rolled_back", "{doc:#}");
+}
+
 #[test]
 fn on_failure_stop_fails_the_run_without_rolling_back() {
     let sb = Sandbox::new("run-rollback-stop");

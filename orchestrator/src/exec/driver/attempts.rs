@@ -106,8 +106,11 @@ impl Driver {
             return Ok(());
         }
         let span = self.attempt_span(i, phase, n);
-        // Pure kinds have no side effect to protect: their start and end share one commit.
-        let pure = fault.is_none()
+        // Pure kinds have no side effect to protect: their start and end
+        // share one commit. Forward only: a rollback's end goes through
+        // `finish_rollback` (in `on_finished`), which the inline path skips.
+        let pure = phase == Phase::Forward
+            && fault.is_none()
             && config.as_ref().is_some_and(|c| c.kind().is_pure())
             && items.is_none()
             && step.definition.poll.is_none();
