@@ -18,6 +18,7 @@ mod ha;
 mod hostile;
 mod init;
 mod injection;
+mod lab;
 mod notify_files;
 mod people;
 mod postgres_kind;
