@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs besides Rust and Postgres 15, if it is
-# missing: a real SMTP server for the email tests (aiosmtpd, from PyPI) and a
-# real Prometheus Alertmanager for the webhook test and promtool for the
-# alerting rules (Debian packages).
+# missing: a real SMTP server for the email tests (aiosmtpd, from PyPI), a
+# real Prometheus Alertmanager for the webhook test, promtool for the
+# alerting rules, and the lab's BIND9 and HAProxy (Debian packages).
 # Idempotent and quiet when everything is there; scripts/test.sh calls it.
 set -euo pipefail
 
@@ -10,6 +10,10 @@ need_apt=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # promtool checks and unit-tests contrib/prometheus/lifeboat-rules.yml.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# The lab (lab/lab.sh, tests/lab.rs): DNS with TSIG updates, a load balancer.
+[[ -x /usr/sbin/named ]] || need_apt+=(bind9)
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+[[ -x /usr/sbin/haproxy ]] || need_apt+=(haproxy)
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "deps.sh: missing ${need_apt[*]}: run as root or: sudo apt-get install -y ${need_apt[*]}" >&2
@@ -19,8 +23,8 @@ if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
-    # The package starts a system Alertmanager; the tests run their own.
-    for unit in prometheus-alertmanager prometheus; do
+    # The packages start system daemons; the tests and the lab run their own.
+    for unit in prometheus-alertmanager prometheus named bind9 haproxy; do
         (systemctl disable --now "$unit" >/dev/null 2>&1 || service "$unit" stop >/dev/null 2>&1 || true)
     done
 fi
