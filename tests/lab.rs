@@ -1,7 +1,8 @@
 //! The lab runbooks (workflows/lab/) against the lab's real servers
 //! (lab/lab.sh): a Postgres primary and streaming standby, BIND9 with
 //! TSIG-keyed updates, HAProxy in front. In order, on one lab: a wrong TSIG
-//! key fails before anything changes; a promote refused (the `standby`
+//! key or an unreachable HAProxy socket fails before anything changes; a
+//! promote refused (the `standby`
 //! connection points at the primary) rolls back (primary unfenced, DNS and
 //! HAProxy untouched); a standby behind the RPO is refused before
 //! promoting; the happy failover (writes through HAProxy land on the new
@@ -162,6 +163,22 @@ fn the_lab_fails_over_and_back_and_undoes_what_a_failure_leaves() {
     assert!(!doc.to_string().contains("AAAAAAAAAAAAAAAAAAAA"), "the TSIG secret leaked: {doc:#}");
     assert_eq!(step(&doc, "fence")["status"], "cancelled", "{doc:#}");
     assert_untouched(&lab, "after a wrong TSIG key");
+
+    // An HAProxy socket that is not there: named, with what to check.
+    let sb = lab
+        .sandbox("lab-socket", &[("LIFEBOAT_LAB_HAPROXY_URL", "unix:///nonexistent/admin.sock")]);
+    let (code, doc) = sb.run_wait(&failover(), &["severity=P0", "force=true"]);
+    assert_ne!(code, Some(0), "{doc:#}");
+    let unreachable = error(&doc, "preflight_lb");
+    assert!(
+        unreachable.starts_with(
+            "connection `lb`: cannot reach the HAProxy runtime API at socket /nonexistent/admin.sock"
+        ),
+        "{unreachable}"
+    );
+    assert_eq!(crate::util::attempts(&doc, "preflight_lb").len(), 2, "retried: {doc:#}");
+    assert_eq!(step(&doc, "preflight_dns")["status"], "rolled_back", "the marker is removed");
+    assert_untouched(&lab, "after an unreachable HAProxy socket");
 
     // Promote refused (the `standby` connection points at the primary):
     // the fence is undone, DNS and HAProxy were never touched.

@@ -33,9 +33,13 @@ fn every_invalid_fixture_fails_with_its_snapshot() {
 
 #[test]
 fn every_valid_fixture_and_example_runbook_passes() {
-    for dir in ["tests/fixtures/valid", "workflows"] {
-        // The example runbooks are checked against the example configuration.
-        let config = if dir == "workflows" { "lifeboat.toml" } else { CONFIG };
+    for dir in ["tests/fixtures/valid", "workflows", "workflows/lab"] {
+        // The example runbooks are checked against their configuration.
+        let config = match dir {
+            "workflows" => "lifeboat.toml",
+            "workflows/lab" => "lab/lifeboat.toml",
+            _ => CONFIG,
+        };
         let out = lifeboat(&["validate", "--config", config, dir]);
         assert_eq!(out.status.code(), Some(0), "{dir}:\n{}{}", stdout(&out), stderr(&out));
         assert!(stdout(&out).contains("0 invalid"), "{}", stdout(&out));
