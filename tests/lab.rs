@@ -2,9 +2,8 @@
 //! (lab/lab.sh): a Postgres primary and streaming standby, BIND9 with
 //! TSIG-keyed updates, HAProxy in front. In order, on one lab: a wrong TSIG
 //! key or an unreachable HAProxy socket fails before anything changes; a
-//! promote refused (the `standby`
-//! connection points at the primary) rolls back (primary unfenced, DNS and
-//! HAProxy untouched); a standby behind the RPO is refused before
+//! promote refused (the `standby` connection points at the primary) rolls
+//! back (primary unfenced, DNS and HAProxy untouched); a standby behind the RPO is refused before
 //! promoting; the happy failover (writes through HAProxy land on the new
 //! primary, DNS answers it, no committed row lost); and the failback.
 //! Skipped only where Postgres 15, BIND9 or HAProxy is not installed.
