@@ -376,7 +376,7 @@ impl Api {
     fn describe(&self) -> String {
         match self {
             Api::Unix(path) => format!("socket {path}"),
-            Api::Tcp(addr) => format!("{addr}"),
+            Api::Tcp(addr) => addr.clone(),
         }
     }
 

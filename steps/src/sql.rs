@@ -297,15 +297,17 @@ mod tests {
         let db = dir.path().join("probe.db");
         std::fs::write(&db, b"").unwrap();
         let url = format!("sqlite://{}", db.display());
-        let ok = probe(&url, std::time::Duration::from_secs(5)).await.unwrap();
+        let ok = crate::probe(&url, std::time::Duration::from_secs(5)).await.unwrap();
         assert!(ok.starts_with("connected, SELECT 1 in"), "{ok}");
         let missing = dir.path().join("absent.db");
-        let e =
-            probe(&format!("sqlite://{}", missing.display()), std::time::Duration::from_secs(5))
-                .await
-                .unwrap_err();
+        let e = crate::probe(
+            &format!("sqlite://{}", missing.display()),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
         assert!(e.starts_with("cannot connect"), "{e}");
-        let e = probe("mysql://x", std::time::Duration::from_secs(1)).await.unwrap_err();
+        let e = crate::probe("mysql://x", std::time::Duration::from_secs(1)).await.unwrap_err();
         assert!(e.contains("only sqlite: and postgres://"), "{e}");
     }
 
