@@ -533,7 +533,7 @@ drills:
             .collect();
         let expected = [
             "LB030 drill scenario `happy` injects a fault into `aa`, which is not a step of this workflow | did you mean `a`?",
-            "LB030 drill scenario `happy`: `c` is not an action step; faults (`fail`) are injected into action attempts (shell, http, sql, postgres, set, assert) | ",
+            "LB030 drill scenario `happy`: `c` is not an action step; faults (`fail`) are injected into action attempts (shell, http, sql, postgres, dns, haproxy, set, assert) | ",
             "LB030 drill scenario `happy`: `rolledback` is not a final run status | did you mean `rolled_back`?",
             "LB030 drill scenario `happy`: `skiped` is not a step status | did you mean `skipped`?",
             "LB030 drill scenario `happy`: the workflow has no output `sitee` | did you mean `site`?",

@@ -242,7 +242,7 @@ pub struct NotifyRule {
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub description: Option<String>,
-    /// The step kind: shell, http, sql, postgres, set, assert, wait, approval, escalate, notify, workflow.
+    /// The step kind: shell, http, sql, postgres, dns, haproxy, set, assert, wait, approval, escalate, notify, workflow.
     pub uses: Located<String>,
     /// The kind's parameters; strings are templates.
     pub with: Option<serde_json::Value>,
