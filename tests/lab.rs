@@ -147,6 +147,28 @@ fn the_lab_fails_over_and_back_and_undoes_what_a_failure_leaves() {
     let Some(lab) = Lab::start() else { return };
     let primary_url = lab.env["LIFEBOAT_LAB_PRIMARY_URL"].clone();
 
+    // doctor reaches every lab connection by its scheme: SQL, DNS, HAProxy.
+    let sb = lab.sandbox("lab-doctor", &[]);
+    let out = sb.lifeboat(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let connection = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "connection" && c["target"] == name)
+            .unwrap_or_else(|| panic!("no connection {name}: {report:#}"))
+            .clone()
+    };
+    for name in ["primary", "standby", "frontend", "dns", "lb"] {
+        assert_eq!(connection(name)["status"], "pass", "{:#}", connection(name));
+    }
+    let dns = connection("dns")["detail"].as_str().unwrap().to_string();
+    assert!(dns.contains("serves zone lab.example. (SOA serial"), "{dns}");
+    let lb = connection("lb")["detail"].as_str().unwrap().to_string();
+    assert!(lb.starts_with("HAProxy 2."), "{lb}");
+    assert!(!report.to_string().contains(&lab.env["LIFEBOAT_LAB_DNS_URL"]), "the DNS URL leaked");
+
     // A wrong TSIG key: the preflight fails naming the key; nothing changes.
     let dns_url = &lab.env["LIFEBOAT_LAB_DNS_URL"];
     let (head, tail) = dns_url.split_once('@').unwrap();
