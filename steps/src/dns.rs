@@ -114,21 +114,12 @@ impl Config {
             ("within_seconds", self.within_seconds.is_some()),
             ("interval_ms", self.interval_ms.is_some()),
         ];
-        for (field, set) in given {
-            if set && !action.fields().contains(&field) {
-                let help = match action.fields() {
-                    [] => format!("`{}` takes only `name` and `type`", action.name()),
-                    fields => format!("`{}` takes {}", action.name(), fields.join(", ")),
-                };
-                problems.push(
-                    ConfigProblem::new(
-                        &[field],
-                        format!("`{field}` does not apply to action `{}`", action.name()),
-                    )
-                    .with_help(help),
-                );
-            }
-        }
+        problems.extend(crate::fields_for_action(
+            action.name(),
+            action.fields(),
+            &given,
+            "`name` and `type`",
+        ));
         if let Err(e) = records::check_name(&self.name) {
             problems.push(ConfigProblem::new(&["name"], e));
         }
@@ -314,8 +305,9 @@ impl Step for Config {
     }
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
-        let Some(url) = self.url.as_deref().map(str::trim) else {
-            return Outcome::fatal(crate::unresolved_connection("dns", self.connection.as_deref()));
+        let url = match crate::target_url("dns", &self.url, &self.connection) {
+            Ok(url) => url,
+            Err(unresolved) => return unresolved,
         };
         let outcome = match ctx.bounded(self.run_on(url)).await {
             Ok(Ok(outputs)) => Outcome::succeeded(outputs),

@@ -235,11 +235,9 @@ impl Step for Config {
     }
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
-        let Some(url) = self.url.as_deref().map(str::trim) else {
-            return Outcome::fatal(crate::unresolved_connection(
-                "haproxy",
-                self.connection.as_deref(),
-            ));
+        let url = match crate::target_url("haproxy", &self.url, &self.connection) {
+            Ok(url) => url,
+            Err(unresolved) => return unresolved,
         };
         match ctx.bounded(self.run_on(url)).await {
             Ok(Ok(outputs)) => Outcome::succeeded(outputs),

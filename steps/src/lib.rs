@@ -592,17 +592,47 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<String, String> {
     }
 }
 
-/// The failure of a connecting step whose `connection` has no URL (its
-/// `url_env` is unset) or that has neither a connection nor a `url`.
-pub(crate) fn unresolved_connection(kind: &str, connection: Option<&str>) -> String {
-    match connection {
-        Some(name) => format!(
-            "connection `{name}` was not resolved to a URL before the step ran; \
-             define [connections.{name}] in lifeboat.toml and set the environment \
-             variable its url_env names"
-        ),
-        None => format!("a {kind} step needs `url` (or a `connection` resolved to one)"),
-    }
+/// The URL a connecting step runs against: its own `url`, or the one the
+/// executor resolved from its `connection`; else the failure that says
+/// how to give it one (the connection's `url_env` is unset).
+pub(crate) fn target_url<'a>(
+    kind: &str,
+    url: &'a Option<String>,
+    connection: &Option<String>,
+) -> Result<&'a str, Outcome> {
+    url.as_deref().map(str::trim).ok_or_else(|| {
+        Outcome::fatal(match connection {
+            Some(name) => format!(
+                "connection `{name}` was not resolved to a URL before the step ran; \
+                 define [connections.{name}] in lifeboat.toml and set the environment \
+                 variable its url_env names"
+            ),
+            None => format!("a {kind} step needs `url` (or a `connection` resolved to one)"),
+        })
+    })
+}
+
+/// The problems of fields given to an action that does not read them:
+/// `given` pairs each optional field with whether it is set; `reads` are
+/// the action's own; `takes_only` says what an action without any takes.
+pub(crate) fn fields_for_action(
+    action: &str,
+    reads: &[&str],
+    given: &[(&str, bool)],
+    takes_only: &str,
+) -> Vec<ConfigProblem> {
+    given
+        .iter()
+        .filter(|(field, set)| *set && !reads.contains(field))
+        .map(|(field, _)| {
+            let help = match reads {
+                [] => format!("`{action}` takes only {takes_only}"),
+                fields => format!("`{action}` takes {}", fields.join(", ")),
+            };
+            ConfigProblem::new(&[field], format!("`{field}` does not apply to action `{action}`"))
+                .with_help(help)
+        })
+        .collect()
 }
 
 /// True when `s` contains a handlebars expression, i.e. its value is only

@@ -115,21 +115,12 @@ impl Config {
             ("query", self.query.is_some()),
             ("params", self.params.is_some()),
         ];
-        for (field, set) in given {
-            if set && !action.fields().contains(&field) {
-                let help = match action.fields() {
-                    [] => format!("`{}` takes only `connection` or `url`", action.name()),
-                    fields => format!("`{}` takes {}", action.name(), fields.join(", ")),
-                };
-                problems.push(
-                    ConfigProblem::new(
-                        &[field],
-                        format!("`{field}` does not apply to action `{}`", action.name()),
-                    )
-                    .with_help(help),
-                );
-            }
-        }
+        problems.extend(crate::fields_for_action(
+            action.name(),
+            action.fields(),
+            &given,
+            "`connection` or `url`",
+        ));
         match action {
             Action::WaitForCatchup => {
                 if self.max_lag_bytes.is_none() && self.max_lag_seconds.is_none() {
@@ -205,11 +196,9 @@ impl Step for Config {
     }
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
-        let Some(url) = self.url.as_deref().map(str::trim) else {
-            return Outcome::fatal(crate::unresolved_connection(
-                "postgres",
-                self.connection.as_deref(),
-            ));
+        let url = match crate::target_url("postgres", &self.url, &self.connection) {
+            Ok(url) => url,
+            Err(unresolved) => return unresolved,
         };
         let outcome = self.run_on(url, ctx).await;
         crate::failure::hide_url_password(url, outcome)

@@ -84,8 +84,9 @@ impl Step for Config {
     }
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
-        let Some(url) = self.url.as_deref().map(str::trim) else {
-            return Outcome::fatal(crate::unresolved_connection("sql", self.connection.as_deref()));
+        let url = match crate::target_url("sql", &self.url, &self.connection) {
+            Ok(url) => url,
+            Err(unresolved) => return unresolved,
         };
         let work = run_on(url, &self.query, &self.params, ctx.max_output_bytes);
         match ctx.bounded(work).await {
