@@ -105,18 +105,9 @@ CONF
 }
 
 stop() {
-    local dir=$1 pid
+    local dir=$1
     check_lab "$dir"
-    [[ -f "$dir/dns/named.pid" ]] || return 0
-    pid=$(cat "$dir/dns/named.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$dir/dns/named.pid"
-    log "named stopped"
+    stop_pidfile "$dir/dns/named.pid" named
 }
 
 case "${1:-}" in

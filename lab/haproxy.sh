@@ -79,18 +79,9 @@ CONF
 }
 
 stop() {
-    local dir=$1 pid
+    local dir=$1
     [[ -n "$dir" && -f "$dir/$MARKER" ]] || usage
-    [[ -f "$dir/haproxy/haproxy.pid" ]] || return 0
-    pid=$(cat "$dir/haproxy/haproxy.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$dir/haproxy/haproxy.pid"
-    log "HAProxy stopped"
+    stop_pidfile "$dir/haproxy/haproxy.pid" HAProxy
 }
 
 case "${1:-}" in

@@ -1,5 +1,5 @@
-# What scripts/pg.sh (the test suite's cluster) and lab/pg.sh (the lab's
-# primary and standby) share: finding the Postgres 15 binaries, the OS user
+# What scripts/pg.sh (the test suite's cluster) and the lab's scripts
+# (lab/pg.sh, lab/dns.sh, lab/haproxy.sh) share: finding the Postgres 15 binaries, the OS user
 # Postgres runs as, free loopback ports, and making a cluster directory with
 # an initdb'd data dir. Sourced, not run: the caller sets PG_SCRIPT (its
 # name in messages) and MARKER (the file that marks its directories).
@@ -106,4 +106,20 @@ initdb_cluster() {
         die "initdb failed (log: $dir/initdb.log)"
     }
     rm -f "$dir/pwfile"
+}
+
+# stop_pidfile FILE NAME: stops the daemon whose pid FILE holds (TERM, then
+# KILL after 5 s) and removes FILE; nothing to do without FILE.
+stop_pidfile() {
+    local file=$1 name=$2 pid
+    [[ -f "$file" ]] || return 0
+    pid=$(cat "$file")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$file"
+    log "$name stopped"
 }
