@@ -355,3 +355,40 @@ fn render_run_page(api: &Api, token: &str, run: &str) -> Option<Value> {
     assert!(out.status.success(), "render.js: {}", crate::util::stderr(&out));
     Some(serde_json::from_slice(&out.stdout).expect("render.js prints JSON"))
 }
+
+/// The page in a real headless Chromium (tests/ui/live.py, Playwright on
+/// Debian's `chromium`): a wrong token refused and a right one accepted at
+/// a deep link, then the run page following the run's events until bob's
+/// approval elsewhere finishes it, with no reload and no polling.
+/// Screenshots go to target/ui-artifacts/. Skipped where Chromium or
+/// Playwright is missing (scripts/deps.sh installs both).
+#[test]
+fn the_run_page_updates_live_in_a_real_browser() {
+    let have_playwright = std::process::Command::new("python3")
+        .args(["-c", "import playwright"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !std::path::Path::new("/usr/bin/chromium").exists() || !have_playwright {
+        eprintln!("no chromium or playwright (scripts/deps.sh installs them): skipping");
+        return;
+    }
+    let sb = sandbox("ui-browser", false);
+    let api = Api::start(&sb);
+    let run = waiting_run(&api);
+    let artifacts = crate::util::root().join("target/ui-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let out = std::process::Command::new("python3")
+        .arg(crate::util::root().join("tests/ui/live.py"))
+        .args([api.url(""), run.clone(), artifacts.display().to_string()])
+        .output()
+        .expect("run tests/ui/live.py");
+    assert!(
+        out.status.success(),
+        "tests/ui/live.py failed (screenshots in {}):\n{}{}",
+        artifacts.display(),
+        crate::util::stdout(&out),
+        crate::util::stderr(&out)
+    );
+    let doc = api.get(&format!("/api/v1/runs/{run}"), Some("vic-token")).body;
+    assert_eq!(doc["status"], "succeeded", "{doc:#}");
+}
