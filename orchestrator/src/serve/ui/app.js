@@ -76,7 +76,6 @@
   }
 
   function signOut(message) {
-    stopFollowing();
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(timer);
     view = null;
@@ -86,7 +85,6 @@
   }
 
   function route() {
-    stopFollowing();
     if (!token()) { signOut(); return; }
     const m = location.pathname.match(/^\/runs\/([^/]+)$/);
     if (m) openRun(decodeURIComponent(m[1])); else openRuns();
@@ -159,64 +157,7 @@
     $("steps-body").replaceChildren();
     $("notes-body").replaceChildren();
     $("dag-img").removeAttribute("src");
-    refreshRun().then(() => follow(id));
-  }
-
-  // ----- live: the run's events -------------------------------------------
-  // The run page follows GET /api/v1/runs/{id}/events (server-sent events)
-  // instead of polling. Through fetch, not EventSource: EventSource cannot
-  // send the bearer token. A dropped stream reconnects with Last-Event-ID
-  // (no event is lost) and says so; the server ends the stream once the run
-  // has ended and its last events are sent.
-  async function follow(id) {
-    let last = null;
-    let pause = 500;
-    while (view && view.kind === "run" && view.id === id && !view.ended) {
-      const ctrl = new AbortController();
-      view.stream = ctrl;
-      try {
-        const headers = { Authorization: "Bearer " + token(), Accept: "text/event-stream" };
-        if (last !== null) headers["Last-Event-ID"] = last;
-        const res = await fetch("/api/v1/runs/" + encodeURIComponent(id) + "/events", { headers, signal: ctrl.signal });
-        if (res.status === 401) { signOut("Your token was refused (401). Enter a valid API token."); return; }
-        if (!res.ok) throw new Error("HTTP " + res.status);
-        pause = 500;
-        setText($("live"), "live");
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value.replace(/\r\n?/g, "\n");
-          let end;
-          while ((end = buffer.indexOf("\n\n")) >= 0) {
-            const lines = buffer.slice(0, end).split("\n");
-            buffer = buffer.slice(end + 2);
-            for (const line of lines) if (line.startsWith("id:")) last = line.slice(3).trim();
-            if (lines.some((l) => l.startsWith("data:"))) refreshSoon();
-          }
-        }
-        await refreshRun();
-      } catch (e) {
-        if (e.name === "AbortError") return;
-      }
-      if (!view || view.id !== id || view.ended) return;
-      setText($("live"), "reconnecting…");
-      await new Promise((r) => setTimeout(r, pause));
-      pause = Math.min(pause * 2, 10000);
-    }
-  }
-
-  // Many events in a burst: one refresh for all that arrive within 50 ms.
-  function refreshSoon() {
-    if (!view || view.refreshing) return;
-    const current = view;
-    current.refreshing = true;
-    setTimeout(() => { current.refreshing = false; if (view === current) refreshRun(); }, 50);
-  }
-
-  function stopFollowing() {
-    if (view && view.stream) view.stream.abort();
+    refreshRun();
   }
 
   // Step kinds from the workflow, to offer only the decisions a step takes.
@@ -282,7 +223,7 @@
     try {
       doc = await (await api("/api/v1/runs/" + encodeURIComponent(id))).json();
     } catch (e) {
-      if (e.status !== 401) { $("run-message").className = "bad"; setText($("run-message"), "Cannot load run " + id + ": " + e.message); }
+      if (e.status !== 401) { $("run-message").className = "bad"; setText($("run-message"), "Cannot load run " + id + ": " + e.message); schedule(refreshRun, 3000); }
       return;
     }
     if (!view || view.id !== id) return;
@@ -325,7 +266,8 @@
       el("td", {}, n.subject || ""),
       el("td", { class: "err" }, n.error || ""))));
     await refreshGraph(doc);
-    if (!active) { view.ended = true; setText($("live"), "run finished"); }
+    setText($("live"), active ? "live · updated " + new Date().toLocaleTimeString() : "run finished");
+    if (active && view && view.id === id) schedule(refreshRun, 1000);
   }
 
   // ----- wiring --------------------------------------------------------------
