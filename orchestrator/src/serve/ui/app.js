@@ -78,6 +78,7 @@
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(timer);
+    stopFollowing();
     view = null;
     show("login");
     setText($("login-error"), message || "");
@@ -95,6 +96,7 @@
   // ----- runs list -----------------------------------------------------------
 
   function openRuns() {
+    stopFollowing();
     view = { kind: "runs" };
     show("runs");
     document.title = "Runs · lifeboat";
@@ -149,7 +151,8 @@
   // ----- one run -------------------------------------------------------------
 
   function openRun(id) {
-    view = { kind: "run", id: id, kinds: null, graphKey: null, graphUrl: null };
+    stopFollowing();
+    view = { kind: "run", id: id, kinds: null, graphKey: null, graphUrl: null, following: false, connected: false, abort: null, comments: {}, answers: {} };
     show("run");
     setText($("run-title"), "Run " + shortId(id));
     setText($("run-message"), "");
@@ -177,26 +180,43 @@
     return [];
   }
 
+  // The comment comes from the field beside the buttons (no browser
+  // prompt); the answer, or the server's refusal, shows next to them.
   async function decide(run, step, decision) {
-    const label = { approve: "Approve", reject: "Reject", ack: "Acknowledge" }[decision];
-    const comment = window.prompt(visible(label + " step “" + step + "”. Comment (optional):"), "");
-    if (comment === null) return;
+    const comment = (view.comments[step] || "").trim();
     const msg = $("run-message");
+    let note;
     try {
       const res = await api("/api/v1/runs/" + encodeURIComponent(run) + "/steps/" + encodeURIComponent(step) + "/" + decision, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(comment.trim() ? { comment: comment.trim() } : {}),
+        body: JSON.stringify(comment ? { comment: comment } : {}),
       });
       const body = await res.json();
-      msg.className = "ok";
       const done = { approve: "approved", reject: "rejected", ack: "acknowledged" }[body.decision] || body.decision;
-      setText(msg, "Step " + step + ": " + done + " by " + body.by + ".");
+      note = { ok: true, text: "Step " + step + ": " + done + " by " + body.by + "." };
+      view.comments[step] = "";
     } catch (e) {
-      msg.className = "bad";
-      setText(msg, "Step " + step + ": " + (e.status ? e.status + " — " : "") + e.message);
+      note = { ok: false, text: "Step " + step + ": " + (e.status ? e.status + " — " : "") + e.message };
     }
+    view.answers[step] = note;
+    msg.className = note.ok ? "ok" : "bad";
+    setText(msg, note.text);
     refreshRun();
+  }
+
+  function decideCell(doc, s, active) {
+    const kinds = decisionsFor(view.kinds[s.id]);
+    const parts = [];
+    if (s.status === "waiting" && active && kinds.length) {
+      const field = el("input", { type: "text", class: "comment", "aria-label": "Comment for step " + s.id, placeholder: "comment (optional)",
+        oninput: (e) => { view.comments[s.id] = e.target.value; } });
+      field.value = view.comments[s.id] || "";
+      parts.push(field, ...kinds.map((d) => el("button", { type: "button", class: d, "aria-label": d + " step " + s.id, onclick: () => decide(doc.id, s.id, d) }, d === "ack" ? "Ack" : d[0].toUpperCase() + d.slice(1))));
+    }
+    const answer = view.answers[s.id];
+    if (answer) parts.push(el("output", { class: answer.ok ? "ok answer" : "bad answer", "data-step": s.id }, answer.text));
+    return el("div", { class: "decide" }, ...parts);
   }
 
   function fact(k, v) { return [el("dt", {}, k), el("dd", {}, v)]; }
@@ -241,20 +261,23 @@
       ...(doc.verdict ? fact("Drill verdict", (doc.verdict.passed ? "PASSED" : "FAILED") + ": " +
         (doc.verdict.expectations || []).map((c) => (c.ok ? "PASS " : "FAIL ") + c.what + ": expected " + c.expected + ", actual " + c.actual).join("; ")) : []));
     const active = !TERMINAL.includes(doc.status);
-    $("steps-body").replaceChildren(...doc.steps.map((s) => {
-      const forward = (s.attempts || []).filter((a) => a.phase !== "rollback");
-      const buttons = s.status === "waiting" && active
-        ? decisionsFor(view.kinds[s.id]).map((d) => el("button", { type: "button", class: d, "aria-label": d + " step " + s.id, onclick: () => decide(doc.id, s.id, d) }, d === "ack" ? "Ack" : d[0].toUpperCase() + d.slice(1)))
-        : [];
-      const error = s.error || (forward.length ? forward[forward.length - 1].error : "") || "";
-      return el("tr", {},
-        el("td", { class: "mono" }, s.id),
-        el("td", {}, badge(s.status)),
-        el("td", {}, String(forward.length)),
-        el("td", {}, duration(s.started_at, s.finished_at)),
-        el("td", { class: "err" }, error),
-        el("td", {}, el("div", { class: "decide" }, ...buttons)));
-    }));
+    // Re-drawn only when something shown changed, so a comment being
+    // typed (and its focus) survives events that change nothing here.
+    const stepsKey = JSON.stringify([active, view.answers, doc.steps.map((s) => [s.id, s.status, s.error, (s.attempts || []).length, s.started_at, s.finished_at])]);
+    if (stepsKey !== view.stepsKey) {
+      view.stepsKey = stepsKey;
+      $("steps-body").replaceChildren(...doc.steps.map((s) => {
+        const forward = (s.attempts || []).filter((a) => a.phase !== "rollback");
+        const error = s.error || (forward.length ? forward[forward.length - 1].error : "") || "";
+        return el("tr", {},
+          el("td", { class: "mono" }, s.id),
+          el("td", {}, badge(s.status)),
+          el("td", {}, String(forward.length)),
+          el("td", {}, duration(s.started_at, s.finished_at)),
+          el("td", { class: "err" }, error),
+          el("td", {}, decideCell(doc, s, active)));
+      }));
+    }
     const notes = doc.notifications || [];
     if (!notes.length) $("notes-body").replaceChildren(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "None for this run.")));
     else $("notes-body").replaceChildren(...notes.map((n) => el("tr", {},
@@ -266,8 +289,87 @@
       el("td", {}, n.subject || ""),
       el("td", { class: "err" }, n.error || ""))));
     await refreshGraph(doc);
-    setText($("live"), active ? "live · updated " + new Date().toLocaleTimeString() : "run finished");
-    if (active && view && view.id === id) schedule(refreshRun, 1000);
+    if (!active) { stopFollowing(); setText($("live"), "run finished"); return; }
+    if (view && view.id === id && !view.following) follow(id);
+    else if (view && view.connected) setText($("live"), "live · updated " + new Date().toLocaleTimeString());
+  }
+
+  // ----- live: the run's event stream ----------------------------------------
+  // GET /api/v1/runs/{id}/events (Server-Sent Events), read through fetch
+  // rather than EventSource because EventSource cannot send the bearer
+  // token. Every event re-reads the run (at most one read in flight); a
+  // dropped stream shows "reconnecting…" and resumes with Last-Event-ID,
+  // so no event is lost. The server ends the stream when the run finishes.
+  function stopFollowing() {
+    if (view && view.abort) view.abort.abort();
+    if (view) { view.following = false; view.abort = null; }
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // Calls `onEvent(id)` for each complete event in `buffer`; returns the rest.
+  function sseEvents(buffer, onEvent) {
+    let cut;
+    while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+      let id = null;
+      let data = false;
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith("id:")) id = line.slice(3).trim();
+        else if (line.startsWith("data:")) data = true;
+      }
+      if (data) onEvent(id);
+    }
+    return buffer;
+  }
+
+  async function follow(id) {
+    view.following = true;
+    let lastId = null;
+    let backoff = 500;
+    let pending = false;
+    let again = false;
+    const onEvent = async (eventId) => {
+      if (eventId) lastId = eventId;
+      if (pending) { again = true; return; }
+      pending = true;
+      do { again = false; await refreshRun(); } while (again && view && view.id === id);
+      pending = false;
+    };
+    const current = () => view && view.kind === "run" && view.id === id && view.following;
+    while (current()) {
+      const abort = new AbortController();
+      view.abort = abort;
+      try {
+        const headers = { Authorization: "Bearer " + token(), Accept: "text/event-stream" };
+        if (lastId) headers["Last-Event-ID"] = lastId;
+        const res = await fetch("/api/v1/runs/" + encodeURIComponent(id) + "/events", { headers, signal: abort.signal });
+        if (res.status === 401) { signOut("Your token was refused (401). Enter a valid API token."); return; }
+        if (!res.ok || !res.body) throw new Error(res.status + " " + res.statusText);
+        view.connected = true;
+        backoff = 500;
+        setText($("live"), "live · updated " + new Date().toLocaleTimeString());
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          buffer = sseEvents(buffer + decoder.decode(value, { stream: true }), onEvent);
+        }
+        // The server ends the stream once the run has finished.
+        if (current()) await refreshRun();
+      } catch (e) {
+        if (abort.signal.aborted) return;
+      }
+      if (!current()) return;
+      view.connected = false;
+      setText($("live"), "reconnecting…");
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 10000);
+      if (current()) await refreshRun();
+    }
   }
 
   // ----- wiring --------------------------------------------------------------
