@@ -68,6 +68,12 @@
     return m < 60 ? m + " m " + (s % 60) + " s" : Math.floor(m / 60) + " h " + (m % 60) + " m";
   }
 
+  // A performance mark the first time something is shown on a page
+  // (benches/ui_bench.py reads them: time from navigation to first rows).
+  const mark = (name) => {
+    if (typeof performance !== "undefined" && performance.getEntriesByName(name).length === 0) performance.mark(name);
+  };
+
   function schedule(fn, ms) { clearTimeout(timer); timer = setTimeout(fn, ms); }
 
   function show(section) {
@@ -105,7 +111,7 @@
 
   async function refreshRuns() {
     if (!view || view.kind !== "runs") return;
-    const q = new URLSearchParams({ limit: "100" });
+    const q = new URLSearchParams({ limit: "50" });
     if ($("status").value) q.set("status", $("status").value);
     if ($("workflow").value.trim()) q.set("workflow", $("workflow").value.trim());
     try {
@@ -120,6 +126,7 @@
         el("td", {}, duration(r.started_at, r.finished_at)),
         el("td", { class: "err" }, r.error || ""))));
       setText($("runs-note"), runs.length ? "" : "No runs match.");
+      mark("lifeboat:runs-shown");
       setText($("live"), "updated " + new Date().toLocaleTimeString());
     } catch (e) {
       if (e.status !== 401) setText($("runs-note"), "Cannot list runs: " + e.message);
@@ -206,7 +213,7 @@
   }
 
   function decideCell(doc, s, active) {
-    const kinds = decisionsFor(view.kinds[s.id]);
+    const kinds = view.kinds ? decisionsFor(view.kinds[s.id]) : [];
     const parts = [];
     if (s.status === "waiting" && active && kinds.length) {
       const field = el("input", { type: "text", class: "comment", "aria-label": "Comment for step " + s.id, placeholder: "comment (optional)",
@@ -247,7 +254,16 @@
       return;
     }
     if (!view || view.id !== id) return;
-    if (view.kinds === null) view.kinds = await loadKinds(doc.workflow);
+    // The step kinds (which decisions each step takes) load beside the
+    // first render instead of before it; their buttons appear once known.
+    if (view.kinds === null && !view.kindsLoading) {
+      view.kindsLoading = loadKinds(doc.workflow).then((kinds) => {
+        if (!view || view.id !== id) return;
+        view.kinds = kinds;
+        view.stepsKey = null;
+        refreshRun();
+      });
+    }
     document.title = visible(doc.workflow + " " + doc.status + " · lifeboat");
     $("run-title").replaceChildren(visible("Run " + shortId(doc.id) + " of " + doc.workflow + " "), badge(doc.status));
     $("run-facts").replaceChildren(
@@ -263,7 +279,7 @@
     const active = !TERMINAL.includes(doc.status);
     // Re-drawn only when something shown changed, so a comment being
     // typed (and its focus) survives events that change nothing here.
-    const stepsKey = JSON.stringify([active, view.answers, doc.steps.map((s) => [s.id, s.status, s.error, (s.attempts || []).length, s.started_at, s.finished_at])]);
+    const stepsKey = JSON.stringify([active, view.kinds !== null, view.answers, doc.steps.map((s) => [s.id, s.status, s.error, (s.attempts || []).length, s.started_at, s.finished_at])]);
     if (stepsKey !== view.stepsKey) {
       view.stepsKey = stepsKey;
       $("steps-body").replaceChildren(...doc.steps.map((s) => {
@@ -278,6 +294,7 @@
           el("td", {}, decideCell(doc, s, active)));
       }));
     }
+    mark("lifeboat:run-shown");
     const notes = doc.notifications || [];
     if (!notes.length) $("notes-body").replaceChildren(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "None for this run.")));
     else $("notes-body").replaceChildren(...notes.map((n) => el("tr", {},
