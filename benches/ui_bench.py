@@ -137,6 +137,12 @@ def main():
             total = call(base, "/api/v1/runs?limit=1000")
             assert len(total) == 1000, len(total)
             list_ms = page_time(page, f"{base}/", "#runs-body tr", "lifeboat:runs-shown")
+            # Older pages by keyset: page 3 holds runs 101-150, deep as it may be.
+            for n in (2, 3):
+                page.click("#older")
+                page.wait_for_selector(f"#page-note:has-text('page {n} · showing 50 runs')", timeout=10000)
+            page.click("#newer")
+            page.wait_for_selector("#page-note:has-text('page 2 · showing 50 runs')", timeout=10000)
             browser.close()
         first_api = timed_api(base, "/api/v1/runs?limit=50")
         deep_api = timed_api(base, "/api/v1/runs?limit=50&before=" + f"{RUNS // 10:08x}-0000-7000-8000-{RUNS // 10:012x}")

@@ -103,7 +103,7 @@
 
   function openRuns() {
     stopFollowing();
-    view = { kind: "runs" };
+    view = { kind: "runs", pages: [null] }; // keyset cursors: `before` of each page seen
     show("runs");
     document.title = "Runs · lifeboat";
     refreshRuns();
@@ -114,6 +114,8 @@
     const q = new URLSearchParams({ limit: "50" });
     if ($("status").value) q.set("status", $("status").value);
     if ($("workflow").value.trim()) q.set("workflow", $("workflow").value.trim());
+    const before = view.pages[view.pages.length - 1];
+    if (before) q.set("before", before);
     try {
       const runs = await (await api("/api/v1/runs?" + q)).json();
       if (!view || view.kind !== "runs") return;
@@ -126,13 +128,19 @@
         el("td", {}, duration(r.started_at, r.finished_at)),
         el("td", { class: "err" }, r.error || ""))));
       setText($("runs-note"), runs.length ? "" : "No runs match.");
+      // Keyset pages (`before` = the last id shown): a full page may have older runs.
+      const page = view.pages.length;
+      view.older = runs.length === 50 ? runs[runs.length - 1].id : null;
+      $("older").hidden = !view.older;
+      $("newer").hidden = page === 1;
+      setText($("page-note"), runs.length ? "page " + page + " · showing " + runs.length + " run" + (runs.length === 1 ? "" : "s") : "");
       mark("lifeboat:runs-shown");
       setText($("live"), "updated " + new Date().toLocaleTimeString());
     } catch (e) {
       if (e.status !== 401) setText($("runs-note"), "Cannot list runs: " + e.message);
     }
     await refreshFreshness();
-    if (view && view.kind === "runs") schedule(refreshRuns, 5000);
+    if (view && view.kind === "runs" && view.pages.length === 1) schedule(refreshRuns, 5000);
   }
 
   // Each scenario's freshness (GET /api/v1/drills/freshness): overdue ones in red.
@@ -407,8 +415,11 @@
   });
   $("signout").addEventListener("click", () => signOut());
   $("back").addEventListener("click", (e) => { e.preventDefault(); go("/"); });
-  $("status").addEventListener("change", refreshRuns);
-  $("workflow").addEventListener("input", () => schedule(refreshRuns, 300));
+  const firstPage = () => { if (view && view.kind === "runs") view.pages = [null]; };
+  $("status").addEventListener("change", () => { firstPage(); refreshRuns(); });
+  $("workflow").addEventListener("input", () => { firstPage(); schedule(refreshRuns, 300); });
+  $("older").addEventListener("click", () => { if (view.older) { view.pages.push(view.older); clearTimeout(timer); refreshRuns(); } });
+  $("newer").addEventListener("click", () => { if (view.pages.length > 1) { view.pages.pop(); clearTimeout(timer); refreshRuns(); } });
   $("filter").addEventListener("submit", (e) => e.preventDefault());
   window.addEventListener("popstate", route);
   route();
