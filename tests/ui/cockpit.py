@@ -7,9 +7,9 @@ approve, but olga started the run and `exclude_requester` is set).
 
 Covers: a deep link that survives sign-in, a wrong token refused, the
 requester refused next to the Approve button, the 400 px layout (the
-decision buttons inside the viewport), approving as bob with an in-page
-comment, and the run's later steps appearing live (no reload) from the
-event stream. Screenshots go to ARTIFACTS_DIR. Exits non-zero on failure.
+decision buttons inside the viewport), axe-core with zero violations on
+each page, approving as bob with an in-page comment, and the run's later
+steps appearing live (no reload) from the event stream. Screenshots go to ARTIFACTS_DIR. Exits non-zero on failure.
 """
 import os
 import sys
@@ -18,6 +18,9 @@ from playwright.sync_api import expect, sync_playwright
 
 BASE, RUN, ARTIFACTS = sys.argv[1], sys.argv[2], sys.argv[3]
 CHROMIUM = os.environ.get("LIFEBOAT_CHROMIUM", "/usr/bin/chromium")
+# axe-core, vendored for this test only (tests/ui/vendor; MPL-2.0): the page
+# itself never loads it. Evaluated through the driver, so the page's CSP stays.
+AXE = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor/axe-4.14.1.min.js")).read()
 os.makedirs(ARTIFACTS, exist_ok=True)
 
 
@@ -28,6 +31,15 @@ def shot(page, name):
 def sign_in(page, token):
     page.fill("#token", token)
     page.click("#login-form button[type=submit]")
+
+
+def axe(page, what):
+    """Runs axe-core on the page as it is; fails on any violation."""
+    page.evaluate(AXE)
+    result = page.evaluate("axe.run(document).then(r => ({passes: r.passes.length, violations: r.violations.map(v => "
+                           "({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' '))}))}))")
+    assert result["passes"] > 0, f"axe-core checked nothing on {what}"
+    assert not result["violations"], f"axe-core on {what}: {result['violations']}"
 
 
 def step_row(page, step):
@@ -51,6 +63,7 @@ def main():
         expect(page.locator("#login-error")).to_contain_text("refused")
         expect(page.locator("#login")).to_be_visible()
         shot(page, "01-wrong-token")
+        axe(page, "the sign-in page")
 
         sign_in(page, "olga-token")
         expect(page.locator("#run")).to_be_visible()
@@ -67,6 +80,7 @@ def main():
         expect(answer).to_contain_text("exclude_requester")
         expect(page.locator("#live")).to_contain_text("live")
         shot(page, "02-requester-refused")
+        axe(page, "the run page with a refusal")
 
         # bob, on a 400 px wide phone: the decision controls fit.
         page.click("#signout")
@@ -84,6 +98,7 @@ def main():
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 400, f"the page scrolls sideways at 400 px ({width} px wide)"
         shot(page, "03-phone-400px")
+        axe(page, "the run page at 400 px")
 
         # Approving with a comment typed in the page; the rest of the run
         # (`done`) then finishes and shows up without a reload.
@@ -95,6 +110,10 @@ def main():
         expect(page.locator("#live")).to_have_text("run finished", timeout=20000)
         assert page.evaluate("window.__noReload === true"), "the page was reloaded"
         shot(page, "04-approved-live")
+        axe(page, "the finished run page")
+        page.click("#back")
+        expect(page.locator("#runs-body tr")).to_have_count(1)
+        axe(page, "the runs list")
 
         assert not errors, errors
         browser.close()
