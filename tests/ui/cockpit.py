@@ -69,6 +69,7 @@ def main():
         expect(page.locator("#run")).to_be_visible()
         assert page.url.endswith(f"/runs/{RUN}"), page.url
         expect(page.locator("#run-title")).to_contain_text("p1-failover")
+        expect(page.locator("#run-facts")).to_contain_text("severity = P1")
         row = step_row(page, "approve")
         expect(row.locator(".badge")).to_have_text("waiting")
 

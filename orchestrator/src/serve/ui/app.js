@@ -234,6 +234,13 @@
     return el("div", { class: "decide" }, ...parts);
   }
 
+  // `name = value` pairs of an object as the API returns it (secrets
+  // arrive already redacted by the server), as text.
+  function pairs(obj) {
+    if (!obj || typeof obj !== "object") return "";
+    return Object.entries(obj).map(([k, v]) => k + " = " + (typeof v === "string" ? v : JSON.stringify(v))).join("; ");
+  }
+
   function fact(k, v) { return [el("dt", {}, k), el("dd", {}, v)]; }
 
   async function refreshGraph(doc) {
@@ -281,6 +288,9 @@
       ...fact("Duration", duration(doc.started_at, doc.finished_at)),
       ...fact("Trigger", doc.trigger ? (doc.trigger.kind || "") + (doc.trigger.by ? " by " + doc.trigger.by : "") : ""),
       ...(doc.error ? fact("Error", doc.error) : []),
+      ...(doc.paused ? fact("Paused", "yes: no new step starts until it is resumed") : []),
+      ...(pairs(doc.inputs) ? fact("Inputs", pairs(doc.inputs)) : []),
+      ...(pairs(doc.outputs) ? fact("Outputs", pairs(doc.outputs)) : []),
       ...fact("Mode", (doc.mode || "live") + (doc.scenario ? " (scenario " + doc.scenario + ")" : "")),
       ...(doc.verdict ? fact("Drill verdict", (doc.verdict.passed ? "PASSED" : "FAILED") + ": " +
         (doc.verdict.expectations || []).map((c) => (c.ok ? "PASS " : "FAIL ") + c.what + ": expected " + c.expected + ", actual " + c.actual).join("; ")) : []));
