@@ -355,3 +355,67 @@ fn render_run_page(api: &Api, token: &str, run: &str) -> Option<Value> {
     assert!(out.status.success(), "render.js: {}", crate::util::stderr(&out));
     Some(serde_json::from_slice(&out.stdout).expect("render.js prints JSON"))
 }
+
+/// A P1 failover that olga (operator and approver) starts and that olga or
+/// bob may approve, but not whoever started it (`exclude_requester`).
+const P1_FAILOVER: &str = r#"name: p1-failover
+inputs:
+  severity: { type: string, enum: [P0, P1, P2, P3], default: P1 }
+steps:
+  prepare:
+    uses: set
+    with: { ready: "yes" }
+  approve:
+    needs: [prepare]
+    uses: approval
+    with: { approvers: [olga, bob], exclude_requester: true, message: "promote dc02" }
+  done:
+    needs: [approve]
+    uses: set
+    with: { ok: "yes" }
+"#;
+
+/// The page in a real browser (tests/ui/cockpit.py: Debian's chromium
+/// through Playwright for Python): sign-in with a wrong and a right token
+/// on a deep link, the requester refused next to the button, the 400 px
+/// layout, approving with an in-page comment, and the rest of the run
+/// appearing live from the event stream. Skipped, saying so, without
+/// chromium or Playwright (scripts/deps.sh installs both).
+#[test]
+fn the_web_ui_runs_an_approval_in_a_real_browser() {
+    let chromium =
+        std::env::var("LIFEBOAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    let playwright =
+        std::process::Command::new("python3").args(["-c", "import playwright"]).output();
+    if !std::path::Path::new(&chromium).exists() || !playwright.is_ok_and(|o| o.status.success()) {
+        eprintln!("chromium or Playwright for Python is missing: the browser test was not run");
+        return;
+    }
+    let sb = Sandbox::new("ui-browser")
+        .with_users(&["bob", "vic"])
+        .with_user("olga", &["operator", "approver"]);
+    std::fs::create_dir_all(sb.path("workflows")).expect("workflows dir");
+    sb.write("workflows/p1-failover.yaml", P1_FAILOVER);
+    let api = Api::start(&sb);
+    let created = api.post("/api/v1/workflows/p1-failover/runs", Some("olga-token"), &json!({}));
+    assert_eq!(created.status, 201, "{created:?}");
+    let run = created.body["id"].as_str().expect("run id").to_string();
+    api.wait_run("vic-token", &run, Duration::from_secs(30), |d| {
+        Api::step_status(d, "approve") == "waiting"
+    });
+
+    let root = crate::util::root();
+    let artifacts = root.join("target/ui-artifacts");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(root.join("tests/ui/cockpit.py")).arg(api.url("")).arg(&run).arg(&artifacts);
+    let out = crate::util::output_within(cmd, Duration::from_secs(180));
+    assert!(
+        out.status.success(),
+        "cockpit.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        crate::util::stderr(&out)
+    );
+
+    let done = api.get(&format!("/api/v1/runs/{run}"), Some("vic-token"));
+    assert_eq!(done.body["status"], "succeeded", "{done:?}");
+}

@@ -68,6 +68,12 @@
     return m < 60 ? m + " m " + (s % 60) + " s" : Math.floor(m / 60) + " h " + (m % 60) + " m";
   }
 
+  // A performance mark the first time something is shown on a page
+  // (benches/ui_bench.py reads them: time from navigation to first rows).
+  const mark = (name) => {
+    if (typeof performance !== "undefined" && performance.getEntriesByName(name).length === 0) performance.mark(name);
+  };
+
   function schedule(fn, ms) { clearTimeout(timer); timer = setTimeout(fn, ms); }
 
   function show(section) {
@@ -78,6 +84,7 @@
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(timer);
+    stopFollowing();
     view = null;
     show("login");
     setText($("login-error"), message || "");
@@ -95,7 +102,8 @@
   // ----- runs list -----------------------------------------------------------
 
   function openRuns() {
-    view = { kind: "runs" };
+    stopFollowing();
+    view = { kind: "runs", pages: [null] }; // keyset cursors: `before` of each page seen
     show("runs");
     document.title = "Runs · lifeboat";
     refreshRuns();
@@ -103,9 +111,11 @@
 
   async function refreshRuns() {
     if (!view || view.kind !== "runs") return;
-    const q = new URLSearchParams({ limit: "100" });
+    const q = new URLSearchParams({ limit: "50" });
     if ($("status").value) q.set("status", $("status").value);
     if ($("workflow").value.trim()) q.set("workflow", $("workflow").value.trim());
+    const before = view.pages[view.pages.length - 1];
+    if (before) q.set("before", before);
     try {
       const runs = await (await api("/api/v1/runs?" + q)).json();
       if (!view || view.kind !== "runs") return;
@@ -118,12 +128,19 @@
         el("td", {}, duration(r.started_at, r.finished_at)),
         el("td", { class: "err" }, r.error || ""))));
       setText($("runs-note"), runs.length ? "" : "No runs match.");
+      // Keyset pages (`before` = the last id shown): a full page may have older runs.
+      const page = view.pages.length;
+      view.older = runs.length === 50 ? runs[runs.length - 1].id : null;
+      $("older").hidden = !view.older;
+      $("newer").hidden = page === 1;
+      setText($("page-note"), runs.length ? "page " + page + " · showing " + runs.length + " run" + (runs.length === 1 ? "" : "s") : "");
+      mark("lifeboat:runs-shown");
       setText($("live"), "updated " + new Date().toLocaleTimeString());
     } catch (e) {
       if (e.status !== 401) setText($("runs-note"), "Cannot list runs: " + e.message);
     }
     await refreshFreshness();
-    if (view && view.kind === "runs") schedule(refreshRuns, 5000);
+    if (view && view.kind === "runs" && view.pages.length === 1) schedule(refreshRuns, 5000);
   }
 
   // Each scenario's freshness (GET /api/v1/drills/freshness): overdue ones in red.
@@ -149,7 +166,8 @@
   // ----- one run -------------------------------------------------------------
 
   function openRun(id) {
-    view = { kind: "run", id: id, kinds: null, graphKey: null, graphUrl: null };
+    stopFollowing();
+    view = { kind: "run", id: id, kinds: null, graphKey: null, graphUrl: null, following: false, connected: false, abort: null, comments: {}, answers: {} };
     show("run");
     setText($("run-title"), "Run " + shortId(id));
     setText($("run-message"), "");
@@ -177,26 +195,50 @@
     return [];
   }
 
+  // The comment comes from the field beside the buttons (no browser
+  // prompt); the answer, or the server's refusal, shows next to them.
   async function decide(run, step, decision) {
-    const label = { approve: "Approve", reject: "Reject", ack: "Acknowledge" }[decision];
-    const comment = window.prompt(visible(label + " step “" + step + "”. Comment (optional):"), "");
-    if (comment === null) return;
+    const comment = (view.comments[step] || "").trim();
     const msg = $("run-message");
+    let note;
     try {
       const res = await api("/api/v1/runs/" + encodeURIComponent(run) + "/steps/" + encodeURIComponent(step) + "/" + decision, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(comment.trim() ? { comment: comment.trim() } : {}),
+        body: JSON.stringify(comment ? { comment: comment } : {}),
       });
       const body = await res.json();
-      msg.className = "ok";
       const done = { approve: "approved", reject: "rejected", ack: "acknowledged" }[body.decision] || body.decision;
-      setText(msg, "Step " + step + ": " + done + " by " + body.by + ".");
+      note = { ok: true, text: "Step " + step + ": " + done + " by " + body.by + "." };
+      view.comments[step] = "";
     } catch (e) {
-      msg.className = "bad";
-      setText(msg, "Step " + step + ": " + (e.status ? e.status + " — " : "") + e.message);
+      note = { ok: false, text: "Step " + step + ": " + (e.status ? e.status + " — " : "") + e.message };
     }
+    view.answers[step] = note;
+    msg.className = note.ok ? "ok" : "bad";
+    setText(msg, note.text);
     refreshRun();
+  }
+
+  function decideCell(doc, s, active) {
+    const kinds = view.kinds ? decisionsFor(view.kinds[s.id]) : [];
+    const parts = [];
+    if (s.status === "waiting" && active && kinds.length) {
+      const field = el("input", { type: "text", class: "comment", "aria-label": "Comment for step " + s.id, placeholder: "comment (optional)",
+        oninput: (e) => { view.comments[s.id] = e.target.value; } });
+      field.value = view.comments[s.id] || "";
+      parts.push(field, ...kinds.map((d) => el("button", { type: "button", class: d, "aria-label": d + " step " + s.id, onclick: () => decide(doc.id, s.id, d) }, d === "ack" ? "Ack" : d[0].toUpperCase() + d.slice(1))));
+    }
+    const answer = view.answers[s.id];
+    if (answer) parts.push(el("output", { class: answer.ok ? "ok answer" : "bad answer", "data-step": s.id }, answer.text));
+    return el("div", { class: "decide" }, ...parts);
+  }
+
+  // `name = value` pairs of an object as the API returns it (secrets
+  // arrive already redacted by the server), as text.
+  function pairs(obj) {
+    if (!obj || typeof obj !== "object") return "";
+    return Object.entries(obj).map(([k, v]) => k + " = " + (typeof v === "string" ? v : JSON.stringify(v))).join("; ");
   }
 
   function fact(k, v) { return [el("dt", {}, k), el("dd", {}, v)]; }
@@ -227,7 +269,16 @@
       return;
     }
     if (!view || view.id !== id) return;
-    if (view.kinds === null) view.kinds = await loadKinds(doc.workflow);
+    // The step kinds (which decisions each step takes) load beside the
+    // first render instead of before it; their buttons appear once known.
+    if (view.kinds === null && !view.kindsLoading) {
+      view.kindsLoading = loadKinds(doc.workflow).then((kinds) => {
+        if (!view || view.id !== id) return;
+        view.kinds = kinds;
+        view.stepsKey = null;
+        refreshRun();
+      });
+    }
     document.title = visible(doc.workflow + " " + doc.status + " · lifeboat");
     $("run-title").replaceChildren(visible("Run " + shortId(doc.id) + " of " + doc.workflow + " "), badge(doc.status));
     $("run-facts").replaceChildren(
@@ -237,24 +288,31 @@
       ...fact("Duration", duration(doc.started_at, doc.finished_at)),
       ...fact("Trigger", doc.trigger ? (doc.trigger.kind || "") + (doc.trigger.by ? " by " + doc.trigger.by : "") : ""),
       ...(doc.error ? fact("Error", doc.error) : []),
+      ...(doc.paused ? fact("Paused", "yes: no new step starts until it is resumed") : []),
+      ...(pairs(doc.inputs) ? fact("Inputs", pairs(doc.inputs)) : []),
+      ...(pairs(doc.outputs) ? fact("Outputs", pairs(doc.outputs)) : []),
       ...fact("Mode", (doc.mode || "live") + (doc.scenario ? " (scenario " + doc.scenario + ")" : "")),
       ...(doc.verdict ? fact("Drill verdict", (doc.verdict.passed ? "PASSED" : "FAILED") + ": " +
         (doc.verdict.expectations || []).map((c) => (c.ok ? "PASS " : "FAIL ") + c.what + ": expected " + c.expected + ", actual " + c.actual).join("; ")) : []));
     const active = !TERMINAL.includes(doc.status);
-    $("steps-body").replaceChildren(...doc.steps.map((s) => {
-      const forward = (s.attempts || []).filter((a) => a.phase !== "rollback");
-      const buttons = s.status === "waiting" && active
-        ? decisionsFor(view.kinds[s.id]).map((d) => el("button", { type: "button", class: d, "aria-label": d + " step " + s.id, onclick: () => decide(doc.id, s.id, d) }, d === "ack" ? "Ack" : d[0].toUpperCase() + d.slice(1)))
-        : [];
-      const error = s.error || (forward.length ? forward[forward.length - 1].error : "") || "";
-      return el("tr", {},
-        el("td", { class: "mono" }, s.id),
-        el("td", {}, badge(s.status)),
-        el("td", {}, String(forward.length)),
-        el("td", {}, duration(s.started_at, s.finished_at)),
-        el("td", { class: "err" }, error),
-        el("td", {}, el("div", { class: "decide" }, ...buttons)));
-    }));
+    // Re-drawn only when something shown changed, so a comment being
+    // typed (and its focus) survives events that change nothing here.
+    const stepsKey = JSON.stringify([active, view.kinds !== null, view.answers, doc.steps.map((s) => [s.id, s.status, s.error, (s.attempts || []).length, s.started_at, s.finished_at])]);
+    if (stepsKey !== view.stepsKey) {
+      view.stepsKey = stepsKey;
+      $("steps-body").replaceChildren(...doc.steps.map((s) => {
+        const forward = (s.attempts || []).filter((a) => a.phase !== "rollback");
+        const error = s.error || (forward.length ? forward[forward.length - 1].error : "") || "";
+        return el("tr", {},
+          el("td", { class: "mono" }, s.id),
+          el("td", {}, badge(s.status)),
+          el("td", {}, String(forward.length)),
+          el("td", {}, duration(s.started_at, s.finished_at)),
+          el("td", { class: "err" }, error),
+          el("td", {}, decideCell(doc, s, active)));
+      }));
+    }
+    mark("lifeboat:run-shown");
     const notes = doc.notifications || [];
     if (!notes.length) $("notes-body").replaceChildren(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "None for this run.")));
     else $("notes-body").replaceChildren(...notes.map((n) => el("tr", {},
@@ -266,8 +324,87 @@
       el("td", {}, n.subject || ""),
       el("td", { class: "err" }, n.error || ""))));
     await refreshGraph(doc);
-    setText($("live"), active ? "live · updated " + new Date().toLocaleTimeString() : "run finished");
-    if (active && view && view.id === id) schedule(refreshRun, 1000);
+    if (!active) { stopFollowing(); setText($("live"), "run finished"); return; }
+    if (view && view.id === id && !view.following) follow(id);
+    else if (view && view.connected) setText($("live"), "live · updated " + new Date().toLocaleTimeString());
+  }
+
+  // ----- live: the run's event stream ----------------------------------------
+  // GET /api/v1/runs/{id}/events (Server-Sent Events), read through fetch
+  // rather than EventSource because EventSource cannot send the bearer
+  // token. Every event re-reads the run (at most one read in flight); a
+  // dropped stream shows "reconnecting…" and resumes with Last-Event-ID,
+  // so no event is lost. The server ends the stream when the run finishes.
+  function stopFollowing() {
+    if (view && view.abort) view.abort.abort();
+    if (view) { view.following = false; view.abort = null; }
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // Calls `onEvent(id)` for each complete event in `buffer`; returns the rest.
+  function sseEvents(buffer, onEvent) {
+    let cut;
+    while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+      let id = null;
+      let data = false;
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith("id:")) id = line.slice(3).trim();
+        else if (line.startsWith("data:")) data = true;
+      }
+      if (data) onEvent(id);
+    }
+    return buffer;
+  }
+
+  async function follow(id) {
+    view.following = true;
+    let lastId = null;
+    let backoff = 500;
+    let pending = false;
+    let again = false;
+    const onEvent = async (eventId) => {
+      if (eventId) lastId = eventId;
+      if (pending) { again = true; return; }
+      pending = true;
+      do { again = false; await refreshRun(); } while (again && view && view.id === id);
+      pending = false;
+    };
+    const current = () => view && view.kind === "run" && view.id === id && view.following;
+    while (current()) {
+      const abort = new AbortController();
+      view.abort = abort;
+      try {
+        const headers = { Authorization: "Bearer " + token(), Accept: "text/event-stream" };
+        if (lastId) headers["Last-Event-ID"] = lastId;
+        const res = await fetch("/api/v1/runs/" + encodeURIComponent(id) + "/events", { headers, signal: abort.signal });
+        if (res.status === 401) { signOut("Your token was refused (401). Enter a valid API token."); return; }
+        if (!res.ok || !res.body) throw new Error(res.status + " " + res.statusText);
+        view.connected = true;
+        backoff = 500;
+        setText($("live"), "live · updated " + new Date().toLocaleTimeString());
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          buffer = sseEvents(buffer + decoder.decode(value, { stream: true }), onEvent);
+        }
+        // The server ends the stream once the run has finished.
+        if (current()) await refreshRun();
+      } catch (e) {
+        if (abort.signal.aborted) return;
+      }
+      if (!current()) return;
+      view.connected = false;
+      setText($("live"), "reconnecting…");
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 10000);
+      if (current()) await refreshRun();
+    }
   }
 
   // ----- wiring --------------------------------------------------------------
@@ -288,8 +425,11 @@
   });
   $("signout").addEventListener("click", () => signOut());
   $("back").addEventListener("click", (e) => { e.preventDefault(); go("/"); });
-  $("status").addEventListener("change", refreshRuns);
-  $("workflow").addEventListener("input", () => schedule(refreshRuns, 300));
+  const firstPage = () => { if (view && view.kind === "runs") view.pages = [null]; };
+  $("status").addEventListener("change", () => { firstPage(); refreshRuns(); });
+  $("workflow").addEventListener("input", () => { firstPage(); schedule(refreshRuns, 300); });
+  $("older").addEventListener("click", () => { if (view.older) { view.pages.push(view.older); clearTimeout(timer); refreshRuns(); } });
+  $("newer").addEventListener("click", () => { if (view.pages.length > 1) { view.pages.pop(); clearTimeout(timer); refreshRuns(); } });
   $("filter").addEventListener("submit", (e) => e.preventDefault());
   window.addEventListener("popstate", route);
   route();
