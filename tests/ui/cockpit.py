@@ -92,6 +92,14 @@ def main():
         expect(row.locator(".badge")).to_have_text("waiting")
         approve = row.get_by_role("button", name="approve step approve")
         expect(page.locator("#live")).to_contain_text("live")
+
+        # Nothing happens for a while: once the stream's replay of past
+        # events has been read, the page asks nothing (no polling).
+        page.wait_for_timeout(1000)
+        reads = []
+        page.on("request", lambda r: reads.append(r.url) if f"/api/v1/runs/{RUN}" in r.url and not r.url.endswith("/events") else None)
+        page.wait_for_timeout(2500)
+        assert not reads, f"the page polled while nothing happened: {reads}"
         approve.scroll_into_view_if_needed()
         for name in ["approve step approve", "reject step approve"]:
             box = row.get_by_role("button", name=name).bounding_box()
