@@ -141,6 +141,9 @@ impl Default for Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: String,
+    /// How people reach the server (links in notifications); empty: it
+    /// follows `listen` (see [`ServerConfig::public_base`]).
+    #[serde(default)]
     pub public_url: String,
     /// Env variable holding the key that signs one-click approve/ack links.
     #[serde(default = "default_link_secret_env")]
@@ -192,11 +195,30 @@ fn default_max_streams_per_user() -> usize {
     16
 }
 
+impl ServerConfig {
+    /// The base of links people follow, without a trailing `/`:
+    /// `public_url`, or else `http://` + `listen` (a wildcard address,
+    /// which no browser can open, becomes loopback).
+    pub fn public_base(&self) -> String {
+        let url = self.public_url.trim();
+        if !url.is_empty() {
+            return url.trim_end_matches('/').to_string();
+        }
+        let listen = self.listen.trim();
+        let reachable = match listen.rsplit_once(':') {
+            Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+            Some(("[::]", port)) => format!("[::1]:{port}"),
+            _ => listen.to_string(),
+        };
+        format!("http://{reachable}")
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: String::new(),
             link_secret_env: default_link_secret_env(),
             metrics_token_env: None,
             header_read_timeout: default_header_read_timeout(),
@@ -566,6 +588,20 @@ mod tests {
         let path = dir.path().join("lifeboat.toml");
         std::fs::write(&path, toml).expect("writing the config");
         Config::load(Some(&path)).map(|(config, _)| config)
+    }
+
+    #[test]
+    fn links_follow_listen_unless_public_url_is_set() {
+        let c = load("[server]\nlisten = \"127.0.0.1:9911\"\n").unwrap();
+        assert_eq!(c.server.public_base(), "http://127.0.0.1:9911");
+        let c = load("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        assert_eq!(c.server.public_base(), "http://127.0.0.1:8080");
+        let c = load(
+            "[server]\nlisten = \"0.0.0.0:8080\"\npublic_url = \"https://lifeboat.example/\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.public_base(), "https://lifeboat.example");
+        assert_eq!(Config::default().server.public_base(), "http://127.0.0.1:8080");
     }
 
     #[test]

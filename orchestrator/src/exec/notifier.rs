@@ -70,7 +70,7 @@ impl Notifier {
             templates,
             channel_kinds,
             incident_channels,
-            public_url: Some(config.server.public_url.trim_end_matches('/').to_string()),
+            public_url: Some(config.server.public_base()),
             links,
             drill_channels: config.drill.channels.clone(),
         })
