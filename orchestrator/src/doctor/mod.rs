@@ -136,8 +136,26 @@ pub async fn examine_ctx(ctx: &crate::app::Ctx) -> Vec<Finding> {
 async fn examine_setup(setup: &Setup, probe: Probe, mut findings: Vec<Finding>) -> Vec<Finding> {
     setup::env_vars(setup, &mut findings);
     let store = database::check(setup, &mut findings).await;
-    let workflows = setup::workflows(setup, &mut findings);
-    setup::programs(&workflows, &mut findings);
+    // Compiling every file and searching PATH block: off the async runtime,
+    // so that `serve`'s readiness checks never stall its requests (a huge
+    // file dropped into the workflows directory once held them ~0.8 s).
+    let blocking = setup.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        let workflows = setup::workflows(&blocking, &mut found);
+        setup::programs(&workflows, &mut found);
+        found
+    })
+    .await;
+    match checked {
+        Ok(found) => findings.extend(found),
+        Err(e) => findings.push(Finding::fail(
+            "workflow",
+            setup.workflows_dir.display().to_string(),
+            format!("checking the workflows stopped: {e}"),
+            "run `lifeboat validate` on the directory",
+        )),
+    }
     reach::channels(setup, probe, &mut findings).await;
     reach::connections(setup, &mut findings).await;
     if let Some(store) = store {
@@ -147,6 +165,7 @@ async fn examine_setup(setup: &Setup, probe: Probe, mut findings: Vec<Finding>) 
 }
 
 /// The configuration doctor works from (see `setup::load`).
+#[derive(Clone)]
 pub struct Setup {
     pub config: crate::config::Config,
     /// The file it came from, when there is one.
