@@ -24,14 +24,9 @@ usage() {
 
 NAMED=$(command -v named || echo /usr/sbin/named)
 
-check_lab() {
-    [[ -n "${1:-}" ]] || usage
-    [[ -f "$1/$MARKER" ]] || die "$1 is not a lab directory; not touching it"
-}
-
 start() {
     local dir=$1 port secret encoded
-    check_lab "$dir"
+    check_marked "$dir" "a lab directory"
     [[ -x "$NAMED" ]] || die "named not found: install bind9 (scripts/deps.sh does)"
     mkdir -p "$dir/dns"
     secret=$(head -c 32 /dev/urandom | base64)
@@ -106,7 +101,7 @@ CONF
 
 stop() {
     local dir=$1
-    check_lab "$dir"
+    check_marked "$dir" "a lab directory"
     stop_pidfile "$dir/dns/named.pid" named
 }
 

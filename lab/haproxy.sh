@@ -24,8 +24,7 @@ usage() {
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 check_lab() {
-    [[ -n "${1:-}" ]] || usage
-    [[ -f "$1/$MARKER" ]] || die "$1 is not a lab directory; not touching it"
+    check_marked "${1:-}" "a lab directory"
     [[ -f "$1/primary.port" && -f "$1/standby.port" ]] || die "$1 has no Postgres pair: run lab/pg.sh start first"
 }
 
@@ -80,7 +79,7 @@ CONF
 
 stop() {
     local dir=$1
-    [[ -n "$dir" && -f "$dir/$MARKER" ]] || usage
+    check_marked "$dir" "a lab directory"
     stop_pidfile "$dir/haproxy/haproxy.pid" HAProxy
 }
 

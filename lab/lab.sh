@@ -65,7 +65,7 @@ psql_on() {
 
 down() {
     local dir=${1:-}
-    [[ -n "$dir" && -f "$dir/$MARKER" ]] || usage
+    check_marked "$dir" "a lab made by lab/lab.sh up"
     bash "$LAB/haproxy.sh" stop "$dir" || true
     bash "$LAB/dns.sh" stop "$dir" || true
     bash "$LAB/pg.sh" stop "$dir"

@@ -117,8 +117,7 @@ CONF
 }
 
 check_lab() {
-    [[ -n "${1:-}" ]] || usage
-    [[ -f "$1/$MARKER" ]] || die "$1 is not a lab made by lab/pg.sh; not touching it"
+    check_marked "${1:-}" "a lab made by lab/pg.sh"
 }
 
 stop() {

@@ -123,3 +123,10 @@ stop_pidfile() {
     rm -f "$file"
     log "$name stopped"
 }
+
+# check_marked DIR WHAT: DIR was made by these scripts (it holds MARKER),
+# or stop before touching it; WHAT names what it should be.
+check_marked() {
+    [[ -n "${1:-}" ]] || usage
+    [[ -f "$1/$MARKER" ]] || die "$1 is not $2; not touching it"
+}

@@ -74,8 +74,7 @@ EOF
 
 stop() {
     local dir=${1:-}
-    [[ -n "$dir" ]] || usage
-    [[ -f "$dir/$MARKER" ]] || die "$dir is not a cluster made by scripts/pg.sh; not touching it"
+    check_marked "$dir" "a cluster made by scripts/pg.sh"
     if [[ -f "$dir/data/postmaster.pid" ]]; then
         local user
         user=$(owner_of "$dir/data")

@@ -167,26 +167,16 @@ impl Config {
         problems
     }
 
-    /// Names the target in messages: the connection, or the URL without its secret.
-    fn target(&self, server: &Server) -> String {
-        match &self.connection {
-            Some(name) => format!("connection `{name}`"),
-            None => format!("dns server {}", server.addr),
-        }
-    }
-
     async fn run_on(&self, url: &str) -> Result<Value, Failure> {
         let server = Server::from_url(url).map_err(Failure::fatal)?;
-        let target = self.target(&server);
         let name = records::absolute(&self.name, &server.zone).map_err(Failure::fatal)?;
-        let on = |f: Failure| f.about(&target);
         match self.action {
             Action::Get => {
                 let at = match &self.servers {
                     Some(list) => client::parse_server(&list[0]).map_err(Failure::fatal)?,
                     None => server.addr,
                 };
-                let found = client::query(at, &name, self.record_type).await.map_err(on)?;
+                let found = client::query(at, &name, self.record_type).await?;
                 Ok(json!({
                     "name": name.to_string(),
                     "type": self.record_type.name(),
@@ -196,8 +186,7 @@ impl Config {
                 }))
             }
             Action::Set | Action::Delete => {
-                let previous =
-                    client::query(server.addr, &name, self.record_type).await.map_err(on)?;
+                let previous = client::query(server.addr, &name, self.record_type).await?;
                 let records = match self.action {
                     Action::Set => self.normalized_records().map_err(Failure::fatal)?,
                     _ => Vec::new(),
@@ -206,9 +195,7 @@ impl Config {
                 let changed = previous.records != records
                     || (!records.is_empty() && previous.ttl != Some(ttl));
                 if changed {
-                    client::replace(&server, &name, self.record_type, &records, ttl)
-                        .await
-                        .map_err(on)?;
+                    client::replace(&server, &name, self.record_type, &records, ttl).await?;
                 }
                 let mut out = json!({
                     "name": name.to_string(),
@@ -222,7 +209,7 @@ impl Config {
                 }
                 Ok(out)
             }
-            Action::WaitFor => self.wait_for(&server, &name).await.map_err(on),
+            Action::WaitFor => self.wait_for(&server, &name).await,
         }
     }
 
@@ -296,27 +283,15 @@ impl Step for Config {
         Some(matches!(self.action, Action::Set | Action::Delete))
     }
 
-    fn connection(&self) -> Option<&str> {
-        self.connection.as_deref()
-    }
-
-    fn url_slot(&mut self) -> Option<&mut Option<String>> {
-        Some(&mut self.url)
-    }
+    crate::connects_by_url!();
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let url = match crate::target_url("dns", &self.url, &self.connection) {
             Ok(url) => url,
             Err(unresolved) => return unresolved,
         };
-        let outcome = match ctx.bounded(self.run_on(url)).await {
-            Ok(Ok(outputs)) => Outcome::succeeded(outputs),
-            Ok(Err(f)) => {
-                Outcome::Failed { error: f.error, retryable: f.retryable, outputs: json!({}) }
-            }
-            Err(interrupted) => interrupted.outcome(None, json!({})),
-        };
-        crate::failure::hide_url_password(url, outcome)
+        let target = crate::failure::target("dns", self.connection.as_deref(), url);
+        crate::failure::attempt(ctx, url, &target, self.run_on(url)).await
     }
 
     /// `set` and `delete` undo themselves: the rrset they replaced comes back.

@@ -2,7 +2,11 @@
 //! failing: a failure that knows whether another attempt may pass, and
 //! hiding the password of the URL they connected with.
 
-use crate::Outcome;
+use std::future::Future;
+
+use serde_json::{Value, json};
+
+use crate::{AttemptContext, Outcome};
 
 /// Why an action did not complete.
 #[derive(Debug)]
@@ -46,4 +50,39 @@ pub(crate) fn hide_url_password(url: &str, outcome: Outcome) -> Outcome {
         },
         Err(_) => outcome,
     }
+}
+
+/// What a connecting step's messages name: its connection, or its URL
+/// without the password (`dns dns://lab-key@127.0.0.1:5353/lab.example`).
+pub(crate) fn target(kind: &str, connection: Option<&str>, url: &str) -> String {
+    match connection {
+        Some(name) => format!("connection `{name}`"),
+        None => {
+            let shown = match url::Url::parse(url) {
+                Ok(mut u) => {
+                    let _ = u.set_password(None);
+                    u.to_string()
+                }
+                Err(_) => url.to_string(),
+            };
+            format!("{kind} {shown}")
+        }
+    }
+}
+
+/// One attempt of a connecting kind: `work` bounded by the step's timeout
+/// and cancellation, its failure naming `target`, and the URL's password
+/// hidden from whatever comes back.
+pub(crate) async fn attempt(
+    ctx: &AttemptContext,
+    url: &str,
+    target: &str,
+    work: impl Future<Output = Result<Value, Failure>>,
+) -> Outcome {
+    let outcome = match ctx.bounded(work).await {
+        Ok(Ok(outputs)) => Outcome::succeeded(outputs),
+        Ok(Err(f)) => f.about(target).into_outcome(),
+        Err(interrupted) => interrupted.outcome(None, json!({})),
+    };
+    hide_url_password(url, outcome)
 }

@@ -151,13 +151,6 @@ impl Config {
         problems
     }
 
-    fn target(&self, url: &str) -> String {
-        match &self.connection {
-            Some(name) => format!("connection `{name}`"),
-            None => format!("haproxy {url}"),
-        }
-    }
-
     async fn run_on(&self, url: &str) -> Result<Value, Failure> {
         // Names reach a command line: check them again once rendered.
         check_name("backend", &self.backend).map_err(Failure::fatal)?;
@@ -226,24 +219,15 @@ impl Step for Config {
         Some(self.action != Action::Servers)
     }
 
-    fn connection(&self) -> Option<&str> {
-        self.connection.as_deref()
-    }
-
-    fn url_slot(&mut self) -> Option<&mut Option<String>> {
-        Some(&mut self.url)
-    }
+    crate::connects_by_url!();
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let url = match crate::target_url("haproxy", &self.url, &self.connection) {
             Ok(url) => url,
             Err(unresolved) => return unresolved,
         };
-        match ctx.bounded(self.run_on(url)).await {
-            Ok(Ok(outputs)) => Outcome::succeeded(outputs),
-            Ok(Err(f)) => f.about(&self.target(url)).into_outcome(),
-            Err(interrupted) => interrupted.outcome(None, json!({})),
-        }
+        let target = crate::failure::target("haproxy", self.connection.as_deref(), url);
+        crate::failure::attempt(ctx, url, &target, self.run_on(url)).await
     }
 
     /// A change undoes itself: the previous weight or state comes back.

@@ -66,6 +66,22 @@ impl ConfigProblem {
     }
 }
 
+/// The two [`Step`] methods of a kind that connects through its
+/// `connection` (a `[connections.X]` name) or `url` fields: written once,
+/// expanded inside each such kind's `impl Step`.
+macro_rules! connects_by_url {
+    () => {
+        fn connection(&self) -> Option<&str> {
+            self.connection.as_deref()
+        }
+
+        fn url_slot(&mut self) -> Option<&mut Option<String>> {
+            Some(&mut self.url)
+        }
+    };
+}
+pub(crate) use connects_by_url;
+
 /// Declares the action kinds: one row per kind. From this table come
 /// [`ActionKind`] (with `name`, `untemplated_fields`, `is_pure`, `mutates`,
 /// `schema`) and [`ActionConfig`] (with `deserialize`, `kind`, `compile`,

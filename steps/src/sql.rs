@@ -75,13 +75,7 @@ impl Step for Config {
         Some(!matches!(first.as_str(), "select" | "with" | "show" | "explain"))
     }
 
-    fn connection(&self) -> Option<&str> {
-        self.connection.as_deref()
-    }
-
-    fn url_slot(&mut self) -> Option<&mut Option<String>> {
-        Some(&mut self.url)
-    }
+    crate::connects_by_url!();
 
     async fn run(&self, ctx: &AttemptContext) -> Outcome {
         let url = match crate::target_url("sql", &self.url, &self.connection) {
