@@ -25,7 +25,7 @@ SAME_COUNT=5000
 command -v wrk >/dev/null || { echo "bench-hooks: wrk not found (apt-get install wrk)" >&2; exit 2; }
 
 cargo build --release -p lifeboat-orchestrator --bin lifeboat >&2
-BIN=$PWD/target/release/lifeboat
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat
 DIR=$(mktemp -d /tmp/lifeboat-bench-hooks.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TOKEN=bench-$RANDOM$RANDOM

@@ -11,7 +11,8 @@ rounds=${1:-5}
 
 bash scripts/deps.sh
 cargo build --release -q -p lifeboat-orchestrator --bin lifeboat
-lifeboat=$PWD/target/release/lifeboat
+# Where cargo put it (CARGO_TARGET_DIR moves it).
+lifeboat=${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat
 eval "$(bash lab/lab.sh up 2>/dev/null)"
 trap 'bash lab/lab.sh down "$LIFEBOAT_LAB_DIR" >/dev/null 2>&1' EXIT
 export LIFEBOAT_DATABASE_URL="sqlite://$LIFEBOAT_LAB_DIR/lab.db"

@@ -19,7 +19,7 @@ notifications=scripts/demo/notifications
 rm -rf "$notifications"
 echo "estate: dc01 (primary) is down; dc02 and dc03 replicate. Failing over:"
 status=0
-target/release/lifeboat --config "$config" run workflows/failover.yaml \
+"${CARGO_TARGET_DIR:-target}"/release/lifeboat --config "$config" run workflows/failover.yaml \
   -i failed_site=dc01 -i severity=P0 "$@" --wait || status=$?
 echo
 if compgen -G "$notifications/*" >/dev/null; then

@@ -21,7 +21,8 @@ done
 
 bash scripts/deps.sh
 cargo build --release -q -p lifeboat-orchestrator --bin lifeboat
-lifeboat=$PWD/target/release/lifeboat
+# Where cargo put it (CARGO_TARGET_DIR moves it).
+lifeboat=${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat
 
 echo "== bringing the lab up"
 eval "$(bash lab/lab.sh up)"
