@@ -81,8 +81,11 @@ CONF
         fi
         if "$NAMED" -c "$dir/dns/named.conf" "${as_user[@]}" >"$dir/dns/start.log" 2>&1; then
             for _ in $(seq 1 50); do
-                if dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab.example SOA >/dev/null 2>&1 &&
-                    [[ -n "$(dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab.example SOA)" ]]; then
+                # Over UDP and TCP (lifeboat's dns kind speaks TCP): a port
+                # taken by another process between free_port and named's
+                # bind leaves named on one of them only; then try another.
+                if [[ -n "$(dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab.example SOA 2>/dev/null)" &&
+                    -n "$(dig +tcp +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab.example SOA 2>/dev/null)" ]]; then
                     echo "$port" >"$dir/dns/port"
                     log "BIND9 serves lab.example on 127.0.0.1:$port; stop: lab/dns.sh stop $dir"
                     echo "export LIFEBOAT_LAB_DNS_URL=dns://lab-key:$encoded@127.0.0.1:$port/lab.example"
