@@ -3,11 +3,14 @@
 //! print the same document. Times are RFC 3339 with milliseconds (UTC);
 //! absent outputs are `{}`.
 
+use std::sync::Arc;
+
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use crate::compile::CompiledWorkflow;
 use crate::store::{
-    AttemptRecord, AttemptStatus, OutboxRecord, OutboxStatus, Phase, RunMode, RunRecord, RunStatus,
+    AttemptRecord, AttemptStatus, EventRecord, OutboxRecord, OutboxStatus, Phase, RunMode, RunRecord, RunStatus,
     StepRecord, StepStatus, Store,
 };
 
@@ -191,26 +194,154 @@ impl<'a> From<&'a AttemptRecord> for AttemptView<'a> {
 #[derive(Debug, Serialize)]
 pub struct StepView<'a> {
     pub id: &'a str,
+    /// What the pinned definition says of the step (absent when the
+    /// definition cannot be read).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<StepShape<'a>>,
     pub status: StepStatus,
     pub outputs: Outputs<'a>,
     pub error: Option<&'a str>,
     pub started_at: Time,
     pub finished_at: Time,
     pub rollback: Option<Value>,
+    /// A step waiting for people (`approval`, `escalate`): who may decide,
+    /// who did, the deadline and the escalation (`GateDoc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateDoc>,
     pub attempts: Vec<AttemptView<'a>>,
 }
 
+/// A step as its workflow declares it: enough for a reader to know what it
+/// is, what it waits for and what cannot be undone.
+#[derive(Debug, Serialize)]
+pub struct StepShape<'a> {
+    /// `shell`, `approval`, `postgres`…
+    pub kind: &'static str,
+    pub needs: Vec<&'a str>,
+    pub irreversible: bool,
+    /// The rollback's kind, `automatic` (the action's inverse), or `null`.
+    pub undo: Option<&'static str>,
+}
+
+impl<'a> StepShape<'a> {
+    pub fn of(wf: &'a CompiledWorkflow, id: &str) -> Option<StepShape<'a>> {
+        let step = wf.step(id)?;
+        let undo = match &step.rollback {
+            Some(body) if body.inverse_of_step => Some("automatic"),
+            Some(body) => Some(body.kind.name()),
+            None => None,
+        };
+        Some(StepShape {
+            kind: step.body.kind.name(),
+            needs: step.needs.iter().map(|&n| wf.steps[n].id.as_str()).collect(),
+            irreversible: step.definition.irreversible,
+            undo,
+        })
+    }
+}
+
+/// The people side of a waiting `approval` or `escalate` step, read from
+/// the step's stored state (`exec/driver/gates.rs`): times as RFC 3339,
+/// escalation tiers numbered from 1. Absent for any other step.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateDoc {
+    /// `approval` or `ack`.
+    pub awaiting: String,
+    /// Who may decide (groups expanded); empty: anyone whose role allows.
+    pub people: Vec<String>,
+    /// Approvals needed.
+    pub min: u64,
+    /// The run's requester when `exclude_requester` keeps them out.
+    pub requester: Option<String>,
+    /// `{by, at, comment}` of each approval so far.
+    pub approvals: Vec<Value>,
+    pub deadline: Time,
+    /// `fail`, `approve` or `escalate`.
+    pub on_timeout: Option<String>,
+    pub message: Option<String>,
+    /// `{tier, tiers: [{channels, ack_within_ms}], paged, tier_deadline,
+    /// next_page}` while tiers are being paged.
+    pub escalation: Option<Value>,
+}
+
+impl GateDoc {
+    /// `None` unless `state` is a gate's.
+    pub fn read(state: Option<&Value>) -> Option<GateDoc> {
+        let state = state?;
+        let awaiting = state.get("awaiting")?.as_str()?.to_string();
+        let text = |k: &str| state.get(k).and_then(Value::as_str).map(String::from);
+        let approvals = state
+            .get("approvals")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|a| serde_json::json!({"by": a["by"], "at": Time(a["at"].as_i64()), "comment": a["comment"]}))
+            .collect();
+        let escalation = state.get("escalation").filter(|e| !e.is_null()).map(|e| {
+            let tiers: Vec<Value> = e["tiers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| serde_json::json!({"channels": t["channels"], "ack_within_ms": t["ack_within"]}))
+                .collect();
+            let tier = e["tier"].as_u64().unwrap_or(0) as usize;
+            let mut paged: Vec<Value> = Vec::new();
+            for t in e["tiers"].as_array().into_iter().flatten().take(tier + 1) {
+                for c in t["channels"].as_array().into_iter().flatten() {
+                    if !paged.contains(c) {
+                        paged.push(c.clone());
+                    }
+                }
+            }
+            let deadline = e["tier_deadline"].as_i64();
+            let next = match (e["next_repeat"].as_i64(), deadline) {
+                (Some(r), Some(d)) => Some(r.min(d)),
+                (r, d) => r.or(d),
+            };
+            serde_json::json!({
+                "tier": tier + 1, "tiers": tiers, "paged": paged,
+                "tier_deadline": Time(deadline), "next_page": Time(next),
+                "updates": e["updates"],
+            })
+        });
+        Some(GateDoc {
+            awaiting,
+            people: state
+                .get("people")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect(),
+            min: state.get("min").and_then(Value::as_u64).unwrap_or(1).max(1),
+            requester: text("requester"),
+            approvals,
+            deadline: Time(state.get("deadline").and_then(Value::as_i64)),
+            on_timeout: text("on_timeout"),
+            message: text("message"),
+            escalation,
+        })
+    }
+}
+
 impl<'a> StepView<'a> {
-    /// `step` with those of `attempts` that are its own.
-    pub fn new(step: &'a StepRecord, attempts: &'a [AttemptRecord]) -> Self {
+    /// `step` with those of `attempts` that are its own, shaped by the
+    /// run's definition `wf` when it could be read.
+    pub fn new(
+        step: &'a StepRecord,
+        attempts: &'a [AttemptRecord],
+        wf: Option<&'a CompiledWorkflow>,
+    ) -> Self {
         StepView {
             id: &step.step_id,
+            shape: wf.and_then(|wf| StepShape::of(wf, &step.step_id)),
             status: step.status,
             outputs: Outputs(step.outputs.as_ref()),
             error: step.error.as_deref(),
             started_at: Time(step.started_at),
             finished_at: Time(step.finished_at),
             rollback: step.rollback.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            gate: GateDoc::read(step.state.as_ref()),
             attempts: attempts
                 .iter()
                 .filter(|a| a.step_id == step.step_id)
@@ -218,6 +349,58 @@ impl<'a> StepView<'a> {
                 .collect(),
         }
     }
+}
+
+/// One attempt in full: the run document's fields plus its output.
+#[derive(Debug, Serialize)]
+pub struct AttemptDetail<'a> {
+    #[serde(flatten)]
+    pub attempt: AttemptView<'a>,
+    pub duration_ms: Option<i64>,
+    pub stdout: Option<&'a str>,
+    pub stderr: Option<&'a str>,
+}
+
+/// An event of a step (a decision, a retry, an escalation), as the API's
+/// event streams send it.
+#[derive(Debug, Serialize)]
+pub struct EventView<'a> {
+    pub id: i64,
+    pub at: Time,
+    pub kind: &'a str,
+    pub data: Option<&'a Value>,
+}
+
+/// One step in full (`GET /api/v1/runs/{id}/steps/{step}`, the web UI's
+/// step drawer): the run document's view of it with `run`, every attempt
+/// with its duration, stdout and stderr (forward and rollback), and the
+/// step's `events`.
+pub fn step_detail(
+    step: &StepRecord,
+    doc: &RunDocument,
+    events: &[EventRecord],
+) -> Result<Value, serde_json::Error> {
+    let mut out = serde_json::to_value(StepView::new(step, &doc.attempts, doc.definition.as_deref()))?;
+    let attempts: Vec<AttemptDetail<'_>> = doc
+        .attempts
+        .iter()
+        .filter(|a| a.step_id == step.step_id)
+        .map(|a| AttemptDetail {
+            attempt: AttemptView::from(a),
+            duration_ms: a.finished_at.map(|f| f - a.started_at),
+            stdout: a.stdout.as_deref(),
+            stderr: a.stderr.as_deref(),
+        })
+        .collect();
+    let events: Vec<EventView<'_>> = events
+        .iter()
+        .filter(|e| e.step_id.as_deref() == Some(step.step_id.as_str()))
+        .map(|e| EventView { id: e.id, at: Time::at(e.at), kind: &e.kind, data: e.data.as_ref() })
+        .collect();
+    out["run"] = Value::String(doc.run.id.clone());
+    out["attempts"] = serde_json::to_value(attempts)?;
+    out["events"] = serde_json::to_value(events)?;
+    Ok(out)
 }
 
 /// One outbox row: what was sent where, and whether it arrived.
@@ -262,10 +445,15 @@ pub struct RunDocument {
     pub steps: Vec<StepRecord>,
     pub attempts: Vec<AttemptRecord>,
     pub notifications: Vec<OutboxRecord>,
+    /// The definition the run is pinned to, when it compiles: steps in its
+    /// file order, each with its kind and needs, and the run's objectives.
+    pub definition: Option<Arc<CompiledWorkflow>>,
 }
 
 impl RunDocument {
-    /// Reads run `run_id` (a full id); an unknown run is `StoreError::NotFound`.
+    /// Reads run `run_id` (a full id), compiling its pinned definition here
+    /// (the CLI's way; `serve` hands in its cached, isolated compile with
+    /// [`RunDocument::load_with`]). An unknown run is `StoreError::NotFound`.
     pub async fn load(
         store: &dyn Store,
         run_id: &str,
@@ -274,10 +462,34 @@ impl RunDocument {
             .run(run_id)
             .await?
             .ok_or_else(|| crate::store::StoreError::NotFound(run_id.to_string()))?;
-        let steps = ordered_steps(store, &run).await?;
-        let attempts = store.attempts(run_id).await?;
-        let notifications = store.outbox(run_id).await?;
-        Ok(RunDocument { run, steps, attempts, notifications })
+        let definition = match store.definition(&run.definition_hash).await? {
+            Some(def) => crate::compile::compile(&def.file, &def.source, Default::default())
+                .ok()
+                .map(Arc::new),
+            None => None,
+        };
+        Self::load_with(store, run, definition).await
+    }
+
+    /// The document of `run` with `definition` already compiled (or `None`).
+    pub async fn load_with(
+        store: &dyn Store,
+        run: RunRecord,
+        definition: Option<Arc<CompiledWorkflow>>,
+    ) -> Result<RunDocument, crate::store::StoreError> {
+        let mut steps = store.steps(&run.id).await?;
+        if let Some(wf) = &definition {
+            steps.sort_by_key(|s| wf.step(&s.step_id).map_or(usize::MAX, |c| c.index));
+        }
+        let attempts = store.attempts(&run.id).await?;
+        let notifications = store.outbox(&run.id).await?;
+        Ok(RunDocument { run, steps, attempts, notifications, definition })
+    }
+
+    /// `objectives.rto` of the pinned definition, in ms.
+    pub fn rto_ms(&self) -> Option<i64> {
+        let objectives = self.definition.as_ref()?.definition.objectives.as_ref()?;
+        objectives.rto.map(|d| d.as_millis() as i64)
     }
 }
 
@@ -287,31 +499,21 @@ impl Serialize for RunDocument {
         struct Document<'a> {
             #[serde(flatten)]
             run: RunView<'a>,
+            /// `objectives.rto` in ms, when the definition declares one.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            rto_ms: Option<i64>,
             steps: Vec<StepView<'a>>,
             notifications: Vec<NotificationView<'a>>,
         }
+        let wf = self.definition.as_deref();
         Document {
             run: RunView::from(&self.run),
-            steps: self.steps.iter().map(|step| StepView::new(step, &self.attempts)).collect(),
+            rto_ms: self.rto_ms(),
+            steps: self.steps.iter().map(|step| StepView::new(step, &self.attempts, wf)).collect(),
             notifications: self.notifications.iter().map(NotificationView::from).collect(),
         }
         .serialize(s)
     }
-}
-
-/// Steps in the workflow's file order.
-async fn ordered_steps(
-    store: &dyn Store,
-    run: &RunRecord,
-) -> Result<Vec<StepRecord>, crate::store::StoreError> {
-    let mut steps = store.steps(&run.id).await?;
-    if let Some(def) = store.definition(&run.definition_hash).await?
-        && let Ok(wf) = crate::compile::compile(&def.file, &def.source, Default::default())
-    {
-        steps
-            .sort_by_key(|s| wf.steps.iter().position(|c| c.id == s.step_id).unwrap_or(usize::MAX));
-    }
-    Ok(steps)
 }
 
 #[cfg(test)]
@@ -355,7 +557,7 @@ mod tests {
         let mut step = StepRecord::pending("r1", "a");
         step.rollback = Some(r#"{"status":"succeeded"}"#.into());
         let doc =
-            RunDocument { run: run(), steps: vec![step], attempts: vec![], notifications: vec![] };
+            RunDocument { run: run(), steps: vec![step], attempts: vec![], notifications: vec![], definition: None };
         let expected = json!({
             "id": "r1", "trace_id": crate::telemetry::trace_id("r1"),
             "workflow": "wf", "status": "failed", "mode": "live", "inputs": {"site": "b"},

@@ -86,6 +86,7 @@ pub async fn runs(ctx: &Ctx, args: RunsArgs) -> anyhow::Result<ExitCode> {
             workflow: args.workflow.clone(),
             limit: Some(args.limit),
             before,
+            ..RunFilter::default()
         })
         .await?;
     let printed = print_runs(&mut std::io::stdout().lock(), &runs, args.json);
@@ -144,7 +145,7 @@ pub async fn show(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<ExitCode> {
 
 /// A human summary: run line, then a step table.
 pub async fn print_summary(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
-    let RunDocument { run, steps, attempts, notifications } =
+    let RunDocument { run, steps, attempts, notifications, .. } =
         RunDocument::load(ctx.store.as_ref(), run_id).await?;
     let took = match (run.started_at, run.finished_at) {
         (Some(s), Some(f)) => format!(" in {}", human_ms(f - s)),

@@ -69,15 +69,44 @@ fn parse_text(key: &str, text: &str, ty: InputType) -> Result<Value, String> {
     })
 }
 
+/// One input the workflow refuses: its name (empty when the problem is
+/// not one input's) and the sentence that says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputProblem {
+    pub input: String,
+    pub message: String,
+}
+
+/// Every input the workflow refuses, so a form can put each message at its
+/// field and a command line can print them all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InputProblems(pub Vec<InputProblem>);
+
+impl InputProblems {
+    /// A problem not tied to one input (a malformed `-i` pair, say).
+    pub fn unnamed(message: String) -> Self {
+        InputProblems(vec![InputProblem { input: String::new(), message }])
+    }
+
+    /// The messages joined by `separator`.
+    pub fn join(&self, separator: &str) -> String {
+        self.0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join(separator)
+    }
+
+    fn push(&mut self, input: &str, message: String) {
+        self.0.push(InputProblem { input: input.to_string(), message });
+    }
+}
+
 /// Fills defaults and checks every value; the result is what the run stores.
 pub fn resolve(
     given: Map<String, Value>,
     specs: &IndexMap<String, InputSpec>,
-) -> Result<Value, Vec<String>> {
-    let mut errors = Vec::new();
+) -> Result<Value, InputProblems> {
+    let mut errors = InputProblems::default();
     for key in given.keys() {
         if !specs.contains_key(key) {
-            errors.push(unknown(key, specs));
+            errors.push(key, unknown(key, specs));
         }
     }
     let mut out = Map::new();
@@ -85,17 +114,17 @@ pub fn resolve(
         match given.get(name).cloned().or_else(|| spec.default.as_ref().map(|d| d.value.clone())) {
             Some(value) => {
                 if let Err(why) = check_value(spec, &value) {
-                    errors.push(format!("input `{name}`: {why}"));
+                    errors.push(name, format!("input `{name}`: {why}"));
                 }
                 out.insert(name.clone(), value);
             }
             None if spec.required => {
-                errors.push(format!("input `{name}` is required (-i {name}=...)"))
+                errors.push(name, format!("input `{name}` is required (-i {name}=...)"))
             }
             None => {}
         }
     }
-    if errors.is_empty() { Ok(Value::Object(out)) } else { Err(errors) }
+    if errors.0.is_empty() { Ok(Value::Object(out)) } else { Err(errors) }
 }
 
 #[cfg(test)]
@@ -126,6 +155,8 @@ mod tests {
         assert!(parse_pairs(&["n=seven".into()], &s).unwrap_err().contains("not an integer"));
         assert!(parse_pairs(&["sit=dc01".into()], &s).unwrap_err().contains("did you mean `site`"));
         let errors = resolve(parse_pairs(&["sev=P7".into()], &s).unwrap(), &s).unwrap_err();
-        assert_eq!(errors.len(), 2, "{errors:?}"); // site missing, sev not in enum
+        assert_eq!(errors.0.len(), 2, "{errors:?}"); // site missing, sev not in enum
+        let fields: Vec<&str> = errors.0.iter().map(|p| p.input.as_str()).collect();
+        assert_eq!(fields, ["site", "sev"], "each problem names its input, for a form's field");
     }
 }

@@ -5,6 +5,7 @@
 //! `runtime` (what a driver needs, below both engine and driver).
 
 pub mod backoff;
+pub mod controls;
 pub mod dispatcher;
 pub mod drill;
 pub mod driver;

@@ -15,7 +15,9 @@ use super::AppState;
 use super::auth::Need;
 use super::error::{ApiError, optional_json};
 use crate::compile::CompiledWorkflow;
-use crate::store::{Created, NewAudit, NewRequest, RequestKind, RunFilter, RunRecord, RunStatus};
+use crate::store::{
+    Created, NewAudit, NewRequest, RequestKind, RunFilter, RunMode, RunRecord, RunStatus,
+};
 use crate::views::{RunDocument, RunView};
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -101,8 +103,27 @@ fn graph(wf: &CompiledWorkflow) -> Value {
 pub async fn list_workflows(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     app.ids.authorize(&headers, Need::Read)?;
     let snapshot = app.catalog.snapshot();
-    let list: Vec<Value> = snapshot.workflows.values().map(|wf| workflow_summary(wf)).collect();
+    let mut list = Vec::with_capacity(snapshot.workflows.len());
+    for wf in snapshot.workflows.values() {
+        let mut summary = workflow_summary(wf);
+        summary["last_run"] = last_run(&app, &wf.name).await?;
+        list.push(summary);
+    }
     Ok(Json(Value::Array(list)))
+}
+
+/// The newest run of `workflow` (`{id, status, mode, created_at,
+/// finished_at}`), or `null`: one step down the workflow's index.
+async fn last_run(app: &AppState, workflow: &str) -> Result<Value, ApiError> {
+    let filter =
+        RunFilter { workflow: Some(workflow.to_string()), limit: Some(1), ..RunFilter::default() };
+    Ok(match app.ctx.store.runs(&filter).await?.first() {
+        Some(run) => {
+            let v = RunView::from(run);
+            json!({"id": v.id, "status": v.status, "mode": v.mode, "created_at": v.created_at, "finished_at": v.finished_at})
+        }
+        None => Value::Null,
+    })
 }
 
 pub(super) fn find_workflow(
@@ -127,6 +148,7 @@ pub async fn get_workflow(
     app.ids.authorize(&headers, Need::Read)?;
     let wf = find_workflow(&app, &name)?;
     let mut doc = workflow_summary(&wf);
+    doc["last_run"] = last_run(&app, &wf.name).await?;
     doc["graph"] = graph(&wf);
     doc["source"] = json!(wf.source);
     let fresh = crate::exec::freshness::read(&*app.ctx.store, &wf, crate::store::now_ms()).await?;
@@ -151,7 +173,7 @@ pub async fn start_run(
     let wf = find_workflow(&app, &name)?;
     let body: StartBody = optional_json(&headers, body).await?;
     let inputs = crate::exec::inputs::resolve(body.inputs, &wf.definition.inputs)
-        .map_err(|errors| ApiError::unprocessable(errors.join("; ")))?;
+        .map_err(|problems| ApiError::invalid_inputs(&problems))?;
     let trigger = json!({"kind": "api", "by": user});
     match app.engine.submit(&wf, inputs.clone(), trigger, None, false).await? {
         Created::Run(id) => {
@@ -179,16 +201,14 @@ pub async fn start_run(
 pub struct RunsQuery {
     status: Option<String>,
     workflow: Option<String>,
+    mode: Option<String>,
+    q: Option<String>,
     limit: Option<String>,
     before: Option<String>,
 }
 
-pub async fn list_runs(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<RunsQuery>,
-) -> ApiResult<Response> {
-    app.ids.authorize(&headers, Need::Read)?;
+/// The filter a runs query asks for, or the 400 naming the bad parameter.
+fn run_filter(q: RunsQuery) -> Result<RunFilter, ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -208,12 +228,39 @@ pub async fn list_runs(
         },
         None => 50,
     };
-    let filter = RunFilter {
+    let mode = match q.mode.as_deref().filter(|m| !m.is_empty()) {
+        Some("live") => Some(RunMode::Live),
+        Some("drill") => Some(RunMode::Drill),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query `mode`: unknown mode `{other}` (live, drill)"
+            )));
+        }
+        None => None,
+    };
+    let search = q.q.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    if let Some(text) = &search
+        && text.chars().count() > 200
+    {
+        return Err(ApiError::bad_request("query `q`: longer than 200 characters"));
+    }
+    Ok(RunFilter {
         status,
         workflow: q.workflow.filter(|w| !w.is_empty()),
         limit: Some(limit),
         before: q.before.filter(|b| !b.is_empty()),
-    };
+        mode,
+        search,
+    })
+}
+
+pub async fn list_runs(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Response> {
+    app.ids.authorize(&headers, Need::Read)?;
+    let filter = run_filter(q)?;
     let runs = app.ctx.store.runs(&filter).await?;
     let mut response = view(&runs.iter().map(RunView::from).collect::<Vec<_>>())?.into_response();
     let last = runs.last().map(|r| r.id.as_str());
@@ -222,6 +269,21 @@ pub async fn list_runs(
         response.headers_mut().insert(header::LINK, link);
     }
     Ok(response)
+}
+
+/// `GET /api/v1/runs/count`: how many runs the list's filters match, up to
+/// 10,000 (`{"count": 10000, "more": true}` past it: counting further
+/// would walk history).
+pub async fn count_runs(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult {
+    app.ids.authorize(&headers, Need::Read)?;
+    let filter = run_filter(q)?;
+    let n = app.ctx.store.count_runs(&filter).await?;
+    let cap = crate::store::COUNT_CAP;
+    Ok(Json(json!({"count": n.min(cap), "more": n > cap})))
 }
 
 /// The next page after a full page of runs, as a `Link` header (`rel="next"`:
@@ -237,6 +299,12 @@ fn next_link(filter: &RunFilter, count: usize, last: Option<&str>) -> Option<Str
     }
     if let Some(workflow) = &filter.workflow {
         query.push(format!("workflow={}", percent(workflow)));
+    }
+    if let Some(mode) = filter.mode {
+        query.push(format!("mode={}", mode.as_str()));
+    }
+    if let Some(search) = &filter.search {
+        query.push(format!("q={}", percent(search)));
     }
     query.push(format!("before={}", percent(last)));
     Some(format!("</api/v1/runs?{}>; rel=\"next\"", query.join("&")))
@@ -272,45 +340,44 @@ pub async fn get_run(
     headers: HeaderMap,
 ) -> ApiResult {
     app.ids.authorize(&headers, Need::Read)?;
-    let run = find_run(&app, &id).await?;
-    view(&RunDocument::load(app.ctx.store.as_ref(), &run.id).await?)
+    view(&document(&app, &id).await?)
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CancelBody {
-    #[serde(default)]
-    no_rollback: bool,
+/// The run document of run `id`, its steps shaped by the pinned definition
+/// from the engine's cache (compiled once, isolated).
+async fn document(app: &AppState, id: &str) -> Result<RunDocument, ApiError> {
+    let run = find_run(app, id).await?;
+    let definition = match app.engine.definition(&run.definition_hash).await {
+        Ok(wf) => Some(wf),
+        Err(e) => {
+            tracing::warn!(run = %run.id, error = %e, "The run's definition does not compile; showing the run without it.");
+            None
+        }
+    };
+    Ok(RunDocument::load_with(app.ctx.store.as_ref(), run, definition).await?)
 }
 
-pub async fn cancel_run(
+/// `GET /api/v1/runs/{id}/steps/{step}`: one step in full — what the run
+/// document says of it, plus each attempt's stdout and stderr and the
+/// step's events (decisions, escalations, retries) — for the web UI's
+/// step drawer.
+pub async fn get_step(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Path((id, step)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let user = app.ids.authorize(&headers, Need::Operate)?.name.clone();
-    let body: CancelBody = optional_json(&headers, body).await?;
-    let run = find_run(&app, &id).await?;
-    if run.status.is_terminal() {
-        return Err(ApiError::conflict(format!(
-            "run {} has already ended ({}); retry it to run part of it again",
-            run.id, run.status
-        )));
-    }
-    let kind = if body.no_rollback { RequestKind::CancelNoRollback } else { RequestKind::Cancel };
-    app.ctx
-        .store
-        .request(NewRequest {
-            run_id: run.id.clone(),
-            kind,
-            step_id: None,
-            data: None,
-            actor: user.clone(),
-        })
-        .await?;
-    audit(&app, &user, kind.as_str(), Some(&run.id), None, json!({"via": "api"})).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": run.id, "requested": kind.as_str()}))))
+) -> ApiResult {
+    app.ids.authorize(&headers, Need::Read)?;
+    let doc = document(&app, &id).await?;
+    let Some(record) = doc.steps.iter().find(|s| s.step_id == step) else {
+        let hint = crate::suggest::did_you_mean(&step, doc.steps.iter().map(|s| s.step_id.as_str()))
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        return Err(ApiError::not_found(format!("run {} has no step `{step}`{hint}", doc.run.id)));
+    };
+    let events = app.ctx.store.events(&doc.run.id, 0).await?;
+    crate::views::step_detail(record, &doc, &events)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,7 +414,7 @@ pub async fn retry_run(
         let mut merged = run.inputs.as_object().cloned().unwrap_or_default();
         merged.extend(body.inputs.clone());
         crate::exec::inputs::resolve(merged, &wf.definition.inputs)
-            .map_err(|errors| ApiError::unprocessable(errors.join("; ")))?;
+            .map_err(|problems| ApiError::invalid_inputs(&problems))?;
     }
     if !run.status.is_terminal() && body.from.is_none() && body.inputs.is_empty() {
         return Err(ApiError::conflict(format!(
@@ -452,11 +519,13 @@ mod tests {
             workflow: Some("site down".into()),
             limit: Some(2),
             before: None,
+            mode: Some(RunMode::Drill),
+            search: Some("db 1".into()),
         };
         assert_eq!(
             next_link(&filter, 2, Some("0193-b")).as_deref(),
             Some(
-                "</api/v1/runs?limit=2&status=failed&workflow=site%20down&before=0193-b>; rel=\"next\""
+                "</api/v1/runs?limit=2&status=failed&workflow=site%20down&mode=drill&q=db%201&before=0193-b>; rel=\"next\""
             )
         );
         assert_eq!(next_link(&filter, 1, Some("0193-b")), None, "the last page");

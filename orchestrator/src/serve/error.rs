@@ -20,11 +20,27 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
+    /// Per-field messages (`{"inputs.site": "…"}`), so a form can show each
+    /// at its field; the body's `fields`, left out when empty.
+    pub fields: Vec<(String, String)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError { status, code, message: message.into(), retry_after: None, fields: Vec::new() }
+    }
+
+    /// 422 for inputs a workflow refuses: every message, and each at its
+    /// field (`inputs.NAME`) in `fields`.
+    pub fn invalid_inputs(problems: &crate::exec::inputs::InputProblems) -> Self {
+        let mut error = Self::unprocessable(problems.join("; "));
+        error.fields = problems
+            .0
+            .iter()
+            .filter(|p| !p.input.is_empty())
+            .map(|p| (format!("inputs.{}", p.input), p.message.clone()))
+            .collect();
+        error
     }
 
     /// Adds `Retry-After: secs` to the answer.
@@ -71,7 +87,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "Request failed.");
         }
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if !self.fields.is_empty() {
+            let fields: serde_json::Map<String, serde_json::Value> =
+                self.fields.into_iter().map(|(k, v)| (k, v.into())).collect();
+            body["error"]["fields"] = fields.into();
+        }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));

@@ -321,7 +321,7 @@ fn prepare(hook: &str, t: &TriggerRef, ev: &Incoming) -> Result<Prepared, ApiErr
     }
     let specs = &wf.definition.inputs;
     let values = match crate::exec::inputs::parse_pairs(&pairs, specs)
-        .map_err(|e| vec![e])
+        .map_err(crate::exec::inputs::InputProblems::unnamed)
         .and_then(|given| crate::exec::inputs::resolve(given, specs))
     {
         Ok(v) => v,

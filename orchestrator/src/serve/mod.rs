@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod confirm;
+pub mod controls;
 pub mod drills;
 pub mod error;
 pub mod health;
@@ -19,6 +20,7 @@ pub mod hook_guard;
 mod hook_payload;
 pub mod hooks;
 pub mod listener;
+pub mod me;
 pub mod readiness;
 pub mod sse;
 pub mod systemd;
@@ -81,13 +83,23 @@ pub fn router(app: AppState) -> Router {
         .route("/hooks/{name}", post(hooks::receive))
         .route("/api/v1/workflows", get(api::list_workflows))
         .route("/api/v1/workflows/{name}", get(api::get_workflow))
+        .route("/api/v1/workflows/{name}/graph.svg", get(ui::workflow_svg))
+        .route("/api/v1/me", get(me::me))
+        .route("/api/v1/pending", get(me::pending))
         .route("/api/v1/workflows/{name}/runs", post(api::start_run))
         .route("/api/v1/workflows/{name}/drills", post(drills::start_drill))
         .route("/api/v1/drills", get(drills::list_drills))
         .route("/api/v1/drills/freshness", get(drills::freshness))
         .route("/api/v1/runs", get(api::list_runs))
+        .route("/api/v1/runs/count", get(api::count_runs))
         .route("/api/v1/runs/{id}", get(api::get_run))
-        .route("/api/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route("/api/v1/runs/{id}/cancel", post(controls::cancel))
+        .route("/api/v1/runs/{id}/pause", post(controls::pause))
+        .route("/api/v1/runs/{id}/resume", post(controls::resume))
+        .route("/api/v1/runs/{id}/steps/{step}", get(api::get_step))
+        .route("/api/v1/runs/{id}/steps/{step}/skip", post(controls::skip))
+        .route("/api/v1/runs/{id}/steps/{step}/mark", post(controls::mark))
+        .route("/api/v1/runs/{id}/timeline.svg", get(ui::timeline_svg))
         .route("/api/v1/runs/{id}/retry", post(api::retry_run))
         .route("/api/v1/runs/{id}/steps/{step}/approve", post(api::approve))
         .route("/api/v1/runs/{id}/steps/{step}/reject", post(api::reject))
@@ -95,12 +107,17 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/runs/{id}/graph.svg", get(ui::graph_svg))
         .route("/", get(ui::index))
         .route("/runs/{id}", get(ui::index))
+        .route("/waiting", get(ui::index))
+        .route("/workflows", get(ui::index))
+        .route("/workflows/{name}", get(ui::index))
         .route("/confirm/{token}", get(confirm::page).post(confirm::submit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ));
-    let streams = Router::new().route("/api/v1/runs/{id}/events", get(sse::events));
+    let streams = Router::new()
+        .route("/api/v1/runs/{id}/events", get(sse::events))
+        .route("/api/v1/events", get(sse::all_events));
     Router::new()
         .merge(bounded)
         .merge(streams)

@@ -3,6 +3,11 @@
 //! the stream shows what any replica committed; `Last-Event-ID` resumes
 //! after the last event a client saw. The stream ends once the run has
 //! finished and its last events are sent, or when the server shuts down.
+//!
+//! `GET /api/v1/events`: the same for every run at once (event ids are
+//! global), from now on or from `Last-Event-ID`; it never ends by itself.
+//! The web UI's run list, "waiting for me" count and catalog follow it
+//! instead of polling.
 //! A user holds at most `[server] max_streams_per_user` streams at once
 //! (429 past it); a stream's slot is freed when it ends or its client leaves.
 
@@ -74,10 +79,14 @@ impl Drop for Slot {
     }
 }
 
+/// Events of every run are read in batches of at most this many.
+const BATCH: u32 = 500;
+
 struct Cursor {
     _slot: Slot,
     app: AppState,
-    run_id: String,
+    /// `None`: every run's events (`/api/v1/events`).
+    run_id: Option<String>,
     after: i64,
     pending: std::collections::VecDeque<EventRecord>,
     finished: bool,
@@ -97,6 +106,16 @@ fn to_sse(e: &EventRecord) -> Event {
     Event::default().id(e.id.to_string()).event(e.kind.clone()).data(data.to_string())
 }
 
+/// The `Last-Event-ID` header's event id, if sent.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    match headers.get("last-event-id").map(|v| v.to_str().map(str::parse::<i64>)) {
+        None => Ok(None),
+        Some(Ok(Ok(n))) => Ok(Some(n)),
+        Some(_) => Err(ApiError::bad_request("header `Last-Event-ID` is not an event id")),
+    }
+}
+
+/// `GET /api/v1/runs/{id}/events`.
 pub async fn events(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -104,14 +123,42 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let user = app.ids.authorize(&headers, Need::Read)?.name.clone();
     let run_id = super::api::find_run(&app, &id).await?.id;
-    let after = match headers.get("last-event-id").map(|v| v.to_str().map(str::parse::<i64>)) {
-        None => 0,
-        Some(Ok(Ok(n))) => n,
-        Some(_) => return Err(ApiError::bad_request("header `Last-Event-ID` is not an event id")),
+    let after = last_event_id(&headers)?.unwrap_or(0);
+    let slot = app.streams.open(&user)?;
+    Ok(follow(Cursor {
+        _slot: slot,
+        app,
+        run_id: Some(run_id),
+        after,
+        pending: Default::default(),
+        finished: false,
+    }))
+}
+
+/// `GET /api/v1/events`: every run's events from now on (or after
+/// `Last-Event-ID`).
+pub async fn all_events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let user = app.ids.authorize(&headers, Need::Read)?.name.clone();
+    let after = match last_event_id(&headers)? {
+        Some(n) => n,
+        None => app.ctx.store.last_event_id().await?,
     };
     let slot = app.streams.open(&user)?;
-    let cursor =
-        Cursor { _slot: slot, app, run_id, after, pending: Default::default(), finished: false };
+    Ok(follow(Cursor {
+        _slot: slot,
+        app,
+        run_id: None,
+        after,
+        pending: Default::default(),
+        finished: false,
+    }))
+}
+
+/// The stream of `cursor`'s events, polled from the store.
+fn follow(cursor: Cursor) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.pending.pop_front() {
@@ -121,16 +168,24 @@ pub async fn events(
             if c.finished || c.app.shutdown.is_cancelled() {
                 return None;
             }
+            let store = &c.app.ctx.store;
             // Status first: the final transition commits with its events,
             // so a run seen finished has all its events readable now.
-            let finished = match c.app.ctx.store.run(&c.run_id).await {
-                Ok(run) => run.is_none_or(|r| r.status.is_terminal()),
-                Err(e) => {
-                    tracing::warn!(run = %c.run_id, error = %e, "Event stream: cannot read the run; retrying.");
-                    false
-                }
+            let finished = match &c.run_id {
+                None => false,
+                Some(run_id) => match store.run(run_id).await {
+                    Ok(run) => run.is_none_or(|r| r.status.is_terminal()),
+                    Err(e) => {
+                        tracing::warn!(run = %run_id, error = %e, "Event stream: cannot read the run; retrying.");
+                        false
+                    }
+                },
             };
-            match c.app.ctx.store.events(&c.run_id, c.after).await {
+            let batch = match &c.run_id {
+                Some(run_id) => store.events(run_id, c.after).await,
+                None => store.events_after(c.after, BATCH).await,
+            };
+            match batch {
                 Ok(batch) => {
                     if let Some(last) = batch.last() {
                         c.after = last.id;
@@ -139,7 +194,7 @@ pub async fn events(
                     c.finished = finished;
                 }
                 Err(e) => {
-                    tracing::warn!(run = %c.run_id, error = %e, "Event stream: cannot read events; retrying.");
+                    tracing::warn!(run = ?c.run_id, error = %e, "Event stream: cannot read events; retrying.");
                 }
             }
             if c.pending.is_empty() && !c.finished {
@@ -150,5 +205,5 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -1,13 +1,13 @@
 //! The web UI: one self-contained page (`ui/index.html` with `ui/app.css`
-//! and `ui/app.js` inlined, embedded in the binary, no external assets)
-//! served at `/` and at `/runs/{id}` (the run links in notifications). The
+//! and the script modules of `ui/js/` inlined, embedded in the binary, no
+//! external assets) served at `/`, `/runs/{id}` (the run links in
+//! notifications), `/waiting`, `/workflows` and `/workflows/{name}`. The
 //! page holds no data: it asks for the user's API token and reads and acts
 //! through the JSON API like any client, inserting every value as text with
-//! its control characters made visible (`visible()` in `ui/app.js`, the
-//! rule of `crate::text`; tests/ui.rs runs the script against the API and
-//! checks the two agree). Also `GET
-//! /api/v1/runs/{id}/graph.svg`, the run's DAG coloured by step status,
-//! which the page polls while the run is active.
+//! its control characters made visible (`visible()` in `ui/js/core.js`, the
+//! rule of `crate::text`; tests/ui.rs checks the two agree in a real
+//! browser). Also the pictures the page shows: a run's graph coloured by
+//! step status, a workflow's graph, and a run's timeline against its RTO.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -23,7 +23,24 @@ use super::error::ApiError;
 
 const INDEX: &str = include_str!("ui/index.html");
 const STYLE: &str = include_str!("ui/app.css");
-const SCRIPT: &str = include_str!("ui/app.js");
+/// The script's modules, in order; they share one scope (`script()`).
+const MODULES: [&str; 9] = [
+    include_str!("ui/js/core.js"),
+    include_str!("ui/js/live.js"),
+    include_str!("ui/js/forms.js"),
+    include_str!("ui/js/people.js"),
+    include_str!("ui/js/list.js"),
+    include_str!("ui/js/run.js"),
+    include_str!("ui/js/drawer.js"),
+    include_str!("ui/js/catalog.js"),
+    include_str!("ui/js/main.js"),
+];
+
+/// The page's one script: the modules in one strict function scope, so
+/// they see each other and nothing leaks onto `window`.
+fn script() -> String {
+    format!("\"use strict\";\n(function () {{\n{}}})();\n", MODULES.concat())
+}
 
 /// The page with its style and script inlined, and the policy that allows
 /// exactly that script (by hash) and talks only to this server.
@@ -35,8 +52,9 @@ struct Assembled {
 fn assembled() -> &'static Assembled {
     static PAGE: OnceLock<Assembled> = OnceLock::new();
     PAGE.get_or_init(|| {
-        let html = INDEX.replacen("/*STYLE*/", STYLE, 1).replacen("/*SCRIPT*/", SCRIPT, 1);
-        let hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
+        let script = script();
+        let html = INDEX.replacen("/*STYLE*/", STYLE, 1).replacen("/*SCRIPT*/", &script, 1);
+        let hash = base64(&Sha256::digest(script.as_bytes()));
         let csp = format!(
             "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
              connect-src 'self'; img-src 'self' blob:; form-action 'none'; \
@@ -79,7 +97,41 @@ pub async fn graph_svg(
         .into_iter()
         .map(|s| (s.step_id, s.status.as_str().to_string()))
         .collect();
-    let mut response = crate::viz::svg_with_status(&wf, &status).into_response();
+    Ok(svg_response(crate::viz::svg_with_status(&wf, &status)))
+}
+
+/// `GET /api/v1/workflows/{name}/graph.svg`: the catalog's picture of a
+/// workflow, every step with its marks.
+pub async fn workflow_svg(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.ids.authorize(&headers, Need::Read)?;
+    let wf = super::api::find_workflow(&app, &name)?;
+    Ok(svg_response(crate::viz::svg(&wf)))
+}
+
+/// `GET /api/v1/runs/{id}/timeline.svg`: every attempt against the run's
+/// clock and its RTO (`lifeboat report --html` draws the same), up to now
+/// for a run still going.
+pub async fn timeline_svg(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.ids.authorize(&headers, Need::Read)?;
+    let run = super::api::find_run(&app, &id).await?;
+    let wf = app.engine.definition(&run.definition_hash).await.ok();
+    let doc = crate::views::RunDocument::load_with(app.ctx.store.as_ref(), run, wf).await?;
+    let rto = doc.rto_ms();
+    let value = serde_json::to_value(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(svg_response(crate::viz::timeline::of_document(&value, rto, crate::store::now_ms())))
+}
+
+/// An SVG answer that can run nothing and load nothing, never cached.
+fn svg_response(svg: String) -> Response {
+    let mut response = svg.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml; charset=utf-8"));
     h.insert(
@@ -88,7 +140,7 @@ pub async fn graph_svg(
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
 }
 
 /// Standard base64 with padding (for the CSP script hash).
@@ -132,10 +184,10 @@ mod tests {
     fn the_page_inlines_its_script_and_style_and_the_policy_allows_only_that_script() {
         let page = assembled();
         assert!(!page.html.contains("/*SCRIPT*/") && !page.html.contains("/*STYLE*/"));
-        assert!(page.html.contains(SCRIPT) && page.html.contains(STYLE));
+        assert!(page.html.contains(&script()) && page.html.contains(STYLE));
         assert_eq!(page.html.matches("<script").count(), 1, "one inline script, nothing loaded");
         assert!(!page.html.contains("src=\"http") && !page.html.contains("href=\"http"));
-        let hash = base64(&Sha256::digest(SCRIPT.as_bytes()));
+        let hash = base64(&Sha256::digest(script().as_bytes()));
         assert!(page.csp.contains(&format!("script-src 'sha256-{hash}'")));
     }
 }

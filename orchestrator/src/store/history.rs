@@ -192,7 +192,7 @@ async fn measure(store: &sqlite::SqliteStore, old: bool) -> Vec<(&'static str, D
                 workflow: Some("wf".into()),
                 limit: Some(50),
                 before: Some("00000000-0000-7000-8000-000000001000".into()),
-                status: None,
+                ..RunFilter::default()
             },
         ),
         (

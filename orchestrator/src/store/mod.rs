@@ -34,6 +34,7 @@ mod plans;
 pub mod postgres;
 mod prune;
 mod reads;
+pub use reads::COUNT_CAP;
 mod rows;
 pub mod sqlite;
 mod types;
@@ -78,6 +79,13 @@ pub trait Store: Send + Sync {
     /// Resolves a unique prefix of a run id (operators type the first characters).
     async fn resolve_run_id(&self, prefix: &str) -> Result<String>;
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+    /// How many runs match `filter` (cursor and limit aside), counted up to
+    /// `reads::COUNT_CAP` + 1: more than the cap reads as "10,000+".
+    async fn count_runs(&self, filter: &RunFilter) -> Result<i64>;
+    /// Every run's events after event `after`, oldest first, at most `limit`.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>>;
+    /// The newest event's id, 0 when there is none.
+    async fn last_event_id(&self) -> Result<i64>;
     /// Drill runs, newest first: of `workflow`, or of every workflow.
     async fn drills(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
     /// The freshness of `workflow`'s drills: per scenario and outcome

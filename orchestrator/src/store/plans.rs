@@ -104,6 +104,7 @@ fn shared() -> Vec<Hot> {
             workflow: workflow.then(|| "wf".into()),
             limit: None,
             before: before.then(|| "r".into()),
+            ..RunFilter::default()
         };
         let by: Vec<&str> = [(status, "status"), (workflow, "workflow"), (before, "cursor")]
             .iter()

@@ -45,35 +45,102 @@ pub(crate) const RECOVERY_STEPS: &str = "SELECT run_id, step_id, started_at, fin
        WHERE status = 'succeeded' AND workflow = $1 AND mode = $2 ORDER BY id DESC LIMIT $3) \
      AND status = 'succeeded'";
 pub(crate) const AUDIT_LIST: &str = "SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2";
+/// Every run's events after a cursor (`GET /api/v1/events`): the primary key's range.
+pub(crate) const EVENTS_AFTER: &str = "SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2";
+/// The newest event's id (0 when there is none): the primary key's end.
+pub(crate) const LAST_EVENT_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM events";
+
+/// Counting runs stops here: a count is for "showing 50 of 1,234", and
+/// past this many the exact figure would cost a walk through history.
+pub const COUNT_CAP: i64 = 10_000;
 
 /// The run list's SQL for the filters `filter` sets, newest first from its
 /// cursor on: each combination is its own text with only its own
 /// conditions, so each has an index range to walk (an `($1 IS NULL OR …)`
-/// has none). Parameters in order: status, workflow, before (each if set),
-/// then the limit.
+/// has none). Parameters in order: status, workflow, mode, search, before
+/// (each if set), then the limit.
 pub(crate) fn runs_sql(filter: &RunFilter) -> String {
+    let (conditions, n) = run_conditions(filter, true);
+    format!("SELECT * FROM runs{conditions} ORDER BY id DESC LIMIT ${}", n + 1)
+}
+
+/// How many runs match `filter` (its cursor and limit aside), counted up to
+/// [`COUNT_CAP`] + 1. Parameters as `runs_sql`'s, then the cap.
+pub(crate) fn count_runs_sql(filter: &RunFilter) -> String {
+    let (conditions, n) = run_conditions(filter, false);
+    format!("SELECT COUNT(*) FROM (SELECT 1 FROM runs{conditions} LIMIT ${}) AS matching", n + 1)
+}
+
+/// The `WHERE` clause of a run filter and how many parameters it takes.
+/// The search is a case-insensitive substring of the id or the workflow
+/// (`LOWER(…) LIKE`, with `%`, `_` and `\` escaped by [`like_pattern`]).
+fn run_conditions(filter: &RunFilter, with_cursor: bool) -> (String, usize) {
     let mut conditions = Vec::new();
     let mut n = 0;
-    let mut next = |column: &str, op: &str| {
+    let mut next = |condition: &dyn Fn(usize) -> String| {
         n += 1;
-        conditions.push(format!("{column} {op} ${n}"));
+        conditions.push(condition(n));
     };
     if filter.status.is_some() {
-        next("status", "=");
+        next(&|i| format!("status = ${i}"));
     }
     if filter.workflow.is_some() {
-        next("workflow", "=");
+        next(&|i| format!("workflow = ${i}"));
     }
-    if filter.before.is_some() {
-        next("id", "<");
+    if filter.mode.is_some() {
+        next(&|i| format!("mode = ${i}"));
     }
-    let limit = conditions.len() + 1;
-    let filter = if conditions.is_empty() {
+    if filter.search.is_some() {
+        next(&|i| {
+            format!("(LOWER(id) LIKE ${i} ESCAPE '\\' OR LOWER(workflow) LIKE ${i} ESCAPE '\\')")
+        });
+    }
+    if with_cursor && filter.before.is_some() {
+        next(&|i| format!("id < ${i}"));
+    }
+    let clause = if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
-    format!("SELECT * FROM runs{filter} ORDER BY id DESC LIMIT ${limit}")
+    (clause, n)
+}
+
+/// `text` as a `LIKE … ESCAPE '\'` pattern matching it anywhere, lower case.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Binds a run filter's parameters, in `run_conditions`' order.
+macro_rules! bind_run_filter {
+    ($query:expr, $filter:expr, $with_cursor:expr) => {{
+        let mut query = $query;
+        let filter: &RunFilter = $filter;
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(workflow) = &filter.workflow {
+            query = query.bind(workflow.clone());
+        }
+        if let Some(mode) = filter.mode {
+            query = query.bind(mode.as_str());
+        }
+        if let Some(search) = &filter.search {
+            query = query.bind(crate::store::reads::like_pattern(search));
+        }
+        if $with_cursor && let Some(before) = &filter.before {
+            query = query.bind(before.clone());
+        }
+        query
+    }};
 }
 
 /// One query of a shared read: `$sql` with its parameters bound in order,
@@ -119,21 +186,34 @@ macro_rules! with_shared_reads {
 
             async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
                 let sql = crate::store::reads::runs_sql(filter);
-                let mut query = sqlx::query(&sql);
-                if let Some(status) = filter.status {
-                    query = query.bind(status.as_str());
-                }
-                if let Some(workflow) = &filter.workflow {
-                    query = query.bind(workflow);
-                }
-                if let Some(before) = &filter.before {
-                    query = query.bind(before);
-                }
+                let query = crate::store::reads::bind_run_filter!(sqlx::query(&sql), filter, true);
                 let rows = query
                     .bind(i64::from(filter.limit.unwrap_or(50)))
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(run_row).collect()
+            }
+
+            async fn count_runs(&self, filter: &RunFilter) -> Result<i64> {
+                let sql = crate::store::reads::count_runs_sql(filter);
+                let query = crate::store::reads::bind_run_filter!(sqlx::query_scalar(&sql), filter, false);
+                Ok(query
+                    .bind(crate::store::reads::COUNT_CAP + 1)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>> {
+                select!(
+                    &self.pool, all event_row, crate::store::reads::EVENTS_AFTER,
+                    after, i64::from(limit)
+                )
+            }
+
+            async fn last_event_id(&self) -> Result<i64> {
+                Ok(sqlx::query_scalar(crate::store::reads::LAST_EVENT_ID)
+                    .fetch_one(&self.pool)
+                    .await?)
             }
 
             async fn drills(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
@@ -248,7 +328,7 @@ macro_rules! with_shared_reads {
     };
 }
 
-pub(crate) use {select, with_shared_reads};
+pub(crate) use {bind_run_filter, select, with_shared_reads};
 
 /// `drill_freshness` rows as the domain reads them (`''` is no scenario).
 pub(crate) fn drill_marks(

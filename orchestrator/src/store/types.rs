@@ -302,6 +302,10 @@ pub struct RunFilter {
     pub limit: Option<u32>,
     /// Pagination cursor: only runs older than this id.
     pub before: Option<String>,
+    /// `live` or `drill` runs only.
+    pub mode: Option<RunMode>,
+    /// A substring of the run's id or workflow name, any case.
+    pub search: Option<String>,
 }
 
 /// A worker as `lifeboat workers` shows it.

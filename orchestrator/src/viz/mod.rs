@@ -8,6 +8,7 @@ mod dot;
 pub mod layout;
 mod mermaid;
 mod svg;
+pub mod timeline;
 
 use crate::compile::{CompiledStep, CompiledWorkflow};
 use crate::kinds::{NativeKind, StepKind};
