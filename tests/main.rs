@@ -6,6 +6,7 @@ mod audit;
 mod big_files;
 mod channels;
 mod children;
+mod cockpit;
 mod contrib;
 mod crash;
 mod doctor;

@@ -2,8 +2,8 @@
 //! `GET /confirm/{token}` only shows a form, its `POST` decides as the
 //! person whose API token it carries; `/` serves the app; the run's graph
 //! comes coloured by step status; the page shows control characters from
-//! step output visibly (its script run in Node). SQLite, or Postgres with
-//! LIFEBOAT_E2E_BACKEND=postgres.
+//! step output visibly; the cockpit runs an incident in a real browser.
+//! SQLite, or Postgres with LIFEBOAT_E2E_BACKEND=postgres.
 
 use std::time::Duration;
 
@@ -315,6 +315,9 @@ fn the_web_ui_shows_control_characters_from_step_output_visibly() {
     let steps = page["text"]["steps-body"].as_str().expect("steps table");
     let shown = lifeboat_orchestrator::text::visible(&error);
     assert!(steps.contains(shown.as_ref()), "{shown} not in {steps:?}");
+    let drawer = page["text"]["drawer-body"].as_str().expect("the step drawer");
+    assert!(drawer.contains(shown.as_ref()), "{shown} not in the drawer: {drawer:?}");
+    assert!(drawer.contains("last words \\x1b]0;pwned"), "stderr made visible: {drawer:?}");
     assert!(
         shown
             .contains("\\x1b]0;pwned\\x07 \\x1b[2J over\\rwrite \\x7f \\u{9b}31m \\u{202e}gnp.exe"),
@@ -336,70 +339,118 @@ fn the_web_ui_shows_control_characters_from_step_output_visibly() {
     }
 }
 
-/// What `ui/app.js` shows for run `run` (tests/fixtures/ui/render.js runs
-/// it in Node with a minimal DOM against `api`); `None` without Node.
+/// What the web UI shows for run `run` in a real browser
+/// (tests/ui/render.py); `None`, saying so, without chromium or Playwright.
 fn render_run_page(api: &Api, token: &str, run: &str) -> Option<Value> {
-    if std::process::Command::new("node").arg("--version").output().is_err() {
-        eprintln!(
-            "node is not installed: the page's script was not run (only the API was checked)"
-        );
+    if !browser_available() {
         return None;
     }
     let root = crate::util::root();
-    let mut cmd = std::process::Command::new("node");
-    cmd.arg(root.join("tests/fixtures/ui/render.js"))
-        .arg(root.join("orchestrator/src/serve/ui/app.js"))
-        .arg(api.url(""))
-        .args([token, run]);
-    let out = crate::util::output_within(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "render.js: {}", crate::util::stderr(&out));
-    Some(serde_json::from_slice(&out.stdout).expect("render.js prints JSON"))
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(root.join("tests/ui/render.py")).arg(api.url("")).args([token, run]);
+    let out = crate::util::output_within(cmd, Duration::from_secs(90));
+    assert!(out.status.success(), "render.py: {}", crate::util::stderr(&out));
+    Some(serde_json::from_slice(&out.stdout).expect("render.py prints JSON"))
 }
 
-/// A P1 failover that olga (operator and approver) starts and that olga or
-/// bob may approve, but not whoever started it (`exclude_requester`).
-const P1_FAILOVER: &str = r#"name: p1-failover
-inputs:
-  severity: { type: string, enum: [P0, P1, P2, P3], default: P1 }
-steps:
-  prepare:
-    uses: set
-    with: { ready: "yes" }
-  approve:
-    needs: [prepare]
-    uses: approval
-    with: { approvers: [olga, bob], exclude_requester: true, message: "promote dc02" }
-  done:
-    needs: [approve]
-    uses: set
-    with: { ok: "yes" }
-"#;
-
-/// The page in a real browser (tests/ui/cockpit.py: Debian's chromium
-/// through Playwright for Python): sign-in with a wrong and a right token
-/// on a deep link, the requester refused next to the button, the 400 px
-/// layout, approving with an in-page comment, and the rest of the run
-/// appearing live from the event stream. Skipped, saying so, without
-/// chromium or Playwright (scripts/deps.sh installs both).
-#[test]
-fn the_web_ui_runs_an_approval_in_a_real_browser() {
+/// Whether Debian's chromium and Playwright for Python are here (CI has
+/// them: scripts/deps.sh); says so when not.
+fn browser_available() -> bool {
     let chromium =
         std::env::var("LIFEBOAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
     let playwright =
         std::process::Command::new("python3").args(["-c", "import playwright"]).output();
-    if !std::path::Path::new(&chromium).exists() || !playwright.is_ok_and(|o| o.status.success()) {
-        eprintln!("chromium or Playwright for Python is missing: the browser test was not run");
+    let ok =
+        std::path::Path::new(&chromium).exists() && playwright.is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("chromium or Playwright for Python is missing: the browser checks were not run");
+    }
+    ok
+}
+
+/// A P1 failover that olga (operator and approver) starts and that two of
+/// olga, bob and root must approve, but not whoever started it
+/// (`exclude_requester`); `promote` after the gate is irreversible. The
+/// site's pattern is Rust regex syntax a browser cannot check, so the
+/// server's answer is what the form shows.
+const P1_FAILOVER: &str = r#"name: p1-failover
+description: Promote the standby after the primary is lost.
+objectives: { rto: 5m, rpo: 30s }
+inputs:
+  severity: { type: string, enum: [P0, P1, P2, P3], default: P1 }
+  site: { type: string, default: dc1, pattern: '\Adc[0-9]+\z', description: the site to promote }
+steps:
+  prepare:
+    uses: shell
+    with: { command: [echo, replica lag 0 bytes] }
+  approve:
+    needs: [prepare]
+    uses: approval
+    with:
+      approvers: [olga, bob, root]
+      min_approvals: 2
+      exclude_requester: true
+      message: "promote {{inputs.site}}"
+      timeout: 1h
+  promote:
+    needs: [approve]
+    uses: set
+    irreversible: true
+    with: { promoted: "{{inputs.site}}" }
+  done:
+    needs: [promote]
+    uses: set
+    with: { ok: "yes" }
+"#;
+
+/// Fails at `c` unless `fix` is `yes`, after `b`, which has a rollback.
+const FLAKY: &str = r#"name: flaky
+inputs:
+  fix: { type: string, enum: ["no", "yes"], default: "no" }
+steps:
+  a:
+    uses: set
+    with: { x: "1" }
+  b:
+    needs: [a]
+    uses: shell
+    with: { command: [echo, b] }
+    rollback: { uses: shell, with: { command: [echo, undo-b] } }
+  c:
+    needs: [b]
+    uses: shell
+    with: { script: 'test "$FIX" = yes', env: { FIX: "{{inputs.fix}}" } }
+"#;
+
+/// The cockpit in a real browser (tests/ui/cockpit.py: Debian's chromium
+/// through Playwright for Python; its docstring lists what it covers: sign-in,
+/// the waiting-for-me count, refusals next to the button, the step drawer,
+/// the start form with a server field error, pause/resume, retry from a step
+/// of a rolled-back run, a cut connection resumed, the 400 px layout, the
+/// irreversible warning, live updates, search and counts, axe-core). Skipped,
+/// saying so, without chromium or Playwright (scripts/deps.sh installs both;
+/// CI has them).
+#[test]
+fn the_web_ui_runs_an_incident_in_a_real_browser() {
+    if !browser_available() {
         return;
     }
     let sb = Sandbox::new("ui-browser")
-        .with_users(&["bob", "vic"])
+        .with_users(&["bob", "vic", "root"])
         .with_user("olga", &["operator", "approver"]);
     std::fs::create_dir_all(sb.path("workflows")).expect("workflows dir");
     sb.write("workflows/p1-failover.yaml", P1_FAILOVER);
+    sb.write("workflows/flaky.yaml", FLAKY);
     let api = Api::start(&sb);
-    let created = api.post("/api/v1/workflows/p1-failover/runs", Some("olga-token"), &json!({}));
-    assert_eq!(created.status, 201, "{created:?}");
-    let run = created.body["id"].as_str().expect("run id").to_string();
+    let start = |workflow: &str| {
+        let created =
+            api.post(&format!("/api/v1/workflows/{workflow}/runs"), Some("olga-token"), &json!({}));
+        assert_eq!(created.status, 201, "{created:?}");
+        created.body["id"].as_str().expect("run id").to_string()
+    };
+    let flaky = start("flaky");
+    api.wait_run("vic-token", &flaky, Duration::from_secs(30), |d| d["status"] == "rolled_back");
+    let run = start("p1-failover");
     api.wait_run("vic-token", &run, Duration::from_secs(30), |d| {
         Api::step_status(d, "approve") == "waiting"
     });
@@ -407,8 +458,12 @@ fn the_web_ui_runs_an_approval_in_a_real_browser() {
     let root = crate::util::root();
     let artifacts = root.join("target/ui-artifacts");
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg(root.join("tests/ui/cockpit.py")).arg(api.url("")).arg(&run).arg(&artifacts);
-    let out = crate::util::output_within(cmd, Duration::from_secs(180));
+    cmd.arg(root.join("tests/ui/cockpit.py"))
+        .arg(api.url(""))
+        .arg(&run)
+        .arg(&flaky)
+        .arg(&artifacts);
+    let out = crate::util::output_within(cmd, Duration::from_secs(240));
     assert!(
         out.status.success(),
         "cockpit.py failed:\n{}\n{}",
@@ -418,4 +473,7 @@ fn the_web_ui_runs_an_approval_in_a_real_browser() {
 
     let done = api.get(&format!("/api/v1/runs/{run}"), Some("vic-token"));
     assert_eq!(done.body["status"], "succeeded", "{done:?}");
+    let retried = api.get(&format!("/api/v1/runs/{flaky}"), Some("vic-token"));
+    assert_eq!(retried.body["status"], "succeeded", "{retried:?}");
+    assert_eq!(retried.body["inputs"]["fix"], "yes", "{retried:?}");
 }

@@ -86,7 +86,7 @@ function pageNote() {
   const first = (view.pages.length - 1) * PAGE + 1;
   const n = view.shown || 0;
   let text = n ? "showing " + first.toLocaleString("en") + "–" + (first + n - 1).toLocaleString("en") : "";
-  if (n && view.count) text += " of " + view.count.count.toLocaleString("en") + (view.count.more ? "+" : "") + " runs";
+  if (n && view.count) text += " of " + (view.count.more ? view.count.count.toLocaleString("en") + "+ runs" : plural(view.count.count, "run"));
   setText($("page-note"), text);
 }
 

@@ -132,7 +132,7 @@ const refreshWaitingCount = coalesced(async () => {
   try {
     const mine = await getJson("/api/v1/pending?mine=true");
     setText($("waiting-count"), String(mine.length));
-    $("waiting-link").setAttribute("aria-label", "Waiting for me: " + plural(mine.length, "step"));
+    $("waiting-link").title = plural(mine.length, "step") + " waiting for you";
     $("waiting-count").className = mine.length ? "count hot" : "count";
   } catch (e) { /* the header keeps the last count */ }
 });

@@ -270,7 +270,7 @@ function retryForm(doc) {
     ...doc.steps.map((s) => el("option", { value: s.id }, s.id + " (" + s.status + ")")));
   const fields = el("div", { class: "input-fields" });
   const note = el("output", { id: "retry-answer", "aria-live": "polite" });
-  const form = el("form", { id: "retry-form", class: "panel", novalidate: true }, el("h3", {}, "Retry"),
+  const form = el("form", { id: "retry-form", class: "panel", novalidate: true }, el("h2", {}, "Retry"),
     el("label", { for: "retry-from" }, "From step"), select, fields,
     el("button", { type: "submit" }, "Request retry"), note);
   let inputs = null;
