@@ -138,15 +138,19 @@ def main():
             assert len(total) == 1000, len(total)
             list_ms = page_time(page, f"{base}/", "#runs-body tr", "lifeboat:runs-shown")
             # Older pages by keyset: page 3 holds runs 101-150, deep as it may be.
+            page.wait_for_selector("#page-note:has-text('showing 1–50 of 10,000+ runs')", timeout=10000)
             for n in (2, 3):
                 page.click("#older")
-                page.wait_for_selector(f"#page-note:has-text('page {n} · showing 50 runs')", timeout=10000)
+                page.wait_for_selector(f"#page-note:has-text('showing {(n - 1) * 50 + 1}–{n * 50} of')", timeout=10000)
             page.click("#newer")
-            page.wait_for_selector("#page-note:has-text('page 2 · showing 50 runs')", timeout=10000)
+            page.wait_for_selector("#page-note:has-text('showing 51–100 of')", timeout=10000)
             browser.close()
         first_api = timed_api(base, "/api/v1/runs?limit=50")
         deep_api = timed_api(base, "/api/v1/runs?limit=50&before=" + f"{RUNS // 10:08x}-0000-7000-8000-{RUNS // 10:012x}")
         failed_api = timed_api(base, "/api/v1/runs?limit=50&status=failed")
+        count_api = timed_api(base, "/api/v1/runs/count")
+        search_api = timed_api(base, "/api/v1/runs?limit=50&q=BIG")
+        rare_api = timed_api(base, "/api/v1/runs?limit=50&q=zzz")
     finally:
         serve.terminate()
         serve.wait(timeout=30)
@@ -157,6 +161,8 @@ def main():
           f"(seen by the driver: {list_seen:.0f} ms; target < 100)")
     print(f"GET /api/v1/runs?limit=50: first page {first_api:.1f} ms, deep page (before) {deep_api:.1f} ms, "
           f"status=failed {failed_api:.1f} ms")
+    print(f"GET /api/v1/runs/count (stops at 10,001): {count_api:.1f} ms; search q=BIG (every run matches): "
+          f"{search_api:.1f} ms, q=zzz (none does: the whole history walked): {rare_api:.1f} ms")
     ok = run_ms < 300 and list_ms < 100
     print("ui_bench: " + ("within targets" if ok else "OVER TARGET"))
     sys.exit(0 if ok else 1)

@@ -190,9 +190,8 @@ fn burst_on(c: &mut Criterion, backend: &str, replicas: usize) {
                             .store
                             .runs(&store::RunFilter {
                                 status: Some(RunStatus::Succeeded),
-                                workflow: None,
                                 limit: Some(1000),
-                                before: None,
+                                ..store::RunFilter::default()
                             })
                             .await
                             .unwrap()

@@ -88,6 +88,15 @@ pub fn gutter(text: &str) -> String {
     out
 }
 
+/// A duration for people: `850ms`, `12.5s`, `4m05s`.
+pub fn human_ms(ms: i64) -> String {
+    match ms {
+        ms if ms < 1_000 => format!("{ms}ms"),
+        ms if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        ms => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub(crate) mod inspect;
 mod out;
 mod people;
 mod plan;
-pub(crate) mod progress;
+mod progress;
 mod prune;
 mod report;
 mod run;

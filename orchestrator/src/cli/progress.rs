@@ -164,10 +164,4 @@ fn error_of(data: &serde_json::Value) -> String {
         .to_string()
 }
 
-pub fn human_ms(ms: i64) -> String {
-    match ms {
-        ms if ms < 1_000 => format!("{ms}ms"),
-        ms if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        ms => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
-    }
-}
+pub use crate::text::human_ms;

@@ -219,3 +219,55 @@ async fn a_drill_keeps_its_mode_spec_and_verdict_and_is_listed_as_a_drill() {
         assert!(store.drills(Some("other"), 10).await.unwrap().is_empty(), "{name}");
     }
 }
+
+#[tokio::test]
+async fn runs_are_searched_by_a_substring_any_case_and_counted_by_filter() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        for id in ["a_b-1", "axb-1", "a%c-1", r"a\d-1"] {
+            store.create_run(new_run(id, None, false)).await.unwrap();
+        }
+        let mut drill = new_run("drill-1", None, false);
+        drill.mode = RunMode::Drill;
+        store.create_run(drill).await.unwrap();
+        let search = |text: &str| RunFilter { search: Some(text.into()), ..RunFilter::default() };
+        let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        // `_`, `%` and `\` are characters, not wildcards or escapes; case does not count.
+        assert_eq!(ids(store.runs(&search("A_B")).await.unwrap()), ["a_b-1"], "{name}");
+        assert_eq!(ids(store.runs(&search("%")).await.unwrap()), ["a%c-1"], "{name}");
+        assert_eq!(ids(store.runs(&search(r"\")).await.unwrap()), [r"a\d-1"], "{name}");
+        assert_eq!(store.runs(&search("WF")).await.unwrap().len(), 5, "{name}: the workflow");
+        assert_eq!(store.count_runs(&search("-1")).await.unwrap(), 5, "{name}");
+        assert_eq!(store.count_runs(&search("zzz")).await.unwrap(), 0, "{name}");
+        let drills = RunFilter { mode: Some(RunMode::Drill), ..RunFilter::default() };
+        assert_eq!(ids(store.runs(&drills).await.unwrap()), ["drill-1"], "{name}");
+        let live_x = RunFilter { mode: Some(RunMode::Live), ..search("x") };
+        assert_eq!(store.count_runs(&live_x).await.unwrap(), 1, "{name}");
+        // The cursor and limit do not change a count.
+        let paged = RunFilter { limit: Some(1), before: Some("axb-1".into()), ..search("-1") };
+        assert_eq!(store.count_runs(&paged).await.unwrap(), 5, "{name}");
+        let failed = RunFilter { status: Some(RunStatus::Failed), ..RunFilter::default() };
+        assert_eq!(store.count_runs(&failed).await.unwrap(), 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn every_runs_events_are_read_after_a_cursor_in_order() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        assert_eq!(store.last_event_id().await.unwrap(), 0, "{name}: no events yet");
+        for id in ["r1", "r2", "r3"] {
+            store.create_run(new_run(id, None, false)).await.unwrap();
+        }
+        let all = store.events_after(0, 100).await.unwrap();
+        let runs: Vec<&str> = all.iter().map(|e| e.run_id.as_str()).collect();
+        assert_eq!(runs, ["r1", "r2", "r3"], "{name}: one `queued` event each, in order");
+        let last = all.last().unwrap().id;
+        assert_eq!(store.last_event_id().await.unwrap(), last, "{name}");
+        assert!(store.events_after(last, 100).await.unwrap().is_empty(), "{name}");
+        let first_two = store.events_after(0, 2).await.unwrap();
+        assert_eq!(first_two.len(), 2, "{name}: the limit");
+        let rest = store.events_after(first_two[1].id, 100).await.unwrap();
+        assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [last], "{name}");
+    }
+}

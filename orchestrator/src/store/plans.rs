@@ -72,6 +72,8 @@ fn shared() -> Vec<Hot> {
         hot("steps of a run", reads::STEPS),
         hot("attempts of a run", reads::ATTEMPTS),
         hot("events of a run after an id", reads::EVENTS),
+        hot("every run's events after an id (event stream)", reads::EVENTS_AFTER).ordered(),
+        hot("newest event id (event stream start)", reads::LAST_EVENT_ID),
         hot("open requests of a run", reads::OPEN_REQUESTS),
         hot("outbox of a run", reads::OUTBOX),
         hot("live workers", reads::WORKERS),

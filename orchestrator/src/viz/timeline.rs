@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::cli::progress::human_ms;
+use crate::text::human_ms;
 
 /// Milliseconds of an RFC 3339 field, if set.
 pub fn ms(v: &Value) -> Option<i64> {

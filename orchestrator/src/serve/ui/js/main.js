@@ -19,13 +19,20 @@ async function loadMe() {
   setText($("whoami"), me.name + " (" + me.roles.join(", ") + ")");
 }
 
+// Who is signed in is read beside the page's first data, not before it;
+// once known, the page is drawn again with the controls the roles allow.
+function whoAmI() {
+  loadMe().then(() => {
+    if (!view) return;
+    if (view.kind === "run") { view.stepsKey = null; view.controlsKey = null; refreshRun(); }
+    else if (view.kind === "workflow") refreshWorkflow();
+  }).catch(() => { /* a refused token signs out in api() */ });
+}
+
 async function route() {
   if (!token()) { signOut(); return; }
-  if (!me) {
-    try { await loadMe(); } catch (e) { if (e.status !== 401) setText($("login-error"), "Cannot reach the API: " + e.message); return; }
-  }
-  followEverything();
-  refreshWaitingCount();
+  if (!me) whoAmI();
+  followEverything(); // its first connection reads the "waiting for me" count
   leaveRun();
   closeDrawer();
   const path = location.pathname;
