@@ -39,8 +39,9 @@ steps:
 "#;
 
 fn sandbox(name: &str) -> Sandbox {
-    let sb =
-        Sandbox::new(name).with_users(&["bob", "carol", "vic"]).with_user("olga", &["operator", "approver"]);
+    let sb = Sandbox::new(name)
+        .with_users(&["bob", "carol", "vic"])
+        .with_user("olga", &["operator", "approver"]);
     std::fs::create_dir_all(sb.path("workflows")).expect("workflows dir");
     sb.write("workflows/gated.yaml", GATED);
     sb

@@ -554,6 +554,36 @@ mod tests {
     }
 
     #[test]
+    fn a_gate_reads_its_approvals_deadline_and_escalation_and_other_states_are_no_gate() {
+        let state = json!({
+            "kind": "gate", "awaiting": "approval", "people": ["olga", "bob"], "min": 2,
+            "requester": "olga", "deadline": 60_000, "on_timeout": "escalate", "message": "promote",
+            "approvals": [{"by": "bob", "at": 1_000, "comment": "ok"}],
+            "escalation": {"tiers": [{"channels": ["slack"], "ack_within": 300_000},
+                                      {"channels": ["pager", "slack"], "ack_within": 600_000}],
+                           "tier": 1, "tier_deadline": 900_000, "next_repeat": 400_000, "updates": 2},
+        });
+        let gate = GateDoc::read(Some(&state)).expect("a gate");
+        let doc = serde_json::to_value(&gate).unwrap();
+        assert_eq!(doc["min"], 2);
+        assert_eq!(
+            doc["approvals"],
+            json!([{"by": "bob", "at": "1970-01-01T00:00:01.000Z", "comment": "ok"}])
+        );
+        assert_eq!(doc["deadline"], "1970-01-01T00:01:00.000Z");
+        let esc = &doc["escalation"];
+        assert_eq!(esc["tier"], 2, "numbered from 1");
+        assert_eq!(esc["paged"], json!(["slack", "pager"]), "every tier paged so far, once each");
+        assert_eq!(
+            esc["next_page"], "1970-01-01T00:06:40.000Z",
+            "the repeat comes before the deadline"
+        );
+        assert_eq!(esc["tiers"][1]["ack_within_ms"], 600_000);
+        assert!(GateDoc::read(Some(&json!({"wait_until": 5}))).is_none());
+        assert!(GateDoc::read(None).is_none());
+    }
+
+    #[test]
     fn a_run_document_keeps_its_keys_in_order_times_as_rfc3339_and_empty_outputs_as_objects() {
         let mut step = StepRecord::pending("r1", "a");
         step.rollback = Some(r#"{"status":"succeeded"}"#.into());

@@ -252,6 +252,16 @@ def main():
         assert "q=flak" in page.url, page.url
         axe(page, "the runs list")
 
+        # A viewer sees the run, and no control to change it.
+        sign_in_as(page, "vic-token", f"/runs/{FLAKY}")
+        expect(page.locator("#run-title")).to_contain_text("succeeded")
+        expect(page.locator("#whoami")).to_contain_text("vic (viewer)")
+        page.wait_for_timeout(500)
+        expect(page.get_by_role("button", name="Retry…")).to_have_count(0)
+        page.get_by_role("button", name="Details of step c").click()
+        expect(page.locator("#drawer")).to_contain_text("Attempt 2")
+        expect(page.locator("#drawer")).not_to_contain_text("Break glass")
+
         assert not errors, errors
         browser.close()
     print("cockpit.py: all browser checks passed")
