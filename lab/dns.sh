@@ -25,18 +25,23 @@ usage() {
 NAMED=$(command -v named || echo /usr/sbin/named)
 
 start() {
-    local dir=$1 port secret encoded
+    local dir=$1 port secret encoded mark
     check_marked "$dir" "a lab directory"
     [[ -x "$NAMED" ]] || die "named not found: install bind9 (scripts/deps.sh does)"
     mkdir -p "$dir/dns"
     secret=$(head -c 32 /dev/urandom | base64)
     encoded=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$secret")
+    # This named's own mark: another lab's named (a test running beside
+    # this one) may hold the port this one failed to bind, and answer for
+    # the same zone; only an answer carrying this mark is this lab's.
+    mark=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     cat >"$dir/dns/lab.example.zone" <<ZONE
 \$TTL 5
 @   IN SOA ns.lab.example. admin.lab.example. 1 60 60 600 5
 @   IN NS  ns.lab.example.
 ns  IN A   127.0.0.1
 db  IN A   127.0.0.1
+lab-id IN TXT "$mark"
 ZONE
     for _ in 1 2 3 4 5; do
         port=$(free_port)
@@ -81,11 +86,13 @@ CONF
         fi
         if "$NAMED" -c "$dir/dns/named.conf" "${as_user[@]}" >"$dir/dns/start.log" 2>&1; then
             for _ in $(seq 1 50); do
-                # Over UDP and TCP (lifeboat's dns kind speaks TCP): a port
-                # taken by another process between free_port and named's
-                # bind leaves named on one of them only; then try another.
-                if [[ -n "$(dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab.example SOA 2>/dev/null)" &&
-                    -n "$(dig +tcp +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab.example SOA 2>/dev/null)" ]]; then
+                # Over UDP and TCP (lifeboat's dns kind speaks TCP), with
+                # this lab's mark: a port taken by another process between
+                # free_port and named's bind leaves named on one of them
+                # only, or not at all while the other answers; then try
+                # another port.
+                if [[ "$(dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab-id.lab.example TXT 2>/dev/null)" == "\"$mark\"" &&
+                    "$(dig +tcp +short +time=1 +tries=1 -p "$port" @127.0.0.1 lab-id.lab.example TXT 2>/dev/null)" == "\"$mark\"" ]]; then
                     echo "$port" >"$dir/dns/port"
                     log "BIND9 serves lab.example on 127.0.0.1:$port; stop: lab/dns.sh stop $dir"
                     echo "export LIFEBOAT_LAB_DNS_URL=dns://lab-key:$encoded@127.0.0.1:$port/lab.example"

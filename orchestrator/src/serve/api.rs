@@ -345,7 +345,7 @@ pub async fn get_run(
 
 /// The run document of run `id`, its steps shaped by the pinned definition
 /// from the engine's cache (compiled once, isolated).
-async fn document(app: &AppState, id: &str) -> Result<RunDocument, ApiError> {
+pub(super) async fn document(app: &AppState, id: &str) -> Result<RunDocument, ApiError> {
     let run = find_run(app, id).await?;
     let definition = match app.engine.definition(&run.definition_hash).await {
         Ok(wf) => Some(wf),

@@ -121,9 +121,7 @@ pub async fn timeline_svg(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.ids.authorize(&headers, Need::Read)?;
-    let run = super::api::find_run(&app, &id).await?;
-    let wf = app.engine.definition(&run.definition_hash).await.ok();
-    let doc = crate::views::RunDocument::load_with(app.ctx.store.as_ref(), run, wf).await?;
+    let doc = super::api::document(&app, &id).await?;
     let rto = doc.rto_ms();
     let value = serde_json::to_value(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(svg_response(crate::viz::timeline::of_document(&value, rto, crate::store::now_ms())))
