@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::compile::CompiledWorkflow;
 use crate::store::{
-    AttemptRecord, AttemptStatus, EventRecord, OutboxRecord, OutboxStatus, Phase, RunMode, RunRecord, RunStatus,
-    StepRecord, StepStatus, Store,
+    AttemptRecord, AttemptStatus, EventRecord, OutboxRecord, OutboxStatus, Phase, RunMode,
+    RunRecord, RunStatus, StepRecord, StepStatus, Store,
 };
 
 /// A unix-ms time as RFC 3339 (`null` when absent).
@@ -380,7 +380,8 @@ pub fn step_detail(
     doc: &RunDocument,
     events: &[EventRecord],
 ) -> Result<Value, serde_json::Error> {
-    let mut out = serde_json::to_value(StepView::new(step, &doc.attempts, doc.definition.as_deref()))?;
+    let mut out =
+        serde_json::to_value(StepView::new(step, &doc.attempts, doc.definition.as_deref()))?;
     let attempts: Vec<AttemptDetail<'_>> = doc
         .attempts
         .iter()
@@ -556,8 +557,13 @@ mod tests {
     fn a_run_document_keeps_its_keys_in_order_times_as_rfc3339_and_empty_outputs_as_objects() {
         let mut step = StepRecord::pending("r1", "a");
         step.rollback = Some(r#"{"status":"succeeded"}"#.into());
-        let doc =
-            RunDocument { run: run(), steps: vec![step], attempts: vec![], notifications: vec![], definition: None };
+        let doc = RunDocument {
+            run: run(),
+            steps: vec![step],
+            attempts: vec![],
+            notifications: vec![],
+            definition: None,
+        };
         let expected = json!({
             "id": "r1", "trace_id": crate::telemetry::trace_id("r1"),
             "workflow": "wf", "status": "failed", "mode": "live", "inputs": {"site": "b"},

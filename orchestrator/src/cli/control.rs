@@ -44,13 +44,12 @@ async fn send(ctx: &Ctx, run: &str, control: Control) -> anyhow::Result<ExitCode
         Control::Skip { step } | Control::Mark { step, .. } => format!(" step {step} of"),
         _ => String::new(),
     };
-    let queued =
-        controls::request(ctx.store.as_ref(), run, control, &ctx.actor(), "cli").await.map_err(
-            |e| match e {
-                ControlError::Store(e) => anyhow::Error::from(e),
-                refused => input_error(refused.to_string()),
-            },
-        )?;
+    let queued = controls::request(ctx.store.as_ref(), run, control, &ctx.actor(), "cli")
+        .await
+        .map_err(|e| match e {
+            ControlError::Store(e) => anyhow::Error::from(e),
+            refused => input_error(refused.to_string()),
+        })?;
     outln!(
         "{}{target} run {}: requested (applied by the worker driving it)",
         queued.requested.replace('_', " "),

@@ -70,7 +70,10 @@ pub async fn request(
     via: &str,
 ) -> Result<Queued, ControlError> {
     let id = store.resolve_run_id(run).await?;
-    let run = store.run(&id).await?.ok_or_else(|| ControlError::NotFound(format!("run {id} not found")))?;
+    let run = store
+        .run(&id)
+        .await?
+        .ok_or_else(|| ControlError::NotFound(format!("run {id} not found")))?;
     if run.status.is_terminal() {
         return Err(ControlError::Conflict(format!(
             "run {} has already ended ({}); retry it (`lifeboat retry {} [--from STEP]`) to run part of it again",

@@ -369,9 +369,10 @@ pub async fn get_step(
     app.ids.authorize(&headers, Need::Read)?;
     let doc = document(&app, &id).await?;
     let Some(record) = doc.steps.iter().find(|s| s.step_id == step) else {
-        let hint = crate::suggest::did_you_mean(&step, doc.steps.iter().map(|s| s.step_id.as_str()))
-            .map(|h| format!(" ({h})"))
-            .unwrap_or_default();
+        let hint =
+            crate::suggest::did_you_mean(&step, doc.steps.iter().map(|s| s.step_id.as_str()))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
         return Err(ApiError::not_found(format!("run {} has no step `{step}`{hint}", doc.run.id)));
     };
     let events = app.ctx.store.events(&doc.run.id, 0).await?;

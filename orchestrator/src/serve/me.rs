@@ -63,11 +63,17 @@ pub async fn pending(
                 if user.may(Need::Decide) {
                     refusal(&gate, &user.name, decision)
                 } else {
-                    Some(format!("{} may not decide: the approver or admin role is needed", user.name))
+                    Some(format!(
+                        "{} may not decide: the approver or admin role is needed",
+                        user.name
+                    ))
                 }
             }
             None if user.may(Need::Operate) => None,
-            None => Some(format!("{} may not settle it: the operator or admin role is needed", user.name)),
+            None => Some(format!(
+                "{} may not settle it: the operator or admin role is needed",
+                user.name
+            )),
         };
         if q.mine == Some(true) && why_not.is_some() {
             continue;

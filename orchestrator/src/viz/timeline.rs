@@ -130,7 +130,6 @@ pub fn timeline_svg(bars: &[Bar], origin: i64, end: i64, rto: Option<i64>) -> St
     svg + "</svg>"
 }
 
-
 /// The timeline of run document `doc` (the API's JSON) at `now`, against
 /// `rto_ms`: from the run's start (or creation) to its end (or now).
 pub fn of_document(doc: &Value, rto_ms: Option<i64>, now: i64) -> String {
