@@ -79,7 +79,8 @@ fn report_pipe() -> Option<File> {
 
 /// `<parent-pid> <program> [args…]` as the pid, the program and its argv.
 fn parse(args: &[OsString]) -> Option<(Pid, CString, Vec<CString>)> {
-    let parent: i32 = args.first()?.to_str()?.parse().ok().filter(|pid| *pid > 1)?;
+    // 1 is a parent like any other: `lifeboat serve` is pid 1 in a container.
+    let parent: i32 = args.first()?.to_str()?.parse().ok().filter(|pid| *pid > 0)?;
     let argv: Vec<CString> =
         args[1..].iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().ok()?;
     let program = argv.first()?.clone();
@@ -137,6 +138,12 @@ mod tests {
     }
 
     #[test]
+    fn pid_1_is_a_parent_like_any_other() {
+        // `lifeboat serve` as a container's entry point.
+        assert_eq!(parse(&os(&["1", "true"])).map(|p| p.0), Some(Pid::from_raw(1)));
+    }
+
+    #[test]
     fn arguments_are_the_parent_then_the_program_and_its_argv() {
         let (parent, program, argv) = parse(&os(&["4242", "bash", "-c", "true"])).unwrap();
         assert_eq!(parent, Pid::from_raw(4242));
@@ -149,9 +156,7 @@ mod tests {
 
     #[test]
     fn a_missing_program_or_a_bad_parent_is_a_usage_error() {
-        for args in
-            [&[][..], &["4242"], &["x", "bash"], &["0", "bash"], &["1", "bash"], &["-5", "bash"]]
-        {
+        for args in [&[][..], &["4242"], &["x", "bash"], &["0", "bash"], &["-5", "bash"]] {
             assert!(parse(&os(args)).is_none(), "{args:?}");
         }
     }

@@ -266,7 +266,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes: String =
             nix::libc::ENOENT.to_ne_bytes().iter().map(|b| format!("\\{b:03o}")).collect();
-        let shim = script(dir.path(), "shim", &format!("#!/bin/sh\nprintf '{bytes}' >&0\nexit 127\n"));
+        let shim =
+            script(dir.path(), "shim", &format!("#!/bin/sh\nprintf '{bytes}' >&0\nexit 127\n"));
         let e = spawn_with(Some(&shim), "anything", &[], quiet).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
