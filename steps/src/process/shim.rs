@@ -51,7 +51,7 @@ pub fn main() -> ! {
         // The program's standard input is /dev/null, as without the shim.
         Some(_) => File::open("/dev/null")
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-            .and_then(|null| dup2_stdin(null)),
+            .and_then(dup2_stdin),
         None => Ok(()),
     };
     let error = match started.and_then(|()| start(parent, &program, &argv)) {
