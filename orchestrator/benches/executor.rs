@@ -192,7 +192,7 @@ fn burst_on(c: &mut Criterion, backend: &str, replicas: usize) {
                                 status: Some(RunStatus::Succeeded),
                                 workflow: None,
                                 limit: Some(1000),
-                                before: None,
+                                ..Default::default()
                             })
                             .await
                             .unwrap()
