@@ -24,7 +24,7 @@ LATENCY_MS=${LATENCY_MS:-40}
 SAME_COUNT=5000
 command -v wrk >/dev/null || { echo "bench-hooks: wrk not found (apt-get install wrk)" >&2; exit 2; }
 
-cargo build --release -p lifeboat-orchestrator --bin lifeboat >&2
+cargo build --release -p lifeboat-orchestrator --bin lifeboat --bin lifeboat-exec >&2
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat
 DIR=$(mktemp -d /tmp/lifeboat-bench-hooks.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-5}
 
 bash scripts/deps.sh
-cargo build --release -q -p lifeboat-orchestrator --bin lifeboat
+cargo build --release -q -p lifeboat-orchestrator --bin lifeboat --bin lifeboat-exec
 # Where cargo put it (CARGO_TARGET_DIR moves it).
 lifeboat=${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat
 eval "$(bash lab/lab.sh up 2>/dev/null)"

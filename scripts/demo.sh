@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -q -p lifeboat-orchestrator --bin lifeboat
+cargo build --release -q -p lifeboat-orchestrator --bin lifeboat --bin lifeboat-exec
 estate=workflows/estate/estate
 config=scripts/demo/lifeboat.toml
 notifications=scripts/demo/notifications

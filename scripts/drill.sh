@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 
 profile=${PROFILE:-release}
 case "$profile" in
-    release) cargo build --release -q -p lifeboat-orchestrator -p lifeboat-estate --bin lifeboat --bin estate ;;
-    debug) cargo build -q -p lifeboat-orchestrator -p lifeboat-estate --bin lifeboat --bin estate ;;
+    release) cargo build --release -q -p lifeboat-orchestrator -p lifeboat-estate --bin lifeboat --bin lifeboat-exec --bin estate ;;
+    debug) cargo build -q -p lifeboat-orchestrator -p lifeboat-estate --bin lifeboat --bin lifeboat-exec --bin estate ;;
     *) echo "PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
 esac
 target="${CARGO_TARGET_DIR:-target}/$profile"

@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 
 bash scripts/deps.sh
-cargo build --release -q -p lifeboat-orchestrator --bin lifeboat
+cargo build --release -q -p lifeboat-orchestrator --bin lifeboat --bin lifeboat-exec
 # Where cargo put it (CARGO_TARGET_DIR moves it).
 lifeboat=${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat
 

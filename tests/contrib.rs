@@ -117,6 +117,7 @@ fn install_sh_installs_the_binary_completions_and_man_pages_under_a_prefix() {
     assert!(out.status.success(), "install.sh: {}", String::from_utf8_lossy(&out.stderr));
     for file in [
         "bin/lifeboat",
+        "bin/lifeboat-exec",
         "share/man/man1/lifeboat.1",
         "share/man/man1/lifeboat-serve.1",
         "share/bash-completion/completions/lifeboat",
@@ -146,6 +147,14 @@ fn the_containerfile_and_the_compose_example_hold_together() {
     assert_eq!(file.lines().filter(|l| l.starts_with("FROM ")).count(), 2, "multi-stage");
     assert!(file.lines().any(|l| l.starts_with("USER 10001")), "non-root");
     assert!(file.contains("HEALTHCHECK") && file.contains("/readyz"));
+    // Shell steps start through lifeboat-exec, found beside lifeboat.
+    let shipped = file.lines().find(|l| l.starts_with("COPY --from=build")).unwrap_or_default();
+    assert!(
+        shipped.contains("release/lifeboat ")
+            && shipped.contains("release/lifeboat-exec ")
+            && shipped.ends_with(" /usr/local/bin/"),
+        "{shipped}"
+    );
     let compose = root().join("contrib/compose");
     let out = crate::util::lifeboat(&[
         "validate",

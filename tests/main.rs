@@ -13,6 +13,7 @@ mod doctor;
 mod drill_freshness;
 mod drill_runbooks;
 mod drills;
+mod exec_shim;
 mod front_door;
 mod grafana;
 mod ha;

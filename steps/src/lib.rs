@@ -27,7 +27,9 @@ use std::time::Duration;
 use serde::Deserializer;
 pub use tokio_util::sync::CancellationToken;
 
-pub use process::{kill_orphaned_attempt, kill_process_group};
+pub use process::{
+    EXEC_SHIM_ENV, ExecShim, exec_shim, kill_orphaned_attempt, kill_process_group, shim,
+};
 pub use redact::{MIN_SECRET_BYTES, REDACTED, Redactor};
 
 /// A problem found in a step's `with` block by a kind's `compile()`.

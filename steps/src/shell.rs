@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{Captured, DRAIN_GRACE, GroupGuard, capture, isolate};
+use crate::process::{Captured, DRAIN_GRACE, GroupGuard, capture};
 use crate::{AttemptContext, ConfigProblem, Outcome, Step};
 
 /// Runs a program. Templated values never reach a shell parser: `command` is
@@ -93,8 +93,8 @@ impl Step for Config {
         {
             return Outcome::fatal(format!("workdir `{dir}` does not exist or is not a directory"));
         }
-        let mut cmd = self.command_for(program, &args, ctx);
-        let mut child = match cmd.spawn() {
+        let spawned = crate::process::spawn(program, &args, |cmd| self.configure(cmd, ctx)).await;
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => return self.spawn_failure(program, &e),
         };
@@ -171,9 +171,9 @@ impl Step for Config {
 }
 
 impl Config {
-    fn command_for(&self, program: &str, args: &[&str], ctx: &AttemptContext) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.args(args);
+    /// Everything about the program's process but its standard input
+    /// (/dev/null) and its process group (its own): `process::spawn`'s.
+    fn configure(&self, cmd: &mut Command, ctx: &AttemptContext) {
         for (name, _) in std::env::vars_os() {
             let inherited_lifeboat = name.to_str().is_some_and(|n| n.starts_with("LIFEBOAT_"));
             if inherited_lifeboat || ctx.env_remove.iter().any(|r| OsStr::new(r) == name) {
@@ -187,10 +187,8 @@ impl Config {
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.kill_on_drop(true);
-        isolate(&mut cmd);
-        cmd
     }
 
     /// Why `program` did not start, said so an operator can fix it.

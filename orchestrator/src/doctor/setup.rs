@@ -193,6 +193,40 @@ pub(super) fn programs(workflows: &[CompiledWorkflow], findings: &mut Vec<Findin
             }
         }
     }
+    if !seen.is_empty() {
+        findings.push(check_exec_shim(lifeboat_steps::exec_shim()));
+    }
+}
+
+/// Whether shell steps start through `lifeboat-exec` (cheap) or by forking
+/// the whole server (steps/src/process/spawn.rs); both keep their
+/// guarantees, so a missing shim is a warning.
+fn check_exec_shim(shim: &lifeboat_steps::ExecShim) -> Finding {
+    use lifeboat_steps::{EXEC_SHIM_ENV, ExecShim};
+    let name = lifeboat_steps::shim::NAME;
+    let slower = "shell steps start by forking the whole server, a millisecond or more each";
+    match shim {
+        ExecShim::Found(path) => Finding::pass(
+            "program",
+            name,
+            format!("{} (shell steps start through it)", path.display()),
+        ),
+        ExecShim::Off => Finding::warn(
+            "program",
+            name,
+            format!("turned off by an empty {EXEC_SHIM_ENV}: {slower}"),
+            format!("unset {EXEC_SHIM_ENV}"),
+        ),
+        ExecShim::Missing(path) => Finding::warn(
+            "program",
+            name,
+            format!("not found at {}: {slower}", path.display()),
+            format!(
+                "install {name} in the directory of lifeboat (scripts/install.sh and the \
+                 Containerfile do), or name it in {EXEC_SHIM_ENV}"
+            ),
+        ),
+    }
 }
 
 /// The program a `shell` body runs and its untemplated `workdir`; `None`
@@ -267,6 +301,20 @@ mod tests {
             ]
         );
         assert_eq!(line_of(text, "channels.mail.password_env", "SMTP_PASS"), Some(4));
+    }
+
+    #[test]
+    fn a_missing_or_disabled_exec_shim_is_a_warning_with_its_fix() {
+        use lifeboat_steps::ExecShim;
+        let found = check_exec_shim(&ExecShim::Found("/opt/lb/lifeboat-exec".into()));
+        assert_eq!(found.status, super::super::Status::Pass);
+        assert!(found.detail.starts_with("/opt/lb/lifeboat-exec"), "{found:?}");
+        let missing = check_exec_shim(&ExecShim::Missing("/opt/lb/lifeboat-exec".into()));
+        assert_eq!(missing.status, super::super::Status::Warn);
+        assert!(missing.detail.contains("not found at /opt/lb/lifeboat-exec"), "{missing:?}");
+        assert!(missing.fix.unwrap().contains("install lifeboat-exec"));
+        let off = check_exec_shim(&ExecShim::Off);
+        assert_eq!(off.fix.as_deref(), Some("unset LIFEBOAT_EXEC_SHIM"));
     }
 
     #[test]

@@ -1,14 +1,20 @@
 //! Child processes for the `shell` step: each in its own process group that
 //! dies with the worker, killed as a whole, with bounded output capture.
+//! `spawn.rs` starts them (through `lifeboat-exec`, `shim.rs`, when it is
+//! installed beside the binary).
+
+pub mod shim;
+mod spawn;
+
+pub(crate) use spawn::spawn;
+pub use spawn::{EXEC_SHIM_ENV, ExecShim, exec_shim};
 
 use std::collections::VecDeque;
-use std::io;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 /// Sends SIGKILL to every process of the group `pgid`.
@@ -68,34 +74,6 @@ fn environ_has(pid: u32, marks: &[String]) -> bool {
     marks.iter().all(|mark| vars.contains(&mark.as_bytes()))
 }
 
-/// Makes `cmd`'s child the leader of a new process group and ensures it is
-/// SIGKILLed when the worker dies, even by `kill -9`.
-///
-/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so
-/// spawn from a long-lived runtime worker thread, not from `spawn_blocking`
-/// (whose threads exit when idle).
-pub(crate) fn isolate(cmd: &mut Command) {
-    cmd.process_group(0);
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed. It makes two raw syscalls
-    // (prctl, getppid) and builds an io::Error from an errno, which does not
-    // allocate; it touches no lock and no shared state.
-    #[allow(unsafe_code)]
-    // the only way to set PR_SET_PDEATHSIG in the child; see docs/guarantees.md
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            // The worker may have died between fork and prctl: then the
-            // signal will never come, so do not start the program at all.
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Kills the group on drop unless disarmed: if the attempt's future is
 /// dropped (the executor gave up on it), its processes do not outlive it.
 pub(crate) struct GroupGuard {
@@ -105,6 +83,11 @@ pub(crate) struct GroupGuard {
 impl GroupGuard {
     pub(crate) fn new(pgid: u32) -> Self {
         Self { pgid: Some(pgid) }
+    }
+
+    /// Lets the group live; the guard does nothing more.
+    pub(crate) fn disarm(&mut self) {
+        self.pgid = None;
     }
 
     /// Kills the group now; the guard does nothing more.
