@@ -133,3 +133,16 @@ const refusal = (e) => (e.status ? e.status + " — " : "") + e.message;
 function link(path, text, attrs) {
   return el("a", Object.assign({ href: path, onclick: (e) => { if (e.button === 0 && !e.ctrlKey && !e.metaKey) { e.preventDefault(); go(path); } } }, attrs || {}), text);
 }
+
+// Under 640 px the tables are stacked cards (app.css); each cell carries
+// its column's heading as `data-label`, which the card shows before it.
+// Kept current for every table body whatever redraws it.
+function labelCells(tbody) {
+  const heads = Array.from(tbody.closest("table").querySelectorAll("thead th")).map((th) => th.textContent);
+  for (const tr of tbody.rows) {
+    Array.from(tr.cells).forEach((td, i) => { if (heads[i] && !td.hasAttribute("colspan")) td.dataset.label = heads[i]; });
+  }
+}
+for (const tbody of document.querySelectorAll("tbody")) {
+  new MutationObserver(() => labelCells(tbody)).observe(tbody, { childList: true });
+}

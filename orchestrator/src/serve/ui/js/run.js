@@ -126,7 +126,7 @@ function stepRow(doc, s, active) {
 
 function answerOnly(runId, step) {
   const a = answers[runId + "/" + step];
-  return el("div", { class: "decide" }, a ? el("output", { class: a.ok ? "ok answer" : "bad answer", "data-step": step }, a.text) : null);
+  return a ? el("div", { class: "decide" }, el("output", { class: a.ok ? "ok answer" : "bad answer", "data-step": step }, a.text)) : null;
 }
 
 function afterDecision(note) {
