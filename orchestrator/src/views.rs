@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::compile::CompiledWorkflow;
 use crate::store::{
@@ -265,60 +265,39 @@ pub struct GateDoc {
 }
 
 impl GateDoc {
-    /// `None` unless `state` is a gate's.
+    /// `None` unless `state` is a gate's: read as the driver wrote it
+    /// (`exec::driver::gates::Gate`), with its own rules for the channels
+    /// paged so far and the next timer.
     pub fn read(state: Option<&Value>) -> Option<GateDoc> {
-        let state = state?;
-        let awaiting = state.get("awaiting")?.as_str()?.to_string();
-        let text = |k: &str| state.get(k).and_then(Value::as_str).map(String::from);
-        let approvals = state
-            .get("approvals")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|a| serde_json::json!({"by": a["by"], "at": Time(a["at"].as_i64()), "comment": a["comment"]}))
-            .collect();
-        let escalation = state.get("escalation").filter(|e| !e.is_null()).map(|e| {
-            let tiers: Vec<Value> = e["tiers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|t| serde_json::json!({"channels": t["channels"], "ack_within_ms": t["ack_within"]}))
+        use serde::Deserialize;
+        let gate = crate::exec::driver::gates::Gate::deserialize(state?).ok()?;
+        let escalation = gate.escalation.as_ref().map(|e| {
+            let tiers: Vec<Value> = e
+                .tiers
+                .iter()
+                .map(|t| json!({"channels": t.channels, "ack_within_ms": t.ack_within}))
                 .collect();
-            let tier = e["tier"].as_u64().unwrap_or(0) as usize;
-            let mut paged: Vec<Value> = Vec::new();
-            for t in e["tiers"].as_array().into_iter().flatten().take(tier + 1) {
-                for c in t["channels"].as_array().into_iter().flatten() {
-                    if !paged.contains(c) {
-                        paged.push(c.clone());
-                    }
-                }
-            }
-            let deadline = e["tier_deadline"].as_i64();
-            let next = match (e["next_repeat"].as_i64(), deadline) {
-                (Some(r), Some(d)) => Some(r.min(d)),
-                (r, d) => r.or(d),
-            };
-            serde_json::json!({
-                "tier": tier + 1, "tiers": tiers, "paged": paged,
-                "tier_deadline": Time(deadline), "next_page": Time(next),
-                "updates": e["updates"],
+            json!({
+                "tier": e.tier + 1, "tiers": tiers, "paged": e.paged_channels(),
+                "tier_deadline": Time::at(e.tier_deadline), "next_page": Time::at(e.next_timer()),
+                "updates": e.updates,
             })
         });
         Some(GateDoc {
-            awaiting,
-            people: state
-                .get("people")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.as_str().map(String::from))
+            approvals: gate
+                .approvals
+                .iter()
+                .map(|a| json!({"by": a.by, "at": Time::at(a.at), "comment": a.comment}))
                 .collect(),
-            min: state.get("min").and_then(Value::as_u64).unwrap_or(1).max(1),
-            requester: text("requester"),
-            approvals,
-            deadline: Time(state.get("deadline").and_then(Value::as_i64)),
-            on_timeout: text("on_timeout"),
-            message: text("message"),
+            awaiting: gate.awaiting,
+            people: gate.people,
+            min: u64::from(gate.min.max(1)),
+            requester: gate.requester,
+            deadline: Time(gate.deadline),
+            on_timeout: serde_json::to_value(gate.on_timeout)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from)),
+            message: gate.message,
             escalation,
         })
     }
@@ -480,7 +459,7 @@ impl RunDocument {
     ) -> Result<RunDocument, crate::store::StoreError> {
         let mut steps = store.steps(&run.id).await?;
         if let Some(wf) = &definition {
-            steps.sort_by_key(|s| wf.step(&s.step_id).map_or(usize::MAX, |c| c.index));
+            steps.sort_by_cached_key(|s| wf.step(&s.step_id).map_or(usize::MAX, |c| c.index));
         }
         let attempts = store.attempts(&run.id).await?;
         let notifications = store.outbox(&run.id).await?;

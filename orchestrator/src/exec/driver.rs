@@ -9,7 +9,7 @@
 mod attempts;
 mod drill;
 mod finish;
-mod gates;
+pub(crate) mod gates;
 mod native;
 mod notifications;
 mod recover;

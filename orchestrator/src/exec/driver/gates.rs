@@ -17,7 +17,7 @@ use lifeboat_notify::Action;
 
 /// The durable state of a gate (kept in `steps.state`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(super) struct Gate {
+pub(crate) struct Gate {
     /// `approval` or `ack`.
     pub awaiting: String,
     /// Who may decide (users, groups expanded); empty: anyone allowed by role.
@@ -41,14 +41,14 @@ pub(super) struct Gate {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct Approval {
+pub(crate) struct Approval {
     pub by: String,
     pub at: i64,
     pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(super) struct Escalation {
+pub(crate) struct Escalation {
     pub tiers: Vec<TierState>,
     /// The tier paged last.
     pub tier: usize,
@@ -65,7 +65,7 @@ pub(super) struct Escalation {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct TierState {
+pub(crate) struct TierState {
     pub channels: Vec<String>,
     pub ack_within: i64,
 }
@@ -89,7 +89,7 @@ impl Escalation {
     }
 
     /// Channels of every tier paged so far.
-    fn paged_channels(&self) -> Vec<String> {
+    pub(crate) fn paged_channels(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for t in self.tiers.iter().take(self.tier + 1) {
             for c in &t.channels {
@@ -101,7 +101,7 @@ impl Escalation {
         out
     }
 
-    fn next_timer(&self) -> i64 {
+    pub(crate) fn next_timer(&self) -> i64 {
         self.next_repeat.map_or(self.tier_deadline, |r| r.min(self.tier_deadline))
     }
 }
