@@ -13,6 +13,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # A real SMTP server and a real Alertmanager for the end-to-end tests.
 bash scripts/deps.sh
+# deps.sh installed every tool the tests use (chromium, Playwright, BIND,
+# HAProxy, Postgres 15): a test that finds one missing fails, never skips.
+export LIFEBOAT_REQUIRE_TOOLS=1
 # Snapshots must match what is committed; never write new ones in CI.
 export INSTA_UPDATE=no
 

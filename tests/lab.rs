@@ -6,7 +6,8 @@
 //! back (primary unfenced, DNS and HAProxy untouched); a standby behind the RPO is refused before
 //! promoting; the happy failover (writes through HAProxy land on the new
 //! primary, DNS answers it, no committed row lost); and the failback.
-//! Skipped only where Postgres 15, BIND9 or HAProxy is not installed.
+//! Skipped only where Postgres 15, BIND9 or HAProxy is not installed, and
+//! never under scripts/test.sh (`util::tool_missing`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ impl Lab {
         .map(|(_, package)| package)
         .collect();
         if !missing.is_empty() {
-            eprintln!("the lab needs {missing:?} (scripts/deps.sh installs them): skipping");
+            crate::util::tool_missing(&format!("the lab needs {missing:?}"));
             return None;
         }
         let out = lab_sh(&["up"]);

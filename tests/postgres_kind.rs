@@ -27,7 +27,7 @@ impl Lab {
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from("/usr/lib/postgresql/15/bin"));
         if !bin.join("postgres").exists() || !bin.join("pg_basebackup").exists() {
-            eprintln!("no Postgres 15 in {}: skipping the postgres kind lab tests", bin.display());
+            crate::util::tool_missing(&format!("no Postgres 15 in {}", bin.display()));
             return None;
         }
         let out = lab(&["start"]);

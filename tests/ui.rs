@@ -353,8 +353,8 @@ fn render_run_page(api: &Api, token: &str, run: &str) -> Option<Value> {
     Some(serde_json::from_slice(&out.stdout).expect("render.py prints JSON"))
 }
 
-/// Whether Debian's chromium and Playwright for Python are here (CI has
-/// them: scripts/deps.sh); says so when not.
+/// Whether Debian's chromium and Playwright for Python are here; when not,
+/// the test fails under scripts/test.sh and is skipped, saying so, elsewhere.
 fn browser_available() -> bool {
     let chromium =
         std::env::var("LIFEBOAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
@@ -363,7 +363,7 @@ fn browser_available() -> bool {
     let ok =
         std::path::Path::new(&chromium).exists() && playwright.is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("chromium or Playwright for Python is missing: the browser checks were not run");
+        crate::util::tool_missing("chromium or Playwright for Python is missing");
     }
     ok
 }
@@ -427,9 +427,8 @@ steps:
 /// the waiting-for-me count, refusals next to the button, the step drawer,
 /// the start form with a server field error, pause/resume, retry from a step
 /// of a rolled-back run, a cut connection resumed, the 400 px layout, the
-/// irreversible warning, live updates, search and counts, axe-core). Skipped,
-/// saying so, without chromium or Playwright (scripts/deps.sh installs both;
-/// CI has them).
+/// irreversible warning, live updates, search and counts, axe-core). Never
+/// skipped under scripts/test.sh (`browser_available`).
 #[test]
 fn the_web_ui_runs_an_incident_in_a_real_browser() {
     if !browser_available() {

@@ -20,7 +20,7 @@ pub use otlp::{OtlpReceiver, SpanRecord, Stall};
 pub use poll::eventually;
 pub use process::{
     Serve, lifeboat, lifeboat_in, output_or_timeout, output_within, pid_alive, root, scratch,
-    stderr, stdout,
+    stderr, stdout, tool_missing,
 };
 pub use receivers::{Answer, Receiver, SmtpSink};
 pub use sandbox::{Sandbox, crash_seed, exec_fixture};

@@ -16,9 +16,13 @@ use crate::exec::controls::{self, Control, ControlError};
 
 type Accepted = Result<(StatusCode, Json<Value>), ApiError>;
 
-async fn send(app: &AppState, headers: &HeaderMap, run: &str, control: Control) -> Accepted {
-    let user = app.ids.authorize(headers, Need::Operate)?.name.clone();
-    let queued = controls::request(app.ctx.store.as_ref(), run, control, &user, "api")
+/// The operator making the request, or the 401/403 that says why not.
+fn operator(app: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    Ok(app.ids.authorize(headers, Need::Operate)?.name.clone())
+}
+
+async fn send(app: &AppState, user: &str, run: &str, control: Control) -> Accepted {
+    let queued = controls::request(app.ctx.store.as_ref(), run, control, user, "api")
         .await
         .map_err(|e| match e {
             ControlError::NotFound(m) => ApiError::not_found(m),
@@ -42,9 +46,9 @@ pub async fn cancel(
     headers: HeaderMap,
     body: Body,
 ) -> Accepted {
-    app.ids.authorize(&headers, Need::Operate)?;
+    let user = operator(&app, &headers)?;
     let body: CancelBody = optional_json(&headers, body).await?;
-    send(&app, &headers, &id, Control::Cancel { rollback: !body.no_rollback }).await
+    send(&app, &user, &id, Control::Cancel { rollback: !body.no_rollback }).await
 }
 
 /// `POST /api/v1/runs/{id}/pause`: no new step starts until resumed.
@@ -53,7 +57,7 @@ pub async fn pause(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Accepted {
-    send(&app, &headers, &id, Control::Pause).await
+    send(&app, &operator(&app, &headers)?, &id, Control::Pause).await
 }
 
 /// `POST /api/v1/runs/{id}/resume`.
@@ -62,7 +66,7 @@ pub async fn resume(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Accepted {
-    send(&app, &headers, &id, Control::Resume).await
+    send(&app, &operator(&app, &headers)?, &id, Control::Resume).await
 }
 
 /// `POST /api/v1/runs/{id}/steps/{step}/skip`.
@@ -71,7 +75,7 @@ pub async fn skip(
     Path((id, step)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Accepted {
-    send(&app, &headers, &id, Control::Skip { step }).await
+    send(&app, &operator(&app, &headers)?, &id, Control::Skip { step }).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,10 +100,10 @@ pub async fn mark(
     headers: HeaderMap,
     body: Body,
 ) -> Accepted {
-    app.ids.authorize(&headers, Need::Operate)?;
+    let user = operator(&app, &headers)?;
     let bytes = super::error::read_body(&headers, body).await?;
     super::error::require_json(&headers)?;
     let body: MarkBody = super::error::parse_json(&bytes)?;
     let succeeded = matches!(body.outcome, Outcome::Succeeded);
-    send(&app, &headers, &id, Control::Mark { step, succeeded }).await
+    send(&app, &user, &id, Control::Mark { step, succeeded }).await
 }

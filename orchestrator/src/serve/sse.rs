@@ -92,6 +92,13 @@ struct Cursor {
     finished: bool,
 }
 
+impl Cursor {
+    /// A cursor after event `after`, of run `run_id` or (`None`) of every run.
+    fn new(slot: Slot, app: AppState, run_id: Option<String>, after: i64) -> Cursor {
+        Cursor { _slot: slot, app, run_id, after, pending: Default::default(), finished: false }
+    }
+}
+
 fn to_sse(e: &EventRecord) -> Event {
     let at = chrono::DateTime::from_timestamp_millis(e.at)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -125,14 +132,7 @@ pub async fn events(
     let run_id = super::api::find_run(&app, &id).await?.id;
     let after = last_event_id(&headers)?.unwrap_or(0);
     let slot = app.streams.open(&user)?;
-    Ok(follow(Cursor {
-        _slot: slot,
-        app,
-        run_id: Some(run_id),
-        after,
-        pending: Default::default(),
-        finished: false,
-    }))
+    Ok(follow(Cursor::new(slot, app, Some(run_id), after)))
 }
 
 /// `GET /api/v1/events`: every run's events from now on (or after
@@ -147,14 +147,7 @@ pub async fn all_events(
         None => app.ctx.store.last_event_id().await?,
     };
     let slot = app.streams.open(&user)?;
-    Ok(follow(Cursor {
-        _slot: slot,
-        app,
-        run_id: None,
-        after,
-        pending: Default::default(),
-        finished: false,
-    }))
+    Ok(follow(Cursor::new(slot, app, None, after)))
 }
 
 /// The stream of `cursor`'s events, polled from the store.
