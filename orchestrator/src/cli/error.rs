@@ -58,7 +58,7 @@ fn store_code(e: &StoreError) -> u8 {
         StoreError::NotFound(_) => 3,
         StoreError::Unavailable(_) | StoreError::SchemaBehind(_) => 4,
         StoreError::Ambiguous { .. } | StoreError::Conflict(_) | StoreError::Config(_) => 1,
-        StoreError::Corrupt { .. } | StoreError::Database(_) => 2,
+        StoreError::Corrupt { .. } | StoreError::Database(_) | StoreError::Sqlite(_) => 2,
     }
 }
 

@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::{Ctx, input_error};
 use crate::compile::{CompileEnv, CompiledWorkflow};
-use crate::exec::engine::Engine;
+use crate::exec::engine::{Engine, SubmitKeys};
 use crate::exec::inputs;
-use crate::store::{Created, NewRequest, RequestKind, RunStatus};
+use crate::store::{Created, NewAudit, NewRequest, RequestKind, RunStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -112,12 +112,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         input_error(format!("inputs of `{}`:\n  {}", wf.name, errors.join("\n  ")))
     })?;
     let trigger = json!({"kind": "manual", "by": ctx.actor()});
-    let audit = json!({"workflow": wf.name, "file": wf.file, "inputs": values, "wait": args.wait});
-    let run_id = match engine.submit(&wf, values, trigger, None, args.wait).await? {
-        Created::Run(id) => {
-            super::audit::record(ctx, "run", Some(&id), None, audit).await?;
-            id
-        }
+    // Written in the run's own transaction: no run without its entry.
+    let audit = NewAudit {
+        actor: ctx.actor(),
+        action: "run".into(),
+        run_id: None,
+        step_id: None,
+        payload: json!({"workflow": wf.name, "file": wf.file, "inputs": values, "wait": args.wait}),
+    };
+    let keys = SubmitKeys { audit: Some(audit), ..Default::default() };
+    let run_id = match engine.submit_with(&wf, values, trigger, None, args.wait, keys).await? {
+        Created::Run(id) => id,
         Created::Skipped { active } | Created::Duplicate { existing: active } => {
             let message = format!(
                 "not started: run {active} of `{}` holds the same concurrency key (on_conflict: skip)",

@@ -425,7 +425,12 @@ impl Driver {
                     Err(e)
                         if self.rt.database_grace_left()
                             && e.store().is_some_and(|e| {
-                                matches!(e, StoreError::Database(_) | StoreError::Unavailable(_))
+                                matches!(
+                                    e,
+                                    StoreError::Database(_)
+                                        | StoreError::Sqlite(_)
+                                        | StoreError::Unavailable(_)
+                                )
                             }) =>
                     {
                         tracing::warn!(run = %self.run.id, error = %e, "Reading requests failed; retrying.");

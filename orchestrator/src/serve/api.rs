@@ -15,6 +15,7 @@ use super::AppState;
 use super::auth::Need;
 use super::error::{ApiError, optional_json};
 use crate::compile::CompiledWorkflow;
+use crate::exec::engine::SubmitKeys;
 use crate::store::{
     Created, NewAudit, NewRequest, RequestKind, RunFilter, RunMode, RunRecord, RunStatus,
 };
@@ -175,19 +176,18 @@ pub async fn start_run(
     let inputs = crate::exec::inputs::resolve(body.inputs, &wf.definition.inputs)
         .map_err(|problems| ApiError::invalid_inputs(&problems))?;
     let trigger = json!({"kind": "api", "by": user});
-    match app.engine.submit(&wf, inputs.clone(), trigger, None, false).await? {
-        Created::Run(id) => {
-            audit(
-                &app,
-                &user,
-                "run",
-                Some(&id),
-                None,
-                json!({"workflow": wf.name, "inputs": inputs}),
-            )
-            .await?;
-            Ok((StatusCode::CREATED, Json(json!({"id": id}))))
-        }
+    // Written in the run's own (group-committed) transaction: no run without
+    // its entry, and no second write per request.
+    let audit = NewAudit {
+        actor: user,
+        action: "run".into(),
+        run_id: None,
+        step_id: None,
+        payload: json!({"workflow": wf.name, "inputs": inputs}),
+    };
+    let keys = SubmitKeys { audit: Some(audit), ..Default::default() };
+    match app.engine.submit_with(&wf, inputs, trigger, None, false, keys).await? {
+        Created::Run(id) => Ok((StatusCode::CREATED, Json(json!({"id": id})))),
         Created::Skipped { active } | Created::Duplicate { existing: active } => {
             Err(ApiError::conflict(format!(
                 "not started: run {active} of `{}` holds the same concurrency key (on_conflict: skip)",

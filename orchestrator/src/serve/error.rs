@@ -112,9 +112,10 @@ fn store_error(e: &crate::store::StoreError, message: String) -> ApiError {
         StoreError::Unavailable(_) | StoreError::SchemaBehind(_) => {
             ApiError::unavailable(message).retry_after(5)
         }
-        StoreError::Corrupt { .. } | StoreError::Config(_) | StoreError::Database(_) => {
-            ApiError::internal(message)
-        }
+        StoreError::Corrupt { .. }
+        | StoreError::Config(_)
+        | StoreError::Database(_)
+        | StoreError::Sqlite(_) => ApiError::internal(message),
     }
 }
 

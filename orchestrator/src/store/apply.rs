@@ -221,11 +221,23 @@ pub(crate) async fn commit(
     run_id: &str,
     changes: &[Change],
 ) -> Result<()> {
+    check_lease(w, worker, run_id).await?;
+    apply_all(w, run_id, changes).await
+}
+
+/// Whether `worker` holds the lease on `run_id`: `NotFound` or `LeaseLost`
+/// if not. Writes nothing, so a refusal needs nothing undone.
+pub(crate) async fn check_lease(w: &mut impl Writer, worker: &str, run_id: &str) -> Result<()> {
     match w.lease_owner(run_id).await? {
         None => Err(StoreError::NotFound(run_id.to_string())),
-        Some(Some(owner)) if owner == worker => apply_all(w, run_id, changes).await,
+        Some(Some(owner)) if owner == worker => Ok(()),
         Some(_) => Err(Conflict::LeaseLost(run_id.to_string()).into()),
     }
+}
+
+/// Whether `e` is `check_lease`'s refusal (rather than a failed statement).
+pub(crate) fn is_refusal(e: &StoreError) -> bool {
+    matches!(e, StoreError::NotFound(_) | StoreError::Conflict(Conflict::LeaseLost(_)))
 }
 
 /// A run and, with it, its audit entry. A schedule tick that already fired

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// Any other database error: a bug or a state nobody planned for.
     #[error("database: {0}")]
     Database(sqlx::Error),
+    /// The same, from the SQLite writer thread's own connection (rusqlite).
+    #[error("database: {0}")]
+    Sqlite(String),
 }
 
 /// The ways a write can lose a race.
@@ -115,6 +118,7 @@ impl StoreError {
             }
             StoreError::Config(m) => StoreError::Config(m.clone()),
             StoreError::Database(e) => StoreError::Database(sqlx::Error::Protocol(e.to_string())),
+            StoreError::Sqlite(m) => StoreError::Sqlite(m.clone()),
         }
     }
 }
@@ -164,6 +168,29 @@ impl From<sqlx::Error> for StoreError {
                 }
             }
             other => StoreError::Database(other),
+        }
+    }
+}
+
+/// SQLite's extended codes for a unique or primary key violation.
+const SQLITE_UNIQUE: [i32; 2] = [2067, 1555];
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if SQLITE_UNIQUE.contains(&f.extended_code) => {
+                StoreError::Conflict(Conflict::Exists(e.to_string()))
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if outage_code(&f.extended_code.to_string(), true) =>
+            {
+                // The file is there but cannot be used (full disk, IO, locked).
+                StoreError::Unavailable(Outage { message: e.to_string(), unreachable: false })
+            }
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::corrupt(e.to_string()),
+            _ => StoreError::Sqlite(e.to_string()),
         }
     }
 }

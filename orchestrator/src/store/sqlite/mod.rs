@@ -7,8 +7,9 @@ mod create;
 pub(crate) mod prune;
 mod rows;
 mod write;
+mod writer;
 use rows::*;
-use write::*;
+use writer::Job;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,67 +31,12 @@ pub struct SqliteStore {
     /// One writer at a time inside this process: SQLite has one write lock,
     /// and waiting on a mutex is cheaper than SQLite's sleeping busy handler.
     write_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Group commit: concurrent `commit` and `create_run` calls share one
-    /// transaction (and one fsync).
+    /// The writer thread (`writer.rs`): commits and creations, group-committed
+    /// (one transaction and one fsync for all that wait), and the other hot
+    /// writes.
     commits: tokio::sync::mpsc::UnboundedSender<Job>,
     /// Rung by writes that can make a run due, here and in other processes.
     bells: Arc<bell::Bells>,
-}
-
-/// One write for the group committer, with where to send its result.
-enum Job {
-    Commit {
-        worker: String,
-        run_id: String,
-        changes: Vec<Change>,
-        reply: tokio::sync::oneshot::Sender<Result<()>>,
-    },
-    Create {
-        run: Box<NewRun>,
-        reply: tokio::sync::oneshot::Sender<Result<Created>>,
-    },
-}
-
-/// A job's result on its way back.
-enum Done {
-    Commit(Result<()>),
-    Create(Result<Created>),
-}
-
-impl Job {
-    fn answer(self, done: Done) {
-        match (self, done) {
-            (Job::Commit { reply, .. }, Done::Commit(r)) => {
-                let _ = reply.send(r);
-            }
-            (Job::Create { reply, .. }, Done::Create(r)) => {
-                let _ = reply.send(r);
-            }
-            (job, _) => job.fail(StoreError::Database(sqlx::Error::Protocol(
-                "internal: mismatched job result".into(),
-            ))),
-        }
-    }
-
-    /// Whether this job, done as `done`, can have made a run due.
-    fn wakes(&self, done: &Done) -> bool {
-        match (self, done) {
-            (Job::Create { .. }, Done::Create(Ok(Created::Run(_)))) => true,
-            (Job::Commit { changes, .. }, Done::Commit(Ok(()))) => wake::commit_wakes(changes),
-            _ => false,
-        }
-    }
-
-    fn fail(self, error: StoreError) {
-        match self {
-            Job::Commit { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Job::Create { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-        }
-    }
 }
 
 fn writer_stopped() -> StoreError {
@@ -98,9 +44,6 @@ fn writer_stopped() -> StoreError {
         "the SQLite writer task has stopped (the log says why); restart lifeboat".into(),
     )
 }
-
-/// Most commits merged into one transaction.
-const GROUP_COMMIT_MAX: usize = 512;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -169,12 +112,30 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let bells = Arc::new(bell::Bells::new(Some(options.get_filename())));
+        let file = options.get_filename().to_path_buf();
+        if file.as_os_str().is_empty() || file.as_os_str() == ":memory:" {
+            return Err(StoreError::Config(format!(
+                "`{url}`: lifeboat keeps its state in a SQLite file; an in-memory database would be lost on exit"
+            )));
+        }
         let pool = connect(options).await?;
         migrate(&pool).await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
-        let (commits, jobs) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(group_committer(pool.clone(), write_lock.clone(), jobs, bells.clone()));
+        let commits = writer::start(&file, write_lock.clone(), bells.clone())?;
         Ok(SqliteStore { pool, write_lock, commits, bells })
+    }
+
+    /// Runs `f` in a transaction of its own on the writer thread.
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut write::Tx<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job::Solo(Box::new(move |conn| {
+            let _ = reply.send(writer::in_transaction(conn, f));
+        }));
+        self.commits.send(job).map_err(|_| writer_stopped())?;
+        answer.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
     /// A write transaction; hold the guard until it commits.
@@ -257,24 +218,18 @@ impl Store for SqliteStore {
         limit: usize,
         only: Option<&str>,
     ) -> Result<Vec<String>> {
-        let (_guard, mut tx) = self.write().await?;
-        let ids: Vec<String> = sqlx::query_scalar(CLAIM)
-            .bind(worker)
-            .bind(lease.now + lease.duration_ms)
-            .bind(lease.now)
-            .bind(limit as i64)
-            .bind(only)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(ids)
+        let worker = worker.to_string();
+        let only = only.map(str::to_string);
+        let until = lease.now + lease.duration_ms;
+        self.on_writer(move |tx| {
+            write::column(tx.0, CLAIM, &[&worker, &until, &lease.now, &(limit as i64), &only])
+        })
+        .await
     }
 
     async fn renew(&self, worker: &str, lease: Lease) -> Result<Vec<String>> {
-        let (_guard, mut tx) = self.write().await?;
-        let ids = write::Tx(&mut tx).renew_leases(worker, lease).await?;
-        tx.commit().await?;
-        Ok(ids)
+        let worker = worker.to_string();
+        self.on_writer(move |tx| writer::now(tx.renew_leases(&worker, lease))).await
     }
 
     async fn release(&self, worker: &str, run_id: &str, wake_at: Option<i64>) -> Result<()> {
@@ -384,17 +339,12 @@ impl Store for SqliteStore {
 
 
     async fn claim_drill_overdue(&self, claim: &OverdueClaim) -> Result<Vec<(String, i64)>> {
-        let (_guard, mut tx) = self.write().await?;
-        let claimed = apply::claim_overdue(&mut write::Tx(&mut tx), claim).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        let claim = claim.clone();
+        self.on_writer(move |tx| writer::now(apply::claim_overdue(tx, &claim))).await
     }
 
     async fn audit_append(&self, entry: NewAudit) -> Result<AuditRecord> {
-        let (_guard, mut tx) = self.write().await?;
-        let record = write::Tx(&mut tx).append_audit(entry).await?;
-        tx.commit().await?;
-        Ok(record)
+        self.on_writer(move |tx| writer::now(tx.append_audit(entry))).await
     }
 
 
