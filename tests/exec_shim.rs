@@ -16,8 +16,9 @@ const SHIM: &str = env!("CARGO_BIN_EXE_lifeboat-exec");
 /// Starts `cancel-shell.yaml` (its step writes its pid, then sleeps) under
 /// `serve`, kills `serve` with SIGKILL and checks that the step's process
 /// died with it, before any other worker could take the run over.
-/// Returns the pid `serve` had.
-fn step_dies_with_its_killed_worker(sb: &Sandbox) -> u32 {
+/// Returns the pid `serve` had and whether the step's `sleep` (in the
+/// step's process group) died too.
+fn step_dies_with_its_killed_worker(sb: &Sandbox) -> (u32, bool) {
     sb.enqueue(&exec_fixture("cancel-shell.yaml"), &[]);
     let mut serve = sb.serve();
     let serve_pid = serve.pid();
@@ -29,31 +30,63 @@ fn step_dies_with_its_killed_worker(sb: &Sandbox) -> u32 {
     assert!(pid_alive(leader));
     serve.kill9();
     let died = eventually(Duration::from_secs(3), || !pid_alive(leader));
-    // Its `sleep` has no parent-death signal (taking the run over kills
-    // the group): do not leave it behind.
+    let group_died = eventually(Duration::from_secs(3), || group_members(leader).is_empty());
+    // Without a guardian its `sleep` has no parent-death signal (taking the
+    // run over kills the group): do not leave it behind.
     let _ = std::process::Command::new("kill").args(["-9", "--", &format!("-{leader}")]).status();
     assert!(died, "the step's process {leader} outlived its worker, killed with SIGKILL");
-    serve_pid
+    (serve_pid, group_died)
+}
+
+/// The processes whose process group is `pgid` (from `/proc/*/stat`).
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
+                    == Some(pgid)
+            })
+        })
+        .collect()
+}
+
+/// A wrapper for the shim that records how `serve` calls it, then is the
+/// shim; with `refuse_guard`, it exits at once when asked to guard.
+fn recording_shim(sb: Sandbox, refuse_guard: bool) -> Sandbox {
+    let calls = sb.path("shim-calls");
+    let refuse = if refuse_guard { "[ \"$1\" = --guard ] && exit 1\n" } else { "" };
+    let wrapper = sb.write(
+        "shim.sh",
+        &format!(
+            "#!/bin/sh\necho \"$1 $2\" >> '{}'\n{refuse}exec '{SHIM}' \"$@\"\n",
+            calls.display()
+        ),
+    );
+    make_executable(&wrapper);
+    sb.env("LIFEBOAT_EXEC_SHIM", wrapper.to_str().unwrap())
 }
 
 #[test]
-fn a_step_started_through_lifeboat_exec_dies_with_its_killed_worker() {
-    let sb = Sandbox::new("exec-shim-kill9");
-    // Records how `serve` calls the shim, then is the shim.
-    let calls = sb.path("shim-calls");
-    let wrapper = sb.write(
-        "shim.sh",
-        &format!("#!/bin/sh\necho \"$1 $2\" >> '{}'\nexec '{SHIM}' \"$@\"\n", calls.display()),
-    );
-    make_executable(&wrapper);
-    let sb = sb.env("LIFEBOAT_EXEC_SHIM", wrapper.to_str().unwrap());
+fn a_step_guarded_by_lifeboat_exec_dies_with_its_killed_worker() {
+    let sb = recording_shim(Sandbox::new("exec-shim-kill9"), false);
+    let (_, group_died) = step_dies_with_its_killed_worker(&sb);
+    assert!(group_died, "the guardian kills the step's whole process group");
+    // One guardian for the worker; the step's program started directly.
+    assert_eq!(sb.lines("shim-calls"), ["--guard "], "how `serve` called the shim");
+}
 
-    let serve_pid = step_dies_with_its_killed_worker(&sb);
-
+#[test]
+fn without_a_guardian_lifeboat_exec_launches_the_step_and_it_dies_with_its_worker() {
+    let sb = recording_shim(Sandbox::new("exec-shim-launcher-kill9"), true);
+    let (serve_pid, _) = step_dies_with_its_killed_worker(&sb);
     assert_eq!(
         sb.lines("shim-calls"),
-        [format!("{serve_pid} bash")],
-        "`serve` is the parent named"
+        ["--guard ".to_string(), format!("{serve_pid} bash")],
+        "`serve` tried a guardian, then launched through the shim naming itself the parent"
     );
 }
 

@@ -89,6 +89,10 @@ pub struct Driver {
     /// `AttemptPgid` changes from attempts that spawned a process group.
     spawned_tx: mpsc::UnboundedSender<Change>,
     spawned_rx: mpsc::UnboundedReceiver<Change>,
+    /// Process groups not recorded yet, and when they must be (see
+    /// `PGID_GRACE`).
+    pgids: Vec<Change>,
+    pgids_due: Option<tokio::time::Instant>,
     stop: CancellationToken,
     /// Notified when a request for this run was queued: read requests now,
     /// not at the next poll.
@@ -103,6 +107,13 @@ pub struct Driver {
 /// a later one hands the run back (a durable row), and the worker claims it
 /// again when `Store::next_wake` says it is due.
 const HOLD_FOR_TIMER: Duration = Duration::from_secs(1);
+
+/// How long a started process group may go unrecorded. It goes with the
+/// next commit (usually its attempt's end, for a short step), or by
+/// itself once this has passed. While the worker lives, its guardian (or
+/// the parent-death signal) ties the group to it; the record is for the
+/// worker that recovers the run after a crash of both.
+const PGID_GRACE: Duration = Duration::from_millis(20);
 
 impl Driver {
     pub async fn load(
@@ -157,6 +168,8 @@ impl Driver {
             rx,
             spawned_tx,
             spawned_rx,
+            pgids: Vec::new(),
+            pgids_due: None,
             stop,
             requests_queued,
             rto_due,
@@ -238,6 +251,12 @@ impl Driver {
     async fn flush(&mut self) -> ExecResult<()> {
         if self.staged.is_empty() {
             return Ok(());
+        }
+        // Process groups first: a group is recorded before its attempt's end.
+        if !self.pgids.is_empty() {
+            self.pgids_due = None;
+            let pgids = std::mem::take(&mut self.pgids);
+            self.staged.splice(0..0, pgids);
         }
         if let Err(e) = self.commit_staged().await {
             self.drop_launches();
@@ -532,12 +551,18 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ok(DriveEnd::Stopped),
-                // A process group is recorded before the attempt's end is.
+                // A process group is held for the next commit (`PGID_GRACE`);
+                // received before the attempt's end, so recorded with or before it.
                 Some(pgid) = self.spawned_rx.recv() => {
-                    let mut pgids = vec![pgid];
+                    self.pgids.push(pgid);
                     while let Ok(pgid) = self.spawned_rx.try_recv() {
-                        pgids.push(pgid);
+                        self.pgids.push(pgid);
                     }
+                    self.pgids_due.get_or_insert_with(|| tokio::time::Instant::now() + PGID_GRACE);
+                }
+                _ = tokio::time::sleep_until(self.pgids_due.unwrap_or_else(tokio::time::Instant::now)), if self.pgids_due.is_some() => {
+                    let pgids = std::mem::take(&mut self.pgids);
+                    self.pgids_due = None;
                     self.commit(pgids).await?;
                 }
                 _ = self.rt.draining.cancelled(), if !self.in_flight.is_empty() && self.staged.is_empty() => {

@@ -1,8 +1,10 @@
 //! Child processes for the `shell` step: each in its own process group that
 //! dies with the worker, killed as a whole, with bounded output capture.
-//! `spawn.rs` starts them (through `lifeboat-exec`, `shim.rs`, when it is
-//! installed beside the binary).
+//! `spawn.rs` starts them: directly, watched by this worker's guardian
+//! (`guard.rs`, `lifeboat-exec --guard`) when `lifeboat-exec` is installed
+//! beside the binary.
 
+mod guard;
 pub mod shim;
 mod spawn;
 
@@ -90,10 +92,14 @@ impl GroupGuard {
         self.pgid = None;
     }
 
-    /// Kills the group now; the guard does nothing more.
+    /// Kills the group now (and tells the guardian it is gone); the guard
+    /// does nothing more.
     pub(crate) fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
             kill_process_group(pgid);
+            if let Some(guardian) = guard::Guardian::started() {
+                guardian.unregister(pgid);
+            }
         }
     }
 }

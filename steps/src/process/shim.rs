@@ -38,6 +38,9 @@ pub const USAGE: i32 = 2;
 
 /// The `lifeboat-exec` program. Returns only by exiting.
 pub fn main() -> ! {
+    if std::env::args_os().nth(1).is_some_and(|a| a == super::guard::GUARD_ARG) {
+        super::guard::main();
+    }
     let report = report_pipe();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let Some((parent, program, argv)) = parse(&args) else {

@@ -1,14 +1,18 @@
-//! Starting a `shell` step's program: the leader of a new process group,
-//! SIGKILLed by the kernel when the worker dies, even by `kill -9`
-//! (`PR_SET_PDEATHSIG`), standard input from `/dev/null`.
+//! Starting a `shell` step's program: the leader of a new process group
+//! that dies with the worker, even by `kill -9`, standard input from
+//! `/dev/null`. Three ways, the first that works:
 //!
-//! Through `lifeboat-exec` (`shim.rs`) when it is installed beside the
-//! running binary: std then starts it with `posix_spawn`, which does not
-//! copy the server's memory map as `fork` does (a 40-step chain of shell
-//! steps took 160 ms through `serve` with `fork`). Without the shim, the
-//! same two calls run in a `pre_exec` hook, and any hook makes std fork.
+//! 1. **Guarded** (normal): started directly with `posix_spawn` and
+//!    registered with this worker's guardian (`guard.rs`, `lifeboat-exec
+//!    --guard`), which kills the whole group when the worker dies.
+//! 2. **Through `lifeboat-exec` as a launcher** (`shim.rs`), when no
+//!    guardian can run: it sets `PR_SET_PDEATHSIG` and execs the program;
+//!    one more exec per step (about 1 ms).
+//! 3. **Forked** (no `lifeboat-exec` installed): the same calls in a
+//!    `pre_exec` hook, and any hook makes std `fork` the whole server (a
+//!    40-step chain of shell steps took 160 ms through `serve` with `fork`).
 //!
-//! Either way `PR_SET_PDEATHSIG` fires when the *thread* that started the
+//! `PR_SET_PDEATHSIG` (2 and 3) fires when the *thread* that started the
 //! child exits (`posix_spawn`'s child is the calling thread's too), so spawn
 //! from a long-lived runtime worker thread, not from `spawn_blocking`
 //! (whose threads exit when idle).
@@ -26,6 +30,7 @@ use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
 use super::GroupGuard;
+use super::guard::Guardian;
 use super::shim;
 
 /// Names the shim to use instead of the one beside the binary; set but
@@ -103,6 +108,12 @@ async fn spawn_with(
     configure: impl Fn(&mut Command),
 ) -> io::Result<Child> {
     if let Some(shim) = shim
+        && let Some(guardian) = Guardian::of_process(shim)
+        && let Some(spawned) = guarded(guardian, program, args, &configure).await
+    {
+        return spawned;
+    }
+    if let Some(shim) = shim
         && let Some(spawned) = through_shim(shim, program, args, &configure).await
     {
         return spawned;
@@ -113,6 +124,32 @@ async fn spawn_with(
     cmd.stdin(Stdio::null());
     isolate_in_fork(&mut cmd);
     cmd.spawn()
+}
+
+/// Started directly (`posix_spawn`: no hook) and registered with the
+/// guardian at once. `None` if the guardian could not be told: the program
+/// is killed and started through the launcher instead.
+async fn guarded(
+    guardian: &Guardian,
+    program: &str,
+    args: &[&str],
+    configure: &impl Fn(&mut Command),
+) -> Option<io::Result<Child>> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    configure(&mut cmd);
+    cmd.stdin(Stdio::null()).process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return Some(Err(e)),
+    };
+    let pid = child.id()?;
+    if guardian.register(pid).is_ok() {
+        return Some(Ok(child));
+    }
+    super::kill_process_group(pid);
+    let _ = child.wait().await;
+    None
 }
 
 /// `None` when the shim itself could not be started (removed since it was
