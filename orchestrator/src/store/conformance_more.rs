@@ -40,17 +40,54 @@ async fn a_run_id_prefix_is_matched_exactly_with_no_wildcard_or_escape() {
 
 /// The parent's step and the child it starts, as one transition.
 fn start_child(child: &str) -> Vec<Change> {
+    child_of("p", child)
+}
+
+/// `parent`'s step `a` starts the child run `child`.
+fn child_of(parent: &str, child: &str) -> Vec<Change> {
     let mut run = new_run(child, None, false);
-    run.parent = Some(("p".into(), "a".into()));
-    run.root = Some("p".into());
+    run.parent = Some((parent.into(), "a".into()));
+    run.root = Some(parent.into());
     vec![
         Change::CreateRun(Box::new(run)),
         Change::Step(StepRecord {
             status: StepStatus::Waiting,
             state: Some(json!({"child_run": child})),
-            ..StepRecord::pending("p", "a")
+            ..StepRecord::pending(parent, "a")
         }),
     ]
+}
+
+/// Commits made together (one group commit on SQLite) where one fails
+/// after writing (its child's id exists): that one is undone alone, the
+/// others are applied whole.
+#[tokio::test]
+async fn a_commit_that_fails_among_others_is_undone_alone() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let parents = ["p", "q1", "q2", "q3", "q4", "q5"];
+        for id in parents {
+            store.create_run(new_run(id, None, false)).await.unwrap();
+        }
+        store.claim("w1", lease(now_ms()), 10, None).await.unwrap();
+        store.commit("w1", "p", &child_of("p", "c-p")).await.unwrap();
+        let commits = parents.iter().map(|&parent| {
+            // p starts a child whose id exists: its whole commit fails.
+            let child = if parent == "p" { "c-p".to_string() } else { format!("c-{parent}") };
+            let store = store.clone();
+            async move { store.commit("w1", parent, &child_of(parent, &child)).await }
+        });
+        let results = futures_util::future::join_all(commits).await;
+        assert!(matches!(&results[0], Err(StoreError::Conflict(_))), "{name}: {:?}", results[0]);
+        for (parent, result) in parents.iter().zip(&results).skip(1) {
+            assert!(result.is_ok(), "{name}: {parent}: {result:?}");
+            let child = store.run(&format!("c-{parent}")).await.unwrap();
+            assert_eq!(child.map(|c| c.parent_run_id), Some(Some(parent.to_string())), "{name}");
+        }
+        let step = store.steps("p").await.unwrap().into_iter().find(|s| s.step_id == "a");
+        assert_eq!(step.unwrap().state, Some(json!({"child_run": "c-p"})), "{name}");
+        assert_eq!(store.runs(&RunFilter::default()).await.unwrap().len(), 12, "{name}");
+    }
 }
 
 #[tokio::test]
