@@ -358,6 +358,52 @@ fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
     assert_eq!(api.get(&format!("/api/v1/runs/{id}/events"), None).status, 401);
 }
 
+/// Each event reaches an open stream as its worker commits it, not at the
+/// stream's next look at the store (every 200 ms, for other replicas):
+/// the delay from an event's own timestamp to its arrival is a few
+/// milliseconds. (Polled, half the delays would exceed 100 ms.)
+#[test]
+fn a_streams_events_arrive_as_they_are_committed_not_at_the_next_poll() {
+    let sb = sandbox("serve-sse-push");
+    let steps: String = (0..8)
+        .map(|i| {
+            let needs = if i == 0 { String::new() } else { format!(", needs: [w{}]", i - 1) };
+            format!("  w{i}: {{ uses: wait, with: {{ duration: 120ms }}{needs} }}\n")
+        })
+        .collect();
+    sb.write("workflows/waits.yaml", &format!("name: waits\nsteps:\n{steps}"));
+    let api = Api::start(&sb);
+    let id = api.post("/api/v1/workflows/waits/runs", Some(ALICE), &json!({})).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = api
+        .client()
+        .get(api.url(&format!("/api/v1/runs/{id}/events")))
+        .bearer_auth(VIC)
+        .send()
+        .expect("event stream");
+    let mut delays = Vec::new();
+    let mut data = String::new();
+    for line in BufReader::new(response).lines() {
+        let line = line.expect("read event stream");
+        if let Some(v) = line.strip_prefix("data:") {
+            data = v.trim().to_string();
+        } else if line.is_empty() && !data.is_empty() {
+            let arrived = chrono::Utc::now().timestamp_millis();
+            let event: Value = serde_json::from_str(&std::mem::take(&mut data)).unwrap();
+            let at = chrono::DateTime::parse_from_rfc3339(event["at"].as_str().unwrap()).unwrap();
+            // Events committed before the stream opened arrive with its head.
+            if event["kind"] == "step_succeeded" && event["step"] != "w0" {
+                delays.push(arrived - at.timestamp_millis());
+            }
+        }
+    }
+    assert_eq!(delays.len(), 7, "every later step's end arrived: {delays:?}");
+    delays.sort_unstable();
+    assert!(delays[3] < 60, "median delay {} ms: {delays:?}", delays[3]);
+}
+
 /// Reads an SSE stream to its end: (id, event, data) of each event.
 fn read_events(response: reqwest::blocking::Response) -> Vec<(i64, String, Value)> {
     let mut out = Vec::new();

@@ -1,7 +1,9 @@
 //! `GET /api/v1/runs/{id}/events`: every transition of a run as
-//! Server-Sent Events. The store is the source (polled every 200 ms), so
-//! the stream shows what any replica committed; `Last-Event-ID` resumes
-//! after the last event a client saw. The stream ends once the run has
+//! Server-Sent Events. The store is the source, so the stream shows what
+//! any replica committed; it is read again at once when this process
+//! commits an event of the run (the worker's live progress) or queues a
+//! request for it (the doorbell), and every 200 ms for other processes'
+//! commits. `Last-Event-ID` resumes after the last event a client saw. The stream ends once the run has
 //! finished and its last events are sent, or when the server shuts down.
 //!
 //! `GET /api/v1/events`: the same for every run at once (event ids are
@@ -25,6 +27,9 @@ use super::error::ApiError;
 use crate::store::EventRecord;
 
 const POLL: Duration = Duration::from_millis(200);
+
+/// Under a flood of events, a stream reads the store at most this often.
+const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// Open event streams per user.
 #[derive(Debug)]
@@ -90,12 +95,63 @@ struct Cursor {
     after: i64,
     pending: std::collections::VecDeque<EventRecord>,
     finished: bool,
+    /// What wakes the stream before the poll (see the module's doc).
+    progress: tokio::sync::broadcast::Receiver<EventRecord>,
+    requests: tokio::sync::broadcast::Receiver<String>,
+    due: tokio::sync::watch::Receiver<u64>,
+    last_read: Option<tokio::time::Instant>,
 }
 
 impl Cursor {
     /// A cursor after event `after`, of run `run_id` or (`None`) of every run.
     fn new(slot: Slot, app: AppState, run_id: Option<String>, after: i64) -> Cursor {
-        Cursor { _slot: slot, app, run_id, after, pending: Default::default(), finished: false }
+        let progress = app.engine.progress.subscribe();
+        let doorbell = app.ctx.store.doorbell();
+        let (requests, due) = (doorbell.requests(), doorbell.due());
+        Cursor {
+            _slot: slot,
+            app,
+            run_id,
+            after,
+            pending: Default::default(),
+            finished: false,
+            progress,
+            requests,
+            due,
+            last_read: None,
+        }
+    }
+
+    /// Waits until the store may hold something new for this stream: an
+    /// event committed here or a request queued (of its run, for a run's
+    /// stream), a run made due (for every run's), or the poll. `false`:
+    /// the server is shutting down.
+    async fn changed(&mut self) -> bool {
+        // The senders live in the app this cursor holds: no channel closes
+        // under it, and a lagged one (rings dropped) is a reason to read.
+        let poll = tokio::time::sleep(POLL);
+        tokio::pin!(poll);
+        loop {
+            let about_us = |run: &str| self.run_id.as_deref().is_none_or(|id| id == run);
+            tokio::select! {
+                _ = self.app.shutdown.cancelled() => return false,
+                _ = &mut poll => break,
+                event = self.progress.recv() => match event {
+                    Ok(e) if !about_us(&e.run_id) => continue,
+                    _ => break,
+                },
+                run = self.requests.recv() => match run {
+                    Ok(run) if !about_us(&run) => continue,
+                    _ => break,
+                },
+                _ = self.due.changed(), if self.run_id.is_none() => break,
+            }
+        }
+        // Many wake-ups close together are one read.
+        if let Some(last) = self.last_read {
+            tokio::time::sleep_until(last + MIN_GAP).await;
+        }
+        !self.app.shutdown.is_cancelled()
     }
 }
 
@@ -150,7 +206,7 @@ pub async fn all_events(
     Ok(follow(Cursor::new(slot, app, None, after)))
 }
 
-/// The stream of `cursor`'s events, polled from the store.
+/// The stream of `cursor`'s events, read from the store.
 fn follow(cursor: Cursor) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = stream::unfold(cursor, |mut c| async move {
         loop {
@@ -161,6 +217,7 @@ fn follow(cursor: Cursor) -> Sse<impl Stream<Item = Result<Event, Infallible>>> 
             if c.finished || c.app.shutdown.is_cancelled() {
                 return None;
             }
+            c.last_read = Some(tokio::time::Instant::now());
             let store = &c.app.ctx.store;
             // Status first: the final transition commits with its events,
             // so a run seen finished has all its events readable now.
@@ -190,11 +247,8 @@ fn follow(cursor: Cursor) -> Sse<impl Stream<Item = Result<Event, Infallible>>> 
                     tracing::warn!(run = ?c.run_id, error = %e, "Event stream: cannot read events; retrying.");
                 }
             }
-            if c.pending.is_empty() && !c.finished {
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = c.app.shutdown.cancelled() => return None,
-                }
+            if c.pending.is_empty() && !c.finished && !c.changed().await {
+                return None;
             }
         }
     });
