@@ -75,7 +75,8 @@ pub(crate) trait Writer: Send {
     ) -> Result<bool>;
 }
 
-/// The SQL of the hot writes shared by both backends, named for `plans.rs`.
+/// The SQL of the hot writes shared by both backends (`$N` parameters,
+/// which SQLite's writer binds by number), named for `plans.rs`.
 pub(crate) const RENEW: &str = "UPDATE runs SET lease_expires_at = $1 \
      WHERE lease_owner = $2 AND lease_expires_at >= $3 RETURNING id";
 pub(crate) const HEARTBEAT: &str = "UPDATE workers SET heartbeat_at = $1 WHERE id = $2";
@@ -109,110 +110,6 @@ pub(crate) const MARK_DRILL: &str = "INSERT INTO drill_freshness (workflow, scen
 /// An overdue period of a drill scenario, claimed once (`drill_overdue`).
 pub(crate) const CLAIM_PERIOD: &str = "INSERT INTO drill_overdue (workflow, scenario, due_at, fired_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (workflow, scenario, due_at) DO NOTHING";
-
-/// Wraps a backend's `impl Writer` (over `self.0`, its open transaction),
-/// adding the pieces whose SQL is the same text on both backends.
-macro_rules! with_shared_writes {
-    ($(#[$attr:meta])* impl Writer for $tx:ty { $($own:tt)* }) => {
-        $(#[$attr])*
-        impl Writer for $tx {
-            $($own)*
-
-            async fn renew_leases(&mut self, worker: &str, lease: Lease) -> Result<Vec<String>> {
-                let mut ids: Vec<String> = sqlx::query_scalar(crate::store::apply::RENEW)
-                .bind(lease.now + lease.duration_ms)
-                .bind(worker)
-                .bind(lease.now)
-                .fetch_all(&mut **self.0)
-                .await?;
-                sqlx::query(crate::store::apply::HEARTBEAT)
-                    .bind(lease.now)
-                    .bind(worker)
-                    .execute(&mut **self.0)
-                    .await?;
-                ids.sort();
-                Ok(ids)
-            }
-
-            async fn set_pgid(
-                &mut self,
-                run_id: &str,
-                step_id: &str,
-                phase: Phase,
-                n: u32,
-                pgid: u32,
-            ) -> Result<()> {
-                sqlx::query(
-                    "UPDATE attempts SET pgid = $1 \
-                     WHERE run_id = $2 AND step_id = $3 AND phase = $4 AND n = $5",
-                )
-                .bind(i64::from(pgid))
-                .bind(run_id)
-                .bind(step_id)
-                .bind(phase.as_str())
-                .bind(i64::from(n))
-                .execute(&mut **self.0)
-                .await?;
-                Ok(())
-            }
-
-            async fn request_done(&mut self, id: i64, at: i64) -> Result<()> {
-                sqlx::query(crate::store::apply::REQUEST_DONE)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut **self.0)
-                    .await?;
-                Ok(())
-            }
-
-            async fn wake(&mut self, run_id: &str) -> Result<()> {
-                sqlx::query(crate::store::apply::WAKE)
-                    .bind(run_id)
-                    .execute(&mut **self.0)
-                    .await?;
-                Ok(())
-            }
-
-            async fn mark_drill(&mut self, run_id: &str, passed: bool, at: i64) -> Result<()> {
-                sqlx::query(crate::store::apply::MARK_DRILL)
-                    .bind(run_id)
-                    .bind(if passed { "passed" } else { "failed" })
-                    .bind(at)
-                    .execute(&mut **self.0)
-                    .await?;
-                Ok(())
-            }
-
-            async fn claim_period(
-                &mut self,
-                workflow: &str,
-                scenario: &str,
-                due_at: i64,
-                now: i64,
-            ) -> Result<bool> {
-                let done = sqlx::query(crate::store::apply::CLAIM_PERIOD)
-                    .bind(workflow)
-                    .bind(scenario)
-                    .bind(due_at)
-                    .bind(now)
-                    .execute(&mut **self.0)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
-                sqlx::query(crate::store::apply::RELEASE_IN_COMMIT)
-                .bind(wake_at)
-                .bind(run_id)
-                .execute(&mut **self.0)
-                .await?;
-                Ok(())
-            }
-        }
-    };
-}
-
-pub(crate) use with_shared_writes;
 
 /// Applies `changes` if `worker` holds the lease on `run_id` (fencing).
 pub(crate) async fn commit(

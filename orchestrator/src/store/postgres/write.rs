@@ -5,7 +5,7 @@
 //! and the checks are `apply`'s.
 
 use super::*;
-use crate::store::apply::{self, FinishedAttempt, NewEvent, Writer, with_shared_writes};
+use crate::store::apply::{self, FinishedAttempt, NewEvent, Writer};
 
 /// A run's lease owner, its row locked until the transaction ends.
 pub(in crate::store) const LEASE_OWNER_FOR_UPDATE: &str =
@@ -49,7 +49,6 @@ impl Tx<'_> {
     }
 }
 
-with_shared_writes! {
 #[async_trait::async_trait]
 impl Writer for Tx<'_> {
     async fn lease_owner(&mut self, run_id: &str) -> Result<Option<Option<String>>> {
@@ -73,9 +72,9 @@ impl Writer for Tx<'_> {
                 .await?;
             if run.skip_on_conflict {
                 let active: Option<String> = sqlx::query_scalar(apply::ACTIVE_WITH_CONCURRENCY_KEY)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await?;
+                    .bind(key)
+                    .fetch_optional(&mut **tx)
+                    .await?;
                 if let Some(active) = active {
                     return Ok(Created::Skipped { active });
                 }
@@ -89,10 +88,10 @@ impl Writer for Tx<'_> {
                 .execute(&mut **tx)
                 .await?;
             let active: Option<String> = sqlx::query_scalar(apply::ACTIVE_WITH_DEDUPE_KEY)
-            .bind(&run.workflow)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
+                .bind(&run.workflow)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
             if let Some(existing) = active {
                 return Ok(Created::Duplicate { existing });
             }
@@ -111,10 +110,10 @@ impl Writer for Tx<'_> {
             .rows_affected();
             if inserted == 0 {
                 let existing: String = sqlx::query_scalar(apply::TICK_FIRED)
-                .bind(schedule)
-                .bind(tick)
-                .fetch_one(&mut **tx)
-                .await?;
+                    .bind(schedule)
+                    .bind(tick)
+                    .fetch_one(&mut **tx)
+                    .await?;
                 return Ok(Created::Duplicate { existing });
             }
         }
@@ -245,7 +244,6 @@ impl Writer for Tx<'_> {
         Ok(())
     }
 
-
     async fn finish_attempt(&mut self, run_id: &str, end: FinishedAttempt<'_>) -> Result<()> {
         sqlx::query(
             "UPDATE attempts SET status = $1, finished_at = $2, error = $3, stdout = $4, stderr = $5 \
@@ -283,9 +281,6 @@ impl Writer for Tx<'_> {
         Ok(())
     }
 
-
-
-
     async fn notify(&mut self, run_id: &str, n: &NewNotification) -> Result<()> {
         sqlx::query(
             "INSERT INTO outbox (dedupe_key, run_id, step_id, event, channel, message, status, next_at, created_at) \
@@ -302,5 +297,92 @@ impl Writer for Tx<'_> {
         .await?;
         Ok(())
     }
-}
+
+    async fn renew_leases(&mut self, worker: &str, lease: Lease) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = sqlx::query_scalar(crate::store::apply::RENEW)
+            .bind(lease.now + lease.duration_ms)
+            .bind(worker)
+            .bind(lease.now)
+            .fetch_all(&mut **self.0)
+            .await?;
+        sqlx::query(crate::store::apply::HEARTBEAT)
+            .bind(lease.now)
+            .bind(worker)
+            .execute(&mut **self.0)
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn set_pgid(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        phase: Phase,
+        n: u32,
+        pgid: u32,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE attempts SET pgid = $1 \
+                     WHERE run_id = $2 AND step_id = $3 AND phase = $4 AND n = $5",
+        )
+        .bind(i64::from(pgid))
+        .bind(run_id)
+        .bind(step_id)
+        .bind(phase.as_str())
+        .bind(i64::from(n))
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn request_done(&mut self, id: i64, at: i64) -> Result<()> {
+        sqlx::query(crate::store::apply::REQUEST_DONE)
+            .bind(at)
+            .bind(id)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn wake(&mut self, run_id: &str) -> Result<()> {
+        sqlx::query(crate::store::apply::WAKE).bind(run_id).execute(&mut **self.0).await?;
+        Ok(())
+    }
+
+    async fn mark_drill(&mut self, run_id: &str, passed: bool, at: i64) -> Result<()> {
+        sqlx::query(crate::store::apply::MARK_DRILL)
+            .bind(run_id)
+            .bind(if passed { "passed" } else { "failed" })
+            .bind(at)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_period(
+        &mut self,
+        workflow: &str,
+        scenario: &str,
+        due_at: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(crate::store::apply::CLAIM_PERIOD)
+            .bind(workflow)
+            .bind(scenario)
+            .bind(due_at)
+            .bind(now)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&mut self, run_id: &str, wake_at: Option<i64>) -> Result<()> {
+        sqlx::query(crate::store::apply::RELEASE_IN_COMMIT)
+            .bind(wake_at)
+            .bind(run_id)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
 }
