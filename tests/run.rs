@@ -496,6 +496,13 @@ fn pause_holds_new_steps_until_resume() {
     drop(serve);
     assert_eq!(status(&doc), "succeeded", "{doc:#}");
     assert_eq!(sb.lines("trail"), ["first", "second"]);
+    // The history says when the worker applied each request, and for whom:
+    // an event stream learns the run is paused from an event, not a poll.
+    let logs = stdout(&sb.ok(&["logs", &id]));
+    let applied: Vec<&str> =
+        logs.lines().filter(|l| l.contains(" paused") || l.contains(" resumed")).collect();
+    assert_eq!(applied.len(), 2, "{logs}");
+    assert!(applied[0].contains("paused") && applied[1].contains("resumed"), "{logs}");
 }
 
 #[test]

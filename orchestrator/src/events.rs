@@ -48,6 +48,8 @@ run_events! {
     Retried => "retried",
     RtoBreached => "rto_breached",
     Quarantined => "quarantined",
+    Paused => "paused",
+    Resumed => "resumed",
     // Its steps.
     StepStarted => "step_started",
     StepSucceeded => "step_succeeded",
@@ -93,11 +95,12 @@ impl RunEvent {
             NeedsHuman => Event::NeedsHuman,
             Escalated => Event::Escalated,
             RtoBreached => Event::RtoBreached,
-            RollingBack | Retried | Quarantined | StepStarted | StepSucceeded | StepSkipped
-            | StepRetrying | StepWaiting | StepInterrupted | ChildStarted | Notification
-            | RollbackStarted | StepRolledBack | RollbackStepFailed | ApprovalRecorded
-            | ApprovalTimedOut | Approved | Rejected | Acknowledged | DecisionRefused
-            | StatusUpdate | EscalationExhausted | FaultInjected => return None,
+            RollingBack | Retried | Quarantined | Paused | Resumed | StepStarted
+            | StepSucceeded | StepSkipped | StepRetrying | StepWaiting | StepInterrupted
+            | ChildStarted | Notification | RollbackStarted | StepRolledBack
+            | RollbackStepFailed | ApprovalRecorded | ApprovalTimedOut | Approved | Rejected
+            | Acknowledged | DecisionRefused | StatusUpdate | EscalationExhausted
+            | FaultInjected => return None,
         })
     }
 }

@@ -139,6 +139,13 @@ fn format_event(
         Cancelled => "■ run cancelled".to_string(),
         RtoBreached => "⚠ recovery time objective breached".to_string(),
         Retried => "↻ run retried".to_string(),
+        Paused => format!(
+            "⏸ run paused by {}: no new step starts",
+            data.get("by").and_then(|b| b.as_str()).unwrap_or("?")
+        ),
+        Resumed => {
+            format!("▶ run resumed by {}", data.get("by").and_then(|b| b.as_str()).unwrap_or("?"))
+        }
         Quarantined => format!(
             "■ run quarantined: {}",
             data.get("reason").and_then(|r| r.as_str()).unwrap_or("")

@@ -13,10 +13,20 @@ impl Driver {
             let step =
                 req.step_id.as_deref().and_then(|id| self.wf.steps.iter().position(|s| s.id == id));
             match req.kind {
-                RequestKind::Pause => changes
-                    .push(Change::Run(RunUpdate { paused: Some(true), ..Default::default() })),
-                RequestKind::Resume => changes
-                    .push(Change::Run(RunUpdate { paused: Some(false), ..Default::default() })),
+                RequestKind::Pause | RequestKind::Resume => {
+                    let pause = req.kind == RequestKind::Pause;
+                    changes
+                        .push(Change::Run(RunUpdate { paused: Some(pause), ..Default::default() }));
+                    // The run's history (and every event stream) says when
+                    // it turned; a request that changes nothing adds nothing.
+                    if self.run.paused != pause {
+                        changes.push(Self::event(
+                            if pause { RunEvent::Paused } else { RunEvent::Resumed },
+                            None,
+                            Some(json!({"by": req.actor})),
+                        ));
+                    }
+                }
                 RequestKind::Cancel | RequestKind::CancelNoRollback
                     if !self.run.status.is_terminal() =>
                 {
