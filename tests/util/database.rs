@@ -81,6 +81,57 @@ impl Sandbox {
     }
 }
 
+/// An event inserted in a transaction still open: its id is taken, its row
+/// not yet visible (a slow writer). `commit` makes it visible.
+pub struct OpenEvent {
+    id: i64,
+    commit: std::sync::mpsc::Sender<()>,
+    done: std::thread::JoinHandle<()>,
+}
+
+impl OpenEvent {
+    /// Commits the transaction; the event's id.
+    pub fn commit(self) -> i64 {
+        self.commit.send(()).expect("the transaction's thread waits");
+        self.done.join().expect("commit the open transaction");
+        self.id
+    }
+}
+
+impl Sandbox {
+    /// Postgres only: a `status_update` event of `run` inserted in a
+    /// transaction left open until `OpenEvent::commit`.
+    pub fn event_in_open_transaction(&self, run: &str) -> OpenEvent {
+        let (id_tx, id_rx) = std::sync::mpsc::channel();
+        let (commit, commit_rx) = std::sync::mpsc::channel::<()>();
+        let (options, run) = (pg_options(&self.url), run.to_string());
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                use sqlx::Connection;
+                let mut conn =
+                    sqlx::PgConnection::connect_with(&options).await.expect("connect postgres");
+                let mut tx = conn.begin().await.expect("begin");
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO events (run_id, at, kind) VALUES ($1, $2, 'status_update') RETURNING id",
+                )
+                .bind(&run)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .fetch_one(&mut *tx)
+                .await
+                .expect("insert an event");
+                id_tx.send(id).expect("the test waits for the id");
+                let _ = commit_rx.recv();
+                tx.commit().await.expect("commit");
+            });
+        });
+        OpenEvent { id: id_rx.recv().expect("the open event's id"), commit, done }
+    }
+}
+
 /// Every column of every row as text, on either backend.
 fn as_text<R>(rows: &Result<Vec<R>, sqlx::Error>, query: &str) -> Vec<Vec<Option<String>>>
 where

@@ -15,6 +15,7 @@ pub mod confirm;
 pub mod controls;
 pub mod drills;
 pub mod error;
+mod event_order;
 pub mod health;
 pub mod hook_guard;
 mod hook_payload;

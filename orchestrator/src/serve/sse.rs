@@ -9,7 +9,8 @@
 //! `GET /api/v1/events`: the same for every run at once (event ids are
 //! global), from now on or from `Last-Event-ID`; it never ends by itself.
 //! The web UI's run list, "waiting for me" count and catalog follow it
-//! instead of polling.
+//! instead of polling. Its events go in id order with none skipped though
+//! writers commit out of id order (`event_order`).
 //! A user holds at most `[server] max_streams_per_user` streams at once
 //! (429 past it); a stream's slot is freed when it ends or its client leaves.
 
@@ -100,6 +101,8 @@ struct Cursor {
     requests: tokio::sync::broadcast::Receiver<String>,
     due: tokio::sync::watch::Receiver<u64>,
     last_read: Option<tokio::time::Instant>,
+    /// Every run's events wait here for a lower id still being committed.
+    order: super::event_order::InOrder,
 }
 
 impl Cursor {
@@ -119,6 +122,7 @@ impl Cursor {
             requests,
             due,
             last_read: None,
+            order: Default::default(),
         }
     }
 
@@ -233,7 +237,10 @@ fn follow(cursor: Cursor) -> Sse<impl Stream<Item = Result<Event, Infallible>>> 
             };
             let batch = match &c.run_id {
                 Some(run_id) => store.events(run_id, c.after).await,
-                None => store.events_after(c.after, BATCH).await,
+                None => store
+                    .events_after(c.after, BATCH)
+                    .await
+                    .map(|batch| c.order.release(c.after, batch, crate::store::now_ms())),
             };
             match batch {
                 Ok(batch) => {
