@@ -121,7 +121,16 @@ pub(crate) fn check_run(doc: &Value, ledger: &Ledger) -> Vec<String> {
             continue;
         };
         if step["status"] != "succeeded" {
-            bad.push(format!("run {run}: step {id} ended {}", step["status"]));
+            let attempts: Vec<String> = step["attempts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| format!("#{} {} {}", a["n"], a["status"], a["error"]))
+                .collect();
+            bad.push(format!(
+                "run {run}: step {id} ended {} (error {}; attempts {attempts:?})",
+                step["status"], step["error"]
+            ));
         }
         if id == TIMER {
             // The durable timer: at least 1s between its start and its end, across crashes.

@@ -134,6 +134,34 @@ fn per_workflow_retention_from_the_config_keeps_a_runbooks_runs_longer() {
     assert_eq!(gone["pruned"]["runs"], 1, "{gone:#}");
 }
 
+/// Drill evidence outlives ordinary history: a drill that ended 100 days
+/// ago survives both `[retention] runs = "30d"` and `prune --older-than
+/// 30d`, which take a live run as old; it goes once past `drills`.
+#[test]
+fn a_drill_run_is_kept_past_the_runs_retention_until_its_own() {
+    let sb = sandbox("retention-drills").config("[retention]\nruns = \"30d\"\ndrills = \"200d\"\n");
+    let live = finished_run(&sb);
+    let drilled = sb.ok(&["drill", "chain", "--wait", "--json"]);
+    let drill: Value = serde_json::from_slice(&drilled.stdout).expect("the drill's document");
+    assert_eq!(drill["mode"], "drill", "{drill:#}");
+    let drill = drill["id"].as_str().expect("run id").to_string();
+    let age = |days: i64| {
+        sb.sql(&format!(
+            "UPDATE runs SET finished_at = finished_at - {} WHERE id IN ('{live}', '{drill}')",
+            days * DAY
+        ));
+    };
+    age(100);
+    assert_eq!(prune_json(&sb, &[])["pruned"]["runs"], 1);
+    assert_eq!(sb.lifeboat(&["show", &live]).status.code(), Some(3), "the live run went");
+    assert_eq!(prune_json(&sb, &["--older-than", "30d"])["pruned"]["runs"], 0, "even by hand");
+    sb.ok(&["show", &drill]);
+    age(150);
+    assert_eq!(prune_json(&sb, &[])["pruned"]["runs"], 1, "past `drills`, it goes");
+    assert_eq!(sb.lifeboat(&["show", &drill]).status.code(), Some(3));
+    assert_eq!(orphans(&sb), []);
+}
+
 /// `copies` copies of the finished run `template`, with all its rows, that
 /// ended 100 days ago: history made in one statement per table.
 fn seed_copies(sb: &Sandbox, template: &str, copies: usize) {

@@ -437,6 +437,11 @@ pub struct RetentionConfig {
     /// kept for the audit year: `failover = "400d"`).
     #[serde(default)]
     pub workflows: BTreeMap<String, Keep>,
+    /// Drill runs are kept at least this long after they end, and never
+    /// less long than their workflow's live runs: the evidence that
+    /// recovery was rehearsed outlives ordinary history.
+    #[serde(default = "default_drills")]
+    pub drills: Keep,
     /// How often `serve` prunes.
     #[serde(default = "default_interval")]
     pub interval: Interval,
@@ -447,6 +452,12 @@ pub struct RetentionConfig {
 
 fn default_runs() -> Keep {
     Keep::Forever
+}
+
+/// An audit year and a month: last year's drills are at hand when the
+/// auditor asks.
+fn default_drills() -> Keep {
+    Keep::For(crate::model::Duration::from_millis(400 * 86_400_000))
 }
 
 fn default_interval() -> Interval {
@@ -462,6 +473,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             runs: default_runs(),
             workflows: BTreeMap::new(),
+            drills: default_drills(),
             interval: default_interval(),
             batch: default_batch(),
         }
@@ -505,6 +517,7 @@ const ENV_KEYS: &[&str] = &[
     "audit.anchor_key_env",
     "audit.anchor_every",
     "retention.runs",
+    "retention.drills",
     "retention.interval",
     "retention.batch",
 ];

@@ -6,9 +6,8 @@
 //! Nothing is deleted unless configured: `runs` defaults to `never`, so an
 //! upgrade never starts deleting the history someone needs for a
 //! postmortem. `lifeboat init` writes `runs = "90d"` for new deployments.
-//! The audit log is never pruned. Longer retention for drill runs (issue
-//! #14's run modes) is to be a `[retention.modes]` table beside
-//! `[retention.workflows]`, resolved in `policy` the same way.
+//! The audit log is never pruned. Drill runs are kept `drills` (400 days
+//! unless set), and never less long than their workflow's live runs.
 
 use std::sync::Arc;
 
@@ -22,6 +21,7 @@ pub fn policy(config: &RetentionConfig, now: i64) -> PrunePolicy {
     PrunePolicy {
         cutoff: config.runs.cutoff(now),
         workflows: config.workflows.iter().map(|(w, keep)| (w.clone(), keep.cutoff(now))).collect(),
+        drills: config.drills.cutoff(now),
         only: None,
     }
 }
@@ -143,6 +143,7 @@ pub fn audit_payload(policy: &PrunePolicy, pruned: &Pruned) -> serde_json::Value
     serde_json::json!({
         "cutoff": policy.cutoff,
         "workflows": policy.workflows,
+        "drills": policy.drills,
         "only": policy.only,
         "pruned": pruned,
     })
@@ -181,11 +182,38 @@ mod tests {
         let day = 86_400_000;
         let now = 1_000 * day;
         let policy = policy(&config, now);
-        assert_eq!(policy.cutoff_of("nightly"), Some(now - 90 * day));
-        assert_eq!(policy.cutoff_of("failover"), Some(now - 400 * day));
-        assert_eq!(policy.cutoff_of("scratch"), None);
+        assert_eq!(policy.cutoff_of("nightly", false), Some(now - 90 * day));
+        assert_eq!(policy.cutoff_of("failover", false), Some(now - 400 * day));
+        assert_eq!(policy.cutoff_of("scratch", false), None);
         assert_eq!(config.interval.0.as_millis(), 600_000);
         assert_eq!(config.batch.0, 50);
+    }
+
+    #[test]
+    fn drill_runs_keep_the_longer_of_drills_and_their_workflows_retention() {
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        let defaults = policy(&parse("[retention]\nruns = \"90d\"\n").unwrap(), now);
+        assert_eq!(
+            defaults.cutoff_of("nightly", true),
+            Some(now - 400 * day),
+            "400 days unless set"
+        );
+        let config = parse(
+            "[retention]\nruns = \"90d\"\ndrills = \"180d\"\n\
+             [retention.workflows]\nfailover = \"400d\"\nscratch = \"never\"\n",
+        )
+        .unwrap();
+        let policy = policy(&config, now);
+        assert_eq!(policy.cutoff_of("nightly", true), Some(now - 180 * day));
+        assert_eq!(
+            policy.cutoff_of("failover", true),
+            Some(now - 400 * day),
+            "never less than live runs"
+        );
+        assert_eq!(policy.cutoff_of("scratch", true), None);
+        let never = parse("[retention]\nruns = \"90d\"\ndrills = \"never\"\n").unwrap();
+        assert_eq!(super::policy(&never, now).cutoff_of("nightly", true), None);
     }
 
     #[test]
@@ -202,7 +230,8 @@ mod tests {
                 "retention.workflows.failover",
                 "less than an hour",
             ),
-            ("drills = \"400d\"", "drills", "unknown field"),
+            ("drills = \"30m\"", "retention.drills", "less than an hour"),
+            ("modes = {}", "modes", "unknown field"),
         ] {
             let e = parse(&format!("[retention]\n{toml}\n")).unwrap_err();
             assert!(e.contains("invalid configuration") && e.contains(says), "{toml}: {e}");

@@ -36,6 +36,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let mut policy = match args.older_than {
         Some(age) => PrunePolicy {
             cutoff: crate::retention::Keep::For(age).cutoff(now),
+            // Drill evidence keeps its own retention, even by hand.
+            drills: retention.drills.cutoff(now),
             ..Default::default()
         },
         None if retention.prunes() => crate::retention::policy(retention, now),

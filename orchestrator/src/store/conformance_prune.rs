@@ -239,14 +239,14 @@ async fn per_workflow_retention_and_only_choose_which_trees_go() {
         let keep_failover = PrunePolicy {
             cutoff,
             workflows: BTreeMap::from([("failover".to_string(), Some(now - 400 * DAY))]),
-            only: None,
+            ..Default::default()
         };
         assert_eq!(pass(&*store, &keep_failover, 10, true).await.runs, 1, "{name}");
         // Kept forever by default, but `wf`'s runs go after 90 days.
         let only_wf = PrunePolicy {
             cutoff: None,
             workflows: BTreeMap::from([("wf".to_string(), cutoff)]),
-            only: None,
+            ..Default::default()
         };
         assert_eq!(pass(&*store, &only_wf, 10, true).await.runs, 1, "{name}");
         // `only`: one workflow's trees, whatever the others' cutoffs allow.
@@ -257,6 +257,35 @@ async fn per_workflow_retention_and_only_choose_which_trees_go() {
         assert!(store.run("a").await.unwrap().is_some(), "{name}");
         // Nothing configured: nothing goes.
         assert_eq!(pass(&*store, &PrunePolicy::default(), 10, false).await, Pruned::default());
+    }
+}
+
+/// Drill evidence outlives ordinary history: a drill run stays past the
+/// runs' cutoff until the drills' own, and never goes before a live run of
+/// its workflow would.
+#[tokio::test]
+async fn drill_runs_are_kept_by_the_longer_of_their_own_and_their_workflows_retention() {
+    for (name, store, _dir) in backends().await {
+        with_definition(&*store).await;
+        let now = now_ms();
+        let old = Some(now - 100 * DAY);
+        let drill = |id: &str| NewRun { mode: RunMode::Drill, ..new_run(id, None, false) };
+        seed(&*store, new_run("live", None, false), RunStatus::Succeeded, old, false).await;
+        seed(&*store, drill("drill"), RunStatus::Succeeded, old, false).await;
+        seed(&*store, drill("ancient"), RunStatus::Failed, Some(now - 500 * DAY), false).await;
+        let policy = PrunePolicy {
+            cutoff: Some(now - 90 * DAY),
+            drills: Some(now - 400 * DAY),
+            ..Default::default()
+        };
+        // `wf` kept forever: its drills too, whatever `drills` says.
+        let forever =
+            PrunePolicy { workflows: BTreeMap::from([("wf".to_string(), None)]), ..policy.clone() };
+        assert_eq!(pass(&*store, &forever, 10, true).await.runs, 0, "{name}");
+        assert_eq!(pass(&*store, &policy, 10, false).await.runs, 2, "{name}");
+        assert!(store.run("live").await.unwrap().is_none(), "{name}: past the runs' 90 days");
+        assert!(store.run("ancient").await.unwrap().is_none(), "{name}: past the drills' 400 days");
+        assert!(store.run("drill").await.unwrap().is_some(), "{name}: a drill 100 days old stays");
     }
 }
 

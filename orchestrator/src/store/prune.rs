@@ -28,14 +28,24 @@ pub struct PrunePolicy {
     pub cutoff: Option<i64>,
     /// Cutoffs replacing `cutoff` for the runs of these workflows.
     pub workflows: BTreeMap<String, Option<i64>>,
+    /// Drill runs that ended before this may go, if their workflow's cutoff
+    /// lets them too (the longer keep wins); `None`: kept forever.
+    pub drills: Option<i64>,
     /// Only trees whose root run is of this workflow.
     pub only: Option<String>,
 }
 
 impl PrunePolicy {
-    /// The cutoff of a run of `workflow` (`None`: kept forever).
-    pub fn cutoff_of(&self, workflow: &str) -> Option<i64> {
-        self.workflows.get(workflow).copied().unwrap_or(self.cutoff)
+    /// The cutoff of a run of `workflow`, a drill or not (`None`: kept
+    /// forever).
+    pub fn cutoff_of(&self, workflow: &str, drill: bool) -> Option<i64> {
+        let cutoff = self.workflows.get(workflow).copied().unwrap_or(self.cutoff);
+        match (drill, cutoff, self.drills) {
+            (false, cutoff, _) => cutoff,
+            // The longer keep: the earlier cutoff, and forever over both.
+            (true, Some(run), Some(drill)) => Some(run.min(drill)),
+            (true, _, _) => None,
+        }
     }
 
     /// The newest cutoff of any workflow: no run that ended after it may go.
@@ -62,7 +72,7 @@ impl PrunePolicy {
 
     fn may_delete(&self, run: &TreeRun) -> bool {
         let ended = RunStatus::parse(&run.status).is_some_and(RunStatus::is_terminal);
-        match (ended, run.finished_at, self.cutoff_of(&run.workflow)) {
+        match (ended, run.finished_at, self.cutoff_of(&run.workflow, run.mode == "drill")) {
             (true, Some(at), Some(cutoff)) => at < cutoff,
             _ => false,
         }
@@ -158,6 +168,8 @@ pub(crate) struct TreeRun {
     pub workflow: String,
     pub status: String,
     pub finished_at: Option<i64>,
+    /// `live` or `drill`.
+    pub mode: String,
 }
 
 /// Every table with rows of a run, with its count in `Pruned`: the tables
@@ -181,8 +193,7 @@ pub(crate) const ENDED_SQL: &str = "SELECT finished_at, id, root_run_id FROM run
      WHERE finished_at < $1 AND (finished_at, id) > ($2, $3) ORDER BY finished_at, id LIMIT $4";
 
 /// The runs of the trees `$1` (`{in_roots}`: the backend's test of membership in a bound list of ids).
-pub(crate) const TREE_SQL: &str =
-    "SELECT id, root_run_id, workflow, status, finished_at FROM runs WHERE root_run_id {in_roots}";
+pub(crate) const TREE_SQL: &str = "SELECT id, root_run_id, workflow, status, finished_at, mode FROM runs WHERE root_run_id {in_roots}";
 
 /// The trees of `$1` with a notification still being delivered.
 pub(crate) const DELIVERING_SQL: &str = "SELECT DISTINCT r.root_run_id FROM runs r \
@@ -311,17 +322,18 @@ macro_rules! with_shared_pruning {
 pub(crate) use with_shared_pruning;
 
 /// The rows of `TREE_SQL`.
-pub(crate) type TreeRow = (String, String, String, String, Option<i64>);
+pub(crate) type TreeRow = (String, String, String, String, Option<i64>, String);
 
 /// `TREE_SQL`'s rows as runs.
 pub(crate) fn tree_runs(rows: Vec<TreeRow>) -> Vec<TreeRun> {
     rows.into_iter()
-        .map(|(id, root, workflow, status, finished_at)| TreeRun {
+        .map(|(id, root, workflow, status, finished_at, mode)| TreeRun {
             id,
             root,
             workflow,
             status,
             finished_at,
+            mode,
         })
         .collect()
 }
