@@ -5,13 +5,11 @@
 //! run's event stream, and the timeline and catalog pictures. SQLite, or
 //! Postgres with LIFEBOAT_E2E_BACKEND=postgres.
 
-use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{Api, Sandbox};
+use crate::util::{Api, Sandbox, follow, until};
 
 const OLGA: &str = "olga-token"; // operator and approver
 const BOB: &str = "bob-token"; // approver
@@ -243,57 +241,6 @@ fn runs_are_counted_searched_and_filtered_by_mode_and_inputs_refused_by_field() 
 
     let list = api.get("/api/v1/workflows", Some(VIC)).body;
     assert_eq!(list[0]["last_run"]["id"], _b.as_str(), "{list:#}");
-}
-
-/// Reads an endless SSE stream on a thread: each event's (id, kind, data).
-fn follow(response: reqwest::blocking::Response) -> mpsc::Receiver<(i64, String, Value)> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let (mut id, mut kind, mut data) = (None, String::new(), String::new());
-        for line in BufReader::new(response).lines() {
-            let Ok(line) = line else { return };
-            if line.is_empty() {
-                if let Some(n) = id.take()
-                    && tx
-                        .send((
-                            n,
-                            std::mem::take(&mut kind),
-                            serde_json::from_str(&data).unwrap_or(Value::Null),
-                        ))
-                        .is_err()
-                {
-                    return;
-                }
-                data.clear();
-            } else if let Some(v) = line.strip_prefix("id:") {
-                id = v.trim().parse().ok();
-            } else if let Some(v) = line.strip_prefix("event:") {
-                kind = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            }
-        }
-    });
-    rx
-}
-
-/// Events from `rx` until one of `run` is `kind`; fails after 30 s.
-fn until(
-    rx: &mpsc::Receiver<(i64, String, Value)>,
-    run: &str,
-    kind: &str,
-) -> Vec<(i64, String, Value)> {
-    let mut seen = Vec::new();
-    loop {
-        let event = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no {kind} of {run}: {seen:?}"));
-        let done = event.1 == kind && event.2["run"] == run;
-        seen.push(event);
-        if done {
-            return seen;
-        }
-    }
 }
 
 #[test]

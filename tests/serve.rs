@@ -3,12 +3,13 @@
 //! and metrics. Each test starts its own server on a fresh port with its
 //! own database (SQLite, or Postgres with LIFEBOAT_E2E_BACKEND=postgres).
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{Api, Sandbox, alertmanager_payload, is_terminal, users_toml};
+use crate::util::{
+    Api, Sandbox, alertmanager_payload, events_of, follow, is_terminal, until, users_toml,
+};
 
 const HOOK_TOKEN: &str = "hook-token-123";
 const HMAC_SECRET: &str = "hmac-secret-xyz";
@@ -402,30 +403,6 @@ fn read_events(response: reqwest::blocking::Response) -> Vec<(i64, String, Value
     events_of(response).collect()
 }
 
-/// The events of an SSE stream as they arrive: (id, event, data).
-fn events_of(response: reqwest::blocking::Response) -> impl Iterator<Item = (i64, String, Value)> {
-    let mut lines = BufReader::new(response).lines();
-    std::iter::from_fn(move || {
-        let (mut id, mut kind, mut data) = (None, String::new(), String::new());
-        loop {
-            // A connection cut ends the events (the assertions on them then fail).
-            let line = lines.next()?.ok()?;
-            if line.is_empty() {
-                if let Some(n) = id.take() {
-                    return Some((n, kind, serde_json::from_str(&data).expect("data is JSON")));
-                }
-                data.clear();
-            } else if let Some(v) = line.strip_prefix("id:") {
-                id = v.trim().parse().ok();
-            } else if let Some(v) = line.strip_prefix("event:") {
-                kind = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            }
-        }
-    })
-}
-
 /// On Postgres an event's id is taken when it is inserted and seen when its
 /// transaction commits: a slow writer's event commits after events with
 /// higher ids. The stream of every run's events still sends it, in id
@@ -448,29 +425,14 @@ fn every_runs_event_stream_sends_an_event_committed_after_higher_ids_in_order() 
     api.wait_run(VIC, &id, Duration::from_secs(30), |d| Api::step_status(d, "gate") == "waiting");
     let response =
         api.client().get(api.url("/api/v1/events")).bearer_auth(VIC).send().expect("event stream");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for event in events_of(response) {
-            if tx.send(event).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = follow(response);
     let slow = sb.event_in_open_transaction(&id);
     let approve = api.post(&format!("/api/v1/runs/{id}/steps/gate/approve"), Some(BOB), &json!({}));
     assert_eq!(approve.status, 200, "{approve:?}");
     api.wait_run(VIC, &id, Duration::from_secs(30), |d| is_terminal(d["status"].as_str().unwrap()));
     let slow_id = slow.commit();
 
-    let mut seen = Vec::new();
-    while !seen.iter().any(|(_, kind, data): &(i64, String, Value)| {
-        kind == "succeeded" && data["run"] == id.as_str()
-    }) {
-        let event = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("the run's end never came: {seen:?}"));
-        seen.push(event);
-    }
+    let seen = until(&rx, &id, "succeeded");
     let ids: Vec<i64> = seen.iter().map(|(n, _, _)| *n).collect();
     assert!(ids.contains(&slow_id), "event {slow_id}, committed last, was skipped: {ids:?}");
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order: {ids:?}");

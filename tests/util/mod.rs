@@ -10,6 +10,7 @@ mod poll;
 mod process;
 mod receivers;
 mod sandbox;
+mod sse;
 mod users;
 
 pub use clock::tick_ms;
@@ -24,6 +25,7 @@ pub use process::{
 };
 pub use receivers::{Answer, Receiver, SmtpSink};
 pub use sandbox::{Sandbox, crash_seed, exec_fixture};
+pub use sse::{events_of, follow, until};
 pub use users::users_toml;
 
 // Reachable for tests, though none names them today (helpers return them).
