@@ -80,6 +80,16 @@ fn sandbox(name: &str) -> Sandbox {
     sb
 }
 
+/// A run of `site-down` for `site`, started by alice and waiting at its gate.
+fn waiting_at_gate(api: &Api, site: &str) -> String {
+    let inputs = json!({"inputs": {"site": site}});
+    let started = api.post("/api/v1/workflows/site-down/runs", Some(ALICE), &inputs);
+    assert_eq!(started.status, 201, "{started:?}");
+    let id = started.body["id"].as_str().expect("run id").to_string();
+    api.wait_run(VIC, &id, Duration::from_secs(30), |d| Api::step_status(d, "gate") == "waiting");
+    id
+}
+
 fn alert(api: &Api, status: &str, fingerprint: &str, site: &str) -> crate::util::Reply {
     let body = alertmanager_payload(
         status,
@@ -245,13 +255,7 @@ fn serve_api_lists_workflows_starts_shows_and_pages_runs() {
 fn serve_api_cancels_retries_and_takes_decisions() {
     let sb = sandbox("serve-api-control");
     let api = Api::start(&sb);
-    let id = api
-        .post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc03"}}))
-        .body["id"]
-        .as_str()
-        .expect("started")
-        .to_string();
-    api.wait_run(VIC, &id, Duration::from_secs(30), |d| Api::step_status(d, "gate") == "waiting");
+    let id = waiting_at_gate(&api, "dc03");
     let early = api.post(&format!("/api/v1/runs/{id}/steps/done/approve"), Some(BOB), &json!({}));
     assert_eq!(early.status, 409, "step not waiting: {early:?}");
     let unknown = api.post(&format!("/api/v1/runs/{id}/steps/nope/approve"), Some(BOB), &json!({}));
@@ -316,13 +320,7 @@ fn serve_api_cancels_retries_and_takes_decisions() {
 fn serve_streams_a_runs_events_and_resumes_after_last_event_id() {
     let sb = sandbox("serve-sse");
     let api = Api::start(&sb);
-    let id = api
-        .post("/api/v1/workflows/site-down/runs", Some(ALICE), &json!({"inputs": {"site": "dc05"}}))
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api.wait_run(VIC, &id, Duration::from_secs(30), |d| Api::step_status(d, "gate") == "waiting");
+    let id = waiting_at_gate(&api, "dc05");
     let response = api
         .client()
         .get(api.url(&format!("/api/v1/runs/{id}/events")))
@@ -417,12 +415,7 @@ fn every_runs_event_stream_sends_an_event_committed_after_higher_ids_in_order() 
     }
     let sb = sandbox("serve-sse-order");
     let api = Api::start(&sb);
-    let inputs = json!({"inputs": {"site": "dc09"}});
-    let id = api.post("/api/v1/workflows/site-down/runs", Some(ALICE), &inputs).body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api.wait_run(VIC, &id, Duration::from_secs(30), |d| Api::step_status(d, "gate") == "waiting");
+    let id = waiting_at_gate(&api, "dc09");
     let response =
         api.client().get(api.url("/api/v1/events")).bearer_auth(VIC).send().expect("event stream");
     let rx = follow(response);

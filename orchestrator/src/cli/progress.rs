@@ -75,7 +75,7 @@ fn format_event(
         FaultInjected => format!(
             "⚡ {step} attempt {}: injected fault `{}` (drill)",
             data.get("attempt").and_then(|a| a.as_u64()).unwrap_or(1),
-            data.get("fault").and_then(|f| f.as_str()).unwrap_or("?")
+            text_of(&data, "fault")
         ),
         StepRetrying => {
             let delay = data.get("delay_ms").and_then(|d| d.as_u64()).unwrap_or(0);
@@ -104,30 +104,21 @@ fn format_event(
         Approved => format!("✔ {step} approved by {}", list_of(&data, "approved_by")),
         ApprovalRecorded => format!(
             "⏸ {step} approved by {} ({} of {} needed)",
-            data.get("by").and_then(|b| b.as_str()).unwrap_or("?"),
+            text_of(&data, "by"),
             data.get("have").and_then(|b| b.as_u64()).unwrap_or(0),
             data.get("need").and_then(|b| b.as_u64()).unwrap_or(0)
         ),
-        Rejected => format!(
-            "✖ {step} rejected by {}",
-            data.get("rejected_by").and_then(|b| b.as_str()).unwrap_or("?")
-        ),
+        Rejected => format!("✖ {step} rejected by {}", text_of(&data, "rejected_by")),
         DecisionRefused => format!(
             "⚠ {step}: {} refused: {}",
-            data.get("by").and_then(|b| b.as_str()).unwrap_or("?"),
-            data.get("reason").and_then(|b| b.as_str()).unwrap_or("")
+            text_of(&data, "by"),
+            data.get("reason").and_then(|r| r.as_str()).unwrap_or("")
         ),
         ApprovalTimedOut => format!("⌛ {step} approval timed out"),
-        Acknowledged => format!(
-            "✔ {step} acknowledged by {}",
-            data.get("acked_by").and_then(|b| b.as_str()).unwrap_or("?")
-        ),
+        Acknowledged => format!("✔ {step} acknowledged by {}", text_of(&data, "acked_by")),
         StatusUpdate => format!("✉ {step} status update to the paged tiers"),
         EscalationExhausted => format!("✖ {step}: nobody acknowledged"),
-        ChildStarted => format!(
-            "↳ {step} started child run {}",
-            data.get("run").and_then(|r| r.as_str()).unwrap_or("?")
-        ),
+        ChildStarted => format!("↳ {step} started child run {}", text_of(&data, "run")),
         RollingBack => "↶ rolling back".to_string(),
         RollbackStarted => format!("↶ {step} rollback"),
         StepRolledBack => format!("↶ {step} rolled back"),
@@ -139,12 +130,9 @@ fn format_event(
         Cancelled => "■ run cancelled".to_string(),
         RtoBreached => "⚠ recovery time objective breached".to_string(),
         Retried => "↻ run retried".to_string(),
-        Paused => format!(
-            "⏸ run paused by {}: no new step starts",
-            data.get("by").and_then(|b| b.as_str()).unwrap_or("?")
-        ),
+        Paused => format!("⏸ run paused by {}: no new step starts", text_of(&data, "by")),
         Resumed => {
-            format!("▶ run resumed by {}", data.get("by").and_then(|b| b.as_str()).unwrap_or("?"))
+            format!("▶ run resumed by {}", text_of(&data, "by"))
         }
         Quarantined => format!(
             "■ run quarantined: {}",
@@ -152,6 +140,12 @@ fn format_event(
         ),
     };
     Some(format!("{at}  {text}"))
+}
+
+/// A text field of an event's data: `?` when absent (an older or newer
+/// lifeboat wrote the event without it).
+fn text_of<'a>(data: &'a serde_json::Value, key: &str) -> &'a str {
+    data.get(key).and_then(|v| v.as_str()).unwrap_or("?")
 }
 
 fn list_of(data: &serde_json::Value, key: &str) -> String {

@@ -72,7 +72,7 @@ impl PrunePolicy {
 
     fn may_delete(&self, run: &TreeRun) -> bool {
         let ended = RunStatus::parse(&run.status).is_some_and(RunStatus::is_terminal);
-        match (ended, run.finished_at, self.cutoff_of(&run.workflow, run.mode == "drill")) {
+        match (ended, run.finished_at, self.cutoff_of(&run.workflow, run.drill)) {
             (true, Some(at), Some(cutoff)) => at < cutoff,
             _ => false,
         }
@@ -168,8 +168,8 @@ pub(crate) struct TreeRun {
     pub workflow: String,
     pub status: String,
     pub finished_at: Option<i64>,
-    /// `live` or `drill`.
-    pub mode: String,
+    /// A drill run (kept `PrunePolicy::drills`).
+    pub drill: bool,
 }
 
 /// Every table with rows of a run, with its count in `Pruned`: the tables
@@ -333,7 +333,7 @@ pub(crate) fn tree_runs(rows: Vec<TreeRow>) -> Vec<TreeRun> {
             workflow,
             status,
             finished_at,
-            mode,
+            drill: RunMode::parse(&mode) == Some(RunMode::Drill),
         })
         .collect()
 }
