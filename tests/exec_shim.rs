@@ -19,13 +19,18 @@ const SHIM: &str = env!("CARGO_BIN_EXE_lifeboat-exec");
 /// Returns the pid `serve` had and whether the step's `sleep` (in the
 /// step's process group) died too.
 fn step_dies_with_its_killed_worker(sb: &Sandbox) -> (u32, bool) {
-    sb.enqueue(&exec_fixture("cancel-shell.yaml"), &[]);
+    let run = sb.enqueue(&exec_fixture("cancel-shell.yaml"), &[]);
     let mut serve = sb.serve();
     let serve_pid = serve.pid();
     assert!(
         eventually(Duration::from_secs(30), || !sb.read("long.pid").is_empty()),
         "never started"
     );
+    // Killed only once the group is on record, which is after the guardian
+    // was told: a worker killed between its `posix_spawn` and telling the
+    // guardian (a few microseconds, stretched on a loaded machine) leaves
+    // the group to the next worker's recovery instead (guard.rs).
+    crate::run::wait_for_pgid(sb, &run, "long");
     let leader: u32 = sb.read("long.pid").trim().parse().expect("pid");
     assert!(pid_alive(leader));
     serve.kill9();
